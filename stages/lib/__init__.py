@@ -1,0 +1,1 @@
+"""Library code behind the stages: data, transforms, models, training, metrics, plotting."""

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny synthetic data, the real cxr4 sample when present, temp project copies."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
+PROJECT_FILES = ("stages", "tools", "dvc.yaml", "params.yaml", "params.demo.yaml")
+
+# Tiny settings: 32 px, one epoch, two backbones, no ImageNet download.
+TINY = {
+    "preprocess": {"img_size": 32},
+    "train": {"backbones": ["resnet18", "efficientnet_b0"], "pretrained": False, "epochs": 1,
+              "batch_size": 8, "lr": 1e-3},
+}
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
+    """Run a command with the project's venv first on PATH; output captured as text."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small synthetic course-layout dataset (real-size images, few of them)."""
+    from stages.lib.synthetic import make_dataset
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    make_dataset(out, {"train": 32, "val": 12, "test": 12}, seed=3, fractions=(0.25, 0.25, 0.25, 0.25))
+    return out
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "train_data.csv").is_file():
+        pytest.skip(f"real sample not present at {REAL_DATA}")
+    return REAL_DATA
+
+
+def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = True) -> Path:
+    """Copy the project (code, dvc.yaml, params) into dest with params overridden and data linked in."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if data is not None:
+        shutil.copytree(data, dest / "data")
+    if git:
+        run(["git", "init", "-q"], dest)
+        run(["git", "config", "user.email", "test@localhost"], dest)
+        run(["git", "config", "user.name", "test"], dest)
+        run(["dvc", "init", "-q"], dest)
+        run(["dvc", "config", "core.analytics", "false"], dest)
+        if data is not None:
+            run(["dvc", "add", "-q", "data"], dest)
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "test project"], dest)
+    return dest
