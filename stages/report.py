@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     args = parser.parse_args()
     backbones = load_params()["train"]["backbones"]
-    print(report(backbones, args.predictions, args.live, args.cache_meta, args.plots, args.summary))
+    report(backbones, args.predictions, args.live, args.cache_meta, args.plots, args.summary)
+    print(f"wrote {args.summary} and the figures in {args.plots}/")
 
 
 if __name__ == "__main__":

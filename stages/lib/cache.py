@@ -70,7 +70,7 @@ def _write_split(staging: Path, split: str, samples: list[Sample], size: int, po
     array_path, index_path = cache_files(staging, split)
     images = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(len(samples), size, size))
     results = pool.map(_process, [s.path for s in samples], chunksize=8)
-    for i, img in enumerate(tqdm(results, total=len(samples), desc=f"preprocess {split}", unit="img")):
+    for i, img in enumerate(tqdm(results, total=len(samples), desc=f"preprocess {split}", unit="img", disable=None)):
         images[i] = img
     images.flush()
     del images

@@ -89,7 +89,7 @@ def comparison_bars(scores: dict[str, dict[str, dict]], split: str):
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Backbones compared ({split} split)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

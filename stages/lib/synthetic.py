@@ -126,7 +126,7 @@ def make_dataset(out_dir: str | Path, sizes: dict[str, int], seed: int = 0, frac
             labels = split_labels(sizes[split], fractions, np.random.default_rng([seed, s]))
             jobs = [(seed, s, i, int(label), str(image_dir)) for i, label in enumerate(labels)]
             names = list(tqdm(pool.map(_write_image, jobs, chunksize=8), total=len(jobs),
-                              desc=f"synthesise {split}", unit="img"))
+                              desc=f"synthesise {split}", unit="img", disable=None))
             with open(out_dir / f"{split}_data.csv", "w", newline="") as f:
                 writer = csv.writer(f, lineterminator="\n")
                 writer.writerow(["new_filename", *CLASSES])

@@ -93,7 +93,7 @@ def amp_context(device: torch.device, amp: bool):
 def train_one_epoch(model, loader, criterion, optimizer, scaler, device, amp: bool, desc: str) -> EpochResult:
     model.train()
     total_loss, preds, labels = 0.0, [], []
-    bar = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False)
+    bar = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False, disable=None)
     for x, y in bar:
         x = to_model_input(x, device, channels_last=device.type == "cuda")
         y = y.to(device, non_blocking=True)
