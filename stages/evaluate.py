@@ -15,7 +15,7 @@ SPLITS = ("val", "test")
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
              batch_size: int) -> dict:
     cache_meta = read_json(Path(cache_dir) / "meta.json")
-    model, meta = load_model(model_path, backbone, cache_meta["preprocess"])
+    model, meta = load_model(model_path, backbone, cache_meta["preprocess"], cache_meta["classes"])
     device = pick_device()
     model.to(device)
     report = {}

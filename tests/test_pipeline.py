@@ -62,7 +62,7 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     (proj / "cache").mkdir()
     (proj / "cache" / "meta.json").write_text('{"classes": [], "counts": {"train": {}}, "preprocess": {}}')
     bad = run(["python", "-m", "stages.train", "--backbone", "vgg16", "--cache", "cache",
-               "--model", "models/vgg16.pt", "--live", "dvclive/vgg16"], proj, check=False)
+               "--model", "models/vgg16.pt", "--live", "dvclive/vgg16", "--resume", "checkpoints/vgg16.pt"], proj, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: unknown backbone 'vgg16'; train.backbones allows resnet18, densenet121, efficientnet_b0, convnext_tiny")
     assert not (proj / "models").exists()
@@ -79,7 +79,7 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     assert images.shape == (160, 32, 32) and images.dtype == np.uint8 and images.std() > 10
 
     run(["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache",
-         "--model", "models/resnet18.pt", "--live", "dvclive/resnet18"], proj)
+         "--model", "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"], proj)
     run(["python", "-m", "stages.evaluate", "--backbone", "resnet18", "--cache", "cache", "--model",
          "models/resnet18.pt", "--metrics", "metrics/resnet18.json", "--predictions", "predictions/resnet18"], proj)
     m = json.loads((proj / "metrics" / "resnet18.json").read_text())

@@ -16,10 +16,14 @@ from stages.lib.models import build_model
 from stages.lib.training import load_checkpoint, predict
 
 
-def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None):
+def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None,
+               classes=None):
     """Rebuild the network from a checkpoint, refusing one that does not fit what the caller expects."""
     ckpt = load_checkpoint(path)
     meta = ckpt["meta"]
+    if classes is not None and list(meta["classes"]) != list(classes):
+        raise UserError(f"{path} was trained for classes {meta['classes']}, the data has {list(classes)}; "
+                        f"retrain it on this data (dvc repro)")
     if backbone is not None and meta["backbone"] != backbone:
         raise UserError(f"{path} holds a {meta['backbone']} model, not {backbone}; retrain it (dvc repro train@{backbone})")
     if preprocess is not None and meta["preprocess"] != preprocess:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,9 +21,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from stages.lib.data import CachedSplit, balanced_sampler, class_weights
+from stages.lib.errors import UserError
 from stages.lib.io import atomic_path
 from stages.lib.metrics import macro_f1
 from stages.lib.transforms import to_model_input, train_augment
+
+
+MAX_NON_FINITE_FP16 = 5
 
 
 @dataclass
@@ -33,18 +38,19 @@ class EpochResult:
     n: int
 
 
-@dataclass
-class FitResult:
-    best_epoch: int
-    best_val_macro_f1: float
-    epochs_run: int
-    history: list[dict] = field(default_factory=list)
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed every RNG; `deterministic` also forbids the GPU kernels that vary run to run.
 
-
-def seed_everything(seed: int) -> None:
+    On CPU the run is reproducible either way. On CUDA, cuDNN autotuning (on unless
+    deterministic) and atomics in some backward kernels make the last digits vary.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def pick_device() -> torch.device:
@@ -92,9 +98,9 @@ def amp_context(device: torch.device, amp: bool):
 
 def train_one_epoch(model, loader, criterion, optimizer, scaler, device, amp: bool, desc: str) -> EpochResult:
     model.train()
-    total_loss, preds, labels = 0.0, [], []
+    total_loss, preds, labels, non_finite = 0.0, [], [], 0
     bar = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False, disable=None)
-    for x, y in bar:
+    for batch, (x, y) in enumerate(bar, start=1):
         x = to_model_input(x, device, channels_last=device.type == "cuda")
         y = y.to(device, non_blocking=True)
         with amp_context(device, amp):
@@ -102,12 +108,18 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, amp: bo
             loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # with fp16, skips the step when the gradients overflowed
         scaler.update()
-        total_loss += loss.item() * len(y)
+        value = loss.item()
+        # fp16 gets a few batches for the GradScaler to lower its scale; fp32 none.
+        non_finite = non_finite + 1 if not math.isfinite(value) else 0
+        if non_finite > (MAX_NON_FINITE_FP16 if scaler.is_enabled() else 0):
+            raise UserError(f"{desc}, batch {batch}: the loss is {value}; training diverged. "
+                            f"Lower train.lr, or check the data for blank or corrupt images")
+        total_loss += value * len(y)
         preds.append(logits.argmax(1).cpu())
         labels.append(y.cpu())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{value:.3f}")
     return _epoch_result(total_loss, torch.cat(labels).numpy(), torch.cat(preds).numpy())
 
 
@@ -145,6 +157,16 @@ def make_scheduler(optimizer, t: dict):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(t["epochs"]), eta_min=t["min_lr"])
 
 
+@dataclass
+class Progress:
+    """Where training stands after an epoch; part of the resume checkpoint."""
+    epoch: int = 0  # last completed epoch
+    best_epoch: int = 0
+    best_val_macro_f1: float = -1.0
+    stale: int = 0  # epochs since the last val macro-F1 gain
+    finished: bool = False
+
+
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
@@ -152,13 +174,16 @@ def fit(
     t: dict,
     device: torch.device,
     name: str,
+    resume: dict | None = None,
     on_epoch: Callable[[dict], None] = lambda row: None,
     on_best: Callable[[nn.Module, int, float], None] = lambda model, epoch, score: None,
-) -> FitResult:
+    on_checkpoint: Callable[[dict], None] = lambda state: None,
+) -> Progress:
     """Train with AdamW and class-weighted CE, early-stop on val macro-F1; `t` is params' `train`.
 
     `on_epoch` receives each epoch's metrics row (for DVCLive); `on_best` is called whenever val
-    macro-F1 improves, so the best checkpoint is on disk as soon as it exists.
+    macro-F1 improves, so the best checkpoint is on disk as soon as it exists; `on_checkpoint`
+    receives, after every epoch, everything needed to continue (`resume`) exactly where it stopped.
     """
     model.to(device)
     if device.type == "cuda":
@@ -171,38 +196,85 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     epochs, patience = int(t["epochs"]), int(t["early_stopping_patience"])
 
-    result = FitResult(best_epoch=0, best_val_macro_f1=-1.0, epochs_run=0)
-    stale = 0
-    for epoch in range(1, epochs + 1):
+    progress = Progress()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        set_rng_state(resume["rng"], train_loader)
+        progress = Progress(**resume["progress"])
+
+    for epoch in range(progress.epoch + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp,
                              desc=f"{name} epoch {epoch}/{epochs}")
         probs, labels, val_loss = predict(model, val_loader, device, amp, criterion)
-        preds = probs.argmax(1)
-        val = _epoch_result(val_loss * len(labels), labels, preds)
-        row = {"epoch": epoch, "lr": lr,
-               "train_loss": tr.loss, "train_macro_f1": tr.macro_f1, "train_accuracy": tr.accuracy,
-               "val_loss": val.loss, "val_macro_f1": val.macro_f1, "val_accuracy": val.accuracy}
-        result.history.append(row)
-        result.epochs_run = epoch
-        on_epoch(row)
+        val = _epoch_result(val_loss * len(labels), labels, probs.argmax(1))
+        on_epoch({"epoch": epoch, "lr": lr,
+                  "train_loss": tr.loss, "train_macro_f1": tr.macro_f1, "train_accuracy": tr.accuracy,
+                  "val_loss": val.loss, "val_macro_f1": val.macro_f1, "val_accuracy": val.accuracy})
         tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {tr.loss:.4f} F1 {tr.macro_f1:.4f} | "
                    f"val loss {val.loss:.4f} F1 {val.macro_f1:.4f} acc {val.accuracy:.4f} | lr {lr:.2e}")
 
-        if val.macro_f1 > result.best_val_macro_f1:
-            result.best_epoch, result.best_val_macro_f1, stale = epoch, val.macro_f1, 0
+        progress.epoch = epoch
+        if val.macro_f1 > progress.best_val_macro_f1:
+            progress.best_epoch, progress.best_val_macro_f1, progress.stale = epoch, val.macro_f1, 0
             on_best(model, epoch, val.macro_f1)
         else:
-            stale += 1
+            progress.stale += 1
         if t["scheduler"] == "plateau":
             scheduler.step(val.macro_f1)
         else:
             scheduler.step()
-        if stale >= patience:
-            tqdm.write(f"{name}: early stop at epoch {epoch}, best val macro-F1 {result.best_val_macro_f1:.4f} "
-                       f"at epoch {result.best_epoch}")
+        progress.finished = progress.stale >= patience or epoch == epochs
+        on_checkpoint({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "progress": asdict(progress), "rng": rng_state(train_loader),
+        })
+        if progress.stale >= patience:
+            tqdm.write(f"{name}: early stop at epoch {epoch}, best val macro-F1 "
+                       f"{progress.best_val_macro_f1:.4f} at epoch {progress.best_epoch}")
             break
-    return result
+    return progress
+
+
+# --- random state: everything a resumed run needs to draw what the uninterrupted run drew -------
+
+def _augment_rngs(loader: DataLoader) -> list:
+    augment = loader.dataset.augment
+    return [augment, *augment.transforms] if augment is not None else []
+
+
+def rng_state(loader: DataLoader) -> dict:
+    """Python, NumPy, torch (CPU, CUDA), the sampler's generator and the augmentation RNGs.
+
+    Plain types and tensors only, so the checkpoint loads with weights_only=True. (With DataLoader
+    workers the augmentations run in the workers, whose RNGs are not captured: see the README.)
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "sampler": loader.generator.get_state(),
+        "augment": [(a.random_generator.bit_generator.state, a.py_random.getstate()) for a in _augment_rngs(loader)],
+    }
+
+
+def set_rng_state(state: dict, loader: DataLoader) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    loader.generator.set_state(state["sampler"])
+    for a, (np_state, py_state) in zip(_augment_rngs(loader), state["augment"]):
+        a.random_generator.bit_generator.state = np_state
+        a.py_random.setstate(py_state)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -215,8 +287,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> No
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    from stages.lib.errors import UserError
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:

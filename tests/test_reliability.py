@@ -1,0 +1,206 @@
+"""Resume after SIGKILL, bit-for-bit reproducibility, refusals, atomic outputs, safe loading."""
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, make_project, merge, run
+from stages.lib.errors import UserError
+from stages.lib.io import write_json
+
+ONE = merge(TINY, {"preprocess": {"img_size": 64}, "train": {"backbones": ["resnet18"], "epochs": 3}})
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp_path, tiny_data):
+    whole = make_project(tmp_path / "whole", tiny_data, ONE)
+    run(["dvc", "repro", "train@resnet18"], whole)
+
+    killed = make_project(tmp_path / "killed", tiny_data, ONE)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen(["dvc", "repro", "train@resnet18"], cwd=killed, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "resnet18.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "training ended before its first checkpoint appeared"
+    done = torch.load(last, weights_only=True)["progress"]["epoch"]
+    assert done < 3, "the kill came too late to test anything"
+
+    rerun = run(["dvc", "repro", "train@resnet18"], killed).stdout
+    assert f"resuming from checkpoints/resnet18.pt: epoch {done} done" in rerun
+    epochs = re.findall(r"resnet18 epoch (\d)/3:", rerun)
+    assert epochs[0] == str(done + 1) and epochs[-1] == "3"
+
+    tsv = (killed / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text()
+    assert tsv == (whole / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text()
+    assert [line.split("\t")[0] for line in tsv.splitlines()] == ["step", "1", "2", "3"]
+    assert (killed / "dvclive/resnet18/metrics.json").read_text() == (whole / "dvclive/resnet18/metrics.json").read_text()
+    assert_same_weights(killed / "models/resnet18.pt", whole / "models/resnet18.pt")
+
+
+def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
+    proj = make_project(tmp_path / "p", tiny_data, merge(ONE, {"train": {"epochs": 1}}), git=False)
+    args = ["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache", "--model",
+            "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"]
+    run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache"], proj)
+    run(args, proj)
+    state = torch.load(proj / "checkpoints/resnet18.pt", weights_only=True)
+    state["progress"]["finished"] = False  # pretend the run was cut short
+    torch.save(state, proj / "checkpoints/resnet18.pt")
+    (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("seed: 42", "seed: 7"))
+    assert "was written with other params, data or code; training from epoch 1" in run(args, proj).stdout
+
+
+def test_two_runs_give_identical_metrics_and_weights(tmp_path, tiny_data):
+    params = merge(TINY, {"train": {"epochs": 2}})
+    a, b = (make_project(tmp_path / n, tiny_data, params) for n in "ab")
+    for proj in (a, b):
+        run(["dvc", "repro", "--force"], proj)
+    for name in TINY["train"]["backbones"]:
+        assert (a / f"metrics/{name}.json").read_bytes() == (b / f"metrics/{name}.json").read_bytes()
+        assert_same_weights(a / f"models/{name}.pt", b / f"models/{name}.pt")
+
+
+# --- refusals: one line naming the param, exit code 2, before any work ---------------------------
+
+def stage_main(module, argv, tmp_path, monkeypatch, params, capsys):
+    """Run a stage's main in-process in tmp_path; returns (exit code, stderr)."""
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)))
+    monkeypatch.setattr(sys, "argv", [module.__name__, *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    return exit_info.value.code, capsys.readouterr().err.strip()
+
+
+TRAIN_ARGS = ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--live", "live", "--resume", "r.pt"]
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"train": {"epochs": 0}}, "train.epochs must be a positive integer, got 0"),
+    ({"train": {"epochs": 2.5}}, "train.epochs must be a positive integer, got 2.5"),
+    ({"train": {"batch_size": -4}}, "train.batch_size must be a positive integer, got -4"),
+    ({"train": {"lr": -1e-4}}, "train.lr must be a positive number, got -0.0001"),
+    ({"train": {"scheduler": "step"}}, "train.scheduler must be one of plateau, cosine, got 'step'"),
+    ({"train": {"batch_size": 1000}}, "train.batch_size 1000 exceeds the 30 training images; lower it"),
+])
+def test_train_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
+    import stages.train
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache/meta.json").write_text(json.dumps(
+        {"classes": ["normal", "bacteria", "virus", "COVID-19"], "preprocess": {"img_size": 32},
+         "counts": {"train": {"normal": 30}}}))
+    code, err = stage_main(stages.train, TRAIN_ARGS, tmp_path, monkeypatch, params, capsys)
+    assert code == 2 and err == f"error: {message}"
+
+
+def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
+    import stages.train
+    argv = ["--backbone", "vit_b16", *TRAIN_ARGS[2:]]
+    code, err = stage_main(stages.train, argv, tmp_path, monkeypatch, {}, capsys)
+    assert code == 2 and err.startswith("error: unknown backbone 'vit_b16'; train.backbones allows resnet18")
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"preprocess": {"img_size": 0}}, "preprocess.img_size must be a positive integer, got 0"),
+    ({"preprocess": {"img_size": "big"}}, "preprocess.img_size must be a positive integer, got 'big'"),
+    ({"preprocess": {"center_crop_ratio": 1.2}}, "preprocess.center_crop_ratio must be in (0, 1], got 1.2"),
+    ({"preprocess": {"center_crop_ratio": 0}}, "preprocess.center_crop_ratio must be in (0, 1], got 0"),
+])
+def test_preprocess_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
+    import stages.preprocess
+    code, err = stage_main(stages.preprocess, ["--data", "data", "--out", "cache"], tmp_path, monkeypatch, params, capsys)
+    assert code == 2 and err == f"error: {message}"
+
+
+def test_non_finite_loss_stops_naming_epoch_and_batch():
+    from stages.lib.training import train_one_epoch
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4))
+    loader = [(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))] * 3
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    with pytest.raises(UserError, match=r"resnet18 epoch 4/9, batch 1: the loss is nan; training diverged"):
+        train_one_epoch(model, loader, lambda logits, y: logits.sum() * float("nan"),
+                        torch.optim.SGD(model.parameters(), lr=0.1), scaler, torch.device("cpu"), False,
+                        desc="resnet18 epoch 4/9")
+
+
+# --- outputs and loading ----------------------------------------------------------------------
+
+WRITER = """
+import sys
+from stages.lib.io import write_json
+big = [list(range(2000))] * 50
+i = 0
+while True:
+    write_json(sys.argv[1], {"n": i % 2, "data": big})
+    i += 1
+"""
+
+
+def test_killed_writer_leaves_a_whole_file(tmp_path):
+    target = tmp_path / "out.json"
+    for delay in (0.3, 0.45, 0.6):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=ROOT)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if target.exists():
+            assert json.loads(target.read_text())["n"] in (0, 1)
+
+
+def test_full_disk_fails_clearly_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"old": True})
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(UserError, match=r"cannot write .*metrics.json: No space left on device; check free disk space"):
+        write_json(target, {"old": False})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_path):
+    from stages.lib.evaluation import load_model
+    from stages.lib.models import build_model
+    from stages.lib.training import save_checkpoint
+    meta = {"backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "dropout": 0.1,
+            "preprocess": {"img_size": 32}}
+    path = tmp_path / "resnet18.pt"
+    save_checkpoint(path, build_model("resnet18", 4, 0.1, pretrained=False), meta)
+    with pytest.raises(UserError, match="holds a resnet18 model, not densenet121"):
+        load_model(path, "densenet121")
+    with pytest.raises(UserError, match="trained for classes"):
+        load_model(path, "resnet18", classes=["normal", "pneumonia"])
+    model, loaded = load_model(path, "resnet18", meta["preprocess"], meta["classes"])
+    assert loaded["backbone"] == "resnet18"
+
+
+def test_every_torch_load_in_stages_is_weights_only():
+    calls = [(p, line) for p in (ROOT / "stages").rglob("*.py")
+             for line in p.read_text().splitlines() if "torch.load(" in line]
+    assert calls and all("weights_only=True" in line for _, line in calls)
