@@ -1,31 +1,57 @@
-"""Stage `evaluate@<backbone>`: best checkpoint -> metrics/<backbone>.json + per-image predictions."""
+"""Stage `evaluate@<backbone>`: best checkpoint -> metrics/<backbone>.json, per-image predictions,
+ROC curve data and Grad-CAM examples."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import torch
+
+from stages.lib import gradcam
+from stages.lib.data import CachedSplit
 from stages.lib.errors import cli
-from stages.lib.evaluation import evaluate_split, load_model, predict_split
+from stages.lib.evaluation import load_model, predict_split, predictions_csv, write_roc_curves
 from stages.lib.io import load_params, read_json, write_json, write_text
+from stages.lib.metrics import split_metrics
+from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.training import pick_device
 
 SPLITS = ("val", "test")
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
-             batch_size: int) -> dict:
+             gradcam_path: str, e: dict) -> dict:
+    """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
     cache_meta = read_json(Path(cache_dir) / "meta.json")
-    model, meta = load_model(model_path, backbone, cache_meta["preprocess"], cache_meta["classes"])
+    classes = cache_meta["classes"]
+    model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
     device = pick_device()
     model.to(device)
     report = {}
     for split in SPLITS:
-        names, labels, probs = predict_split(model, cache_dir, split, batch_size, device)
-        report[split], csv_text = evaluate_split(names, labels, probs, meta["classes"])
-        write_text(Path(predictions_dir) / f"{split}.csv", csv_text)
-    report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"])
+        names, labels, probs = predict_split(model, cache_dir, split, int(e["batch_size"]), device,
+                                             hflip=bool(e["tta_hflip"]))
+        write_text(Path(predictions_dir) / f"{split}.csv", predictions_csv(names, labels, probs, classes))
+        report[split] = split_metrics(labels, probs, classes, int(e["bootstrap_resamples"]), int(e["seed"]),
+                                      int(e["calibration_bins"]))
+    write_roc_curves(Path(predictions_dir) / "roc_test", labels, probs, classes)
+    save_figure(gradcam_figure(model, backbone, cache_dir, classes, int(e["gradcam_per_class"]), probs), gradcam_path)
+    report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=bool(e["tta_hflip"]))
     write_json(metrics_path, report)
     return report
+
+
+def gradcam_figure(model, backbone: str, cache_dir: str, classes, per_class: int, test_probs):
+    """Grad-CAM of the predicted class for the first `per_class` test images of each class."""
+    test = CachedSplit(cache_dir, "test")
+    picks = gradcam.pick_examples(test.labels, per_class, len(classes))
+    images = torch.stack([test[i][0] for i in picks])
+    predicted = [int(test_probs[i].argmax()) for i in picks]
+    heat = gradcam.heatmaps(model, backbone, images, predicted)
+    panels = [gradcam.overlay(images[k, 0].numpy(), heat[k]) for k in range(len(picks))]
+    titles = [f"true {classes[test.labels[i]]}\npred {classes[p]} ({test_probs[i][p]:.2f})"
+              for i, p in zip(picks, predicted)]
+    return gradcam_grid(panels, titles, f"{backbone}: Grad-CAM of the predicted class (test images)")
 
 
 @cli
@@ -35,10 +61,11 @@ def main() -> None:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--predictions", required=True, help="folder for val.csv / test.csv")
+    parser.add_argument("--predictions", required=True, help="folder for val.csv, test.csv and roc_test/")
+    parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     args = parser.parse_args()
-    batch_size = int(load_params()["evaluate"]["batch_size"])
-    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, batch_size)
+    e = load_params()["evaluate"]
+    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
     print(f"{args.backbone}: val acc {r['val']['accuracy']:.4f} macro-F1 {r['val']['macro_f1']:.4f} | "
           f"test acc {r['test']['accuracy']:.4f} macro-F1 {r['test']['macro_f1']:.4f}")
 

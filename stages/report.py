@@ -1,4 +1,9 @@
-"""Stage `report`: predictions + DVCLive logs -> plots/*.png and metrics/summary.md."""
+"""Stage `report`: predictions + DVCLive logs -> plots/*.png and metrics/summary.md.
+
+The numbers are recomputed from the per-image predictions with the same function evaluate uses
+(`split_metrics`, seeded bootstrap), so they match metrics/<model>.json exactly; reading those
+JSON files instead would need a dependency on metrics/, where this stage writes summary.md.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,23 +11,12 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
-
-from stages.lib.errors import UserError, cli
+from stages.lib.errors import cli
+from stages.lib.evaluation import read_predictions
 from stages.lib.io import load_params, read_json, write_text
-from stages.lib.metrics import classification_metrics, confusion
-from stages.lib.plotting import comparison_bars, confusion_grid, save_figure, summary_markdown, training_curves
-
-
-def read_predictions(path: Path, classes) -> tuple[np.ndarray, np.ndarray]:
-    """(true, predicted) class indices from an evaluate predictions CSV."""
-    if not path.is_file():
-        raise UserError(f"{path} not found; run the evaluate stage first (dvc repro)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    y_true = np.array([classes.index(r["true_label"]) for r in rows])
-    y_pred = np.array([classes.index(r["predicted_label"]) for r in rows])
-    return y_true, y_pred
+from stages.lib.metrics import confusion, split_metrics
+from stages.lib.plotting import (comparison_bars, confusion_grid, curves_overlay, pr_grid, reliability_grid, roc_grid,
+                                 save_figure, summary_markdown, training_curves)
 
 
 def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
@@ -35,47 +29,66 @@ def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
     return history
 
 
-def report(backbones, predictions_dir: str, live_dir: str, cache_meta_path: str, plots_dir: str,
-           summary_path: str) -> str:
+def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, cache_meta_path: str,
+           plots_dir: str, gradcam_dir: str, summary_path: str, e: dict) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
-    scores, matrices, histories, training = {}, {"val": {}, "test": {}}, {}, {}
-    for name in backbones:
+    sources = {name: Path(predictions_dir) / name for name in backbones}
+    sources["ensemble"] = Path(ensemble_dir)
+    scores, outputs = {}, {"val": {}, "test": {}}
+    for name, folder in sources.items():
         scores[name] = {}
         for split in ("val", "test"):
-            y_true, y_pred = read_predictions(Path(predictions_dir) / name / f"{split}.csv", classes)
-            scores[name][split] = classification_metrics(y_true, y_pred, classes)
-            matrices[split][name] = confusion(y_true, y_pred, len(classes))
-        histories[name] = read_history(Path(live_dir) / name)
-        summary = Path(live_dir) / name / "metrics.json"
-        training[name] = read_json(summary) if summary.is_file() else {}
+            _, labels, probs = read_predictions(folder / f"{split}.csv", classes)
+            outputs[split][name] = (labels, probs)
+            scores[name][split] = split_metrics(labels, probs, classes, int(e["bootstrap_resamples"]),
+                                                int(e["seed"]), int(e["calibration_bins"]))
+    histories = {name: read_history(Path(live_dir) / name) for name in backbones}
+    training = {name: read_json(Path(live_dir) / name / "metrics.json") for name in backbones
+                if (Path(live_dir) / name / "metrics.json").is_file()}
 
-    plots = Path(plots_dir)
     figures = {
-        "confusion_test.png": confusion_grid(matrices["test"], classes, "Confusion matrices, test split"),
-        "confusion_val.png": confusion_grid(matrices["val"], classes, "Confusion matrices, val split"),
-        "training_curves.png": training_curves(histories),
         "comparison.png": comparison_bars(scores, "test"),
+        "confusion_test.png": confusion_grid(
+            {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs["test"].items()}, classes,
+            "Confusion matrices, test split (counts; colour and % = row-normalised)"),
+        "confusion_val.png": confusion_grid(
+            {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs["val"].items()}, classes,
+            "Confusion matrices, val split (counts; colour and % = row-normalised)"),
+        "roc_test.png": roc_grid(outputs["test"], classes),
+        "pr_test.png": pr_grid(outputs["test"], classes),
+        "reliability_test.png": reliability_grid(scores, "test"),
+        "training_curves.png": training_curves(histories),
+        "training_curves_overlay.png": curves_overlay(histories),
     }
     for filename, fig in figures.items():
-        save_figure(fig, plots / filename)
-    links = [os.path.relpath(plots / f, Path(summary_path).parent) for f in figures]
+        save_figure(fig, Path(plots_dir) / filename)
+    links = [Path(plots_dir) / f for f in figures] + [Path(gradcam_dir) / f"{b}.png" for b in backbones]
+    links = [os.path.relpath(p, Path(summary_path).parent) for p in links]
     text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links)
     write_text(summary_path, text)
     return text
+
+
+def _labels_preds(output):
+    labels, probs = output
+    return labels, probs.argmax(1)
 
 
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--predictions", required=True, help="folder with <backbone>/{val,test}.csv")
+    parser.add_argument("--ensemble", required=True, help="folder with the ensemble's {val,test}.csv")
     parser.add_argument("--live", required=True, help="folder with <backbone>/ DVCLive logs")
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json")
     parser.add_argument("--plots", required=True, help="folder for the PNG figures")
+    parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (linked, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     args = parser.parse_args()
-    backbones = load_params()["train"]["backbones"]
-    report(backbones, args.predictions, args.live, args.cache_meta, args.plots, args.summary)
+    params = load_params()
+    report(params["train"]["backbones"], args.predictions, args.ensemble, args.live, args.cache_meta, args.plots,
+           args.gradcam, args.summary, params["evaluate"])
     print(f"wrote {args.summary} and the figures in {args.plots}/")
 
 

@@ -1,17 +1,27 @@
 import numpy as np
 import pytest
-from sklearn.metrics import classification_report
+from sklearn.metrics import (average_precision_score, balanced_accuracy_score, classification_report,
+                             precision_recall_fscore_support, roc_auc_score)
 
 from stages.lib.data import CLASSES
-from stages.lib.metrics import classification_metrics, confusion, macro_f1
+from stages.lib.metrics import (CI_STATISTICS, classification_metrics, confusion, expected_calibration_error,
+                                macro_auroc, macro_f1, split_metrics)
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 3])
 Y_PRED = np.array([0, 0, 1, 1, 1, 2, 1, 2, 1, 3])
 
 
+def probs_for(y_true, seed=0, skill=1.0):
+    """Probabilities that lean towards the true class by `skill`."""
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet([1.0] * 4, len(y_true))
+    p[np.arange(len(y_true)), y_true] += skill
+    return p / p.sum(1, keepdims=True)
+
+
 def test_contract_keys_and_types():
     m = classification_metrics(Y_TRUE, Y_PRED)
-    assert set(m) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
+    assert {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"} <= set(m)
     assert list(m["per_class"]) == list(CLASSES)
     for per in m["per_class"].values():
         assert set(per) == {"precision", "recall", "f1", "support"} and isinstance(per["support"], int)
@@ -21,20 +31,68 @@ def test_values_match_sklearn_report():
     m = classification_metrics(Y_TRUE, Y_PRED)
     ref = classification_report(Y_TRUE, Y_PRED, target_names=CLASSES, output_dict=True, zero_division=0)
     assert m["accuracy"] == pytest.approx(ref["accuracy"]) == pytest.approx(0.7)
-    assert m["macro_f1"] == pytest.approx(ref["macro avg"]["f1-score"])
-    assert m["macro_precision"] == pytest.approx(ref["macro avg"]["precision"])
-    assert m["macro_recall"] == pytest.approx(ref["macro avg"]["recall"])
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(Y_TRUE, Y_PRED))
+    for ours, theirs in (("macro", "macro avg"), ("weighted", "weighted avg")):
+        assert m[f"{ours}_f1"] == pytest.approx(ref[theirs]["f1-score"])
+        assert m[f"{ours}_precision"] == pytest.approx(ref[theirs]["precision"])
+        assert m[f"{ours}_recall"] == pytest.approx(ref[theirs]["recall"])
     for name in CLASSES:
         assert m["per_class"][name]["f1"] == pytest.approx(ref[name]["f1-score"])
         assert m["per_class"][name]["support"] == ref[name]["support"]
     assert macro_f1(Y_TRUE, Y_PRED) == pytest.approx(m["macro_f1"])
 
 
-def test_class_absent_from_split_does_not_drag_macro_average():
-    y_true, y_pred = np.array([0, 1, 2, 0]), np.array([0, 1, 2, 0])
-    m = classification_metrics(y_true, y_pred)
-    assert m["macro_f1"] == 1.0 and m["per_class"]["COVID-19"]["support"] == 0
-    assert macro_f1(y_true, y_pred) == 1.0
+def test_auroc_and_average_precision_match_sklearn():
+    y = np.repeat(np.arange(4), 25)
+    p = probs_for(y, skill=0.4)
+    m = split_metrics(y, p, resamples=200)
+    for c, name in enumerate(CLASSES):
+        assert m["per_class"][name]["auroc"] == pytest.approx(roc_auc_score(y == c, p[:, c]))
+        assert m["per_class"][name]["average_precision"] == pytest.approx(average_precision_score(y == c, p[:, c]))
+    assert m["macro_auroc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    assert 0 <= m["macro_auroc"] <= 1
+
+
+def test_confidence_intervals_bracket_the_point_estimate_and_are_seeded():
+    y = np.repeat(np.arange(4), 30)
+    p = probs_for(y, skill=0.3)
+    m = split_metrics(y, p, resamples=500, seed=1)
+    for key in ("accuracy", "macro_f1", "macro_auroc"):
+        low, high = m[f"{key}_ci95"]
+        assert low <= m[key] <= high and high - low > 0.01
+    assert split_metrics(y, p, resamples=500, seed=1)["macro_f1_ci95"] == m["macro_f1_ci95"]
+    assert split_metrics(y, p, resamples=500, seed=2)["macro_f1_ci95"] != m["macro_f1_ci95"]
+
+
+def test_vectorised_bootstrap_statistics_equal_sklearn_on_each_resample():
+    y = np.array([0, 1, 2, 3] * 20)
+    p = probs_for(y, skill=0.2)
+    idx = np.random.default_rng(0).integers(0, len(y), (5, len(y)))
+    np.testing.assert_allclose(CI_STATISTICS["accuracy"](y[idx], p[idx]),
+                               [(p[i].argmax(1) == y[i]).mean() for i in idx])
+    np.testing.assert_allclose(CI_STATISTICS["macro_f1"](y[idx], p[idx]), [macro_f1(y[i], p[i].argmax(1)) for i in idx])
+    np.testing.assert_allclose(CI_STATISTICS["macro_auroc"](y[idx], p[idx]), [macro_auroc(y[i], p[i]) for i in idx])
+
+
+def test_class_absent_from_split_gets_null_auroc_with_reason_and_nothing_crashes():
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])  # no COVID-19 image
+    p = probs_for(y, skill=0.5)
+    m = split_metrics(y, p, resamples=100)
+    covid = m["per_class"]["COVID-19"]
+    assert covid["auroc"] is None and "no COVID-19 image" in covid["auroc_note"]
+    assert covid["average_precision"] is None and covid["support"] == 0
+    assert m["macro_auroc"] == pytest.approx(np.mean([roc_auc_score(y == c, p[:, c]) for c in range(3)]))
+    p3, r3, f3, _ = precision_recall_fscore_support(y, p.argmax(1), labels=[0, 1, 2], zero_division=0)
+    assert m["macro_f1"] == pytest.approx(f3.mean())
+
+
+def test_expected_calibration_error_on_a_hand_computed_example():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.9, 0.1, 0, 0], [0.9, 0.1, 0, 0], [0.6, 0.4, 0, 0], [0.2, 0.8, 0, 0]])
+    ece, rows = expected_calibration_error(y, p, bins=10)
+    # bin (0.8,0.9]: conf .9, acc 1 (2 imgs); bin (0.5,0.6]: conf .6, acc 0; bin (0.7,0.8]: conf .8, acc 1
+    assert ece == pytest.approx((2 * 0.1 + 1 * 0.6 + 1 * 0.2) / 4)
+    assert sum(r["count"] for r in rows) == 4 and len(rows) == 10
 
 
 def test_confusion_rows_are_true_classes():

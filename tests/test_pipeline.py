@@ -3,9 +3,12 @@ import json
 
 import numpy as np
 
-from conftest import TINY, make_project, run
+from conftest import TINY, make_project, merge, run
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
+NEW_KEYS = {"balanced_accuracy", "weighted_f1", "weighted_precision", "weighted_recall", "macro_auroc",
+            "accuracy_ci95", "macro_f1_ci95", "macro_auroc_ci95", "ece", "reliability"}
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def stages_run(output: str) -> set[str]:
@@ -16,40 +19,78 @@ def test_repro_writes_contract_metrics_plots_and_reruns_only_what_changed(tmp_pa
     proj = make_project(tmp_path / "proj", tiny_data, TINY)
     first = run(["dvc", "repro"], proj)
     backbones = TINY["train"]["backbones"]
-    assert stages_run(first.stdout) == {"preprocess", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
+    downstream = {"ensemble", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
+    assert stages_run(first.stdout) == {"preprocess"} | downstream
 
-    for b in backbones:
-        m = json.loads((proj / "metrics" / f"{b}.json").read_text())
-        assert set(m) >= {"val", "test", "best_epoch", "epochs_run"}
+    for name in backbones + ["ensemble"]:
+        m = json.loads((proj / "metrics" / f"{name}.json").read_text())
         for split in ("val", "test"):
-            assert set(m[split]) >= CONTRACT_SPLIT
+            assert set(m[split]) >= CONTRACT_SPLIT | NEW_KEYS
             assert sum(c["support"] for c in m[split]["per_class"].values()) == 12
-            assert 0 <= m[split]["macro_f1"] <= 1
-        assert m["best_epoch"] == 1 and m["epochs_run"] == 1
-        preds = (proj / "predictions" / b / "test.csv").read_text().splitlines()
+            for key in ("accuracy", "macro_f1", "macro_auroc"):
+                low, high = m[split][f"{key}_ci95"]
+                assert 0 <= low <= m[split][key] <= high <= 1
+            assert all(0 <= c["auroc"] <= 1 for c in m[split]["per_class"].values())
+            assert 0 <= m[split]["ece"] <= 1 and len(m[split]["reliability"]) == 15
+        folder = proj / ("ensemble" if name == "ensemble" else f"predictions/{name}")
+        preds = (folder / "test.csv").read_text().splitlines()
         assert preds[0] == "filename,true_label,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
         probs = np.array([[float(v) for v in row.split(",")[3:]] for row in preds[1:]])
         np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
-    for png in ("confusion_test.png", "confusion_val.png", "training_curves.png", "comparison.png"):
-        assert (proj / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (folder / "roc_test" / "normal.csv").read_text().startswith("fpr,tpr\n")
+        if name != "ensemble":
+            assert m["best_epoch"] == 1 and m["epochs_run"] == 1
+            assert (proj / "plots" / "gradcam" / f"{name}.png").read_bytes()[:8] == PNG
+    for png in ("confusion_test.png", "confusion_val.png", "training_curves.png", "training_curves_overlay.png",
+                "comparison.png", "roc_test.png", "pr_test.png", "reliability_test.png"):
+        assert (proj / "plots" / png).read_bytes()[:8] == PNG
     summary = (proj / "metrics" / "summary.md").read_text()
-    assert "SYNTHETIC" in summary and all(f"| {b} | test |" in summary for b in backbones)
+    assert "SYNTHETIC" in summary and all(f"| {b} | test |" in summary for b in backbones + ["ensemble"])
+    ens = json.loads((proj / "metrics" / "ensemble.json").read_text())
+    assert f"| ensemble | test | {ens['test']['accuracy']:.3f} [" in summary
 
     assert "Data and pipelines are up to date" in run(["dvc", "status"], proj).stdout
     assert stages_run(run(["dvc", "repro"], proj).stdout) == set()
     shown = run(["dvc", "metrics", "show"], proj).stdout
-    assert all(f"metrics/{b}.json" in shown for b in backbones)
+    assert all(f"metrics/{b}.json" in shown for b in backbones + ["ensemble"])
     run(["dvc", "plots", "show", "-o", "plots_html"], proj)
-    assert "resnet18 test confusion" in (proj / "plots_html" / "index.html").read_text()
+    page = (proj / "plots_html" / "index.html").read_text()
+    assert "resnet18 test confusion" in page and "resnet18 test ROC" in page
 
     run(["git", "add", "-A"], proj)
     run(["git", "commit", "-qm", "first run"], proj)
     lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], proj).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr
-    assert stages_run(lr) == {"report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
+    assert stages_run(lr) == downstream
 
     clahe = run(["dvc", "exp", "run", "-S", "preprocess.clahe_clip_limit=2.0"], proj).stdout
     assert stages_run(clahe) == stages_run(first.stdout)
+
+
+def test_predict_reproduces_evaluate_and_writes_the_course_submission(tmp_path, tiny_data):
+    proj = make_project(tmp_path / "proj", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"]}}))
+    run(["dvc", "repro", "evaluate@resnet18"], proj)
+    images = tmp_path / "new_images"
+    images.mkdir()
+    for f in (proj / "data" / "test_images").iterdir():
+        (images / f.name).write_bytes(f.read_bytes())
+    (images / "notes.txt").write_text("not an image")
+
+    out = run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
+               "--out", "new.csv"], proj)
+    assert "skipped" in out.stderr and "notes.txt" in out.stderr
+    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in (proj / "new.csv").read_text().splitlines()[1:]}
+    evaluated = (proj / "predictions" / "resnet18" / "test.csv").read_text().splitlines()[1:]
+    assert len(ours) == len(evaluated) == 12
+    for row in evaluated:
+        name = row.split(",")[0]
+        np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
+
+    run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
+         "--out", "submission.csv", "--submission"], proj)
+    lines = (proj / "submission.csv").read_text().splitlines()
+    assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 13
+    assert all(sorted(line.split(",")[1:]) == ["0", "0", "0", "1"] for line in lines[1:])
 
 
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
@@ -81,7 +122,8 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     run(["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache",
          "--model", "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"], proj)
     run(["python", "-m", "stages.evaluate", "--backbone", "resnet18", "--cache", "cache", "--model",
-         "models/resnet18.pt", "--metrics", "metrics/resnet18.json", "--predictions", "predictions/resnet18"], proj)
+         "models/resnet18.pt", "--metrics", "metrics/resnet18.json", "--predictions", "predictions/resnet18",
+         "--gradcam", "plots/gradcam/resnet18.png"], proj)
     m = json.loads((proj / "metrics" / "resnet18.json").read_text())
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
     history = (proj / "dvclive" / "resnet18" / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()

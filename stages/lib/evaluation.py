@@ -1,17 +1,19 @@
-"""Score a trained checkpoint on the cached val/test splits."""
+"""Scoring trained models: load a checkpoint, predict a split, read/write per-image predictions."""
 from __future__ import annotations
 
 import csv
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader
 
 from stages.lib.data import CachedSplit
 from stages.lib.errors import UserError
-from stages.lib.metrics import classification_metrics
+from stages.lib.io import write_text
 from stages.lib.models import build_model
 from stages.lib.training import load_checkpoint, predict
 
@@ -34,20 +36,49 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
     return model, meta
 
 
-def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device):
+def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False):
+    """(file names, labels, probabilities [N, C]) for one cached split."""
     data = CachedSplit(cache_dir, split)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
-    probs, labels, _ = predict(model, loader, device)
+    probs, labels, _ = predict(model, loader, device, hflip=hflip)
     return data.names, labels, probs
 
 
-def evaluate_split(names, labels: np.ndarray, probs: np.ndarray, classes) -> tuple[dict, str]:
-    """Metrics dict for the contract and the per-image predictions as CSV text."""
-    preds = probs.argmax(1)
+def average_probabilities(probs: list[np.ndarray]) -> np.ndarray:
+    """The ensemble: the mean of the members' class probabilities (each row still sums to 1)."""
+    return np.mean(np.stack(probs), axis=0)
+
+
+# --- per-image predictions CSV: filename,true_label,predicted_label,prob_<class>... ---------------
+
+def predictions_csv(names, labels: np.ndarray, probs: np.ndarray, classes) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["filename", "true_label", "predicted_label", *[f"prob_{c}" for c in classes]])
-    for name, y, p, pr in zip(names, labels, preds, probs):
-        writer.writerow([name, classes[y], classes[p], *[f"{v:.6f}" for v in pr]])
-    return classification_metrics(labels, preds, classes), buf.getvalue()
+    for name, y, p in zip(names, labels, probs):
+        writer.writerow([name, classes[y], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+    return buf.getvalue()
 
+
+def read_predictions(path: str | os.PathLike, classes) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(file names, label indices, probabilities) from a predictions CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; run the evaluate stage first (dvc repro)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    names = [r["filename"] for r in rows]
+    labels = np.array([classes.index(r["true_label"]) for r in rows], dtype=np.int64)
+    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows], dtype=np.float64)
+    return names, labels, probs
+
+
+def write_roc_curves(out_dir: str | os.PathLike, labels: np.ndarray, probs: np.ndarray, classes) -> None:
+    """One fpr,tpr CSV per class (one-vs-rest) for `dvc plots`; none for a class absent from the split."""
+    for c, name in enumerate(classes):
+        positive = labels == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, probs[:, c])
+        write_text(Path(out_dir) / f"{name}.csv",
+                   "fpr,tpr\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(fpr, tpr)))

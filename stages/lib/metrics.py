@@ -1,8 +1,14 @@
-"""Classification metrics in the shape of the metrics/<backbone>.json contract (via sklearn)."""
+"""Classification metrics in the shape of the metrics/<backbone>.json contract (via sklearn).
+
+`split_metrics` is the one entry point: the evaluate stage, the ensemble and the report all call
+it on (labels, probabilities), so their numbers cannot disagree.
+"""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from scipy.stats import rankdata
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix,
+                             f1_score, precision_recall_fscore_support, roc_auc_score)
 
 from stages.lib.data import CLASSES
 
@@ -13,22 +19,133 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes=CLASSES) -> dict:
-    """accuracy, macro P/R/F1 and per-class P/R/F1/support for one split."""
+    """accuracy, balanced accuracy, macro and weighted P/R/F1, per-class P/R/F1/support."""
     labels = list(range(len(classes)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     # Macro averages over classes that occur in the split, so a class absent from a small split
     # does not pull the average down with a meaningless 0.
     present = [i for i in labels if s[i] > 0] or labels
+    weights = s / s.sum() if s.sum() else np.zeros(len(labels))
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "macro_f1": float(np.mean(f[present])),
         "macro_precision": float(np.mean(p[present])),
         "macro_recall": float(np.mean(r[present])),
+        "weighted_f1": float(weights @ f),
+        "weighted_precision": float(weights @ p),
+        "weighted_recall": float(weights @ r),
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, name in enumerate(classes)
         },
     }
+
+
+def one_vs_rest_auroc(y_true: np.ndarray, probs: np.ndarray, c: int) -> float | None:
+    """AUROC of class c against the rest; None when the split lacks positives or negatives."""
+    positive = y_true == c
+    if positive.all() or not positive.any():
+        return None
+    return float(roc_auc_score(positive, probs[:, c]))
+
+
+def macro_auroc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean one-vs-rest AUROC over the classes where it is defined (nan if none is)."""
+    values = [one_vs_rest_auroc(y_true, probs, c) for c in range(probs.shape[1])]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
+    """ECE of the top-class confidence over equal-width bins, and the reliability-diagram rows."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        conf = float(confidence[members].mean()) if n else None
+        acc = float(correct[members].mean()) if n else None
+        if n:
+            ece += n / len(y_true) * abs(acc - conf)
+        rows.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "count": n,
+                     "confidence": conf, "accuracy": acc})
+    return float(ece), rows
+
+
+# Bootstrap statistics, vectorised over resamples: y [B, n] labels, p [B, n, C] probabilities.
+# They equal the sklearn-based point metrics above on each resample (tested), at 1000x the speed
+# of calling sklearn in a loop.
+
+def _accuracy_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return (p.argmax(-1) == y).mean(-1)
+
+
+def _macro_f1_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    b, c = y.shape[0], p.shape[-1]
+    codes = (np.arange(b)[:, None] * c + y) * c + p.argmax(-1)
+    cm = np.bincount(codes.ravel(), minlength=b * c * c).reshape(b, c, c)
+    tp, support, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(2), cm.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.nan_to_num(2 * tp / (support + predicted))  # = 2PR/(P+R), 0 where undefined
+    present = support > 0
+    return (f1 * present).sum(1) / present.sum(1)
+
+
+def _macro_auroc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    n = y.shape[1]
+    aucs = []
+    for c in range(p.shape[-1]):
+        ranks = rankdata(p[..., c], axis=-1)  # Mann-Whitney U via average ranks, ties counted half
+        pos = y == c
+        n_pos = pos.sum(1)
+        n_neg = n - n_pos
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auc = ((ranks * pos).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        aucs.append(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
+    aucs = np.stack(aucs, 1)
+    defined = np.isfinite(aucs).sum(1)
+    return np.where(defined > 0, np.nansum(aucs, 1) / np.maximum(defined, 1), np.nan)
+
+
+CI_STATISTICS = {"accuracy": _accuracy_batch, "macro_f1": _macro_f1_batch, "macro_auroc": _macro_auroc_batch}
+
+
+def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, statistic, resamples: int, seed: int) -> list:
+    """95% percentile interval of a batched statistic over image resamples; [None, None] if undefined."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y_true), (resamples, len(y_true)))
+    draws = statistic(y_true[idx], probs[idx])
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return [None, None]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes=CLASSES, resamples: int = 1000, seed: int = 0,
+                  bins: int = 15) -> dict:
+    """Everything reported for one split, from true labels and predicted probabilities."""
+    y_true = np.asarray(y_true)
+    m = classification_metrics(y_true, probs.argmax(1), classes)
+    for c, name in enumerate(classes):
+        auroc = one_vs_rest_auroc(y_true, probs, c)
+        per = m["per_class"][name]
+        per["auroc"] = auroc
+        per["average_precision"] = (float(average_precision_score(y_true == c, probs[:, c]))
+                                    if (y_true == c).any() else None)
+        if auroc is None:
+            per["auroc_note"] = (f"undefined: no {name} image in this split" if not (y_true == c).any()
+                                 else f"undefined: every image in this split is {name}")
+    auroc = macro_auroc(y_true, probs)
+    m["macro_auroc"] = auroc if np.isfinite(auroc) else None
+    for key, statistic in CI_STATISTICS.items():
+        m[f"{key}_ci95"] = bootstrap_ci(y_true, probs, statistic, resamples, seed)
+    m["ece"], m["reliability"] = expected_calibration_error(y_true, probs, bins)
+    return m
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:

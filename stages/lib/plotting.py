@@ -1,6 +1,7 @@
 """Figures and the summary table: pure functions from numbers to matplotlib figures / Markdown."""
 from __future__ import annotations
 
+import math
 import os
 
 import matplotlib
@@ -8,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from stages.lib.io import atomic_path  # noqa: E402
 
@@ -27,11 +29,19 @@ def save_figure(fig, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def _panels(n: int, size: float = 3.6, max_cols: int = 5):
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
 def confusion_grid(matrices: dict[str, np.ndarray], classes, title: str):
-    """One panel per backbone: colour = row-normalised recall, text = counts."""
-    n = len(matrices)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
-    for ax, (name, cm) in zip(axes[0], matrices.items()):
+    """One panel per model: colour = row-normalised recall, text = count and row percentage."""
+    fig, axes = _panels(len(matrices))
+    for ax, (name, cm) in zip(axes, matrices.items()):
         rows = cm.sum(1, keepdims=True)
         norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -42,8 +52,8 @@ def confusion_grid(matrices: dict[str, np.ndarray], classes, title: str):
         ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
         ax.set_yticks(range(len(classes)), classes)
         ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
         ax.set_title(name)
-    axes[0][0].set_ylabel("true")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -72,53 +82,162 @@ def training_curves(histories: dict[str, dict[str, dict[str, list]]]):
     return fig
 
 
+def curves_overlay(histories: dict[str, dict[str, dict[str, list]]]):
+    """Validation loss / macro-F1 / accuracy per epoch, all backbones on shared axes."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (metric, label) in zip(axes, CURVE_METRICS):
+        for name, history in histories.items():
+            points = history.get("val", {}).get(metric, [])
+            if points:
+                epochs, values = zip(*points)
+                ax.plot(epochs, values, marker="o", markersize=3, label=name)
+        ax.set_title(f"val {label}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _per_class_curves(results: dict, classes, curve: str):
+    fig, axes = _panels(len(results))
+    for ax, (name, (labels, probs)) in zip(axes, results.items()):
+        for c, cls in enumerate(classes):
+            positive = labels == c
+            if positive.all() or not positive.any():
+                continue
+            if curve == "roc":
+                fpr, tpr, _ = roc_curve(positive, probs[:, c])
+                ax.plot(fpr, tpr, label=f"{cls} ({np.trapezoid(tpr, fpr):.3f})")
+            else:
+                precision, recall, _ = precision_recall_curve(positive, probs[:, c])
+                ax.step(recall, precision, where="post", label=cls)
+        if curve == "roc":
+            ax.plot([0, 1], [0, 1], ":", color="grey")
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.legend(fontsize=7, title="class (AUROC)", title_fontsize=7, loc="lower right")
+        else:
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+            ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def roc_grid(results: dict[str, tuple[np.ndarray, np.ndarray]], classes):
+    """One-vs-rest ROC curves per class, one panel per model; `results[name] = (labels, probs)`."""
+    return _per_class_curves(results, classes, "roc")
+
+
+def pr_grid(results: dict[str, tuple[np.ndarray, np.ndarray]], classes):
+    """One-vs-rest precision-recall curves per class, one panel per model."""
+    return _per_class_curves(results, classes, "pr")
+
+
+def reliability_grid(scores: dict[str, dict], split: str):
+    """Reliability diagrams: accuracy vs mean confidence per bin, with each model's ECE."""
+    fig, axes = _panels(len(scores))
+    for ax, (name, s) in zip(axes, scores.items()):
+        bins = [b for b in s[split]["reliability"] if b["count"]]
+        centers = [(b["bin_low"] + b["bin_high"]) / 2 for b in bins]
+        width = bins[0]["bin_high"] - bins[0]["bin_low"] if bins else 0.1
+        ax.bar(centers, [b["accuracy"] for b in bins], width=width, edgecolor="black", alpha=0.7, label="accuracy")
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="darkred",
+                markersize=3, label="(confidence, accuracy)")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top class)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {s[split]['ece']:.3f}")
+    fig.tight_layout()
+    return fig
+
+
 def comparison_bars(scores: dict[str, dict[str, dict]], split: str):
-    """Grouped bars of accuracy / macro P / R / F1 per backbone on `split`, study val F1 as markers."""
-    keys = (("accuracy", "accuracy"), ("macro_precision", "macro precision"),
-            ("macro_recall", "macro recall"), ("macro_f1", "macro-F1"))
+    """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs; study val F1 as markers."""
+    keys = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("macro_auroc", "macro AUROC"))
     names = list(scores)
     x = np.arange(len(names))
     width = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(max(6, 2 * len(names)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(names)), 4))
     for k, (key, label) in enumerate(keys):
-        values = [scores[n][split][key] for n in names]
-        bars = ax.bar(x + (k - 1.5) * width, values, width, label=label)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        values = np.array([_num(scores[n][split][key]) for n in names])
+        ci = np.array([[_num(v) for v in scores[n][split][f"{key}_ci95"]] for n in names])
+        err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
+        bars = ax.bar(x + (k - 1) * width, values, width, yerr=np.nan_to_num(err), capsize=3, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center", color="white")
     study = [STUDY_VAL.get(n, (np.nan, np.nan))[1] for n in names]
-    ax.scatter(x + 1.5 * width, study, marker="_", s=400, color="black", zorder=3, label="study val macro-F1")
+    ax.scatter(x, study, marker="_", s=600, color="black", zorder=3, label="study val macro-F1")
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"Backbones compared ({split} split)")
+    ax.set_title(f"Models compared on the {split} split (error bars: 95% bootstrap CI)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
 
+def gradcam_grid(panels: list[np.ndarray], titles: list[str], title: str, cols: int = 4):
+    """RGB overlays in a grid with one caption each."""
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, panel, caption in zip(axes.flat, panels, titles):
+        ax.imshow(panel)
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _with_ci(m: dict, key: str) -> str:
+    low, high = m.get(f"{key}_ci95", (None, None))
+    return f"{_fmt(m[key])} [{_fmt(low)}, {_fmt(high)}]"
+
+
 def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
                      figures: list[str]) -> str:
-    """The study's results table filled with this run's numbers, plus per-class F1 and plot links."""
+    """The report a user pastes into a paper: the study's table with CIs, per-class table, links."""
     lines = ["# Results", ""]
     if synthetic:
         lines += ["> **SYNTHETIC DEMO DATA.** These numbers come from generated images, not chest X-rays:",
                   "> they show the pipeline works and say nothing about medicine.", ""]
-    lines += ["| Backbone | Split | Accuracy | Macro precision | Macro recall | Macro-F1 | Best epoch / run | Study val acc / F1 |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["Point estimates with 95% bootstrap confidence intervals (resampling images).", "",
+              "| Model | Split | Accuracy [95% CI] | Macro precision | Macro recall | Macro-F1 [95% CI] | "
+              "Macro AUROC [95% CI] | ECE | Best epoch / run | Study val acc / F1 |",
+              "|---|---|---|---:|---:|---|---|---:|---:|---:|"]
     for name, s in scores.items():
         t = training.get(name, {})
         study = STUDY_VAL.get(name)
         ref = f"{study[0]:.3f} / {study[1]:.3f}" if study else "-"
         for split in ("val", "test"):
             m = s[split]
-            lines.append(f"| {name} | {split} | {m['accuracy']:.3f} | {m['macro_precision']:.3f} | "
-                         f"{m['macro_recall']:.3f} | {m['macro_f1']:.3f} | "
-                         f"{t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} | {ref if split == 'val' else ''} |")
+            lines.append(
+                f"| {name} | {split} | {_with_ci(m, 'accuracy')} | {_fmt(m['macro_precision'])} | "
+                f"{_fmt(m['macro_recall'])} | {_with_ci(m, 'macro_f1')} | {_with_ci(m, 'macro_auroc')} | "
+                f"{_fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} | "
+                f"{ref if split == 'val' else ''} |")
     if scores:
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
-        lines += ["", f"Best by val macro-F1: **{best}** (test macro-F1 {scores[best]['test']['macro_f1']:.3f})."]
-    lines += ["", "## Per-class F1 (test)", "",
-              "| Backbone | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+        lines += ["", f"Best by val macro-F1: **{best}** (test macro-F1 {_with_ci(scores[best]['test'], 'macro_f1')})."]
+    lines += ["", "## Per class (test)", "", "Precision / recall / F1 / AUROC (support).", "",
+              "| Model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for name, s in scores.items():
         pc = s["test"]["per_class"]
-        lines.append(f"| {name} | " + " | ".join(f"{pc[c]['f1']:.3f} (n={pc[c]['support']})" for c in classes) + " |")
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_fmt(pc[c]['precision'], 2)} / {_fmt(pc[c]['recall'], 2)} / {_fmt(pc[c]['f1'], 2)} / "
+            f"{_fmt(pc[c]['auroc'], 2)} (n={pc[c]['support']})" for c in classes) + " |")
     lines += ["", "## Plots", ""] + [f"- [{os.path.basename(f)}]({f})" for f in figures] + [""]
     return "\n".join(lines)

@@ -124,8 +124,12 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, amp: bo
 
 
 @torch.no_grad()
-def predict(model, loader, device, amp: bool = False, criterion=None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion)."""
+def predict(model, loader, device, amp: bool = False, criterion=None,
+            hflip: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion).
+
+    `hflip` averages the probabilities of each image and its mirror (test-time augmentation).
+    """
     model.eval()
     probs, labels, total_loss = [], [], 0.0
     for x, y in loader:
@@ -133,9 +137,13 @@ def predict(model, loader, device, amp: bool = False, criterion=None) -> tuple[n
         y = y.to(device, non_blocking=True)
         with amp_context(device, amp):
             logits = model(x)
+            mirrored = model(x.flip(-1)) if hflip else None
         if criterion is not None:
             total_loss += criterion(logits.float(), y).item() * len(y)
-        probs.append(torch.softmax(logits.float(), 1).cpu())
+        p = torch.softmax(logits.float(), 1)
+        if mirrored is not None:
+            p = (p + torch.softmax(mirrored.float(), 1)) / 2
+        probs.append(p.cpu())
         labels.append(y.cpu())
     labels = torch.cat(labels).numpy()
     return torch.cat(probs).numpy(), labels, (total_loss / len(labels) if criterion is not None else float("nan"))

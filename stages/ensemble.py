@@ -1,0 +1,50 @@
+"""Stage `ensemble`: the mean of the backbones' probabilities, scored like a backbone."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.lib.errors import UserError, cli
+from stages.lib.evaluation import average_probabilities, predictions_csv, read_predictions, write_roc_curves
+from stages.lib.io import load_params, read_json, write_json, write_text
+from stages.lib.metrics import split_metrics
+
+SPLITS = ("val", "test")
+
+
+def ensemble(backbones, predictions_dir: str, classes, out_dir: str, metrics_path: str, e: dict) -> dict:
+    """Average the members' per-image probabilities; write predictions and metrics like evaluate."""
+    report = {"members": list(backbones)}
+    for split in SPLITS:
+        members = [read_predictions(Path(predictions_dir) / b / f"{split}.csv", classes) for b in backbones]
+        names, labels, _ = members[0]
+        for b, (other_names, other_labels, _) in zip(backbones, members):
+            if other_names != names or (other_labels != labels).any():
+                raise UserError(f"{predictions_dir}/{b}/{split}.csv lists other images than "
+                                f"{predictions_dir}/{backbones[0]}/{split}.csv; rerun evaluate (dvc repro)")
+        probs = average_probabilities([p for _, _, p in members])
+        write_text(Path(out_dir) / f"{split}.csv", predictions_csv(names, labels, probs, classes))
+        report[split] = split_metrics(labels, probs, classes, int(e["bootstrap_resamples"]), int(e["seed"]),
+                                      int(e["calibration_bins"]))
+    write_roc_curves(Path(out_dir) / "roc_test", labels, probs, classes)
+    write_json(metrics_path, report)
+    return report
+
+
+@cli
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--predictions", required=True, help="folder with <backbone>/{val,test}.csv")
+    parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json (class list)")
+    parser.add_argument("--out", required=True, help="folder for the ensemble's val.csv / test.csv")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    args = parser.parse_args()
+    params = load_params()
+    classes = read_json(args.cache_meta)["classes"]
+    r = ensemble(params["train"]["backbones"], args.predictions, classes, args.out, args.metrics, params["evaluate"])
+    print(f"ensemble of {len(r['members'])}: val macro-F1 {r['val']['macro_f1']:.4f} | "
+          f"test macro-F1 {r['test']['macro_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
