@@ -130,7 +130,7 @@ def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
 ])
 def test_preprocess_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
     import stages.preprocess
-    code, err = stage_main(stages.preprocess, ["--data", "data", "--out", "cache"], tmp_path, monkeypatch, params, capsys)
+    code, err = stage_main(stages.preprocess, ["--data", "data", "--out", "cache", "--report", "r.json"], tmp_path, monkeypatch, params, capsys)
     assert code == 2 and err == f"error: {message}"
 
 
