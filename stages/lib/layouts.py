@@ -256,10 +256,14 @@ def patient_of(s: Sample) -> str:
 
 def split_off(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Split `samples` into (rest, held-out ~fraction), stratified by class, no patient in both."""
-    n_folds = max(2, round(1 / fraction))
     labels = np.array([-1 if s.label is None else s.label for s in samples])
     groups = [patient_of(s) for s in samples]
-    folds = StratifiedGroupKFold(n_splits=min(n_folds, len(set(groups))), shuffle=True, random_state=seed)
+    # A tiny set gets fewer, larger folds: sklearn needs a class with at least n_splits members.
+    n_folds = min(max(2, round(1 / fraction)), len(set(groups)), int(np.bincount(labels + 1).max()))
+    if n_folds < 2:
+        raise UserError(f"cannot split {len(samples)} image(s) of {len(set(groups))} patient(s) into train and a "
+                        "held-out split; add images or provide the val/test split")
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     _, held = next(folds.split(np.zeros(len(samples)), labels, groups))
     held = set(held.tolist())
     return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
