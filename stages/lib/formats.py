@@ -16,6 +16,7 @@ from PIL import Image
 
 from stages.lib.errors import UserError
 
+cv2.setLogLevel(0)  # a bad file gets our one-line message instead
 Image.MAX_IMAGE_PIXELS = None  # our own limit (data.max_pixels) applies, with a message that says which param
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
