@@ -84,11 +84,11 @@ def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = Tru
 
 
 def write_xray(path: Path, seed: int, shape=(48, 40)) -> Path:
-    """A small distinct image (smoothed noise, so no two seeds look alike to a perceptual hash)."""
+    """A small distinct image: upsampled noise, fine enough that a resized copy keeps its perceptual hash."""
     import cv2
     import numpy as np
 
-    noise = np.random.default_rng(seed).normal(0, 1, (6, 5)).astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0, 1, (24, 20)).astype(np.float32)
     img = cv2.resize(noise, shape[::-1], interpolation=cv2.INTER_CUBIC)
     img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,3 +116,34 @@ def course_tree(root: Path, per_split=(("train", 3), ("val", 1), ("test", 1))) -
 def data_params(**overrides) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     return {**params["data"], **overrides}
+
+
+def manifest_tree(root: Path) -> Path:
+    """A tiny manifest-layout dataset: 16 distinct PNGs, 2 per class in train, 1 in val and test."""
+    rows = ["path,label,split"]
+    for i in range(16):
+        split = ("train", "train", "val", "test")[i // 4]
+        write_xray(root / "img" / f"m{i}.png", 100 + i)
+        rows.append(f"img/m{i}.png,{('normal', 'bacteria', 'virus', 'covid-19')[i % 4]},{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+REPORT = "metrics/data_report.json"
+
+
+def preprocess(project: Path, monkeypatch, capsys, **data) -> tuple[int, str]:
+    """Run the preprocess stage in-process in `project`; returns (exit code, stderr)."""
+    import stages.preprocess
+
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                   {"preprocess": {"img_size": 16}, "data": {"min_val": 1, **data}})
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", ["preprocess", "--data", "data", "--out", "cache", "--report", REPORT])
+    try:
+        stages.preprocess.main()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    return code, capsys.readouterr().err.strip()

@@ -2,41 +2,12 @@
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, course_tree, merge, write_xray
+from conftest import REPORT, course_tree, manifest_tree, preprocess, write_xray
 
-REPORT = "metrics/data_report.json"
-
-
-def preprocess(project: Path, monkeypatch, capsys, **data) -> tuple[int, str]:
-    """Run the preprocess stage in-process in `project`; returns (exit code, stderr)."""
-    import stages.preprocess
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                   {"preprocess": {"img_size": 16}, "data": {"min_val": 1, **data}})
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(project)
-    monkeypatch.setattr(sys, "argv", ["preprocess", "--data", "data", "--out", "cache", "--report", REPORT])
-    try:
-        stages.preprocess.main()
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    return code, capsys.readouterr().err.strip()
-
-
-def manifest_tree(root: Path) -> Path:
-    rows = ["path,label,split"]
-    for i in range(16):
-        split = ("train", "train", "val", "test")[i // 4]
-        write_xray(root / "img" / f"m{i}.png", 100 + i)
-        rows.append(f"img/m{i}.png,{('normal', 'bacteria', 'virus', 'covid-19')[i % 4]},{split}")
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def append(path: Path, line: str) -> None:
