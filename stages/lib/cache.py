@@ -128,7 +128,8 @@ def _decode_all(samples: list[Sample], array_path: Path, p: dict, d: dict, worke
     images = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(len(samples), size, size))
     facts, bad = [], []
     workers = workers or min(os.cpu_count() or 1, 16)
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, int(d["max_pixels"]))) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, int(d["max_pixels"])))
+    try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
         for i, (img, info) in enumerate(tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)):
             if img is None:
@@ -137,6 +138,8 @@ def _decode_all(samples: list[Sample], array_path: Path, p: dict, d: dict, worke
             else:
                 images[i] = img
                 facts.append(info)
+    finally:
+        pool.shutdown(cancel_futures=True)  # a refusal should not wait for the rest of the dataset
     return images, facts, bad
 
 
