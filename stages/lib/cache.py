@@ -82,25 +82,9 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         splits, notes = ensure_splits(splits, d)
         _check_classes(splits, data_dir)
         rows = {split: [(facts[row_of[s.name, s.path]], s) for s in ss] for split, ss in splits.items()}
-
-        leaks = find_leaks({split: [{"name": s.name, "patient": s.patient, **f} for f, s in rs]
-                            for split, rs in rows.items()}, int(d["near_duplicate_distance"]))
-        summary = leak_summary(leaks)
-        if summary and d["on_leak"] == "error":
-            raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
-        report = {
-            "layout": layout,
-            "counts": {split: split_counts([s.label for _, s in rs]) for split, rs in rows.items()},
-            "splits_made": notes,
-            "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs]),
-            "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
-            "leakage": {"summary": summary, "near_duplicate_distance": int(d["near_duplicate_distance"]),
-                        "pairs": leaks},
-            "shortcut": shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()},
-                                       int(d["seed"])),
-        }
-        for split, rs in rows.items():
-            _write_split(staging, split, images, [row_of[s.name, s.path] for _, s in rs], [s for _, s in rs])
+        report = {"layout": layout, **_checks(rows, notes, skipped, d)}
+        for split, ss in splits.items():
+            _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss)
         del images
         (staging / "all.npy").unlink()
         meta = {"classes": list(CLASSES), "preprocess": dict(p), "counts": report["counts"],
@@ -110,9 +94,28 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json(report_path, report)
-    if summary:
-        print(f"WARNING: LEAKAGE BETWEEN SPLITS: {summary}; details in {report_path}", file=sys.stderr)
+    if report["leakage"]["summary"]:
+        print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
+              file=sys.stderr)
     return report
+
+
+def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: list[BadImage], d: dict) -> dict:
+    """The data report's content from each image's (facts, sample); refuses leakage under on_leak: error."""
+    distance = int(d["near_duplicate_distance"])
+    leaks = find_leaks({split: [{"name": s.name, "patient": s.patient, **f} for f, s in rs]
+                        for split, rs in rows.items()}, distance)
+    summary = leak_summary(leaks)
+    if summary and d["on_leak"] == "error":
+        raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
+    return {
+        "counts": {split: split_counts([s.label for _, s in rs]) for split, rs in rows.items()},
+        "splits_made": notes,
+        "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs]),
+        "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
+        "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
+        "shortcut": shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, int(d["seed"])),
+    }
 
 
 def _bad(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:
