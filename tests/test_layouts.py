@@ -126,3 +126,10 @@ def test_hidden_label_test_set_is_cached_with_empty_labels(tmp_path):
     assert cached == names and labels.tolist() == [UNLABELED] * 4
     assert np.load(tmp_path / "cache" / "test.npy").shape == (4, 16, 16)
     assert "test" not in report["shortcut"] and "val" in report["shortcut"]
+
+
+def test_folder_files_that_are_not_images_are_kept_for_refusal_but_os_clutter_is_not(tmp_path):
+    write_xray(tmp_path / "train" / "normal" / "a.png", 1)
+    for name in (".DS_Store", "Thumbs.db", "notes.txt"):
+        (tmp_path / "train" / "normal" / name).write_text("x")
+    assert [s.name for s in read_layout(tmp_path, "folders")["train"]] == ["train/normal/a.png", "train/normal/notes.txt"]

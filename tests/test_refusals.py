@@ -10,6 +10,12 @@ from conftest import REPORT, course_tree, manifest_tree, preprocess, write_xray
 
 
 
+def folders_tree(root: Path) -> Path:
+    for i, name in enumerate(("normal", "bacteria", "virus", "covid") * 3):
+        write_xray(root / ("train", "train", "test")[i // 4] / name / f"f{i}.png", 200 + i)
+    return root
+
+
 def append(path: Path, line: str) -> None:
     path.write_text(path.read_text() + line + "\n")
 
@@ -31,6 +37,8 @@ CASES = {  # name: (layout, how to break it, what the message must say)
         (d / "train_images/train1.png").read_bytes()[:200]), r"train1.png: a PNG file that cannot be decoded"),
     "non-image": ("course", lambda d: (d / "train_images/train2.png").write_text("name,age\nann,3\n"),
                   r"train2.png: not a readable image; replace or remove it"),
+    "non-image in a class folder": ("folders", lambda d: (d / "train/virus/notes.txt").write_text("to do"),
+                                    r"train/virus/notes.txt: not a readable image; replace or remove it"),
     "bad label": ("manifest", lambda d: append(d / "manifest.csv", "img/m0.png,pneumonia,train"),
                   r"manifest.csv:18: label 'pneumonia' of 'img/m0.png' is not one of normal, bacteria"),
     "bad one-hot": ("course", lambda d: replace_line(d / "val_data.csv", ",1,0,0,0", ",1,1,0,0"),
@@ -41,6 +49,8 @@ CASES = {  # name: (layout, how to break it, what the message must say)
                              r"train_data.csv: missing column\(s\) COVID-19; expected header"),
     "wrong manifest columns": ("manifest", lambda d: replace_line(d / "manifest.csv", "path,label", "file,class"),
                                r"manifest.csv: columns file,class,split; expected path,label"),
+    "not a CSV": ("course", lambda d: (d / "val_data.csv").write_bytes(b"\xff\xfe\x00 binary \x81\x82"),
+                  r"val_data.csv: not a UTF-8 CSV file \(UnicodeDecodeError\); save it as UTF-8 CSV"),
     "dot-dot path": ("manifest", lambda d: append(d / "manifest.csv", "../outside.png,normal,train"),
                      r"manifest.csv:18: '../outside.png' escapes the data folder"),
     "absolute path": ("manifest", lambda d: append(d / "manifest.csv", f"{d / 'img/m0.png'},normal,train"),
@@ -57,8 +67,7 @@ CASES = {  # name: (layout, how to break it, what the message must say)
 @pytest.mark.parametrize("case", CASES)
 def test_refusal_names_the_file_exits_2_and_keeps_earlier_outputs(tmp_path, monkeypatch, capsys, case):
     layout, spoil, message = CASES[case]
-    data = (course_tree if layout == "course" else manifest_tree)(tmp_path / "data", *(
-        [(("train", 3), ("val", 1), ("test", 1))] if layout == "course" else []))
+    data = {"course": course_tree, "manifest": manifest_tree, "folders": folders_tree}[layout](tmp_path / "data")
     assert preprocess(tmp_path, monkeypatch, capsys) == (0, "")
     before = {p: p.read_bytes() for p in [tmp_path / REPORT, *sorted((tmp_path / "cache").iterdir())]}
 

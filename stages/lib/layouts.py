@@ -30,7 +30,7 @@ SPLITS = ("train", "val", "test")
 LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
 COURSE_COLUMNS = ("new_filename",) + CLASSES
 MANIFEST = "manifest.csv"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
 COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
 # Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
 LABEL_ALIASES = {"normal": 0, "bacteria": 1, "bacterial": 1, "virus": 2, "viral": 2,
@@ -88,23 +88,32 @@ def read_course_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     csv_path = data_dir / f"{split}_data.csv"
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found; the course layout needs {split}_data.csv beside {split}_images/")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = tuple(c.strip() for c in (reader.fieldnames or ()))
-        hidden = split == "test" and columns == ("new_filename",)
-        missing = [c for c in COURSE_COLUMNS if c not in columns]
-        if missing and not hidden:
-            raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
-                            f"{','.join(COURSE_COLUMNS)} (a hidden-label test CSV may have new_filename only)")
-        samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden)
-                   for line, row in enumerate(reader, start=2)]
+    columns, rows = read_csv(csv_path)
+    hidden = split == "test" and columns == ("new_filename",)
+    missing = [c for c in COURSE_COLUMNS if c not in columns]
+    if missing and not hidden:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
+                        f"{','.join(COURSE_COLUMNS)} (a hidden-label test CSV may have new_filename only)")
+    samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden) for line, row in rows]
     if not samples:
         raise UserError(f"{csv_path} lists no images; add rows or remove the split")
     return samples
 
 
+def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs, cells stripped; an undecodable file is a UserError."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
+            rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
+                    for line, r in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{csv_path}: not a UTF-8 CSV file ({err.__class__.__name__}); save it as UTF-8 CSV") from err
+    return columns, rows
+
+
 def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool) -> Sample:
-    row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
     name = row["new_filename"]
     where = f"{csv_path}:{line}"
     label = None
@@ -123,7 +132,10 @@ def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: b
 # --- folders and Kaggle --------------------------------------------------------------------------
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    """Every file under `folder` but the ones operating systems leave behind. A file that is not an
+    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower() not in OS_CLUTTER)
 
 
 def _subdirs(folder: Path) -> dict[str, Path]:
@@ -199,17 +211,13 @@ def read_manifest(data_dir: Path) -> dict[str, list[Sample]]:
     csv_path = data_dir / MANIFEST
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found; the manifest layout needs {MANIFEST} with path,label columns")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or ())]
-        unknown = set(columns) - {"path", "label", "split", "patient_id"}
-        if "path" not in columns or "label" not in columns or unknown:
-            raise UserError(f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
-                            "optionally split,patient_id")
-        rows = [({k.strip(): (v or "").strip() for k, v in r.items() if k is not None}, line)
-                for line, r in enumerate(reader, start=2)]
+    columns, rows = read_csv(csv_path)
+    unknown = set(columns) - {"path", "label", "split", "patient_id"}
+    if "path" not in columns or "label" not in columns or unknown:
+        raise UserError(f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
+                        "optionally split,patient_id")
     out: dict[str, list[Sample]] = {}
-    for row, line in rows:
+    for line, row in rows:
         where = f"{csv_path}:{line}"
         split = row.get("split", "").lower() or "train"
         if split not in SPLITS:
