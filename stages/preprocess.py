@@ -1,4 +1,5 @@
-"""Stage `preprocess`: data/ (course layout) -> cache/ (one uint8 array per split + index)."""
+"""Stage `preprocess`: data/ (any supported layout) -> cache/ (one uint8 array per split + index)
+and the data report (counts, image facts, skipped files, leakage, shortcut audit)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import argparse
 from stages.lib.cache import build_cache
 from stages.lib.errors import UserError, cli
 from stages.lib.io import load_params
+from stages.lib.layouts import LAYOUTS
 
 
 def check_params(p: dict) -> None:
@@ -18,17 +20,43 @@ def check_params(p: dict) -> None:
         raise UserError("preprocess.clahe_clip_limit must be > 0 and preprocess.clahe_tile_grid a positive integer")
 
 
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_data_params(d: dict) -> None:
+    choices = {"layout": ("auto",) + LAYOUTS, "on_bad_image": ("error", "skip"), "on_leak": ("error", "warn")}
+    for key, allowed in choices.items():
+        if d.get(key) not in allowed:
+            raise UserError(f"data.{key} must be one of {', '.join(allowed)}, got {d.get(key)!r}")
+    for key in ("val_fraction", "test_fraction"):
+        if not isinstance(d.get(key), (int, float)) or not 0 < d[key] <= 0.5:
+            raise UserError(f"data.{key} must be in (0, 0.5], got {d.get(key)!r}")
+    for key, low in (("min_val", 0), ("max_pixels", 1), ("near_duplicate_distance", 0), ("seed", 0)):
+        if not _int(d.get(key)) or d[key] < low:
+            raise UserError(f"data.{key} must be an integer >= {low}, got {d.get(key)!r}")
+
+
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="dataset folder (course layout)")
+    parser.add_argument("--data", required=True, help="dataset folder (see README for the layouts)")
     parser.add_argument("--out", required=True, help="cache folder to write")
+    parser.add_argument("--report", required=True, help="data report JSON to write")
     args = parser.parse_args()
-    p = load_params()["preprocess"]
+    params = load_params()
+    p, d = params["preprocess"], params.get("data", {})
     check_params(p)
-    meta = build_cache(args.data, args.out, p)
-    for split, counts in meta["counts"].items():
+    check_data_params(d)
+    report = build_cache(args.data, args.out, args.report, p, d)
+    for split, counts in report["counts"].items():
         print(f"{split}: {sum(counts.values())} images " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for split in ("val", "test"):
+        if split in report["shortcut"]:
+            print(f"shortcut audit ({split}): file metadata alone reaches macro-F1 "
+                  f"{report['shortcut'][split]['macro_f1']:.3f}")
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} bad file(s); see {args.report}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
 PROJECT_FILES = ("stages", "tools", "dvc.yaml", "params.yaml", "params.demo.yaml")
 
-# Tiny settings: 32 px, one epoch, two backbones, no ImageNet download.
+# Tiny settings: 32 px, one epoch, two backbones, no ImageNet download; the tiny data's val is kept.
 TINY = {
     "preprocess": {"img_size": 32},
+    "data": {"min_val": 4},
     "train": {"backbones": ["resnet18", "efficientnet_b0"], "pretrained": False, "epochs": 1,
               "batch_size": 8, "lr": 1e-3},
 }
@@ -80,3 +81,69 @@ def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = Tru
         run(["git", "add", "-A"], dest)
         run(["git", "commit", "-qm", "test project"], dest)
     return dest
+
+
+def write_xray(path: Path, seed: int, shape=(48, 40)) -> Path:
+    """A small distinct image: upsampled noise, fine enough that a resized copy keeps its perceptual hash."""
+    import cv2
+    import numpy as np
+
+    noise = np.random.default_rng(seed).normal(0, 1, (24, 20)).astype(np.float32)
+    img = cv2.resize(noise, shape[::-1], interpolation=cv2.INTER_CUBIC)
+    img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+CLASS_NAMES = ("normal", "bacteria", "virus", "COVID-19")
+
+
+def course_tree(root: Path, per_split=(("train", 3), ("val", 1), ("test", 1))) -> Path:
+    """A tiny course-layout dataset: `n` distinct PNGs per class and split, all labelled."""
+    seed = 0
+    for split, n in per_split:
+        rows = ["new_filename," + ",".join(CLASS_NAMES)]
+        for c in range(4):
+            for _ in range(n):
+                seed += 1
+                write_xray(root / f"{split}_images" / f"{split}{seed}.png", seed)
+                rows.append(f"{split}{seed}.png," + ",".join("1" if k == c else "0" for k in range(4)))
+        (root / f"{split}_data.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def data_params(**overrides) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return {**params["data"], **overrides}
+
+
+def manifest_tree(root: Path) -> Path:
+    """A tiny manifest-layout dataset: 16 distinct PNGs, 2 per class in train, 1 in val and test."""
+    rows = ["path,label,split"]
+    for i in range(16):
+        split = ("train", "train", "val", "test")[i // 4]
+        write_xray(root / "img" / f"m{i}.png", 100 + i)
+        rows.append(f"img/m{i}.png,{('normal', 'bacteria', 'virus', 'covid-19')[i % 4]},{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+REPORT = "metrics/data_report.json"
+
+
+def preprocess(project: Path, monkeypatch, capsys, **data) -> tuple[int, str]:
+    """Run the preprocess stage in-process in `project`; returns (exit code, stderr)."""
+    import stages.preprocess
+
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                   {"preprocess": {"img_size": 16}, "data": {"min_val": 1, **data}})
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", ["preprocess", "--data", "data", "--out", "cache", "--report", REPORT])
+    try:
+        stages.preprocess.main()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    return code, capsys.readouterr().err.strip()

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib.data import (CLASSES, balanced_sampler, class_weights, read_course_split,
-                             read_gray_uint8)
+from stages.lib.data import CLASSES, balanced_sampler, class_weights
+from stages.lib.formats import read_gray_uint8
+from stages.lib.layouts import read_course_split
 from stages.lib.errors import UserError
 
 HEADER = "new_filename,normal,bacteria,virus,COVID-19\n"
@@ -53,8 +54,6 @@ def test_course_csv_is_parsed_to_paths_and_labels(tmp_path):
     ("new_filename,normal,bacteria,virus\n", "a.png,0,0,1\n", "missing column.*COVID-19"),
     (HEADER, "a.png,0,1,1,0\n", "exactly one 1"),
     (HEADER, "a.png,0,0,0,0\n", "exactly one 1"),
-    (HEADER, "b.png,0,0,1,0\n", "b.png not found"),
-    (HEADER, "../a.png,0,0,1,0\n", "escapes"),
     (HEADER, "a.png,0,x,1,0\n", "must be 0 or 1"),
 ])
 def test_bad_course_csv_is_refused_naming_file_and_line(tmp_path, header, row, message):

@@ -53,6 +53,11 @@ def test_repro_writes_contract_metrics_plots_and_reruns_only_what_changed(tmp_pa
     assert stages_run(run(["dvc", "repro"], proj).stdout) == set()
     shown = run(["dvc", "metrics", "show"], proj).stdout
     assert all(f"metrics/{b}.json" in shown for b in backbones + ["ensemble"])
+    header, data_row = [line.split() for line in shown.splitlines()
+                        if line.startswith(("Path", "metrics/data_report.json"))]
+    counts = {k: v for k, v in zip(header, data_row) if k.startswith("counts.")}
+    assert counts == {f"counts.{s}.{c}": str(n) for s, n in (("train", 8), ("val", 3), ("test", 3))
+                      for c in ("COVID-19", "bacteria", "normal", "virus")}
     run(["dvc", "plots", "show", "-o", "plots_html"], proj)
     page = (proj / "plots_html" / "index.html").read_text()
     assert "resnet18 test confusion" in page and "resnet18 test ROC" in page
@@ -96,7 +101,8 @@ def test_predict_reproduces_evaluate_and_writes_the_course_submission(tmp_path, 
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     proj = make_project(tmp_path / "proj", None, {**TINY, "train": {**TINY["train"], "backbones": ["vgg16"]}},
                         git=False)
-    missing = run(["python", "-m", "stages.preprocess", "--data", "nowhere", "--out", "cache"], proj, check=False)
+    missing = run(["python", "-m", "stages.preprocess", "--data", "nowhere", "--out", "cache", "--report", "r.json"],
+                  proj, check=False)
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "data folder nowhere not found" in missing.stderr
 
@@ -111,8 +117,14 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
 
 def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     proj = make_project(tmp_path / "proj", None, TINY, git=False)
-    out = run(["python", "-m", "stages.preprocess", "--data", str(real_data), "--out", "cache"], proj).stdout
+    out = run(["python", "-m", "stages.preprocess", "--data", str(real_data), "--out", "cache", "--report",
+               "metrics/data_report.json"], proj).stdout
     assert "train: 160 images normal 40, bacteria 40, virus 40, COVID-19 40" in out
+    # The shortcut audit: COVID-19 films are all 640 px PNGs, the rest JPEGs, so metadata alone finds them.
+    shortcut = json.loads((proj / "metrics" / "data_report.json").read_text())["shortcut"]
+    assert set(shortcut) == {"val", "test", "features"} and "format=PNG" in shortcut["features"]
+    assert shortcut["test"]["per_class_recall"]["COVID-19"] == 1.0 and shortcut["test"]["macro_f1"] > 0.6
+    assert f"shortcut audit (test): file metadata alone reaches macro-F1 {shortcut['test']['macro_f1']:.3f}" in out
     meta = json.loads((proj / "cache" / "meta.json").read_text())
     assert meta["counts"]["val"] == {"normal": 10, "bacteria": 10, "virus": 10, "COVID-19": 10}
     assert meta["synthetic"] is False

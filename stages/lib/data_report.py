@@ -1,0 +1,44 @@
+"""The data report's descriptive parts: counts per split and class, image facts per class."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from stages.lib.layouts import CLASSES
+
+UNLABELED = "unlabeled"
+
+
+def class_name(label: int | None) -> str:
+    return UNLABELED if label is None else CLASSES[label]
+
+
+def split_counts(labels: list[int | None]) -> dict:
+    """{class: n} with every class (0 when absent), plus `unlabeled` only when there are such images."""
+    n = Counter(class_name(y) for y in labels)
+    out = {c: n[c] for c in CLASSES}
+    if n[UNLABELED]:
+        out[UNLABELED] = n[UNLABELED]
+    return out
+
+
+def _spread(values: list[float]) -> dict:
+    return {"min": int(np.min(values)), "median": float(np.median(values)), "max": int(np.max(values))}
+
+
+def image_stats(rows: list[tuple[dict, int | None]]) -> dict:
+    """Per class: counts of formats, channels and bit depths; min/median/max width, height, file size."""
+    by_class: dict[str, list[dict]] = {}
+    for facts, label in rows:
+        by_class.setdefault(class_name(label), []).append(facts)
+    out = {}
+    for name in [c for c in (*CLASSES, UNLABELED) if c in by_class]:
+        facts = by_class[name]
+        out[name] = {
+            "formats": dict(sorted(Counter(f["format"] for f in facts).items())),
+            "channels": {str(k): v for k, v in sorted(Counter(f["channels"] for f in facts).items())},
+            "bit_depth": {str(k): v for k, v in sorted(Counter(f["bit_depth"] for f in facts).items())},
+            **{k: _spread([f[k] for f in facts]) for k in ("width", "height", "file_bytes")},
+        }
+    return out

@@ -1,0 +1,306 @@
+"""Dataset layouts under the data folder -> the same sample records for every layout.
+
+- course:           {train,val,test}_images/ + {train,val,test}_data.csv (new_filename + one-hot
+                    columns; a test CSV with only new_filename is a hidden-label test set)
+- folders:          {train,val,test}/<class>/*  (torchvision ImageFolder style)
+- kaggle-pneumonia: [chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*, class and patient from
+                    the file name (personN_bacteria_M.jpeg), plus an optional COVID-19 folder
+                    (covid/, covid-19/ or covid19/ beside chest_xray/, flat or with split folders)
+- manifest:         manifest.csv with path,label and optional split, patient_id columns
+
+Readers only parse; `check_paths` then refuses paths that escape the data folder and finds missing
+files, and `ensure_splits` makes the val (and, for a manifest without splits, the test) split.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from stages.lib.errors import UserError
+from stages.lib.formats import BadImage
+
+CLASSES = ("normal", "bacteria", "virus", "COVID-19")
+SPLITS = ("train", "val", "test")
+LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
+COURSE_COLUMNS = ("new_filename",) + CLASSES
+MANIFEST = "manifest.csv"
+OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
+COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
+# Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
+LABEL_ALIASES = {"normal": 0, "bacteria": 1, "bacterial": 1, "virus": 2, "viral": 2,
+                 "covid": 3, "covid19": 3}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path            # the image file
+    name: str             # how the cache index and predictions name it (unique within a split)
+    label: int | None     # index into CLASSES; None in a hidden-label test set
+    patient: str | None = None
+    source: str = ""      # where it was listed, for messages (file:line)
+
+
+def parse_label(text: str) -> int | None:
+    return LABEL_ALIASES.get(re.sub(r"[-_\s]", "", text.strip().lower()))
+
+
+# --- detection -----------------------------------------------------------------------------------
+
+def detect_layout(data_dir: Path) -> str:
+    if (data_dir / MANIFEST).is_file():
+        return "manifest"
+    if (data_dir / "train_data.csv").is_file():
+        return "course"
+    if _kaggle_root(data_dir) is not None:
+        return "kaggle-pneumonia"
+    if (data_dir / "train").is_dir():
+        return "folders"
+    raise UserError(f"{data_dir}: no known layout (course train_data.csv, folders train/<class>/, Kaggle "
+                    f"chest_xray/, or {MANIFEST}); arrange the data as README 'Bring your own data' shows "
+                    "or set data.layout")
+
+
+def read_layout(data_dir: Path, layout: str) -> dict[str, list[Sample]]:
+    """Samples per split for `layout` ('auto' detects it); a split the data lacks is absent."""
+    readers = {"course": read_course, "folders": read_folders, "kaggle-pneumonia": read_kaggle,
+               "manifest": read_manifest}
+    if layout not in readers:
+        raise UserError(f"data.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return readers[layout](data_dir)
+
+
+# --- course --------------------------------------------------------------------------------------
+
+def read_course(data_dir: Path) -> dict[str, list[Sample]]:
+    return {split: read_course_split(data_dir, split) for split in SPLITS
+            if split == "train" or (data_dir / f"{split}_data.csv").is_file()}
+
+
+def read_course_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
+    """Parse `<split>_data.csv`: new_filename plus one-hot columns (only new_filename for a hidden test set)."""
+    data_dir = Path(data_dir)
+    csv_path = data_dir / f"{split}_data.csv"
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path} not found; the course layout needs {split}_data.csv beside {split}_images/")
+    columns, rows = read_csv(csv_path)
+    hidden = split == "test" and columns == ("new_filename",)
+    missing = [c for c in COURSE_COLUMNS if c not in columns]
+    if missing and not hidden:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
+                        f"{','.join(COURSE_COLUMNS)} (a hidden-label test CSV may have new_filename only)")
+    samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden) for line, row in rows]
+    if not samples:
+        raise UserError(f"{csv_path} lists no images; add rows or remove the split")
+    return samples
+
+
+def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs, cells stripped; an undecodable file is a UserError."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
+            rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
+                    for line, r in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{csv_path}: not a UTF-8 CSV file ({err.__class__.__name__}); save it as UTF-8 CSV") from err
+    return columns, rows
+
+
+def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool) -> Sample:
+    name = row["new_filename"]
+    where = f"{csv_path}:{line}"
+    label = None
+    if not hidden:
+        try:
+            onehot = [int(float(row[c])) for c in CLASSES]
+        except ValueError as err:
+            raise UserError(f"{where}: label columns must be 0 or 1 ({err}); fix the row for {name!r}") from err
+        if sorted(onehot) != [0, 0, 0, 1]:
+            raise UserError(f"{where}: row for {name!r} must have exactly one 1 among {', '.join(CLASSES)}, "
+                            f"got {onehot}; fix its label")
+        label = onehot.index(1)
+    return Sample(path=image_dir / name, name=name, label=label, source=where)
+
+
+# --- folders and Kaggle --------------------------------------------------------------------------
+
+def _images_in(folder: Path) -> list[Path]:
+    """Every file under `folder` but the ones operating systems leave behind. A file that is not an
+    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower() not in OS_CLUTTER)
+
+
+def _subdirs(folder: Path) -> dict[str, Path]:
+    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}
+
+
+def read_folders(data_dir: Path) -> dict[str, list[Sample]]:
+    out = {}
+    for split, split_dir in _subdirs(data_dir).items():
+        if split not in SPLITS:
+            continue
+        samples = []
+        for folder in _subdirs(split_dir).values():
+            label = parse_label(folder.name)
+            if label is None:
+                raise UserError(f"{folder}: folder name {folder.name!r} is not one of the classes "
+                                f"{', '.join(CLASSES)}; rename or remove it")
+            samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in _images_in(folder)]
+        out[split] = samples
+    if "train" not in out:
+        raise UserError(f"{data_dir}: the folders layout needs train/<class>/ folders")
+    return out
+
+
+def _kaggle_root(data_dir: Path) -> Path | None:
+    # The Kaggle zip unpacks to chest_xray/ and, in some versions, chest_xray/chest_xray/.
+    for root in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"):
+        classes = _subdirs(_subdirs(root).get("train", root / "-"))
+        if "normal" in classes and "pneumonia" in classes:
+            return root
+    return None
+
+
+def kaggle_sample(path: Path, data_dir: Path) -> Sample:
+    """NORMAL/IM-0115-0001.jpeg -> normal, IM-0115; PNEUMONIA/person1_bacteria_1.jpeg -> bacteria, person1."""
+    name = path.relative_to(data_dir).as_posix()
+    stem = path.stem.lower()
+    if path.parent.name.lower() == "normal":
+        label = 0
+    elif "bacteria" in stem:
+        label = 1
+    elif "virus" in stem:
+        label = 2
+    else:
+        raise UserError(f"{path}: a PNEUMONIA file name must contain 'bacteria' or 'virus' (e.g. "
+                        "person1_bacteria_1.jpeg); rename it or move it out of the data folder")
+    m = re.match(r"(person\d+)_|(?:normal2-)?(im-\d+)", stem)
+    patient = (m.group(1) or m.group(2).upper()) if m else None
+    return Sample(path, name, label, patient)
+
+
+def read_kaggle(data_dir: Path) -> dict[str, list[Sample]]:
+    root = _kaggle_root(data_dir)
+    if root is None:
+        raise UserError(f"{data_dir}: kaggle-pneumonia needs chest_xray/train/NORMAL and chest_xray/train/PNEUMONIA")
+    out = {}
+    for split, split_dir in _subdirs(root).items():
+        if split in SPLITS:
+            out[split] = [kaggle_sample(p, data_dir) for d in ("normal", "pneumonia")
+                          if d in _subdirs(split_dir) for p in _images_in(_subdirs(split_dir)[d])]
+    covid = next((p for n, p in _subdirs(data_dir).items() if n in COVID_FOLDERS), None)
+    if covid is not None:
+        split_dirs = {s: p for s, p in _subdirs(covid).items() if s in SPLITS}
+        # A flat COVID folder goes to train; ensure_splits then carves val from it by patient.
+        for split, folder in (split_dirs or {"train": covid}).items():
+            out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), 3) for p in _images_in(folder))
+    return out
+
+
+# --- manifest ------------------------------------------------------------------------------------
+
+def read_manifest(data_dir: Path) -> dict[str, list[Sample]]:
+    csv_path = data_dir / MANIFEST
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path} not found; the manifest layout needs {MANIFEST} with path,label columns")
+    columns, rows = read_csv(csv_path)
+    unknown = set(columns) - {"path", "label", "split", "patient_id"}
+    if "path" not in columns or "label" not in columns or unknown:
+        raise UserError(f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
+                        "optionally split,patient_id")
+    out: dict[str, list[Sample]] = {}
+    for line, row in rows:
+        where = f"{csv_path}:{line}"
+        split = row.get("split", "").lower() or "train"
+        if split not in SPLITS:
+            raise UserError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; fix the row")
+        label = parse_label(row["label"]) if row["label"] else None
+        if label is None and (row["label"] or split != "test"):
+            raise UserError(f"{where}: label {row['label']!r} of {row['path']!r} is not one of {', '.join(CLASSES)}"
+                            " (only test rows may leave it empty); fix the label")
+        out.setdefault(split, []).append(Sample(data_dir / row["path"], row["path"], label,
+                                                row.get("patient_id") or None, where))
+    if not out:
+        raise UserError(f"{csv_path} lists no images; add rows")
+    if "split" not in columns:
+        out["train"] = out.pop("train", [])  # no splits given: ensure_splits makes val and test
+    return out
+
+
+# --- checks and splits ---------------------------------------------------------------------------
+
+def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
+    """Refuse any path that leaves the data folder (also through symlinks); return the missing files.
+
+    A symlink into DVC's cache (`cache.type symlink`) is inside the project, so it is allowed.
+    """
+    roots = [data_dir.resolve(), (data_dir.parent / ".dvc" / "cache").resolve()]
+    missing = []
+    for s in samples:
+        listed = Path(s.name)
+        where = s.source or s.path
+        if listed.is_absolute() or ".." in listed.parts:
+            raise UserError(f"{where}: {s.name!r} escapes the data folder {data_dir}; use a path relative to it")
+        real = s.path.resolve()
+        if not any(real.is_relative_to(r) for r in roots):
+            raise UserError(f"{where}: {s.path} resolves to {real}, outside the data folder {data_dir}; "
+                            "copy the file into the data folder instead of linking it")
+        if not real.is_file():
+            missing.append(BadImage(f"{where}: image {s.path} not found; fix the path or add the image", s.path))
+    return missing
+
+
+def patient_of(s: Sample) -> str:
+    return s.patient or f"file:{s.name}"  # unknown patient: each image is its own group
+
+
+def split_off(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split `samples` into (rest, held-out ~fraction), stratified by class, no patient in both."""
+    labels = np.array([-1 if s.label is None else s.label for s in samples])
+    groups = [patient_of(s) for s in samples]
+    # A tiny set gets fewer, larger folds: sklearn needs a class with at least n_splits members.
+    n_folds = min(max(2, round(1 / fraction)), len(set(groups)), int(np.bincount(labels + 1).max()))
+    if n_folds < 2:
+        raise UserError(f"cannot split {len(samples)} image(s) of {len(set(groups))} patient(s) into train and a "
+                        "held-out split; add images or provide the val/test split")
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    _, held = next(folds.split(np.zeros(len(samples)), labels, groups))
+    held = set(held.tolist())
+    return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
+
+
+def ensure_splits(splits: dict[str, list[Sample]], p: dict) -> tuple[dict[str, list[Sample]], dict]:
+    """Make the test split (when none is given) and the val split (when missing or below data.min_val)
+    from train, seeded, stratified and grouped by patient. Returns the splits and what was done."""
+    seed, notes = int(p["seed"]), {}
+    train = list(splits.get("train", []))
+    if len(train) < 2:
+        raise UserError("the training split has fewer than 2 images; add training data")
+    test = splits.get("test")
+    if test is None:
+        train, test = split_off(train, float(p["test_fraction"]), seed)
+        notes["test"] = f"split from train (data.test_fraction {p['test_fraction']}, grouped by patient)"
+    val = splits.get("val", [])
+    if len(val) < int(p["min_val"]):
+        train, val = split_off(train + val, float(p["val_fraction"]), seed)
+        notes["val"] = (f"given val had {len(splits.get('val', []))} images (< data.min_val {p['min_val']}); "
+                        f"split from train (data.val_fraction {p['val_fraction']}, grouped by patient)")
+    return {"train": train, "val": val, "test": test}, notes
+
+
+def unique_names(samples: list[Sample]) -> list[Sample]:
+    """Give repeated names (same file name in two folders) a numeric suffix so index rows stay unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in samples:
+        n = seen[s.name] = seen.get(s.name, 0) + 1
+        out.append(s if n == 1 else replace(s, name=f"{s.name}#{n}"))
+    return out

@@ -1,0 +1,45 @@
+"""Shortcut audit: how well does file metadata alone (no pixels) predict the class?
+
+Public CXR collections mix sources, so format, size and bit depth can carry the label. A random
+forest fitted on those facts of the train split and scored on val/test is the floor a network
+must clearly beat before its score says anything about the lungs.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import f1_score, recall_score
+
+from stages.lib.layouts import CLASSES
+
+NUMERIC = ("width", "height", "channels", "bit_depth", "file_bytes")
+
+
+def features(facts: list[dict], formats: list[str]) -> np.ndarray:
+    """One row per image: numeric facts plus a one-hot of the file format."""
+    return np.array([[f[k] for k in NUMERIC] + [float(f["format"] == x) for x in formats] for f in facts],
+                    dtype=np.float64)
+
+
+def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int) -> dict:
+    """`splits`: split -> (facts, label) per image. Fits on train, scores each other labeled split:
+    {"val": {"macro_f1", "per_class_recall"}, "test": {...}, "features": [...]}."""
+    formats = sorted({f["format"] for rows in splits.values() for f, _ in rows})
+    train = [(f, y) for f, y in splits["train"] if y is not None]
+    model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
+    model.fit(features([f for f, _ in train], formats), [y for _, y in train])
+    out = {}
+    for split in ("val", "test"):
+        rows = [(f, y) for f, y in splits.get(split, []) if y is not None]
+        if not rows:
+            continue  # a hidden-label test set cannot be scored
+        y_true = np.array([y for _, y in rows])
+        y_pred = model.predict(features([f for f, _ in rows], formats))
+        present = sorted(set(y_true.tolist()))  # macro over the classes present, like the networks' metrics
+        recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
+        out[split] = {
+            "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
+            "per_class_recall": {CLASSES[c]: round(float(r), 4) for c, r in zip(present, recall)},
+        }
+    out["features"] = list(NUMERIC) + [f"format={x}" for x in formats]
+    return out
