@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 
 from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import average_probabilities, predictions_csv, read_predictions, write_roc_curves
+from stages.lib.evaluation import (average_probabilities, predictions_csv, read_predictions, score_split,
+                                   write_roc_curves)
 from stages.lib.io import load_params, read_json, write_json, write_text
-from stages.lib.metrics import split_metrics
 
 SPLITS = ("val", "test")
 
@@ -24,8 +24,9 @@ def ensemble(backbones, predictions_dir: str, classes, out_dir: str, metrics_pat
                                 f"{predictions_dir}/{backbones[0]}/{split}.csv; rerun evaluate (dvc repro)")
         probs = average_probabilities([p for _, _, p in members])
         write_text(Path(out_dir) / f"{split}.csv", predictions_csv(names, labels, probs, classes))
-        report[split] = split_metrics(labels, probs, classes, int(e["bootstrap_resamples"]), int(e["seed"]),
-                                      int(e["calibration_bins"]))
+        report[split] = score_split(labels, probs, classes, e)
+        if report[split] is None:
+            report[f"{split}_note"] = "labels hidden: predictions written, not scored"
     write_roc_curves(Path(out_dir) / "roc_test", labels, probs, classes)
     write_json(metrics_path, report)
     return report
@@ -42,8 +43,8 @@ def main() -> None:
     params = load_params()
     classes = read_json(args.cache_meta)["classes"]
     r = ensemble(params["train"]["backbones"], args.predictions, classes, args.out, args.metrics, params["evaluate"])
-    print(f"ensemble of {len(r['members'])}: val macro-F1 {r['val']['macro_f1']:.4f} | "
-          f"test macro-F1 {r['test']['macro_f1']:.4f}")
+    print(f"ensemble of {len(r['members'])}: " + " | ".join(
+        f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SPLITS))
 
 
 if __name__ == "__main__":

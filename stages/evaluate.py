@@ -10,9 +10,9 @@ import torch
 from stages.lib import gradcam
 from stages.lib.data import CachedSplit
 from stages.lib.errors import cli
-from stages.lib.evaluation import load_model, predict_split, predictions_csv, write_roc_curves
+from stages.lib.data import UNLABELED
+from stages.lib.evaluation import load_model, predict_split, predictions_csv, score_split, write_roc_curves
 from stages.lib.io import load_params, read_json, write_json, write_text
-from stages.lib.metrics import split_metrics
 from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.training import pick_device
 
@@ -27,31 +27,35 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
     device = pick_device()
     model.to(device)
-    report = {}
+    report, outputs = {}, {}
     for split in SPLITS:
         names, labels, probs = predict_split(model, cache_dir, split, int(e["batch_size"]), device,
                                              hflip=bool(e["tta_hflip"]))
+        outputs[split] = probs
         write_text(Path(predictions_dir) / f"{split}.csv", predictions_csv(names, labels, probs, classes))
-        report[split] = split_metrics(labels, probs, classes, int(e["bootstrap_resamples"]), int(e["seed"]),
-                                      int(e["calibration_bins"]))
+        report[split] = score_split(labels, probs, classes, e)
+        if report[split] is None:
+            report[f"{split}_note"] = "labels hidden: predictions written, not scored"
     write_roc_curves(Path(predictions_dir) / "roc_test", labels, probs, classes)
-    save_figure(gradcam_figure(model, backbone, cache_dir, classes, int(e["gradcam_per_class"]), probs), gradcam_path)
+    shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
+    save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, int(e["gradcam_per_class"]),
+                               outputs[shown]), gradcam_path)
     report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=bool(e["tta_hflip"]))
     write_json(metrics_path, report)
     return report
 
 
-def gradcam_figure(model, backbone: str, cache_dir: str, classes, per_class: int, test_probs):
-    """Grad-CAM of the predicted class for the first `per_class` test images of each class."""
-    test = CachedSplit(cache_dir, "test")
-    picks = gradcam.pick_examples(test.labels, per_class, len(classes))
-    images = torch.stack([test[i][0] for i in picks])
-    predicted = [int(test_probs[i].argmax()) for i in picks]
+def gradcam_figure(model, backbone: str, cache_dir: str, split: str, classes, per_class: int, probs):
+    """Grad-CAM of the predicted class for the first `per_class` images of each class in `split`."""
+    data = CachedSplit(cache_dir, split)
+    picks = gradcam.pick_examples(data.labels, per_class, len(classes))
+    images = torch.stack([data[i][0] for i in picks])
+    predicted = [int(probs[i].argmax()) for i in picks]
     heat = gradcam.heatmaps(model, backbone, images, predicted)
     panels = [gradcam.overlay(images[k, 0].numpy(), heat[k]) for k in range(len(picks))]
-    titles = [f"true {classes[test.labels[i]]}\npred {classes[p]} ({test_probs[i][p]:.2f})"
+    titles = [f"true {classes[data.labels[i]]}\npred {classes[p]} ({probs[i][p]:.2f})"
               for i, p in zip(picks, predicted)]
-    return gradcam_grid(panels, titles, f"{backbone}: Grad-CAM of the predicted class (test images)")
+    return gradcam_grid(panels, titles, f"{backbone}: Grad-CAM of the predicted class ({split} images)")
 
 
 @cli
@@ -66,8 +70,9 @@ def main() -> None:
     args = parser.parse_args()
     e = load_params()["evaluate"]
     r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
-    print(f"{args.backbone}: val acc {r['val']['accuracy']:.4f} macro-F1 {r['val']['macro_f1']:.4f} | "
-          f"test acc {r['test']['accuracy']:.4f} macro-F1 {r['test']['macro_f1']:.4f}")
+    print(f"{args.backbone}: " + " | ".join(
+        f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
+        for s in SPLITS))
 
 
 if __name__ == "__main__":

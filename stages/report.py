@@ -1,7 +1,7 @@
 """Stage `report`: predictions + DVCLive logs -> plots/*.png and metrics/summary.md.
 
 The numbers are recomputed from the per-image predictions with the same function evaluate uses
-(`split_metrics`, seeded bootstrap), so they match metrics/<model>.json exactly; reading those
+(`score_split`, seeded bootstrap), so they match metrics/<model>.json exactly; reading those
 JSON files instead would need a dependency on metrics/, where this stage writes summary.md.
 """
 from __future__ import annotations
@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 from stages.lib.errors import cli
-from stages.lib.evaluation import read_predictions
+from stages.lib.data import UNLABELED
+from stages.lib.evaluation import read_predictions, score_split
 from stages.lib.io import load_params, read_json, write_text
-from stages.lib.metrics import confusion, split_metrics
+from stages.lib.metrics import confusion
 from stages.lib.plotting import (comparison_bars, confusion_grid, curves_overlay, pr_grid, reliability_grid, roc_grid,
                                  save_figure, summary_markdown, training_curves)
 
@@ -30,7 +31,7 @@ def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
 
 
 def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, cache_meta_path: str,
-           plots_dir: str, gradcam_dir: str, summary_path: str, e: dict) -> str:
+           data_report_path: str, plots_dir: str, gradcam_dir: str, summary_path: str, e: dict) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
     sources = {name: Path(predictions_dir) / name for name in backbones}
@@ -40,24 +41,26 @@ def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, ca
         scores[name] = {}
         for split in ("val", "test"):
             _, labels, probs = read_predictions(folder / f"{split}.csv", classes)
-            outputs[split][name] = (labels, probs)
-            scores[name][split] = split_metrics(labels, probs, classes, int(e["bootstrap_resamples"]),
-                                                int(e["seed"]), int(e["calibration_bins"]))
+            known = labels != UNLABELED
+            outputs[split][name] = (labels[known], probs[known])
+            scores[name][split] = score_split(labels, probs, classes, e)
+    # Figures show the test split, or val when test labels are hidden.
+    shown = "test" if all(s["test"] is not None for s in scores.values()) else "val"
     histories = {name: read_history(Path(live_dir) / name) for name in backbones}
     training = {name: read_json(Path(live_dir) / name / "metrics.json") for name in backbones
                 if (Path(live_dir) / name / "metrics.json").is_file()}
 
     figures = {
-        "comparison.png": comparison_bars(scores, "test"),
+        "comparison.png": comparison_bars(scores, shown),
         "confusion_test.png": confusion_grid(
-            {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs["test"].items()}, classes,
-            "Confusion matrices, test split (counts; colour and % = row-normalised)"),
+            {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs[shown].items()}, classes,
+            f"Confusion matrices, {shown} split (counts; colour and % = row-normalised)"),
         "confusion_val.png": confusion_grid(
             {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs["val"].items()}, classes,
             "Confusion matrices, val split (counts; colour and % = row-normalised)"),
-        "roc_test.png": roc_grid(outputs["test"], classes),
-        "pr_test.png": pr_grid(outputs["test"], classes),
-        "reliability_test.png": reliability_grid(scores, "test"),
+        "roc_test.png": roc_grid(outputs[shown], classes),
+        "pr_test.png": pr_grid(outputs[shown], classes),
+        "reliability_test.png": reliability_grid(scores, shown),
         "training_curves.png": training_curves(histories),
         "training_curves_overlay.png": curves_overlay(histories),
     }
@@ -65,7 +68,8 @@ def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, ca
         save_figure(fig, Path(plots_dir) / filename)
     links = [Path(plots_dir) / f for f in figures] + [Path(gradcam_dir) / f"{b}.png" for b in backbones]
     links = [os.path.relpath(p, Path(summary_path).parent) for p in links]
-    text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links)
+    shortcut = read_json(data_report_path).get("shortcut", {})
+    text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links, shortcut, shown)
     write_text(summary_path, text)
     return text
 
@@ -82,13 +86,14 @@ def main() -> None:
     parser.add_argument("--ensemble", required=True, help="folder with the ensemble's {val,test}.csv")
     parser.add_argument("--live", required=True, help="folder with <backbone>/ DVCLive logs")
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json")
+    parser.add_argument("--data-report", required=True, help="preprocess's data report (shortcut audit)")
     parser.add_argument("--plots", required=True, help="folder for the PNG figures")
     parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (linked, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     args = parser.parse_args()
     params = load_params()
-    report(params["train"]["backbones"], args.predictions, args.ensemble, args.live, args.cache_meta, args.plots,
-           args.gradcam, args.summary, params["evaluate"])
+    report(params["train"]["backbones"], args.predictions, args.ensemble, args.live, args.cache_meta,
+           args.data_report, args.plots, args.gradcam, args.summary, params["evaluate"])
     print(f"wrote {args.summary} and the figures in {args.plots}/")
 
 

@@ -1,5 +1,6 @@
 """The whole DVC pipeline on tiny settings in a temporary copy of the project."""
 import json
+import shutil
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
 
 
 def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
-    proj = make_project(tmp_path / "proj", None, TINY, git=False)
+    proj = make_project(tmp_path / "proj", None, merge(TINY, {"train": {"backbones": ["resnet18"]}}), git=False)
     out = run(["python", "-m", "stages.preprocess", "--data", str(real_data), "--out", "cache", "--report",
                "metrics/data_report.json"], proj).stdout
     assert "train: 160 images normal 40, bacteria 40, virus 40, COVID-19 40" in out
@@ -140,3 +141,30 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
     history = (proj / "dvclive" / "resnet18" / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
     assert history.splitlines()[0] == "step\tmacro_f1" and len(history.splitlines()) == 2
+
+    run(["python", "-m", "stages.ensemble", "--predictions", "predictions", "--cache-meta", "cache/meta.json",
+         "--out", "ensemble", "--metrics", "metrics/ensemble.json"], proj)
+    run(["python", "-m", "stages.report", "--predictions", "predictions", "--ensemble", "ensemble", "--live",
+         "dvclive", "--cache-meta", "cache/meta.json", "--data-report", "metrics/data_report.json", "--plots",
+         "plots", "--gradcam", "plots/gradcam", "--summary", "metrics/summary.md"], proj)
+    summary = (proj / "metrics" / "summary.md").read_text()
+    assert "## Shortcut audit" in summary and f"macro-F1 **{shortcut['test']['macro_f1']:.3f}**" in summary
+    if m["test"]["macro_f1_ci95"][0] <= shortcut["test"]["macro_f1"]:  # a 1-epoch 32 px net should not beat it
+        assert "WARNING: resnet18 does not clearly beat the metadata-only shortcut" in summary
+
+
+def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    names = [line.split(",")[0] for line in (data / "test_data.csv").read_text().splitlines()]
+    (data / "test_data.csv").write_text("\n".join(names) + "\n")  # new_filename only: labels hidden
+    proj = make_project(tmp_path / "proj", data, merge(TINY, {"train": {"backbones": ["resnet18"]}}))
+    run(["dvc", "repro"], proj)
+    for name in ("resnet18", "ensemble"):
+        m = json.loads((proj / "metrics" / f"{name}.json").read_text())
+        assert m["test"] is None and "labels hidden" in m["test_note"]
+        assert m["val"]["per_class"]["normal"]["support"] == 3
+    rows = (proj / "predictions" / "resnet18" / "test.csv").read_text().splitlines()[1:]
+    assert len(rows) == 12 and all(r.split(",")[1] == "" for r in rows)
+    summary = (proj / "metrics" / "summary.md").read_text()
+    assert "| resnet18 | test | labels hidden |" in summary and "## Per class (val)" in summary

@@ -11,9 +11,10 @@ import torch
 from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader
 
-from stages.lib.data import CachedSplit
+from stages.lib.data import UNLABELED, CachedSplit
 from stages.lib.errors import UserError
 from stages.lib.io import write_text
+from stages.lib.metrics import split_metrics
 from stages.lib.models import build_model
 from stages.lib.training import load_checkpoint, predict
 
@@ -44,6 +45,18 @@ def predict_split(model, cache_dir: str, split: str, batch_size: int, device: to
     return data.names, labels, probs
 
 
+def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: dict) -> dict | None:
+    """Metrics of the labelled images of a split (`e`: params' evaluate); None if none is labelled.
+
+    A hidden-label test set still gets predictions; it just cannot be scored.
+    """
+    known = labels != UNLABELED
+    if not known.any():
+        return None
+    return split_metrics(labels[known], probs[known], classes, int(e["bootstrap_resamples"]), int(e["seed"]),
+                         int(e["calibration_bins"]))
+
+
 def average_probabilities(probs: list[np.ndarray]) -> np.ndarray:
     """The ensemble: the mean of the members' class probabilities (each row still sums to 1)."""
     return np.mean(np.stack(probs), axis=0)
@@ -56,7 +69,8 @@ def predictions_csv(names, labels: np.ndarray, probs: np.ndarray, classes) -> st
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["filename", "true_label", "predicted_label", *[f"prob_{c}" for c in classes]])
     for name, y, p in zip(names, labels, probs):
-        writer.writerow([name, classes[y], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+        true = classes[y] if y != UNLABELED else ""  # hidden label
+        writer.writerow([name, true, classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
     return buf.getvalue()
 
 
@@ -68,13 +82,16 @@ def read_predictions(path: str | os.PathLike, classes) -> tuple[list[str], np.nd
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     names = [r["filename"] for r in rows]
-    labels = np.array([classes.index(r["true_label"]) for r in rows], dtype=np.int64)
+    labels = np.array([classes.index(r["true_label"]) if r["true_label"] else UNLABELED for r in rows],
+                      dtype=np.int64)
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows], dtype=np.float64)
     return names, labels, probs
 
 
 def write_roc_curves(out_dir: str | os.PathLike, labels: np.ndarray, probs: np.ndarray, classes) -> None:
     """One fpr,tpr CSV per class (one-vs-rest) for `dvc plots`; none for a class absent from the split."""
+    known = labels != UNLABELED
+    labels, probs = labels[known], probs[known]
     for c, name in enumerate(classes):
         positive = labels == c
         if positive.all() or not positive.any():

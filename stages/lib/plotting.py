@@ -207,9 +207,34 @@ def _with_ci(m: dict, key: str) -> str:
     return f"{_fmt(m[key])} [{_fmt(low)}, {_fmt(high)}]"
 
 
+def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str) -> list[str]:
+    """The metadata-only baseline beside the networks, and a loud line for each that does not beat it.
+
+    "Clearly" means the network's 95% CI for macro-F1 stays above the baseline's point estimate.
+    """
+    if split not in shortcut:
+        return []
+    base = shortcut[split]["macro_f1"]
+    recall = ", ".join(f"{c} {r:.2f}" for c, r in shortcut[split]["per_class_recall"].items())
+    lines = ["## Shortcut audit", "",
+             f"A random forest that sees only file metadata ({', '.join(shortcut.get('features', []))}), no pixels, "
+             f"reaches {split} macro-F1 **{base:.3f}** (recall per class: {recall}). Scores near it may come from "
+             f"how the images were stored rather than from what they show.", ""]
+    for name, s in scores.items():
+        m = s[split]
+        if m is None:
+            continue
+        low = m["macro_f1_ci95"][0]
+        if low is None or low <= base:
+            lines.append(f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
+                         f"{_with_ci(m, 'macro_f1')} vs {base:.3f}).")
+    return lines + [""]
+
+
 def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
-                     figures: list[str]) -> str:
-    """The report a user pastes into a paper: the study's table with CIs, per-class table, links."""
+                     figures: list[str], shortcut: dict | None = None, shown: str = "test") -> str:
+    """The report a user pastes into a paper: the study's table with CIs, per-class table, shortcut
+    audit, links. `shown` is the split of the per-class table (val when test labels are hidden)."""
     lines = ["# Results", ""]
     if synthetic:
         lines += ["> **SYNTHETIC DEMO DATA.** These numbers come from generated images, not chest X-rays:",
@@ -224,6 +249,9 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
         ref = f"{study[0]:.3f} / {study[1]:.3f}" if study else "-"
         for split in ("val", "test"):
             m = s[split]
+            if m is None:
+                lines.append(f"| {name} | {split} | labels hidden | | | | | | | |")
+                continue
             lines.append(
                 f"| {name} | {split} | {_with_ci(m, 'accuracy')} | {_fmt(m['macro_precision'])} | "
                 f"{_fmt(m['macro_recall'])} | {_with_ci(m, 'macro_f1')} | {_with_ci(m, 'macro_auroc')} | "
@@ -231,13 +259,14 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
                 f"{ref if split == 'val' else ''} |")
     if scores:
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
-        lines += ["", f"Best by val macro-F1: **{best}** (test macro-F1 {_with_ci(scores[best]['test'], 'macro_f1')})."]
-    lines += ["", "## Per class (test)", "", "Precision / recall / F1 / AUROC (support).", "",
+        lines += ["", f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')})."]
+    lines += ["", f"## Per class ({shown})", "", "Precision / recall / F1 / AUROC (support).", "",
               "| Model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for name, s in scores.items():
-        pc = s["test"]["per_class"]
+        pc = s[shown]["per_class"]
         lines.append(f"| {name} | " + " | ".join(
             f"{_fmt(pc[c]['precision'], 2)} / {_fmt(pc[c]['recall'], 2)} / {_fmt(pc[c]['f1'], 2)} / "
             f"{_fmt(pc[c]['auroc'], 2)} (n={pc[c]['support']})" for c in classes) + " |")
-    lines += ["", "## Plots", ""] + [f"- [{os.path.basename(f)}]({f})" for f in figures] + [""]
+    lines += [""] + shortcut_lines(scores, shortcut or {}, shown)
+    lines += ["## Plots", ""] + [f"- [{os.path.basename(f)}]({f})" for f in figures] + [""]
     return "\n".join(lines)
