@@ -1,0 +1,43 @@
+"""Scale-out: two gloo processes share the class-balanced stream and write one set of outputs."""
+import re
+
+import pytest
+import torch
+
+from conftest import TINY, make_project, merge, run
+from stages.lib.data import balanced_sampler
+from stages.lib.distributed import RankShard
+
+TRAIN = ["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache", "--model",
+         "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"]
+
+
+@pytest.mark.parametrize("n,world", [(32, 2), (30, 4), (7, 3)])
+def test_rank_shares_partition_the_single_process_stream(n, world):
+    labels = torch.tensor([0] * (n - n // 2) + [3] * (n // 2)).numpy()
+    stream = list(balanced_sampler(labels, torch.Generator().manual_seed(5)))
+    shares = [list(RankShard(balanced_sampler(labels, torch.Generator().manual_seed(5)), r, world))
+              for r in range(world)]
+    per_rank = -(-n // world)
+    assert [len(s) for s in shares] == [per_rank] * world  # DDP needs equal batch counts
+    interleaved = [shares[i % world][i // world] for i in range(per_rank * world)]
+    assert interleaved == stream + stream[: per_rank * world - n]  # padded with the stream's own start
+
+
+def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_path, tiny_data):
+    outputs = {}
+    for nproc in (1, 2):
+        proj = make_project(tmp_path / f"nproc{nproc}", tiny_data,
+                            merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": nproc}}), git=False)
+        run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache"], proj)
+        stdout = run(TRAIN, proj).stdout
+        outputs[nproc] = stdout
+        assert sorted(p.name for p in (proj / "checkpoints").iterdir()) == ["resnet18.pt"]
+        assert sorted(p.name for p in (proj / "models").iterdir()) == ["resnet18.pt"]
+        state = torch.load(proj / "checkpoints/resnet18.pt", weights_only=True)
+        assert state["progress"] == {"epoch": 1, "best_epoch": 1, "best_val_macro_f1": state["progress"]["best_val_macro_f1"],
+                                     "stale": 0, "finished": True}
+        rows = (proj / "dvclive/resnet18/plots/metrics/train/images_per_s.tsv").read_text().splitlines()
+        assert len(rows) == 2 and float(rows[1].split("\t")[-1]) > 0  # one writer, one row per epoch
+    counts = {n: re.findall(r"resnet18 epoch 1/1: .* \| (\d+) images, \d+ img/s", out) for n, out in outputs.items()}
+    assert counts[1] == counts[2] == ["32"]  # tiny_data has 32 training images; printed once, by rank 0
