@@ -1,5 +1,11 @@
 """Scale-out: two gloo processes share the class-balanced stream and write one set of outputs."""
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +47,27 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
         assert len(rows) == 2 and float(rows[1].split("\t")[-1]) > 0  # one writer, one row per epoch
     counts = {n: re.findall(r"resnet18 epoch 1/1: .* \| (\d+) images, \d+ img/s", out) for n, out in outputs.items()}
     assert counts[1] == counts[2] == ["32"]  # tiny_data has 32 training images; printed once, by rank 0
+
+
+def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
+    proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": 2,
+                                                                          "epochs": 3}}), git=False)
+    run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache"], proj)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(proj))
+    proc = subprocess.Popen(TRAIN, cwd=proj, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = proj / "checkpoints" / "resnet18.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+    proc.wait()
+    assert last.exists(), "training ended before its first checkpoint appeared"
+    done = torch.load(last, weights_only=True)["progress"]["epoch"]
+    assert done < 3, "the kill came too late to test anything"
+
+    rerun = run(TRAIN, proj).stdout
+    assert f"resuming from checkpoints/resnet18.pt: epoch {done} done" in rerun
+    assert re.findall(r"resnet18 epoch (\d)/3: .* \| 32 images", rerun) == [str(e) for e in range(done + 1, 4)]
+    steps = (proj / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in steps] == ["step", "1", "2", "3"]

@@ -9,7 +9,9 @@ scheduler and early-stopping decisions. Only rank 0 writes files.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from typing import Iterator, Sequence
@@ -31,11 +33,26 @@ def launch(nproc: int, module: str, argv: Sequence[str]) -> int:
     return subprocess.call(cmd)
 
 
+def die_with_launcher() -> None:
+    """Have Linux SIGKILL this rank when its torchrun agent dies.
+
+    torchrun starts each rank in a session of its own, so a SIGKILL to `dvc repro`'s process group
+    (a kill, the OOM killer) would otherwise leave the ranks training, and writing, unsupervised.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the agent died before the request took effect
+        os._exit(1)
+
+
 def init() -> torch.device:
     """Join the process group when started by torchrun (nccl on CUDA, gloo on CPU); the device to use."""
     cuda = torch.cuda.is_available()
     if not under_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return torch.device("cuda" if cuda else "cpu")
+    die_with_launcher()
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local_rank)

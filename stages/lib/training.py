@@ -241,6 +241,8 @@ def fit(
         scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"], train_loader)
         progress = Progress(**resume["progress"])
+        if distributed.rank() > 0:  # the checkpoint holds rank 0's augmentation RNGs only
+            train_loader.dataset.augment.set_random_seed(int(t["seed"]) + distributed.rank() + 7919 * progress.epoch)
 
     # Weights are read and saved through `model`; the forward passes go through `net`, which adds
     # DDP's gradient averaging and, when asked, torch.compile's fused kernels.
