@@ -11,7 +11,7 @@ from dvclive import Live
 
 from stages.lib.errors import UserError, cli
 from stages.lib.io import load_params, read_json
-from stages.lib.models import build_model, check_backbone
+from stages.lib.models import build_model, check_backbone, ensure_pretrained
 from stages.lib import distributed, resume
 from stages.lib.training import PRECISIONS, fit, load_checkpoint, make_loaders, save_checkpoint, seed_everything
 
@@ -117,6 +117,16 @@ def train(backbone: str, cache_dir: str, model_path: str, live_dir: str, resume_
     return meta
 
 
+def launch_ranks(backbone: str, t: dict) -> int:
+    """Run this stage again as `train.nproc` torchrun ranks (dvc.yaml's cmd stays the same); their exit code."""
+    nproc, gpus = t["nproc"], torch.cuda.device_count()
+    if torch.cuda.is_available() and nproc > gpus:
+        raise UserError(f"train.nproc {nproc} exceeds the {gpus} visible GPU(s); lower it or set CUDA_VISIBLE_DEVICES")
+    if t["pretrained"]:  # fail here in one line rather than in every rank, and download once
+        ensure_pretrained(backbone)
+    return distributed.launch(nproc, "stages.train", sys.argv[1:])
+
+
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -128,12 +138,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     check_run(args.backbone, args.cache, params["train"])
-    nproc = params["train"]["nproc"]
-    if nproc > 1 and not distributed.under_torchrun():  # started by dvc repro: become nproc processes
-        gpus = torch.cuda.device_count()
-        if torch.cuda.is_available() and nproc > gpus:
-            raise UserError(f"train.nproc {nproc} exceeds the {gpus} visible GPU(s); lower it or set CUDA_VISIBLE_DEVICES")
-        sys.exit(distributed.launch(nproc, "stages.train", sys.argv[1:]))
+    if params["train"]["nproc"] > 1 and not distributed.under_torchrun():
+        sys.exit(launch_ranks(args.backbone, params["train"]))
     meta = train(args.backbone, args.cache, args.model, args.live, args.resume, params)
     if meta is None:
         return

@@ -71,3 +71,13 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
     assert re.findall(r"resnet18 epoch (\d)/3: .* \| 32 images", rerun) == [str(e) for e in range(done + 1, 4)]
     steps = (proj / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in steps] == ["step", "1", "2", "3"]
+
+
+def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
+    import stages.train
+    from stages.lib.errors import UserError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(stages.train.distributed, "launch", lambda *a: pytest.fail("launched anyway"))
+    with pytest.raises(UserError, match=r"^train.nproc 4 exceeds the 2 visible GPU\(s\); lower it or set CUDA_VISIBLE_DEVICES$"):
+        stages.train.launch_ranks("resnet18", {"nproc": 4, "pretrained": False})
