@@ -17,13 +17,12 @@ from stages.lib.transforms import to_model_input
 
 
 def images_per_s(loader, epochs: int, to_input=lambda x: x) -> float:
-    def run():
-        for _ in range(epochs):
-            for x, _y in loader:
-                to_input(x)
-    run_once = lambda: [to_input(x) for x, _y in loader]  # noqa: E731  (warm-up: start the workers)
-    run_once()
-    return epochs * len(loader.dataset) / common.timed(run)
+    def one_epoch():
+        for x, _y in loader:
+            to_input(x)
+
+    one_epoch()  # warm-up: starts the (persistent) workers
+    return epochs * len(loader.dataset) / common.timed(lambda: [one_epoch() for _ in range(epochs)])
 
 
 def main() -> None:
