@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean-demo
+.PHONY: demo test bench clean-demo
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+
+# CPU benchmarks (not tests): our loader and epoch vs the study's, figures in bench/results/.
+# bench.gpu needs a CUDA machine: `.venv/bin/python -m bench.gpu`.
+bench: $(STAMP)
+	$(BIN)/python -m bench.loader
+	$(BIN)/python -m bench.epoch
 
 # Remove the demo's data and outputs (not your own data: only a folder marked SYNTHETIC).
 clean-demo:

@@ -1,4 +1,5 @@
 """Resume after SIGKILL, bit-for-bit reproducibility, refusals, atomic outputs, safe loading."""
+import contextlib
 import errno
 import json
 import os
@@ -28,6 +29,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def live_metrics(proj: Path) -> dict:
+    """DVCLive's summary without the throughput, which is the one figure that varies run to run."""
+    summary = json.loads((proj / "dvclive/resnet18/metrics.json").read_text())
+    assert summary["train"].pop("images_per_s") > 0
+    return summary
+
+
 def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp_path, tiny_data):
     whole = make_project(tmp_path / "whole", tiny_data, ONE)
     run(["dvc", "repro", "train@resnet18"], whole)
@@ -54,7 +62,7 @@ def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp
     tsv = (killed / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text()
     assert tsv == (whole / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text()
     assert [line.split("\t")[0] for line in tsv.splitlines()] == ["step", "1", "2", "3"]
-    assert (killed / "dvclive/resnet18/metrics.json").read_text() == (whole / "dvclive/resnet18/metrics.json").read_text()
+    assert live_metrics(killed) == live_metrics(whole)
     assert_same_weights(killed / "models/resnet18.pt", whole / "models/resnet18.pt")
 
 
@@ -103,6 +111,9 @@ TRAIN_ARGS = ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "
     ({"train": {"batch_size": -4}}, "train.batch_size must be a positive integer, got -4"),
     ({"train": {"lr": -1e-4}}, "train.lr must be a positive number, got -0.0001"),
     ({"train": {"scheduler": "step"}}, "train.scheduler must be one of plateau, cosine, got 'step'"),
+    ({"train": {"precision": "fp8"}}, "train.precision must be one of auto, bf16, fp16, fp32, got 'fp8'"),
+    ({"train": {"nproc": 0}}, "train.nproc must be a positive integer, got 0"),
+    ({"train": {"compile": "yes"}}, "train.compile must be true or false, got 'yes'"),
     ({"train": {"batch_size": 1000}}, "train.batch_size 1000 exceeds the 30 training images; lower it"),
 ])
 def test_train_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
@@ -141,7 +152,7 @@ def test_non_finite_loss_stops_naming_epoch_and_batch():
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     with pytest.raises(UserError, match=r"resnet18 epoch 4/9, batch 1: the loss is nan; training diverged"):
         train_one_epoch(model, loader, lambda logits, y: logits.sum() * float("nan"),
-                        torch.optim.SGD(model.parameters(), lr=0.1), scaler, torch.device("cpu"), False,
+                        torch.optim.SGD(model.parameters(), lr=0.1), scaler, torch.device("cpu"), contextlib.nullcontext(),
                         desc="resnet18 epoch 4/9")
 
 
@@ -204,3 +215,37 @@ def test_every_torch_load_in_stages_is_weights_only():
     calls = [(p, line) for p in (ROOT / "stages").rglob("*.py")
              for line in p.read_text().splitlines() if "torch.load(" in line]
     assert calls and all("weights_only=True" in line for _, line in calls)
+
+
+# --- precision -------------------------------------------------------------------------------
+
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
+@pytest.mark.parametrize("precision,amp,device,bf16,expected", [
+    ("auto", True, CPU, True, torch.float32),
+    ("bf16", True, CPU, True, torch.float32),
+    ("auto", False, CUDA, True, torch.float32),
+    ("auto", True, CUDA, True, torch.bfloat16),
+    ("auto", True, CUDA, False, torch.float16),
+    ("fp16", True, CUDA, True, torch.float16),
+    ("fp32", True, CUDA, True, torch.float32),
+])
+def test_precision_picks_the_autocast_dtype(monkeypatch, precision, amp, device, bf16, expected):
+    from stages.lib.training import autocast_dtype
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert autocast_dtype(precision, amp, device) == expected
+
+
+def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
+    from stages.lib.training import autocast_dtype
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(UserError, match="train.precision bf16: Tesla T4 has no bf16; use auto or fp16"):
+        autocast_dtype("bf16", True, CUDA)
+
+
+def test_cpu_runs_fp32_without_a_scaler():
+    from stages.lib.training import precision
+    ctx, scaler = precision({"precision": "fp16", "amp": True}, CPU)
+    assert isinstance(ctx, contextlib.nullcontext) and not scaler.is_enabled()

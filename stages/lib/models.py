@@ -34,6 +34,12 @@ def build_model(backbone: str, num_classes: int, dropout: float, pretrained: boo
     return model
 
 
+def ensure_pretrained(backbone: str) -> None:
+    """Fetch the ImageNet weights now (or fail with how to provide them), e.g. once before N ranks start."""
+    check_backbone(backbone)
+    _available(BACKBONES[backbone][1], backbone)
+
+
 def head(model: nn.Module, backbone: str) -> nn.Sequential:
     """The replaced classifier: its last two modules are Dropout and Linear."""
     return model.fc if backbone == "resnet18" else model.classifier

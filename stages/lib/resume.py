@@ -17,7 +17,7 @@ from stages.lib.io import atomic_path, write_text
 
 # The code whose change must invalidate a half-finished run (the train stage's deps in dvc.yaml).
 CODE = ("stages/train.py", "stages/lib/data.py", "stages/lib/models.py", "stages/lib/training.py",
-        "stages/lib/transforms.py", "stages/lib/resume.py")
+        "stages/lib/transforms.py", "stages/lib/resume.py", "stages/lib/distributed.py")
 
 
 def fingerprint(backbone: str, params: dict, cache_dir: str | os.PathLike, root: str | os.PathLike = ".") -> str:

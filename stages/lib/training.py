@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import random
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from stages.lib import distributed
 from stages.lib.data import CachedSplit, balanced_sampler, class_weights
 from stages.lib.errors import UserError
 from stages.lib.io import atomic_path
@@ -28,6 +30,7 @@ from stages.lib.transforms import to_model_input, train_augment
 
 
 MAX_NON_FINITE_FP16 = 5
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -36,6 +39,7 @@ class EpochResult:
     accuracy: float
     macro_f1: float
     n: int
+    seconds: float = float("nan")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -58,10 +62,12 @@ def pick_device() -> torch.device:
 
 
 def resolve_workers(setting, device: torch.device) -> int:
-    """`auto`: no workers on CPU (they would steal the cores the model needs), else up to 8."""
+    """`auto`: no workers on CPU (they would steal the cores the model needs), else up to 8 per
+    process, sharing the machine's cores with the other processes training on it."""
     if setting != "auto":
         return int(setting)
-    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    cores = (os.cpu_count() or 1) // distributed.local_world_size()
+    return 0 if device.type == "cpu" else max(1, min(8, cores))
 
 
 def _seed_worker_augment(_worker_id: int) -> None:
@@ -73,37 +79,58 @@ def _seed_worker_augment(_worker_id: int) -> None:
 
 
 def make_loaders(cache_dir: str, t: dict, augment: dict, device: torch.device) -> tuple[DataLoader, DataLoader]:
-    """Class-balanced, augmented train loader and a plain val loader over the cache."""
-    seed = int(t["seed"])
-    train_set = CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=seed))
+    """Class-balanced, augmented train loader and a plain val loader over the cache.
+
+    Under DDP each rank gets every N-th index of the shared sampled stream and of the val set;
+    the augmentations are seeded per rank so the ranks do not draw identical transforms.
+    """
+    seed, rank, world = int(t["seed"]), distributed.rank(), distributed.world_size()
+    train_set = CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=seed + rank))
     val_set = CachedSplit(cache_dir, "val")
     workers = resolve_workers(t["num_workers"], device)
     common = dict(
         batch_size=int(t["batch_size"]), num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, worker_init_fn=_seed_worker_augment if workers else None,
     )
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, sampler=balanced_sampler(train_set.labels, generator),
-                              generator=generator, **common)
-    val_loader = DataLoader(val_set, shuffle=False, **common)
+    generator = torch.Generator().manual_seed(seed)  # the same on every rank: one shared stream
+    sampler = balanced_sampler(train_set.labels, generator)
+    if world > 1:
+        sampler = distributed.RankShard(sampler, rank, world)
+    train_loader = DataLoader(train_set, sampler=sampler, generator=generator, **common)
+    val_loader = DataLoader(val_set, sampler=range(rank, len(val_set), world), **common)
     return train_loader, val_loader
 
 
-def amp_context(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA when asked (the study's AMP); plain fp32 elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+def autocast_dtype(precision: str, amp: bool, device: torch.device) -> torch.dtype:
+    """The compute dtype: `train.precision` on CUDA (`auto`: bf16 where the GPU has it, else
+    fp16), fp32 on CPU or when `train.amp` is false."""
+    if not amp or device.type != "cuda" or precision == "fp32":
+        return torch.float32
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"train.precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use auto or fp16")
+    return PRECISIONS[precision]
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scaler, device, amp: bool, desc: str) -> EpochResult:
+def precision(t: dict, device: torch.device):
+    """(autocast context, GradScaler) for params' `train`; only fp16 needs the scaler."""
+    dtype = autocast_dtype(t.get("precision", "auto"), bool(t["amp"]), device)
+    ctx = contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+    return ctx, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocast, desc: str) -> EpochResult:
+    """One pass over `loader`; loss, accuracy and macro-F1 are over all ranks' batches."""
     model.train()
     total_loss, preds, labels, non_finite = 0.0, [], [], 0
-    bar = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False, disable=None)
+    bar = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False,
+               disable=None if distributed.is_main() else True)
+    start = time.perf_counter()
     for batch, (x, y) in enumerate(bar, start=1):
         x = to_model_input(x, device, channels_last=device.type == "cuda")
         y = y.to(device, non_blocking=True)
-        with amp_context(device, amp):
+        with autocast:
             logits = model(x)
             loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -120,11 +147,14 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, amp: bo
         preds.append(logits.argmax(1).cpu())
         labels.append(y.cpu())
         bar.set_postfix(loss=f"{value:.3f}")
-    return _epoch_result(total_loss, torch.cat(labels).numpy(), torch.cat(preds).numpy())
+    seconds = time.perf_counter() - start  # loss.item() above waited for the device each batch
+    losses, y_true, y_pred = distributed.gather(np.array([total_loss]), torch.cat(labels).numpy(),
+                                                torch.cat(preds).numpy())
+    return _epoch_result(losses.sum(), y_true, y_pred, seconds)
 
 
 @torch.no_grad()
-def predict(model, loader, device, amp: bool = False, criterion=None,
+def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=None,
             hflip: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion).
 
@@ -135,7 +165,7 @@ def predict(model, loader, device, amp: bool = False, criterion=None,
     for x, y in loader:
         x = to_model_input(x, device, channels_last=device.type == "cuda")
         y = y.to(device, non_blocking=True)
-        with amp_context(device, amp):
+        with autocast:
             logits = model(x)
             mirrored = model(x.flip(-1)) if hflip else None
         if criterion is not None:
@@ -149,11 +179,18 @@ def predict(model, loader, device, amp: bool = False, criterion=None,
     return torch.cat(probs).numpy(), labels, (total_loss / len(labels) if criterion is not None else float("nan"))
 
 
-def _epoch_result(total_loss: float, y_true: np.ndarray, y_pred: np.ndarray) -> EpochResult:
+def _epoch_result(total_loss: float, y_true: np.ndarray, y_pred: np.ndarray, seconds: float = float("nan")) -> EpochResult:
     return EpochResult(
-        loss=total_loss / len(y_true), accuracy=float((y_true == y_pred).mean()),
-        macro_f1=macro_f1(y_true, y_pred), n=len(y_true),
+        loss=float(total_loss) / len(y_true), accuracy=float((y_true == y_pred).mean()),
+        macro_f1=macro_f1(y_true, y_pred), n=len(y_true), seconds=seconds,
     )
+
+
+def validate(model, loader, device, autocast, criterion) -> EpochResult:
+    """Val metrics over the whole val set: each rank scores its share, the shares are joined."""
+    probs, labels, mean_loss = predict(model, loader, device, autocast, criterion)
+    losses, labels, preds = distributed.gather(np.array([mean_loss * len(labels)]), labels, probs.argmax(1))
+    return _epoch_result(losses.sum(), labels, preds)
 
 
 def make_scheduler(optimizer, t: dict):
@@ -200,9 +237,9 @@ def fit(
     criterion = nn.CrossEntropyLoss(weight=weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
     scheduler = make_scheduler(optimizer, t)
-    amp = bool(t["amp"]) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    autocast, scaler = precision(t, device)
     epochs, patience = int(t["epochs"]), int(t["early_stopping_patience"])
+    main = distributed.is_main()
 
     progress = Progress()
     if resume is not None:
@@ -212,23 +249,36 @@ def fit(
         scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"], train_loader)
         progress = Progress(**resume["progress"])
+        if distributed.rank() > 0:  # the checkpoint holds rank 0's augmentation RNGs only
+            train_loader.dataset.augment.set_random_seed(int(t["seed"]) + distributed.rank() + 7919 * progress.epoch)
+
+    # Weights are read and saved through `model`; the forward passes go through `net`, which adds
+    # DDP's gradient averaging and, when asked, torch.compile's fused kernels.
+    net = distributed.wrap(model, device)
+    if t.get("compile", False):
+        net = torch.compile(net)
 
     for epoch in range(progress.epoch + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp,
+        tr = train_one_epoch(net, train_loader, criterion, optimizer, scaler, device, autocast,
                              desc=f"{name} epoch {epoch}/{epochs}")
-        probs, labels, val_loss = predict(model, val_loader, device, amp, criterion)
-        val = _epoch_result(val_loss * len(labels), labels, probs.argmax(1))
-        on_epoch({"epoch": epoch, "lr": lr,
-                  "train_loss": tr.loss, "train_macro_f1": tr.macro_f1, "train_accuracy": tr.accuracy,
-                  "val_loss": val.loss, "val_macro_f1": val.macro_f1, "val_accuracy": val.accuracy})
-        tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {tr.loss:.4f} F1 {tr.macro_f1:.4f} | "
-                   f"val loss {val.loss:.4f} F1 {val.macro_f1:.4f} acc {val.accuracy:.4f} | lr {lr:.2e}")
+        distributed.broadcast_buffers(model)  # val scores the weights rank 0 saves, BatchNorm stats included
+        val = validate(model, val_loader, device, autocast, criterion)
+        images_per_s = tr.n / tr.seconds
+        if main:
+            on_epoch({"epoch": epoch, "lr": lr,
+                      "train_loss": tr.loss, "train_macro_f1": tr.macro_f1, "train_accuracy": tr.accuracy,
+                      "train_images_per_s": images_per_s,
+                      "val_loss": val.loss, "val_macro_f1": val.macro_f1, "val_accuracy": val.accuracy})
+            tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {tr.loss:.4f} F1 {tr.macro_f1:.4f} | "
+                       f"val loss {val.loss:.4f} F1 {val.macro_f1:.4f} acc {val.accuracy:.4f} | lr {lr:.2e} | "
+                       f"{tr.n} images, {images_per_s:.0f} img/s")
 
         progress.epoch = epoch
         if val.macro_f1 > progress.best_val_macro_f1:
             progress.best_epoch, progress.best_val_macro_f1, progress.stale = epoch, val.macro_f1, 0
-            on_best(model, epoch, val.macro_f1)
+            if main:
+                on_best(model, epoch, val.macro_f1)
         else:
             progress.stale += 1
         if t["scheduler"] == "plateau":
@@ -236,14 +286,16 @@ def fit(
         else:
             scheduler.step()
         progress.finished = progress.stale >= patience or epoch == epochs
-        on_checkpoint({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "progress": asdict(progress), "rng": rng_state(train_loader),
-        })
+        if main:
+            on_checkpoint({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "progress": asdict(progress), "rng": rng_state(train_loader),
+            })
         if progress.stale >= patience:
-            tqdm.write(f"{name}: early stop at epoch {epoch}, best val macro-F1 "
-                       f"{progress.best_val_macro_f1:.4f} at epoch {progress.best_epoch}")
+            if main:
+                tqdm.write(f"{name}: early stop at epoch {epoch}, best val macro-F1 "
+                           f"{progress.best_val_macro_f1:.4f} at epoch {progress.best_epoch}")
             break
     return progress
 
