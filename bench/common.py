@@ -21,7 +21,8 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from stages.lib.cache import build_cache
-from stages.lib.data import CachedSplit, balanced_sampler, read_course_split
+from stages.lib.data import CachedSplit, balanced_sampler
+from stages.lib.layouts import read_course_split
 from stages.lib.io import load_params, write_json
 from stages.lib.synthetic import make_dataset
 from stages.lib.transforms import preprocess_transform, train_augment
@@ -44,9 +45,9 @@ def images(tmp: Path, synthetic_sizes: dict | None = None, synthetic: bool = Fal
 
 
 def cache(data: Path, tmp: Path, preprocess: dict) -> Path:
-    """Our preprocess stage's cache of `data`, built in `tmp`."""
+    """Our preprocess stage's cache of `data`, built in `tmp` (with params.yaml's `data` settings)."""
     out = tmp / "cache"
-    build_cache(data, out, preprocess, workers=os.cpu_count())
+    build_cache(data, out, tmp / "data_report.json", preprocess, load_params()["data"], workers=os.cpu_count())
     return out
 
 

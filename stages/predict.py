@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stages.lib.data import read_gray_uint8
+from stages.lib.formats import read_gray_uint8
 from stages.lib.errors import UserError, cli
 from stages.lib.evaluation import load_model
 from stages.lib.io import write_text
@@ -69,7 +69,7 @@ def predictions_table(names, probs: np.ndarray, classes, submission: bool) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint written by the train stage")
-    parser.add_argument("--images", required=True, help="folder of images (PNG, JPEG, 8/16-bit, gray/RGB)")
+    parser.add_argument("--images", required=True, help="folder of images (PNG, JPEG, BMP, TIFF, DICOM; 8/16-bit, gray/RGB)")
     parser.add_argument("--out", required=True, help="CSV to write")
     parser.add_argument("--submission", action="store_true", help="write new_filename + one-hot class columns")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")

@@ -35,7 +35,7 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
     for nproc in (1, 2):
         proj = make_project(tmp_path / f"nproc{nproc}", tiny_data,
                             merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": nproc}}), git=False)
-        run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache"], proj)
+        run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache", "--report", "data_report.json"], proj)
         stdout = run(TRAIN, proj).stdout
         outputs[nproc] = stdout
         assert sorted(p.name for p in (proj / "checkpoints").iterdir()) == ["resnet18.pt"]
@@ -52,7 +52,7 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
 def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
     proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": 2,
                                                                           "epochs": 3}}), git=False)
-    run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache"], proj)
+    run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache", "--report", "data_report.json"], proj)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(proj))
     proc = subprocess.Popen(TRAIN, cwd=proj, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
