@@ -19,7 +19,7 @@ from stages.lib.synthetic import make_dataset
 DATA = Path("data")
 PARAMS = Path("params.yaml")
 BACKUP = Path("params.yaml.study")  # survives a killed demo; restored at the next start
-DEMO_SIZES = {"train": 400, "val": 100, "test": 100}
+DEMO_SIZES = {"train": 360, "val": 90, "test": 90}
 
 
 def merge(base: dict, overrides: dict) -> dict:

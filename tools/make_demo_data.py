@@ -9,9 +9,9 @@ from stages.lib.synthetic import make_dataset
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", help="folder to create, e.g. data")
-    parser.add_argument("--train", type=int, default=400)
-    parser.add_argument("--val", type=int, default=100)
-    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--train", type=int, default=360)
+    parser.add_argument("--val", type=int, default=90)
+    parser.add_argument("--test", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     counts = make_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed)

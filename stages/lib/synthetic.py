@@ -79,6 +79,10 @@ def render(label: int, rng: np.random.Generator) -> np.ndarray:
                 img += 0.25 * _blob(y, x, by, bx, rng.uniform(0.04, 0.06)) * lung
 
     img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)  # exposure
+    # Patient positioning: without it, two films of one class are near duplicates to a perceptual hash.
+    centre = (CANVAS / 2 + rng.normal(0, 12), CANVAS / 2 + rng.normal(0, 12))
+    pose = cv2.getRotationMatrix2D(centre, rng.uniform(-8, 8), rng.uniform(0.85, 1.15))
+    img = cv2.warpAffine(img.astype(np.float32), pose, (CANVAS, CANVAS), borderMode=cv2.BORDER_REFLECT)
     return np.clip(img, 0, 1)
 
 
