@@ -5,17 +5,14 @@ import argparse
 from pathlib import Path
 
 from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import (average_probabilities, predictions_csv, read_predictions, score_split,
+from stages.lib.evaluation import (SCORED_SPLITS, average_probabilities, predictions_csv, read_predictions, score_split,
                                    write_roc_curves)
 from stages.lib.io import load_params, read_json, write_json, write_text
-
-SPLITS = ("val", "test")
-
 
 def ensemble(backbones, predictions_dir: str, classes, out_dir: str, metrics_path: str, e: dict) -> dict:
     """Average the members' per-image probabilities; write predictions and metrics like evaluate."""
     report = {"members": list(backbones)}
-    for split in SPLITS:
+    for split in SCORED_SPLITS:
         members = [read_predictions(Path(predictions_dir) / b / f"{split}.csv", classes) for b in backbones]
         names, labels, _ = members[0]
         for b, (other_names, other_labels, _) in zip(backbones, members):
@@ -44,7 +41,7 @@ def main() -> None:
     classes = read_json(args.cache_meta)["classes"]
     r = ensemble(params["train"]["backbones"], args.predictions, classes, args.out, args.metrics, params["evaluate"])
     print(f"ensemble of {len(r['members'])}: " + " | ".join(
-        f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SPLITS))
+        f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ from stages.lib import gradcam
 from stages.lib.data import CachedSplit
 from stages.lib.errors import cli
 from stages.lib.data import UNLABELED
-from stages.lib.evaluation import load_model, predict_split, predictions_csv, score_split, write_roc_curves
+from stages.lib.evaluation import (SCORED_SPLITS, load_model, predict_split, predictions_csv, score_split,
+                                   write_roc_curves)
 from stages.lib.io import load_params, read_json, write_json, write_text
 from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.training import pick_device
-
-SPLITS = ("val", "test")
-
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
              gradcam_path: str, e: dict) -> dict:
@@ -28,7 +26,7 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     device = pick_device()
     model.to(device)
     report, outputs = {}, {}
-    for split in SPLITS:
+    for split in SCORED_SPLITS:
         names, labels, probs = predict_split(model, cache_dir, split, int(e["batch_size"]), device,
                                              hflip=bool(e["tta_hflip"]))
         outputs[split] = probs
@@ -72,7 +70,7 @@ def main() -> None:
     r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
-        for s in SPLITS))
+        for s in SCORED_SPLITS))
 
 
 if __name__ == "__main__":

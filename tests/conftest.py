@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tools.demo import merge  # noqa: F401  (tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
 PROJECT_FILES = ("stages", "tools", "dvc.yaml", "params.yaml", "params.demo.yaml")
@@ -21,13 +23,6 @@ TINY = {
     "train": {"backbones": ["resnet18", "efficientnet_b0"], "pretrained": False, "epochs": 1,
               "batch_size": 8, "lr": 1e-3},
 }
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
 
 
 def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:

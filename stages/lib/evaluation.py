@@ -19,6 +19,9 @@ from stages.lib.models import build_model
 from stages.lib.training import load_checkpoint, predict
 
 
+SCORED_SPLITS = ("val", "test")  # train is never scored after training
+
+
 def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None,
                classes=None):
     """Rebuild the network from a checkpoint, refusing one that does not fit what the caller expects."""
