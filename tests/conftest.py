@@ -35,7 +35,7 @@ TINY = {
 
 def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
     """Run a command with the project's venv first on PATH; output captured as text."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = dict(os.environ, PATH=f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
                DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd))
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
