@@ -36,7 +36,9 @@ TINY = {
 def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
     """Run a command with the project's venv first on PATH; output captured as text."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd))
+               DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd),
+               # one fixed commit date: two identical test projects get the same commit (provenance stamps)
+               GIT_AUTHOR_DATE="2026-01-01T00:00:00+0000", GIT_COMMITTER_DATE="2026-01-01T00:00:00+0000")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
