@@ -44,7 +44,7 @@ def file_records(cache_dir: str | os.PathLike, splits) -> dict:
     return records
 
 
-META_KEYS = ("classes", "preprocess", "counts", "files")
+META_TYPES = {"classes": list, "preprocess": dict, "counts": dict, "files": dict}
 DAMAGED = "the cache is damaged or incomplete; rerun `dvc repro preprocess --force`"
 _verified: set[tuple] = set()  # caches this process verified, by their files' (path, inode, size, mtime)
 
@@ -52,8 +52,8 @@ _verified: set[tuple] = set()  # caches this process verified, by their files' (
 def verify_cache(cache_dir: str | os.PathLike) -> dict:
     """The cache's meta.json, once every file it lists is the one preprocess wrote: the .npy header
     (shape, dtype), the file size and the index rows first (cheap), then a SHA-256 of every byte
-    (the whole cache read once: about a second per GB where the CPU has SHA extensions). Anything
-    else (truncated, garbage, flipped bits, other rows or size, a broken meta.json) is one line."""
+    (the whole cache read once; docs/data.md gives the cost per GB). Anything else (truncated,
+    garbage, flipped bits, other rows or size, a broken meta.json) is refused in one line."""
     meta_path = Path(cache_dir) / "meta.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -61,13 +61,13 @@ def verify_cache(cache_dir: str | os.PathLike) -> dict:
         raise UserError(f"{meta_path} not found; run the preprocess stage first (dvc repro preprocess)") from None
     except (OSError, ValueError) as err:
         raise UserError(f"{meta_path}: unreadable ({err.__class__.__name__}); {DAMAGED}") from err
-    missing = [k for k in META_KEYS if not isinstance(meta, dict) or not isinstance(meta.get(k), dict | list)]
+    missing = [k for k, kind in META_TYPES.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), kind)]
     if missing:
         raise UserError(f"{meta_path}: no valid {', '.join(missing)}; {DAMAGED}")
     files, splits = meta["files"], list(meta["counts"])
     paths = [path for split in splits for path in cache_files(cache_dir, split)]
     key = _stat_key([meta_path, *paths])
-    if key in _verified:  # the train stage checks before and after forking ranks; hash once
+    if key in _verified:  # train's main() and train() both check: hash once per process
         return meta
     for path in paths:
         _check_file(path, files.get(path.name))
