@@ -5,12 +5,15 @@ import argparse
 from pathlib import Path
 
 from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import (SCORED_SPLITS, average_probabilities, predictions_csv, read_predictions, score_split,
-                                   write_roc_curves)
+from stages.lib.evaluation import SCORED_SPLITS, average_probabilities, predictions_csv, read_predictions, score_split
 from stages.lib.io import load_params, read_json, write_json, write_text
+from stages.lib.metrics import headline
+from stages.lib import provenance
 
-def ensemble(backbones, predictions_dir: str, classes, out_dir: str, metrics_path: str, e: dict) -> dict:
+def ensemble(backbones, predictions_dir: str, cache_meta: dict, out_dir: str, metrics_path: str, headline_path: str,
+             e: dict) -> dict:
     """Average the members' per-image probabilities; write predictions and metrics like evaluate."""
+    classes = cache_meta["classes"]
     report = {"members": list(backbones)}
     for split in SCORED_SPLITS:
         members = [read_predictions(Path(predictions_dir) / b / f"{split}.csv", classes) for b in backbones]
@@ -24,8 +27,9 @@ def ensemble(backbones, predictions_dir: str, classes, out_dir: str, metrics_pat
         report[split] = score_split(labels, probs, classes, e)
         if report[split] is None:
             report[f"{split}_note"] = "labels hidden: predictions written, not scored"
-    write_roc_curves(Path(out_dir) / "roc_test", labels, probs, classes)
+    report["provenance"] = provenance.stamp({"backbones": list(backbones), "evaluate": e}, cache_meta.get("data"))
     write_json(metrics_path, report)
+    write_json(headline_path, headline(report))
     return report
 
 
@@ -35,11 +39,12 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="folder with <backbone>/{val,test}.csv")
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json (class list)")
     parser.add_argument("--out", required=True, help="folder for the ensemble's val.csv / test.csv")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--metrics", required=True, help="detail metrics JSON to write")
+    parser.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metric)")
     args = parser.parse_args()
     params = load_params()
-    classes = read_json(args.cache_meta)["classes"]
-    r = ensemble(params["train"]["backbones"], args.predictions, classes, args.out, args.metrics, params["evaluate"])
+    r = ensemble(params["train"]["backbones"], args.predictions, read_json(args.cache_meta), args.out, args.metrics,
+                 args.headline, params["evaluate"])
     print(f"ensemble of {len(r['members'])}: " + " | ".join(
         f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS))
 

@@ -11,14 +11,15 @@ from stages.lib import gradcam
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
 from stages.lib.data import UNLABELED
-from stages.lib.evaluation import (SCORED_SPLITS, load_model, predict_split, predictions_csv, score_split,
-                                   write_roc_curves)
+from stages.lib.evaluation import SCORED_SPLITS, load_model, predict_split, predictions_csv, score_split
 from stages.lib.io import load_params, write_json, write_text
+from stages.lib.metrics import headline
+from stages.lib import provenance
 from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.training import pick_device
 
-def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
-             gradcam_path: str, e: dict) -> dict:
+def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, headline_path: str,
+             predictions_dir: str, gradcam_path: str, e: dict) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
@@ -34,12 +35,15 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
         report[split] = score_split(labels, probs, classes, e)
         if report[split] is None:
             report[f"{split}_note"] = "labels hidden: predictions written, not scored"
-    write_roc_curves(Path(predictions_dir) / "roc_test", labels, probs, classes)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, int(e["gradcam_per_class"]),
                                outputs[shown]), gradcam_path)
     report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=bool(e["tta_hflip"]))
+    trained = meta.get("provenance") or {"params": {}, "data": None, "git": None}  # checkpoints before the stamp
+    report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e}, trained["data"]),
+                            "trained_at": trained["git"]}
     write_json(metrics_path, report)
+    write_json(headline_path, headline(report))
     return report
 
 
@@ -62,12 +66,13 @@ def main() -> None:
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--cache", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--predictions", required=True, help="folder for val.csv, test.csv and roc_test/")
+    parser.add_argument("--metrics", required=True, help="detail metrics JSON to write")
+    parser.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metric)")
+    parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     args = parser.parse_args()
     e = load_params()["evaluate"]
-    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
+    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.headline, args.predictions, args.gradcam, e)
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
         for s in SCORED_SPLITS))

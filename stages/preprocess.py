@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from stages.lib.cache import build_cache
+from stages.lib.data_report import headline, shortcut_headline
 from stages.lib.errors import UserError, cli
-from stages.lib.io import load_params
+from stages.lib.io import load_params, write_json
 from stages.lib.layouts import LAYOUTS
 
 
@@ -43,12 +44,16 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset folder (see README for the layouts)")
     parser.add_argument("--out", required=True, help="cache folder to write")
     parser.add_argument("--report", required=True, help="data report JSON to write")
+    parser.add_argument("--headline", required=True, help="headline JSON to write: the number of images")
+    parser.add_argument("--shortcut", required=True, help="headline JSON to write: the metadata-only baseline's macro-F1")
     args = parser.parse_args()
     params = load_params()
     p, d = params["preprocess"], params.get("data", {})
     check_params(p)
     check_data_params(d)
     report = build_cache(args.data, args.out, args.report, p, d)
+    write_json(args.headline, headline(report))
+    write_json(args.shortcut, shortcut_headline(report))
     for split, counts in report["counts"].items():
         print(f"{split}: {sum(counts.values())} images " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for split in ("val", "test"):

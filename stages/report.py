@@ -1,4 +1,5 @@
-"""Stage `report`: predictions + DVCLive logs -> plots/*.png and metrics/summary.md.
+"""Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`)
+and metrics/summary.md.
 
 The numbers are recomputed from the per-image predictions with the same function evaluate uses
 (`score_split`, seeded bootstrap), so they match metrics/<model>.json exactly; reading those
@@ -16,8 +17,9 @@ from stages.lib.data import UNLABELED
 from stages.lib.evaluation import read_predictions, score_split
 from stages.lib.io import load_params, read_json, write_text
 from stages.lib.metrics import confusion
-from stages.lib.plotting import (comparison_bars, confusion_grid, curves_overlay, pr_grid, reliability_grid, roc_grid,
+from stages.lib.plotting import (comparison_bars, confusion_grid, curves_csv, pr_grid, reliability_grid, roc_grid,
                                  save_figure, summary_markdown, training_curves)
+from stages.lib import provenance
 
 
 def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
@@ -31,7 +33,8 @@ def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
 
 
 def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, cache_meta_path: str,
-           data_report_path: str, plots_dir: str, gradcam_dir: str, summary_path: str, e: dict) -> str:
+           data_report_path: str, figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str,
+           params: dict) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
     sources = {name: Path(predictions_dir) / name for name in backbones}
@@ -43,7 +46,7 @@ def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, ca
             _, labels, probs = read_predictions(folder / f"{split}.csv", classes)
             known = labels != UNLABELED
             outputs[split][name] = (labels[known], probs[known])
-            scores[name][split] = score_split(labels, probs, classes, e)
+            scores[name][split] = score_split(labels, probs, classes, params["evaluate"])
     # Figures show the test split, or val when test labels are hidden.
     shown = "test" if all(s["test"] is not None for s in scores.values()) else "val"
     histories = {name: read_history(Path(live_dir) / name) for name in backbones}
@@ -62,14 +65,16 @@ def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, ca
         "pr_test.png": pr_grid(outputs[shown], classes),
         "reliability_test.png": reliability_grid(scores, shown),
         "training_curves.png": training_curves(histories),
-        "training_curves_overlay.png": curves_overlay(histories),
     }
     for filename, fig in figures.items():
-        save_figure(fig, Path(plots_dir) / filename)
-    links = [Path(plots_dir) / f for f in figures] + [Path(gradcam_dir) / f"{b}.png" for b in backbones]
+        save_figure(fig, Path(figures_dir) / filename)
+    for split in ("train", "val"):  # `dvc plots show` draws these, one colour per model (dvc.yaml's plots)
+        write_text(Path(curves_dir) / f"{split}.csv", curves_csv(histories, split))
+    links = [Path(figures_dir) / f for f in figures] + [Path(gradcam_dir) / f"{b}.png" for b in backbones]
     links = [os.path.relpath(p, Path(summary_path).parent) for p in links]
     shortcut = read_json(data_report_path).get("shortcut", {})
     text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links, shortcut, shown)
+    text += "\n".join(provenance.markdown(provenance.stamp(params, meta.get("data"))))
     write_text(summary_path, text)
     return text
 
@@ -87,14 +92,15 @@ def main() -> None:
     parser.add_argument("--live", required=True, help="folder with <backbone>/ DVCLive logs")
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json")
     parser.add_argument("--data-report", required=True, help="preprocess's data report (shortcut audit)")
-    parser.add_argument("--plots", required=True, help="folder for the PNG figures")
+    parser.add_argument("--figures", required=True, help="folder for the PNG figures")
+    parser.add_argument("--curves", required=True, help="folder for the per-epoch curves (train.csv, val.csv)")
     parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (linked, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     args = parser.parse_args()
     params = load_params()
     report(params["train"]["backbones"], args.predictions, args.ensemble, args.live, args.cache_meta,
-           args.data_report, args.plots, args.gradcam, args.summary, params["evaluate"])
-    print(f"wrote {args.summary} and the figures in {args.plots}/")
+           args.data_report, args.figures, args.curves, args.gradcam, args.summary, params)
+    print(f"wrote {args.summary} and the figures in {args.figures}/")
 
 
 if __name__ == "__main__":

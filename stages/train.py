@@ -13,7 +13,7 @@ from stages.lib.errors import UserError, cli
 from stages.lib.data import verify_cache
 from stages.lib.io import load_params
 from stages.lib.models import build_model, check_backbone, ensure_pretrained
-from stages.lib import distributed, resume
+from stages.lib import distributed, provenance, resume
 from stages.lib.training import PRECISIONS, fit, load_checkpoint, make_loaders, save_checkpoint, seed_everything
 
 SCHEDULERS = ("plateau", "cosine")
@@ -71,8 +71,10 @@ def train(backbone: str, cache_dir: str, model_path: str, live_dir: str, resume_
         "dropout": float(t["dropout"]),
         "pretrained": bool(t["pretrained"]),
     }
-
     trained_with = {"train": {k: v for k, v in t.items() if k != "backbones"}, "augment": augment}
+    meta["provenance"] = provenance.stamp({"backbone": backbone, "preprocess": cache_meta["preprocess"], **trained_with},
+                                          cache_meta.get("data"))
+
     fp = resume.fingerprint(backbone, trained_with, cache_dir)
     state, note = resume.load(resume_path, fp)
     if state is not None and not Path(model_path).is_file():

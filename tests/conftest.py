@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,11 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.demo import merge  # noqa: F401  (tests import it from here)
-
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
-PROJECT_FILES = ("stages", "tools", "dvc.yaml", "params.yaml", "params.demo.yaml")
+PROJECT_FILES = ("stages", "tools", "Makefile", "pyproject.toml", "dvc.yaml", "params.yaml", "demo/dvc.yaml",
+                 "demo/params.yaml", "demo/.dvc/config", "demo/.dvc/.gitignore", "demo/.dvcignore", "demo/.gitignore")
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` written over it, section by section."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
 
 # Tiny settings: 32 px, one epoch, two backbones, no ImageNet download; the tiny data's val is kept.
 TINY = {
@@ -52,17 +60,24 @@ def real_data() -> Path:
     return REAL_DATA
 
 
-def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = True) -> Path:
-    """Copy the project (code, dvc.yaml, params) into dest with params overridden and data linked in."""
+def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = True, demo: dict | None = None) -> Path:
+    """Copy the project (code, pipelines, params) into dest with params overridden and data linked in.
+
+    `overrides` go over params.yaml, `demo` over demo/params.yaml. With git, the copy is a git
+    repository with DVC initialised (the demo a DVC project of its own) and everything committed.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for params_file, changes in (("params.yaml", overrides), ("demo/params.yaml", demo or {})):
+        if changes:
+            params = merge(yaml.safe_load((ROOT / params_file).read_text()), changes)
+            (dest / params_file).write_text(yaml.safe_dump(params, sort_keys=False))
     if data is not None:
         shutil.copytree(data, dest / "data")
     if git:
@@ -71,11 +86,35 @@ def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = Tru
         run(["git", "config", "user.name", "test"], dest)
         run(["dvc", "init", "-q"], dest)
         run(["dvc", "config", "core.analytics", "false"], dest)
+        shutil.copytree(ROOT / ".dvc" / "plots", dest / ".dvc" / "plots")
         if data is not None:
             run(["dvc", "add", "-q", "data"], dest)
         run(["git", "add", "-A"], dest)
         run(["git", "commit", "-qm", "test project"], dest)
     return dest
+
+
+def stage_cmd(stage: str, item: str = "", pipeline: Path = ROOT / "dvc.yaml") -> list[str]:
+    """A stage's command as dvc.yaml writes it (a foreach stage's `${item}` filled in), as argv."""
+    spec = yaml.safe_load(pipeline.read_text())["stages"][stage]
+    return shlex.split(spec.get("do", spec)["cmd"].replace("${item}", item))
+
+
+# The demo at the smallest size that still has every class in every split: the session's one run
+# of the whole pipeline through `make demo`, which the tests read (copy it before changing it).
+TINY_DEMO = {
+    "synthetic": {"train": 32, "val": 16, "test": 16},
+    "preprocess": {"img_size": 32},
+    "data": {"min_val": 4},
+    "train": {"backbones": ["resnet18", "efficientnet_b0"], "epochs": 1, "batch_size": 8},
+}
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    proj = make_project(tmp_path_factory.mktemp("demo") / "proj", None, {}, demo=TINY_DEMO)
+    run(["make", "demo", f"VENV={Path(sys.prefix)}", "STAMP="], proj)
+    return proj
 
 
 def write_xray(path: Path, seed: int, shape=(48, 40)) -> Path:
@@ -135,7 +174,7 @@ def preprocess(project: Path, monkeypatch, capsys, **data) -> tuple[int, str]:
                    {"preprocess": {"img_size": 16}, "data": {"min_val": 1, **data}})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
-    monkeypatch.setattr(sys, "argv", ["preprocess", "--data", "data", "--out", "cache", "--report", REPORT])
+    monkeypatch.setattr(sys, "argv", stage_cmd("preprocess")[2:])
     try:
         stages.preprocess.main()
         code = 0

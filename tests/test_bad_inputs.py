@@ -283,7 +283,7 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(tmp_p
     monkeypatch.setattr(stages.evaluate, "load_model", no_model)
     argv = {"train": ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--live", "live", "--resume", "r.pt"],
             "evaluate": ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--metrics", "m.json",
-                         "--predictions", "pred", "--gradcam", "g.png"]}[stage]
+                         "--headline", "h.json", "--predictions", "pred", "--gradcam", "g.png"]}[stage]
     monkeypatch.setattr(sys, "argv", [stage, *argv])
     with pytest.raises(SystemExit) as done:
         getattr(stages, stage).main()

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, make_project, merge, run
+from conftest import TINY, make_project, merge, run, stage_cmd
 from stages.lib.data import balanced_sampler
 from stages.lib.distributed import RankShard
 
-TRAIN = ["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache", "--model",
-         "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"]
+TRAIN = stage_cmd("train", "resnet18")
 
 
 @pytest.mark.parametrize("n,world", [(32, 2), (30, 4), (7, 3)])
@@ -35,7 +34,7 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
     for nproc in (1, 2):
         proj = make_project(tmp_path / f"nproc{nproc}", tiny_data,
                             merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": nproc}}), git=False)
-        run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache", "--report", "data_report.json"], proj)
+        run(stage_cmd("preprocess"), proj)
         stdout = run(TRAIN, proj).stdout
         outputs[nproc] = stdout
         assert sorted(p.name for p in (proj / "checkpoints").iterdir()) == ["resnet18.pt"]
@@ -52,7 +51,7 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
 def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
     proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": 2,
                                                                           "epochs": 3}}), git=False)
-    run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache", "--report", "data_report.json"], proj)
+    run(stage_cmd("preprocess"), proj)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(proj))
     proc = subprocess.Popen(TRAIN, cwd=proj, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,10 +1,11 @@
 """The whole DVC pipeline on tiny settings in a temporary copy of the project."""
 import json
+import shlex
 import shutil
 
 import numpy as np
 
-from conftest import TINY, make_project, merge, run
+from conftest import ROOT, TINY, TINY_DEMO, make_project, merge, run, stage_cmd
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
 NEW_KEYS = {"balanced_accuracy", "weighted_f1", "weighted_precision", "weighted_recall", "macro_auroc",
@@ -16,101 +17,127 @@ def stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-def test_repro_writes_contract_metrics_plots_and_reruns_only_what_changed(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "proj", tiny_data, TINY)
-    first = run(["dvc", "repro"], proj)
-    backbones = TINY["train"]["backbones"]
-    downstream = {"ensemble", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
-    assert stages_run(first.stdout) == {"preprocess"} | downstream
-
+def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_project):
+    demo = demo_project / "demo"
+    backbones = TINY_DEMO["train"]["backbones"]
     for name in backbones + ["ensemble"]:
-        m = json.loads((proj / "metrics" / f"{name}.json").read_text())
+        m = json.loads((demo / "metrics" / f"{name}.json").read_text())
         for split in ("val", "test"):
             assert set(m[split]) >= CONTRACT_SPLIT | NEW_KEYS
-            assert sum(c["support"] for c in m[split]["per_class"].values()) == 12
+            assert sum(c["support"] for c in m[split]["per_class"].values()) == 16
             for key in ("accuracy", "macro_f1", "macro_auroc"):
                 low, high = m[split][f"{key}_ci95"]
                 assert 0 <= low <= m[split][key] <= high <= 1
             assert all(0 <= c["auroc"] <= 1 for c in m[split]["per_class"].values())
             assert 0 <= m[split]["ece"] <= 1 and len(m[split]["reliability"]) == 15
-        folder = proj / ("ensemble" if name == "ensemble" else f"predictions/{name}")
+        # the headline (the DVC metric) holds the detail file's numbers, nothing else
+        head = json.loads((demo / "metrics" / "headline" / f"{name}.json").read_text())
+        assert head == {"test": {k: m["test"][k] for k in ("accuracy", "macro_f1", "macro_auroc")},
+                        "val": {"macro_f1": m["val"]["macro_f1"]},
+                        **({} if name == "ensemble" else {"best_epoch": 1})}
+        folder = demo / ("ensemble" if name == "ensemble" else f"predictions/{name}")
         preds = (folder / "test.csv").read_text().splitlines()
         assert preds[0] == "filename,true_label,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
         probs = np.array([[float(v) for v in row.split(",")[3:]] for row in preds[1:]])
         np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
-        assert (folder / "roc_test" / "normal.csv").read_text().startswith("fpr,tpr\n")
         if name != "ensemble":
             assert m["best_epoch"] == 1 and m["epochs_run"] == 1
-            assert (proj / "plots" / "gradcam" / f"{name}.png").read_bytes()[:8] == PNG
-    for png in ("confusion_test.png", "confusion_val.png", "training_curves.png", "training_curves_overlay.png",
-                "comparison.png", "roc_test.png", "pr_test.png", "reliability_test.png"):
-        assert (proj / "plots" / png).read_bytes()[:8] == PNG
-    summary = (proj / "metrics" / "summary.md").read_text()
+            assert (demo / "plots" / "gradcam" / f"{name}.png").read_bytes()[:8] == PNG
+    figures = sorted(p.name for p in (demo / "plots" / "figures").iterdir())
+    assert figures == ["comparison.png", "confusion_test.png", "confusion_val.png", "pr_test.png",
+                       "reliability_test.png", "roc_test.png", "training_curves.png"]
+    assert all((demo / "plots" / "figures" / f).read_bytes()[:8] == PNG for f in figures)
+    curves = (demo / "plots" / "curves" / "val.csv").read_text().splitlines()
+    assert curves == ["model,epoch,loss,macro_f1,accuracy"] + [
+        f"{b},1,{r['loss']!r},{r['macro_f1']!r},{r['accuracy']!r}" for b in backbones
+        for r in [json.loads((demo / "dvclive" / b / "metrics.json").read_text())["val"]]]
+    summary = (demo / "metrics" / "summary.md").read_text()
     assert "SYNTHETIC" in summary and all(f"| {b} | test |" in summary for b in backbones + ["ensemble"])
-    ens = json.loads((proj / "metrics" / "ensemble.json").read_text())
+    ens = json.loads((demo / "metrics" / "ensemble.json").read_text())
     assert f"| ensemble | test | {ens['test']['accuracy']:.3f} [" in summary
+    images = json.loads((demo / "metrics" / "headline" / "data.json").read_text())
+    assert images == {"images": sum(TINY_DEMO["synthetic"].values())}
 
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], proj).stdout
-    assert stages_run(run(["dvc", "repro"], proj).stdout) == set()
-    shown = run(["dvc", "metrics", "show"], proj).stdout
-    assert all(f"metrics/{b}.json" in shown for b in backbones + ["ensemble"])
-    header, data_row = [line.split() for line in shown.splitlines()
-                        if line.startswith(("Path", "metrics/data_report.json"))]
-    counts = {k: v for k, v in zip(header, data_row) if k.startswith("counts.")}
-    assert counts == {f"counts.{s}.{c}": str(n) for s, n in (("train", 8), ("val", 3), ("test", 3))
-                      for c in ("COVID-19", "bacteria", "normal", "virus")}
-    run(["dvc", "plots", "show", "-o", "plots_html"], proj)
-    page = (proj / "plots_html" / "index.html").read_text()
-    assert "resnet18 test confusion" in page and "resnet18 test ROC" in page
 
+def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):
+    demo = demo_project / "demo"
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], demo).stdout
+    assert stages_run(run(["dvc", "repro"], demo).stdout) == set()
+
+    shown = run(["dvc", "metrics", "show"], demo).stdout
+    assert max(len(line) for line in shown.splitlines()) <= 200
+    rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines()[1:]}
+    assert set(rows) == {f"metrics/headline/{n}.json" for n in ("data", "shortcut", "ensemble", *TINY_DEMO["train"]["backbones"])}
+    assert shown.split()[:7] == ["Path", "best_epoch", "images", "test.accuracy", "test.macro_auroc", "test.macro_f1",
+                                 "val.macro_f1"]
+
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "page")], demo)
+    page = (tmp_path / "page" / "index.html").read_text()
+    for png in [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").iterdir()]:
+        assert page.count(png.name) == 1, png.name  # every figure once
+    for title in ("val macro-F1 per epoch", "val loss per epoch", "train loss per epoch", "val accuracy per epoch"):
+        assert page.count(title) == 1
+    assert page.count('"field": "model"') >= 4  # the curves: one colour per model (.dvc/plots/by_model.json)
+
+    # Experiments on a copy: an lr change reruns train/evaluate/ensemble/report and skips preprocess;
+    # a CLAHE change reruns everything after the synthetic data.
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_project, proj, symlinks=True)
+    demo = proj / "demo"
     run(["git", "add", "-A"], proj)
-    run(["git", "commit", "-qm", "first run"], proj)
-    lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], proj).stdout
+    run(["git", "commit", "-qm", "demo results"], proj)
+    backbones = TINY_DEMO["train"]["backbones"]
+    downstream = {"ensemble", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
+    lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], demo).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr
     assert stages_run(lr) == downstream
+    clahe = run(["dvc", "exp", "run", "-S", "preprocess.clahe_clip_limit=2.0"], demo).stdout
+    assert stages_run(clahe) == {"preprocess"} | downstream
 
-    clahe = run(["dvc", "exp", "run", "-S", "preprocess.clahe_clip_limit=2.0"], proj).stdout
-    assert stages_run(clahe) == stages_run(first.stdout)
+    # The README's compact comparison of experiments fits a 200-column terminal.
+    command = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show"))
+    monkeypatch.setenv("COLUMNS", "1000")
+    table = run([*shlex.split(command), "--no-pager"], demo).stdout.splitlines()
+    assert max(len(line.rstrip()) for line in table) <= 200
+    assert "ensemble.json:test.macro_f1" in table[1] and "train.lr" in table[1] and len(table) >= 6
 
 
-def test_predict_reproduces_evaluate_and_writes_the_course_submission(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "proj", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"]}}))
-    run(["dvc", "repro", "evaluate@resnet18"], proj)
+def test_predict_reproduces_evaluate_and_writes_the_course_submission(demo_project, tmp_path):
+    demo = demo_project / "demo"
     images = tmp_path / "new_images"
     images.mkdir()
-    for f in (proj / "data" / "test_images").iterdir():
+    for f in (demo / "data" / "test_images").iterdir():
         (images / f.name).write_bytes(f.read_bytes())
     (images / "notes.txt").write_text("not an image")
-
-    out = run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
-               "--out", "new.csv"], proj)
-    assert "skipped" in out.stderr and "notes.txt" in out.stderr
-    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in (proj / "new.csv").read_text().splitlines()[1:]}
-    evaluated = (proj / "predictions" / "resnet18" / "test.csv").read_text().splitlines()[1:]
-    assert len(ours) == len(evaluated) == 12
+    out = tmp_path / "new.csv"
+    done = run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
+                "--out", str(out)], demo)
+    assert "skipped" in done.stderr and "notes.txt" in done.stderr
+    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in out.read_text().splitlines()[1:]}
+    evaluated = (demo / "predictions" / "resnet18" / "test.csv").read_text().splitlines()[1:]
+    assert len(ours) == len(evaluated) == 16
     for row in evaluated:
         name = row.split(",")[0]
         np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
 
+    submission = tmp_path / "submission.csv"
     run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
-         "--out", "submission.csv", "--submission"], proj)
-    lines = (proj / "submission.csv").read_text().splitlines()
-    assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 13
+         "--out", str(submission), "--submission"], demo)
+    lines = submission.read_text().splitlines()
+    assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 17
     assert all(sorted(line.split(",")[1:]) == ["0", "0", "0", "1"] for line in lines[1:])
 
 
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     proj = make_project(tmp_path / "proj", None, {**TINY, "train": {**TINY["train"], "backbones": ["vgg16"]}},
                         git=False)
-    missing = run(["python", "-m", "stages.preprocess", "--data", "nowhere", "--out", "cache", "--report", "r.json"],
-                  proj, check=False)
+    missing = run(stage_cmd("preprocess"), proj, check=False)
     assert missing.returncode == 2
-    assert missing.stderr.strip().count("\n") == 0 and "data folder nowhere not found" in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0 and "data folder data not found" in missing.stderr
 
     (proj / "cache").mkdir()
     (proj / "cache" / "meta.json").write_text('{"classes": [], "counts": {"train": {}}, "preprocess": {}}')
-    bad = run(["python", "-m", "stages.train", "--backbone", "vgg16", "--cache", "cache",
-               "--model", "models/vgg16.pt", "--live", "dvclive/vgg16", "--resume", "checkpoints/vgg16.pt"], proj, check=False)
+    bad = run(stage_cmd("train", "vgg16"), proj, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: unknown backbone 'vgg16'; train.backbones allows resnet18, densenet121, efficientnet_b0, convnext_tiny")
     assert not (proj / "models").exists()
@@ -118,8 +145,8 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
 
 def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     proj = make_project(tmp_path / "proj", None, merge(TINY, {"train": {"backbones": ["resnet18"]}}), git=False)
-    out = run(["python", "-m", "stages.preprocess", "--data", str(real_data), "--out", "cache", "--report",
-               "metrics/data_report.json"], proj).stdout
+    (proj / "data").symlink_to(real_data)
+    out = run(stage_cmd("preprocess"), proj).stdout
     assert "train: 160 images normal 40, bacteria 40, virus 40, COVID-19 40" in out
     # The shortcut audit: COVID-19 films are all 640 px PNGs, the rest JPEGs, so metadata alone finds them.
     shortcut = json.loads((proj / "metrics" / "data_report.json").read_text())["shortcut"]
@@ -132,21 +159,15 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     images = np.load(proj / "cache" / "train.npy", mmap_mode="r")
     assert images.shape == (160, 32, 32) and images.dtype == np.uint8 and images.std() > 10
 
-    run(["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache",
-         "--model", "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"], proj)
-    run(["python", "-m", "stages.evaluate", "--backbone", "resnet18", "--cache", "cache", "--model",
-         "models/resnet18.pt", "--metrics", "metrics/resnet18.json", "--predictions", "predictions/resnet18",
-         "--gradcam", "plots/gradcam/resnet18.png"], proj)
+    run(stage_cmd("train", "resnet18"), proj)
+    run(stage_cmd("evaluate", "resnet18"), proj)
     m = json.loads((proj / "metrics" / "resnet18.json").read_text())
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
     history = (proj / "dvclive" / "resnet18" / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
     assert history.splitlines()[0] == "step\tmacro_f1" and len(history.splitlines()) == 2
 
-    run(["python", "-m", "stages.ensemble", "--predictions", "predictions", "--cache-meta", "cache/meta.json",
-         "--out", "ensemble", "--metrics", "metrics/ensemble.json"], proj)
-    run(["python", "-m", "stages.report", "--predictions", "predictions", "--ensemble", "ensemble", "--live",
-         "dvclive", "--cache-meta", "cache/meta.json", "--data-report", "metrics/data_report.json", "--plots",
-         "plots", "--gradcam", "plots/gradcam", "--summary", "metrics/summary.md"], proj)
+    run(stage_cmd("ensemble"), proj)
+    run(stage_cmd("report"), proj)
     summary = (proj / "metrics" / "summary.md").read_text()
     assert "## Shortcut audit" in summary and f"macro-F1 **{shortcut['test']['macro_f1']:.3f}**" in summary
     if m["test"]["macro_f1_ci95"][0] <= shortcut["test"]["macro_f1"]:  # a 1-epoch 32 px net should not beat it

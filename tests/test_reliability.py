@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY, make_project, merge, run
+from conftest import ROOT, TINY, make_project, merge, run, stage_cmd
 from stages.lib.errors import UserError
 from stages.lib.io import write_json
 
@@ -68,9 +68,8 @@ def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp
 
 def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
     proj = make_project(tmp_path / "p", tiny_data, merge(ONE, {"train": {"epochs": 1}}), git=False)
-    args = ["python", "-m", "stages.train", "--backbone", "resnet18", "--cache", "cache", "--model",
-            "models/resnet18.pt", "--live", "dvclive/resnet18", "--resume", "checkpoints/resnet18.pt"]
-    run(["python", "-m", "stages.preprocess", "--data", "data", "--out", "cache", "--report", "r.json"], proj)
+    args = stage_cmd("train", "resnet18")
+    run(stage_cmd("preprocess"), proj)
     run(args, proj)
     state = torch.load(proj / "checkpoints/resnet18.pt", weights_only=True)
     state["progress"]["finished"] = False  # pretend the run was cut short
@@ -145,7 +144,7 @@ def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
 ])
 def test_preprocess_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
     import stages.preprocess
-    code, err = stage_main(stages.preprocess, ["--data", "data", "--out", "cache", "--report", "r.json"], tmp_path, monkeypatch, params, capsys)
+    code, err = stage_main(stages.preprocess, stage_cmd("preprocess")[3:], tmp_path, monkeypatch, params, capsys)
     assert code == 2 and err == f"error: {message}"
 
 

@@ -28,6 +28,7 @@ from stages.lib.io import umask, write_json, write_text
 from stages.lib.layouts import (CLASSES, SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits,
                                 read_layout, unique_names)
 from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
+from stages.lib.provenance import data_hash, stamp
 from stages.lib.shortcut import shortcut_audit
 from stages.lib.transforms import preprocess_image, preprocess_transform
 
@@ -90,8 +91,13 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
             _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss)
         del images
         (staging / "all.npy").unlink()
+        # The data's DVC hash travels with the cache into every later result; the git state does not,
+        # or a new commit alone would change the cache and retrain every model.
+        data = data_hash(data_dir)
+        report["provenance"] = stamp({"preprocess": dict(p), "data": dict(d)}, data)
         meta = {"classes": list(CLASSES), "preprocess": dict(p), "counts": report["counts"],
-                "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "files": file_records(staging, splits)}
+                "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
+                "files": file_records(staging, splits)}
         write_json(staging / "meta.json", meta)
         _swap_in(staging, out_dir)
     finally:

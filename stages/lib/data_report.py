@@ -45,3 +45,14 @@ def image_stats(rows: list[tuple[dict, int | None]]) -> dict:
             **{k: _spread([f[k] for f in facts]) for k in ("width", "height", "file_bytes")},
         }
     return out
+
+
+def headline(report: dict) -> dict:
+    """The data's one headline number: how many images the cache holds."""
+    return {"images": sum(sum(c.values()) for c in report["counts"].values())}
+
+
+def shortcut_headline(report: dict) -> dict:
+    """The metadata-only baseline's macro-F1 per scored split, comparable to the models' headlines."""
+    return {split: {"macro_f1": s["macro_f1"]} for split, s in report["shortcut"].items() if split != "features"}
+

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader
 
 from stages.lib.data import UNLABELED, CachedSplit
 from stages.lib.errors import UserError
-from stages.lib.io import write_text
 from stages.lib.metrics import split_metrics
 from stages.lib.models import build_model
 from stages.lib.training import load_checkpoint, predict
@@ -89,16 +87,3 @@ def read_predictions(path: str | os.PathLike, classes) -> tuple[list[str], np.nd
                       dtype=np.int64)
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows], dtype=np.float64)
     return names, labels, probs
-
-
-def write_roc_curves(out_dir: str | os.PathLike, labels: np.ndarray, probs: np.ndarray, classes) -> None:
-    """One fpr,tpr CSV per class (one-vs-rest) for `dvc plots`; none for a class absent from the split."""
-    known = labels != UNLABELED
-    labels, probs = labels[known], probs[known]
-    for c, name in enumerate(classes):
-        positive = labels == c
-        if positive.all() or not positive.any():
-            continue
-        fpr, tpr, _ = roc_curve(positive, probs[:, c])
-        write_text(Path(out_dir) / f"{name}.csv",
-                   "fpr,tpr\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(fpr, tpr)))

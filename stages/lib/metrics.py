@@ -5,6 +5,8 @@ it on (labels, probabilities), so their numbers cannot disagree.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix,
@@ -32,9 +34,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes=CLASS
         "macro_f1": float(np.mean(f[present])),
         "macro_precision": float(np.mean(p[present])),
         "macro_recall": float(np.mean(r[present])),
-        "weighted_f1": float(weights @ f),
-        "weighted_precision": float(weights @ p),
-        "weighted_recall": float(weights @ r),
+        # fsum, not `weights @ f`: BLAS may sum in another order from run to run, changing the last digit
+        "weighted_f1": math.fsum(weights * f),
+        "weighted_precision": math.fsum(weights * p),
+        "weighted_recall": math.fsum(weights * r),
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, name in enumerate(classes)
@@ -151,3 +154,17 @@ def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes=CLASSES, resamp
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class."""
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+
+
+# The few numbers a reader compares across models and experiments: the DVC metrics files.
+HEADLINE = {"test": ("accuracy", "macro_f1", "macro_auroc"), "val": ("macro_f1",)}
+
+
+def headline(report: dict) -> dict:
+    """The headline of a detail metrics report (`metrics/<model>.json`): HEADLINE's numbers of each
+    scored split, plus the best epoch for a trained model. A split without labels is left out."""
+    out = {split: {k: report[split][k] for k in keys} for split, keys in HEADLINE.items() if report.get(split)}
+    if "best_epoch" in report:
+        out["best_epoch"] = report["best_epoch"]
+    return out
+

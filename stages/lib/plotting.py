@@ -82,21 +82,20 @@ def training_curves(histories: dict[str, dict[str, dict[str, list]]]):
     return fig
 
 
-def curves_overlay(histories: dict[str, dict[str, dict[str, list]]]):
-    """Validation loss / macro-F1 / accuracy per epoch, all backbones on shared axes."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, (metric, label) in zip(axes, CURVE_METRICS):
-        for name, history in histories.items():
-            points = history.get("val", {}).get(metric, [])
-            if points:
-                epochs, values = zip(*points)
-                ax.plot(epochs, values, marker="o", markersize=3, label=name)
-        ax.set_title(f"val {label}")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+def curves_csv(histories: dict[str, dict[str, dict[str, list]]], split: str) -> str:
+    """One split's per-epoch metrics of every model in long form (model,epoch,loss,macro_f1,accuracy), so
+    one `dvc plots` definition draws any number of models, each in its own colour (.dvc/plots/by_model.json)."""
+    metrics = [m for m, _ in CURVE_METRICS]
+    lines = ["model,epoch," + ",".join(metrics)]
+    for name, history in histories.items():
+        values = {m: dict(history.get(split, {}).get(m, [])) for m in metrics}
+        for epoch in sorted(set().union(*values.values())):
+            lines.append(f"{name},{epoch}," + ",".join(_csv_number(values[m].get(epoch)) for m in metrics))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(v) -> str:
+    return "" if v is None else repr(float(v))
 
 
 def _per_class_curves(results: dict, classes, curve: str):

@@ -1,0 +1,92 @@
+"""Every number attributable: the demo is its own pipeline, locks match params, results carry a stamp."""
+import json
+import subprocess
+
+import torch
+import yaml
+
+from conftest import ROOT, TINY_DEMO, run
+from tools.demo_pipeline import demo_pipeline
+
+DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs"}  # demo/params.yaml's header
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_the_demo_pipeline_is_the_top_level_one_after_a_synthesize_stage():
+    top = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "demo" / "dvc.yaml").read_text())
+    assert demo == demo_pipeline(top), "demo/dvc.yaml is stale: run python -m tools.demo_pipeline"
+    assert list(demo["stages"]) == ["synthesize", *top["stages"]]
+    for name, stage in top["stages"].items():  # the same stages but for where the code is
+        assert json.loads(json.dumps(demo["stages"][name]).replace('"../', '"')) == stage
+    assert [p if isinstance(p, str) else next(iter(p)) for p in demo["plots"]] == \
+           [p if isinstance(p, str) else next(iter(p)) for p in top["plots"]]
+
+
+def test_demo_params_are_the_study_params_at_cpu_size():
+    top = flat(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    demo = flat(yaml.safe_load((ROOT / "demo" / "params.yaml").read_text()))
+    assert {k for k in top if demo.get(k) != top[k]} == DEMO_ONLY
+    assert {k.split(".")[0] for k in set(demo) - set(top)} == {"synthetic"}
+
+
+def modified_params(status: dict) -> dict:
+    """{stage: {param: change}} from `dvc status --json`: every param whose value differs from the lock.
+    (A stage that never ran lists its params file as "new", not as modified params.)"""
+    out = {}
+    for stage, changes in status.items():
+        for change in changes:
+            for path, what in (change.get("changed deps", {}) if isinstance(change, dict) else {}).items():
+                if path.endswith("params.yaml") and isinstance(what, dict):
+                    out.setdefault(stage, {}).update(what)
+    return out
+
+
+def test_a_fresh_clone_attributes_its_results_to_the_params_that_made_them(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    assert not (clone / "dvc.lock").exists(), "the study's pipeline has no results in git (no real data)"
+    top = json.loads(run(["dvc", "status", "--json"], clone).stdout)
+    assert modified_params(top) == {}, top
+    assert any("deleted" in str(c) and "data" in str(c) for c in top["preprocess"])  # what is truly missing
+
+    demo = json.loads(run(["dvc", "status", "--json"], clone / "demo").stdout)
+    assert modified_params(demo) == {}, demo
+    lock = yaml.safe_load((clone / "demo" / "dvc.lock").read_text())
+    params = flat(yaml.safe_load((clone / "demo" / "params.yaml").read_text()))
+    for name, stage in lock["stages"].items():
+        for key, value in flat(stage["params"]["params.yaml"]).items():
+            assert params[key] == value, f"demo/dvc.lock stage {name}: {key} {value!r} != params {params[key]!r}"
+    headline = json.loads((clone / "demo" / "metrics" / "headline" / "resnet18.json").read_text())
+    assert 0 <= headline["test"]["macro_f1"] <= 1
+
+
+def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
+    changed = run(["git", "status", "--porcelain"], demo_project).stdout.splitlines()
+    assert not [line for line in changed if line.endswith("params.yaml")], changed
+    head = run(["git", "rev-parse", "HEAD"], demo_project).stdout.strip()
+    demo = demo_project / "demo"
+    lock = yaml.safe_load((demo / "dvc.lock").read_text())
+    data = {"path": "data", "md5": lock["stages"]["synthesize"]["outs"][0]["md5"], "from": "dvc.lock (stage synthesize)"}
+    params = yaml.safe_load((demo / "params.yaml").read_text())
+
+    report = json.loads((demo / "metrics" / "data_report.json").read_text())["provenance"]
+    assert report == {"git": {"commit": head, "dirty": False, "modified": []}, "data": data,
+                      "params": {"preprocess": params["preprocess"], "data": params["data"]}}
+    ckpt = torch.load(demo / "models" / "resnet18.pt", weights_only=True)["meta"]["provenance"]
+    assert ckpt["git"]["commit"] == head and ckpt["data"] == data
+    assert ckpt["params"]["train"]["lr"] == params["train"]["lr"] and ckpt["params"]["backbone"] == "resnet18"
+    detail = json.loads((demo / "metrics" / "resnet18.json").read_text())["provenance"]
+    assert detail["trained_at"] == ckpt["git"] and detail["data"] == data
+    assert detail["params"] == {**ckpt["params"], "evaluate": params["evaluate"]}
+    ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())["provenance"]
+    assert ensemble["params"]["backbones"] == TINY_DEMO["train"]["backbones"]
+    summary = (demo / "metrics" / "summary.md").read_text()
+    assert f"- Code: commit `{head}` (clean)" in summary and f"md5 `{data['md5']}`" in summary
+    assert yaml.safe_load(summary.split("```yaml\n")[1].split("```")[0]) == params
