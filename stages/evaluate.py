@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from stages.lib import gradcam
-from stages.lib.data import CachedSplit
+from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
 from stages.lib.data import UNLABELED
 from stages.lib.evaluation import SCORED_SPLITS, load_model, predict_split, predictions_csv, score_split
-from stages.lib.io import load_params, read_json, write_json, write_text
+from stages.lib.io import load_params, write_json, write_text
 from stages.lib.metrics import headline
 from stages.lib import provenance
 from stages.lib.plotting import gradcam_grid, save_figure
@@ -21,7 +21,7 @@ from stages.lib.training import pick_device
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, headline_path: str,
              predictions_dir: str, gradcam_path: str, e: dict) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
-    cache_meta = read_json(Path(cache_dir) / "meta.json")
+    cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
     device = pick_device()

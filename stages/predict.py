@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stages.lib.formats import read_gray_uint8
+from stages.lib.formats import MAX_PIXELS, load_gray
 from stages.lib.errors import UserError, cli
 from stages.lib.evaluation import load_model
 from stages.lib.io import write_text
@@ -25,16 +25,22 @@ from stages.lib.training import pick_device, predict
 from stages.lib.transforms import preprocess_image, preprocess_transform
 
 
-def load_images(folder: str | Path, preprocess: dict) -> tuple[list[str], np.ndarray, list[str]]:
-    """(names, uint8 [N,S,S] preprocessed images, one 'name: reason' line per skipped file)."""
+def load_images(folder: str | Path, preprocess: dict, max_pixels: int = MAX_PIXELS) -> tuple[list[str], np.ndarray, list[str]]:
+    """(names, uint8 [N,S,S] preprocessed images, one 'name: reason' line per skipped file).
+
+    Each file is decoded as preprocess decodes it (formats.load_gray: size checked from the header
+    first, against `max_pixels`); subfolders are not read, a broken or looping link is skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"image folder {folder} not found; pass an existing folder with --images")
     transform = preprocess_transform(preprocess)
     names, images, skipped = [], [], []
-    for path in tqdm(sorted(p for p in folder.iterdir() if p.is_file()), desc="read", unit="img", disable=None):
+    files = sorted(p for p in folder.iterdir() if p.is_file() or p.is_symlink() and not p.is_dir())
+    for path in tqdm(files, desc="read", unit="img", disable=None):
         try:
-            images.append(preprocess_image(read_gray_uint8(path), transform))
+            if not path.exists():  # a symlink loop or a link to nothing
+                raise UserError(f"{path}: a broken or looping symlink; point it at an image or remove it")
+            images.append(preprocess_image(load_gray(path, max_pixels, "--max-pixels")[0], transform))
             names.append(path.name)
         except UserError as err:
             skipped.append(str(err))
@@ -74,10 +80,15 @@ def main() -> None:
     parser.add_argument("--submission", action="store_true", help="write new_filename + one-hot class columns")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="larger images are skipped, checked before decoding (default: data.max_pixels' default)")
     args = parser.parse_args()
+    for name in ("batch_size", "max_pixels"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
 
     model, meta = load_model(args.model)
-    names, images, skipped = load_images(args.images, meta["preprocess"])
+    names, images, skipped = load_images(args.images, meta["preprocess"], args.max_pixels)
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     if not names:

@@ -10,7 +10,8 @@ import torch
 from dvclive import Live
 
 from stages.lib.errors import UserError, cli
-from stages.lib.io import load_params, read_json
+from stages.lib.data import verify_cache
+from stages.lib.io import load_params
 from stages.lib.models import build_model, check_backbone, ensure_pretrained
 from stages.lib import distributed, provenance, resume
 from stages.lib.training import PRECISIONS, fit, load_checkpoint, make_loaders, save_checkpoint, seed_everything
@@ -43,7 +44,7 @@ def check_run(backbone: str, cache_dir: str, t: dict) -> dict:
     """Refuse a run that cannot work, before any process starts; returns the cache's meta.json."""
     check_backbone(backbone)
     check_params(t)
-    cache_meta = read_json(Path(cache_dir) / "meta.json")
+    cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before any model is built
     n_train = sum(cache_meta["counts"]["train"].values())
     if t["batch_size"] > n_train:
         raise UserError(f"train.batch_size {t['batch_size']} exceeds the {n_train} training images; lower it")

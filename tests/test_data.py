@@ -76,13 +76,13 @@ def test_corrupt_image_is_refused_naming_it(tmp_path):
 
 
 @pytest.mark.parametrize("pixels,expected", [
-    (np.full((4, 5), 77, np.uint8), 77),                    # 8-bit gray
-    (np.full((4, 5), 200 * 257, np.uint16), 200),           # 16-bit gray keeps the full range
-    (np.dstack([np.full((4, 5), 90, np.uint8)] * 3), 90),   # RGB with equal channels
-    (np.dstack([np.full((4, 5), 90, np.uint8)] * 3 + [np.full((4, 5), 255, np.uint8)]), 90),  # RGBA
+    (np.full((40, 50), 77, np.uint8), 77),                    # 8-bit gray
+    (np.full((40, 50), 200 * 257, np.uint16), 200),           # 16-bit gray keeps the full range
+    (np.dstack([np.full((40, 50), 90, np.uint8)] * 3), 90),   # RGB with equal channels
+    (np.dstack([np.full((40, 50), 90, np.uint8)] * 3 + [np.full((40, 50), 255, np.uint8)]), 90),  # RGBA
 ])
 def test_images_decode_to_one_8bit_channel(tmp_path, pixels, expected):
     path = tmp_path / "img.png"
     cv2.imwrite(str(path), pixels)
     gray = read_gray_uint8(path)
-    assert gray.shape == (4, 5) and gray.dtype == np.uint8 and int(gray[0, 0]) == expected
+    assert gray.shape == (40, 50) and gray.dtype == np.uint8 and int(gray[0, 0]) == expected

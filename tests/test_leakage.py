@@ -11,7 +11,7 @@ def plant_leaks(data):
     """m0 (train) resized and re-encoded as JPEG into test; m1 (train) copied into val; m12 (test) given
     m0's patient."""
     img = cv2.imread(str(data / "img/m0.png"), cv2.IMREAD_GRAYSCALE)
-    small = cv2.resize(img, (img.shape[1] * 3 // 5, img.shape[0] * 3 // 5), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(img, (img.shape[1] * 4 // 5, img.shape[0] * 4 // 5), interpolation=cv2.INTER_AREA)  # >= 32 px
     cv2.imwrite(str(data / "img/dup.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 80])
     shutil.copyfile(data / "img/m1.png", data / "img/copy.png")
     lines = (data / "manifest.csv").read_text().splitlines()

@@ -36,9 +36,9 @@ CASES = {  # name: (layout, how to break it, what the message must say)
     "truncated image": ("course", lambda d: (d / "train_images/train1.png").write_bytes(
         (d / "train_images/train1.png").read_bytes()[:200]), r"train1.png: a PNG file that cannot be decoded"),
     "non-image": ("course", lambda d: (d / "train_images/train2.png").write_text("name,age\nann,3\n"),
-                  r"train2.png: not a readable image; replace or remove it"),
+                  r"train2.png: not a readable image \(PNG, JPEG, BMP, TIFF or DICOM\); replace or remove it"),
     "non-image in a class folder": ("folders", lambda d: (d / "train/virus/notes.txt").write_text("to do"),
-                                    r"train/virus/notes.txt: not a readable image; replace or remove it"),
+                                    r"train/virus/notes.txt: not a readable image \(PNG, JPEG, BMP, TIFF or DICOM\); replace or remove it"),
     "bad label": ("manifest", lambda d: append(d / "manifest.csv", "img/m0.png,pneumonia,train"),
                   r"manifest.csv:18: label 'pneumonia' of 'img/m0.png' is not one of normal, bacteria"),
     "bad one-hot": ("course", lambda d: replace_line(d / "val_data.csv", ",1,0,0,0", ",1,1,0,0"),
@@ -90,7 +90,7 @@ def test_skip_mode_skips_every_bad_file_and_lists_it(tmp_path, monkeypatch, caps
     assert [(Path(s["file"]).name, s["reason"].split("; ")[0].split(": ", 1)[-1]) for s in report["skipped"]] == [
         ("gone.png", "image data/img/gone.png not found"),
         ("m1.png", "a PNG file that cannot be decoded (corrupt or truncated)"),
-        ("m6.png", "not a readable image"),
+        ("m6.png", "not a readable image (PNG, JPEG, BMP, TIFF or DICOM)"),
     ]
     assert report["counts"]["train"] == {"normal": 2, "bacteria": 1, "virus": 1, "COVID-19": 2}
 
@@ -99,6 +99,6 @@ def test_bad_file_fails_by_default_and_says_how_to_skip(tmp_path, monkeypatch, c
     data = course_tree(tmp_path / "data")
     (data / "test_images/test17.png").write_text("oops")
     code, err = preprocess(tmp_path, monkeypatch, capsys)
-    assert code == 2 and err.endswith("test17.png: not a readable image; replace or remove it "
+    assert code == 2 and err.endswith("test17.png: not a readable image (PNG, JPEG, BMP, TIFF or DICOM); replace or remove it "
                                       "(or set data.on_bad_image: skip to skip bad files)")
     assert not (tmp_path / "cache").exists() and not (tmp_path / REPORT).exists()

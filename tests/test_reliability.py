@@ -117,10 +117,14 @@ TRAIN_ARGS = ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "
 ])
 def test_train_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
     import stages.train
+    from stages.lib.data import file_records
+    import numpy as np
     (tmp_path / "cache").mkdir()
+    np.save(tmp_path / "cache/train.npy", np.zeros((30, 32, 32), np.uint8))  # a valid cache of 30 blank films
+    (tmp_path / "cache/train.csv").write_text("filename,label\n" + "".join(f"{i}.png,normal\n" for i in range(30)))
     (tmp_path / "cache/meta.json").write_text(json.dumps(
         {"classes": ["normal", "bacteria", "virus", "COVID-19"], "preprocess": {"img_size": 32},
-         "counts": {"train": {"normal": 30}}}))
+         "counts": {"train": {"normal": 30}}, "files": file_records(tmp_path / "cache", ["train"])}))
     code, err = stage_main(stages.train, TRAIN_ARGS, tmp_path, monkeypatch, params, capsys)
     assert code == 2 and err == f"error: {message}"
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from stages.lib.data import cache_files
+from stages.lib.data import cache_files, file_records
 from stages.lib.data_report import class_name, image_stats, split_counts
 from stages.lib.errors import UserError
 from stages.lib.formats import BadImage, load_gray
 from stages.lib.io import umask, write_json, write_text
-from stages.lib.layouts import (CLASSES, Sample, check_paths, detect_layout, ensure_splits, read_layout,
-                                unique_names)
-from stages.lib.leakage import exact_hash, find_leaks, leak_summary, perceptual_hash
+from stages.lib.layouts import (CLASSES, SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits,
+                                read_layout, unique_names)
+from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
 from stages.lib.provenance import data_hash, stamp
 from stages.lib.shortcut import shortcut_audit
 from stages.lib.transforms import preprocess_image, preprocess_transform
@@ -64,9 +64,11 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     if not data_dir.is_dir():
         raise UserError(f"data folder {data_dir} not found; put your dataset there (see README) or run make demo")
     layout = detect_layout(data_dir) if d["layout"] == "auto" else d["layout"]
-    given = {split: unique_names(samples) for split, samples in read_layout(data_dir, layout).items()}
+    listed = read_layout(data_dir, layout)
+    skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d["on_bad_image"])
+    given, repeats = drop_repeats(listed)
+    given = {split: unique_names(samples) for split, samples in given.items()}
     samples = [s for split in given.values() for s in split]
-    skipped = _bad(check_paths(samples, data_dir), d["on_bad_image"])
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -81,9 +83,10 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         splits = {split: [_with_dicom_patient(s, facts[row_of[s.name, s.path]]) for s in ss if (s.name, s.path) in row_of]
                   for split, ss in given.items()}
         splits, notes = ensure_splits(splits, d)
+        _check_not_empty(splits, data_dir, skipped)
         _check_classes(splits, data_dir)
         rows = {split: [(facts[row_of[s.name, s.path]], s) for s in ss] for split, ss in splits.items()}
-        report = {"layout": layout, **_checks(rows, notes, skipped, d)}
+        report = {"layout": layout, **_checks(rows, notes, skipped, repeats, d)}
         for split, ss in splits.items():
             _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss)
         del images
@@ -93,7 +96,8 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         data = data_hash(data_dir)
         report["provenance"] = stamp({"preprocess": dict(p), "data": dict(d)}, data)
         meta = {"classes": list(CLASSES), "preprocess": dict(p), "counts": report["counts"],
-                "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data}
+                "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
+                "files": file_records(staging, splits)}
         write_json(staging / "meta.json", meta)
         _swap_in(staging, out_dir)
     finally:
@@ -102,14 +106,21 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     if report["leakage"]["summary"]:
         print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
               file=sys.stderr)
+    if report["duplicates"]["summary"]:
+        print(f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
+              file=sys.stderr)
     return report
 
 
-def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: list[BadImage], d: dict) -> dict:
-    """The data report's content from each image's (facts, sample); refuses leakage under on_leak: error."""
+def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: list[BadImage],
+            repeats: dict[str, list[list[str]]], d: dict) -> dict:
+    """The data report's content from each image's (facts, sample); refuses one picture under two
+    labels, and leakage under on_leak: error."""
     distance = int(d["near_duplicate_distance"])
-    leaks = find_leaks({split: [{"name": s.name, "patient": s.patient, **f} for f, s in rs]
-                        for split, rs in rows.items()}, distance)
+    records = {split: [{"name": s.name, "patient": s.patient, "label": s.label, **f} for f, s in rs]
+               for split, rs in rows.items()}
+    _refuse_label_conflict(records)
+    leaks = find_leaks(records, distance)
     summary = leak_summary(leaks)
     if summary and d["on_leak"] == "error":
         raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
@@ -119,8 +130,35 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
         "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs]),
         "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
         "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
+        "duplicates": _duplicates(repeats, same_pixels(records)),
         "shortcut": shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, int(d["seed"])),
     }
+
+
+def _refuse_label_conflict(records: dict[str, list[dict]]) -> None:
+    found = label_conflict(records)
+    if found:
+        (sa, a), (sb, b) = found
+        raise UserError(f"{sa} image {a['name']!r} ({CLASSES[a['label']]}) and {sb} image {b['name']!r} "
+                        f"({CLASSES[b['label']]}) hold identical pixels under two labels; remove the wrong one")
+
+
+def _duplicates(repeats: dict[str, list[list[str]]], pixels: dict[str, list[list[str]]]) -> dict:
+    """Within each split: files listed twice (kept once) and distinct files with identical pixels (kept)."""
+    parts = [f"{split}: " + ", ".join(f"{n} {what}" for n, what in
+                                      ((len(repeats.get(split, [])), "file(s) listed twice, kept once"),
+                                       (len(pixels.get(split, [])), "group(s) of files with identical pixels")) if n)
+             for split in SPLITS if repeats.get(split) or pixels.get(split)]
+    return {"summary": "; ".join(parts) or None, "same_file": repeats, "same_pixels": pixels}
+
+
+def _check_not_empty(splits: dict[str, list[Sample]], data_dir: Path, skipped: list[BadImage]) -> None:
+    """Every split feeds a later stage (train fits, val picks the epoch, test is scored)."""
+    for split in SPLITS:
+        if not splits.get(split):
+            why = f" after skipping {len(skipped)} bad file(s)" if skipped else ""
+            raise UserError(f"{data_dir}: the {split} split has no images{why}, and later stages need it; "
+                            f"fix or add its images, or remove the {split} split so preprocess draws it from train")
 
 
 def _bad(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:

@@ -28,7 +28,8 @@ def _spread(values: list[float]) -> dict:
 
 
 def image_stats(rows: list[tuple[dict, int | None]]) -> dict:
-    """Per class: counts of formats, channels and bit depths; min/median/max width, height, file size."""
+    """Per class: counts of formats, channels, bit depths and their sources; min/median/max width, height,
+    file size."""
     by_class: dict[str, list[dict]] = {}
     for facts, label in rows:
         by_class.setdefault(class_name(label), []).append(facts)
@@ -39,6 +40,8 @@ def image_stats(rows: list[tuple[dict, int | None]]) -> dict:
             "formats": dict(sorted(Counter(f["format"] for f in facts).items())),
             "channels": {str(k): v for k, v in sorted(Counter(f["channels"] for f in facts).items())},
             "bit_depth": {str(k): v for k, v in sorted(Counter(f["bit_depth"] for f in facts).items())},
+            # what each film was scaled to 8 bits by (formats.py), e.g. "image maximum (12 bits)"
+            "scaled_by": dict(sorted(Counter(f"{f['scaled_by']} ({f['bit_depth']} bits)" for f in facts).items())),
             **{k: _spread([f[k] for f in facts]) for k in ("width", "height", "file_bytes")},
         }
     return out

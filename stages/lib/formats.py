@@ -1,13 +1,19 @@
 """Image file formats -> one 8-bit grayscale channel, plus the file facts the data report needs.
 
-JPEG, PNG (8/16-bit, gray/RGB/RGBA), BMP and TIFF are decoded by OpenCV; DICOM by pydicom, read
-the way torchxrayvision and MONAI read chest films: modality LUT (rescale slope/intercept), VOI
-LUT or window, min-max to 8 bits, MONOCHROME1 inverted so bone is bright in every image.
-The pixel limit is checked from the header before any pixel is decoded (decompression bombs).
+Every file's size is read from its header before any pixel is decoded (decompression bombs, films
+too small to be X-rays); a file whose header cannot be read is refused rather than decoded to find out.
+JPEG, PNG (8/16-bit, gray/RGB/RGBA), BMP and TIFF headers are read by Pillow and decoded by
+OpenCV, turned upright by their EXIF orientation as every viewer shows them. A 16-bit film is
+scaled by its true bit depth: the PNG sBIT chunk where present, else the smallest of 8, 10, 12, 14
+or 16 bits that holds its maximum, so a 12-bit export is not left nearly black. DICOM is read by
+pydicom: modality LUT (rescale slope/intercept), then the VOI LUT or window, scaled by that
+output range (without one, by BitsStored), MONOCHROME1 inverted so bone is bright in every image.
+No image is ever stretched to its own min/max: equal stored values give equal cached pixels.
 """
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -17,8 +23,13 @@ from PIL import Image
 from stages.lib.errors import UserError
 
 cv2.setLogLevel(0)  # a bad file gets our one-line message instead
-Image.MAX_IMAGE_PIXELS = None  # our own limit (data.max_pixels) applies, with a message that says which param
+Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with a message that says which param
 DICOM_SUFFIXES = {".dcm", ".dicom"}
+RASTER_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")  # Pillow's names (MPO: a phone's JPEG) OpenCV decodes
+MAX_PIXELS = 100_000_000  # params.yaml's data.max_pixels default; predict's --max-pixels default
+MIN_SIDE = 32  # a smaller "film" is a thumbnail, an icon or a placeholder, not a radiograph
+DEPTHS = (8, 10, 12, 14, 16)  # what detectors and DICOM BitsStored use
+EXIF_ORIENTATION = 0x0112
 
 
 class BadImage(UserError):
@@ -33,22 +44,22 @@ def is_dicom(path: Path, head: bytes) -> bool:
     return path.suffix.lower() in DICOM_SUFFIXES or head[128:132] == b"DICM"
 
 
-def load_gray(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, dict]:
+def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS,
+              limit_name: str = "data.max_pixels") -> tuple[np.ndarray, dict]:
     """Decode `path` to uint8 [H, W]; also return its facts: format, width, height, channels,
-    bit_depth, file_bytes and, for DICOM, patient_id."""
+    bit_depth, scaled_by (where the depth came from), file_bytes and, for DICOM, patient_id.
+    `limit_name` is what the refusal of a larger image tells the user to raise."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(132)
         size = path.stat().st_size
     except OSError as err:
-        raise BadImage(f"{path}: cannot be read ({err.strerror}); check it exists and is readable") from err
+        raise BadImage(f"{path}: cannot be read ({err.strerror}); check it exists and is readable", path) from err
     if size == 0:
-        raise BadImage(f"{path}: empty file; replace or remove it")
-    if is_dicom(path, head):
-        gray, facts = _load_dicom(path, max_pixels)
-    else:
-        gray, facts = _load_raster(path, max_pixels)
+        raise BadImage(f"{path}: empty file; replace or remove it", path)
+    limit = (max_pixels, limit_name)
+    gray, facts = _load_dicom(path, limit) if is_dicom(path, head) else _load_raster(path, limit)
     facts["file_bytes"] = size
     return gray, facts
 
@@ -57,69 +68,165 @@ def read_gray_uint8(path: str | os.PathLike) -> np.ndarray:
     return load_gray(path)[0]
 
 
-def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
-    if max_pixels is not None and width * height > max_pixels:
-        raise BadImage(f"{path}: {width}x{height} = {width * height} pixels exceeds data.max_pixels "
-                       f"({max_pixels}); downscale the image or raise data.max_pixels if it is genuine")
+def _check_size(path: Path, width: int, height: int, limit: tuple[int, str]) -> None:
+    max_pixels, name = limit
+    if width * height > max_pixels:
+        raise BadImage(f"{path}: {width}x{height} = {width * height} pixels exceeds {name} "
+                       f"({max_pixels}); downscale the image or raise {name} if it is genuine", path)
+    if min(width, height) < MIN_SIDE:
+        raise BadImage(f"{path}: {width}x{height} pixels, smaller than {MIN_SIDE} px on a side, is not a "
+                       "radiograph; replace or remove it", path)
 
 
-def _load_raster(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
-    fmt = None
-    try:  # Pillow reads the header only, so the limit is checked before decoding
+def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
+    try:  # Pillow reads the header only: size and orientation are known before decoding
         with Image.open(path) as im:
-            fmt = im.format
-            _check_pixels(path, *im.size, max_pixels)
-    except (OSError, SyntaxError, ValueError):
-        pass  # OpenCV may still read what Pillow cannot identify; decoding below decides
+            fmt, (width, height), orientation = im.format, im.size, _orientation(im)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImage(f"{path}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM); replace or remove it",
+                       path) from err
+    if fmt not in RASTER_FORMATS:
+        raise BadImage(f"{path}: a {fmt} file, which is not read here; convert it to PNG", path)
+    _check_size(path, width, height, limit)
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        what = f"a {fmt} file that cannot be decoded (corrupt or truncated)" if fmt else "not a readable image"
-        raise BadImage(f"{path}: {what}; replace or remove it")
-    _check_pixels(path, img.shape[1], img.shape[0], max_pixels)
-    facts = {"format": fmt or path.suffix.lstrip(".").upper(), "width": int(img.shape[1]),
-             "height": int(img.shape[0]), "channels": 1 if img.ndim == 2 else int(img.shape[2]),
-             "bit_depth": int(img.dtype.itemsize * 8)}
-    return to_gray_uint8(img, path), facts
+    if img is None or img.shape[:2] != (height, width):
+        raise BadImage(f"{path}: a {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it", path)
+    channels = 1 if img.ndim == 2 else int(img.shape[2])
+    gray = upright(_to_gray(img, path), orientation)
+    gray, bits, scaled_by = to_uint8(gray, png_sbit(path) if fmt == "PNG" else None)
+    facts = {"format": "JPEG" if fmt == "MPO" else fmt, "width": int(gray.shape[1]), "height": int(gray.shape[0]),
+             "channels": channels, "bit_depth": bits, "scaled_by": scaled_by}
+    return gray, facts
 
 
-def to_gray_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1 = as stored). A PNG's eXIf is read from the header chunks only,
+    since Pillow's PNG getexif() would decode the whole image to look behind the pixels."""
+    if im.format == "PNG":
+        exif = Image.Exif()
+        if "exif" in im.info:
+            exif.load(im.info["exif"])
+    else:
+        exif = im.getexif()
+    value = exif.get(EXIF_ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation as viewers do (Pillow's ImageOps.exif_transpose, in numpy)."""
+    if orientation in (5, 7):  # transposed: 5 = transpose, 7 = transverse (transpose + 180)
+        img = np.swapaxes(img, 0, 1)
+        return np.ascontiguousarray(img if orientation == 5 else img[::-1, ::-1])
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](img)) if orientation in ops else img
+
+
+def _to_gray(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.dtype not in (np.uint8, np.uint16):
+        raise BadImage(f"{path}: unsupported pixel type {img.dtype}; convert to 8- or 16-bit PNG/JPEG", path)
     if img.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        img = cv2.cvtColor(img, code)
-    if img.dtype == np.uint16:
-        return (img >> 8).astype(np.uint8)  # keep the full 16-bit range, drop the low byte
-    if img.dtype != np.uint8:
-        raise BadImage(f"{path}: unsupported pixel type {img.dtype}; convert to 8- or 16-bit PNG/JPEG")
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     return img
 
 
-def _load_dicom(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
+def to_uint8(gray: np.ndarray, sbit: int | None = None) -> tuple[np.ndarray, int, str]:
+    """Scale an 8/16-bit gray image to uint8 by its true bit depth; (image, bits, where they came from).
+
+    An sBIT smaller than 16 whose samples fit it means raw samples (common in medical exports);
+    samples above it were scaled to 16 bits as the PNG standard asks, so 16 bits apply.
+    """
+    if gray.dtype == np.uint8:
+        return gray, 8, "file depth"
+    top = int(gray.max())
+    if sbit is not None and top < 2 ** sbit:
+        bits, source = sbit, "PNG sBIT"
+    elif sbit is not None:
+        bits, source = 16, "file depth"
+    else:
+        bits, source = next(b for b in DEPTHS if top < 2 ** b), "image maximum"
+    return cv2.convertScaleAbs(gray, alpha=255 / (2 ** bits - 1)), bits, source
+
+
+def png_sbit(path: Path) -> int | None:
+    """The significant bits of a PNG's gray or colour samples (its sBIT chunk), or None.
+    Pillow does not expose sBIT, so the chunks before the first IDAT are walked here."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        color_type = 0
+        while len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            data = f.read(length)
+            f.seek(4, os.SEEK_CUR)  # CRC
+            if kind == b"IHDR" and len(data) >= 10:
+                color_type = data[9]
+            elif kind == b"sBIT" and data:
+                significant = data[:3] if color_type in (2, 3, 6) else data[:1]  # colour: R, G, B
+                return max(significant) if 0 < max(significant) <= 16 else None
+    return None
+
+
+def _load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (InvalidDicomError, AttributeError, OSError, ValueError, TypeError) as err:
-        raise BadImage(f"{path}: not a readable DICOM image ({err.__class__.__name__}); replace or remove it") from err
-    _check_pixels(path, cols, rows, max_pixels)
+        raise BadImage(f"{path}: not a readable DICOM image ({err.__class__.__name__}); replace or remove it", path) from err
+    _check_size(path, cols, rows, limit)
     try:
         ds = pydicom.dcmread(path)
         raw = ds.pixel_array
     except Exception as err:  # pydicom raises many types, e.g. for a missing JPEG2000 decoder
         raise BadImage(f"{path}: DICOM pixel data cannot be decoded ({str(err).splitlines()[0][:120]}); "
-                       "convert it to uncompressed DICOM or PNG") from err
+                       "convert it to uncompressed DICOM or PNG", path) from err
     if raw.ndim == 3 and raw.shape[-1] not in (3, 4):
         raw = raw[0]  # multi-frame: a radiograph's first frame
     if raw.ndim == 3:
-        raise BadImage(f"{path}: colour DICOM ({ds.PhotometricInterpretation}); export it as grayscale")
-    values = apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    gray = np.zeros(values.shape, np.uint8) if hi <= lo else np.round((values - lo) * (255 / (hi - lo))).astype(np.uint8)
+        raise BadImage(f"{path}: colour DICOM ({ds.PhotometricInterpretation}); export it as grayscale", path)
+    try:
+        values, (lo, hi), scaled_by = dicom_display(raw, ds)
+    except (ValueError, TypeError, AttributeError, NotImplementedError) as err:  # a malformed VOI module
+        raise BadImage(f"{path}: DICOM values cannot be displayed ({str(err).splitlines()[0][:120]}); "
+                       "fix its window/VOI LUT or export it as PNG", path) from err
+    scale = 0.0 if hi <= lo else 255 / (hi - lo)
+    gray = np.clip(np.round((values - lo) * scale), 0, 255).astype(np.uint8)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray  # MONOCHROME1 stores bone dark; flip so every film shows bone bright
     facts = {"format": "DICOM", "width": cols, "height": rows, "channels": 1,
-             "bit_depth": int(ds.get("BitsStored", raw.dtype.itemsize * 8)),
+             "bit_depth": _bits_stored(ds, raw), "scaled_by": scaled_by,
              "patient_id": str(ds.get("PatientID", "")).strip() or None}
     return gray, facts
+
+
+def _bits_stored(ds, raw: np.ndarray) -> int:
+    return int(ds.get("BitsStored") or raw.dtype.itemsize * 8)
+
+
+def dicom_display(raw: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float], str]:
+    """(values after the modality LUT and VOI, the range the VOI maps to, which VOI was used).
+
+    The range is the VOI's output range (VOI LUT entries, or the window's output as pydicom
+    defines it) and without a VOI the stored bit depth through the modality LUT: a property of
+    the file, never of this image's pixels. pydicom's rule applies: a VOI LUT before a window.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+
+    values = apply_modality_lut(raw, ds)
+    voi = ds.get("VOILUTSequence")
+    if voi and voi[0].get("LUTDescriptor") is not None and voi[0].get("LUTData") is not None:
+        entries, first = voi[0].LUTDescriptor[0] or 2 ** 16, voi[0].LUTDescriptor[1]
+        lut = apply_voi(np.arange(first, first + entries), ds)
+        return apply_voi(values, ds).astype(np.float64), (float(lut.min()), float(lut.max())), "DICOM VOI LUT"
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
+        return apply_windowing(values, ds), (float(ends.min()), float(ends.max())), "DICOM window"
+    bits = _bits_stored(ds, raw)
+    stored = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if ds.get("PixelRepresentation") == 1 else [0, 2 ** bits - 1]
+    ends = apply_modality_lut(np.array(stored), ds)
+    return values.astype(np.float64), (float(ends.min()), float(ends.max())), "DICOM BitsStored"

@@ -106,6 +106,7 @@ def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             columns = tuple(c.strip() for c in (reader.fieldnames or ()))
+            _check_separator(csv_path, columns)
             rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
                     for line, r in enumerate(reader, start=2)]
     except (UnicodeDecodeError, csv.Error) as err:
@@ -113,15 +114,21 @@ def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
     return columns, rows
 
 
+def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
+    """A CSV saved with another separator (Excel in many locales writes ';') has one long column."""
+    if len(columns) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+            if sep in columns[0]:
+                raise UserError(f"{csv_path}: its columns are separated by {name}, not commas; "
+                                "save it as comma-separated CSV")
+
+
 def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool) -> Sample:
     name = row["new_filename"]
     where = f"{csv_path}:{line}"
     label = None
     if not hidden:
-        try:
-            onehot = [int(float(row[c])) for c in CLASSES]
-        except ValueError as err:
-            raise UserError(f"{where}: label columns must be 0 or 1 ({err}); fix the row for {name!r}") from err
+        onehot = [_zero_or_one(row[c], c, where, name) for c in CLASSES]
         if sorted(onehot) != [0, 0, 0, 1]:
             raise UserError(f"{where}: row for {name!r} must have exactly one 1 among {', '.join(CLASSES)}, "
                             f"got {onehot}; fix its label")
@@ -129,32 +136,64 @@ def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: b
     return Sample(path=image_dir / name, name=name, label=label, source=where)
 
 
+def _zero_or_one(text: str, column: str, where: str, name: str) -> int:
+    """A one-hot cell: exactly 0 or 1 (also written 0.0, 1.0); a soft label, 0.9, inf or nan is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        raise UserError(f"{where}: label columns must be 0 or 1, got {column} = {text!r} in the row for {name!r}; "
+                        "fix the row (soft labels are not supported)")
+    return int(value)
+
+
 # --- folders and Kaggle --------------------------------------------------------------------------
 
 def _images_in(folder: Path) -> list[Path]:
     """Every file under `folder` but the ones operating systems leave behind. A file that is not an
-    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower() not in OS_CLUTTER)
+    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it;
+    so is a broken or looping file link. Linked folders are followed; one that leads back to a
+    folder it is in is refused."""
+    found = []
+
+    def walk(folder: Path, above: tuple[Path, ...]) -> None:
+        real = folder.resolve()
+        if real in above:
+            raise UserError(f"{folder}: a symlink loop (it leads back to {real}); remove the link")
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or p.name.lower() in OS_CLUTTER:
+                continue
+            if p.is_dir():
+                walk(p, above + (real,))
+            else:
+                found.append(p)
+
+    walk(folder, ())
+    return sorted(found)
 
 
-def _subdirs(folder: Path) -> dict[str, Path]:
-    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}
+def _subdirs(folder: Path, name: str | None = None) -> list[Path]:
+    """Subfolders (named `name`, ignoring case). Names that differ only in case (NORMAL/ and
+    normal/, Train/ and train/) are all returned: keeping one would silently drop the other's images."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and (name is None or p.name.lower() == name)]
 
 
 def read_folders(data_dir: Path) -> dict[str, list[Sample]]:
     out = {}
-    for split, split_dir in _subdirs(data_dir).items():
+    for split_dir in _subdirs(data_dir):
+        split = split_dir.name.lower()
         if split not in SPLITS:
             continue
-        samples = []
-        for folder in _subdirs(split_dir).values():
+        samples = out.setdefault(split, [])
+        for folder in _subdirs(split_dir):
             label = parse_label(folder.name)
             if label is None:
                 raise UserError(f"{folder}: folder name {folder.name!r} is not one of the classes "
                                 f"{', '.join(CLASSES)}; rename or remove it")
             samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in _images_in(folder)]
-        out[split] = samples
     if "train" not in out:
         raise UserError(f"{data_dir}: the folders layout needs train/<class>/ folders")
     return out
@@ -163,7 +202,7 @@ def read_folders(data_dir: Path) -> dict[str, list[Sample]]:
 def _kaggle_root(data_dir: Path) -> Path | None:
     # The Kaggle zip unpacks to chest_xray/ and, in some versions, chest_xray/chest_xray/.
     for root in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"):
-        classes = _subdirs(_subdirs(root).get("train", root / "-"))
+        classes = {p.name.lower() for train in _subdirs(root, "train") for p in _subdirs(train)}
         if "normal" in classes and "pneumonia" in classes:
             return root
     return None
@@ -192,15 +231,16 @@ def read_kaggle(data_dir: Path) -> dict[str, list[Sample]]:
     if root is None:
         raise UserError(f"{data_dir}: kaggle-pneumonia needs chest_xray/train/NORMAL and chest_xray/train/PNEUMONIA")
     out = {}
-    for split, split_dir in _subdirs(root).items():
-        if split in SPLITS:
-            out[split] = [kaggle_sample(p, data_dir) for d in ("normal", "pneumonia")
-                          if d in _subdirs(split_dir) for p in _images_in(_subdirs(split_dir)[d])]
-    covid = next((p for n, p in _subdirs(data_dir).items() if n in COVID_FOLDERS), None)
-    if covid is not None:
-        split_dirs = {s: p for s, p in _subdirs(covid).items() if s in SPLITS}
+    for split in SPLITS:
+        for split_dir in _subdirs(root, split):
+            out.setdefault(split, []).extend(kaggle_sample(p, data_dir) for d in ("normal", "pneumonia")
+                                             for folder in _subdirs(split_dir, d) for p in _images_in(folder))
+    # Every COVID folder is read (covid/ and COVID-19/ side by side are both COVID-19 images).
+    for covid in [p for p in _subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
+        split_dirs = [p for p in _subdirs(covid) if p.name.lower() in SPLITS]
         # A flat COVID folder goes to train; ensure_splits then carves val from it by patient.
-        for split, folder in (split_dirs or {"train": covid}).items():
+        for folder in split_dirs or [covid]:
+            split = folder.name.lower() if split_dirs else "train"
             out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), 3) for p in _images_in(folder))
     return out
 
@@ -249,13 +289,47 @@ def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
         where = s.source or s.path
         if listed.is_absolute() or ".." in listed.parts:
             raise UserError(f"{where}: {s.name!r} escapes the data folder {data_dir}; use a path relative to it")
-        real = s.path.resolve()
+        try:
+            real = s.path.resolve()
+        except (RuntimeError, OSError):  # Python raises RuntimeError for a loop before 3.13, OSError after
+            missing.append(BadImage(f"{where}: {s.path} is a symlink loop; point the link at the image or remove it", s.path))
+            continue
         if not any(real.is_relative_to(r) for r in roots):
             raise UserError(f"{where}: {s.path} resolves to {real}, outside the data folder {data_dir}; "
                             "copy the file into the data folder instead of linking it")
         if not real.is_file():
             missing.append(BadImage(f"{where}: image {s.path} not found; fix the path or add the image", s.path))
     return missing
+
+
+def drop_repeats(splits: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:
+    """Keep one listing of a file listed twice in a split, and return the repeats per split as
+    [first listing, repeat] for the data report. One file with two labels (in one split or two)
+    is refused: it would train, or be scored, under both."""
+    first: dict[Path, Sample] = {}
+    kept: dict[str, list[Sample]] = {}
+    repeats: dict[str, list[list[str]]] = {}
+    for split, samples in splits.items():
+        here: dict[Path, Sample] = {}
+        for s in samples:
+            key = _real(s.path)
+            other = first.setdefault(key, s)
+            if None not in (other.label, s.label) and other.label != s.label:
+                raise UserError(f"{other.source or other.path} and {s.source or s.path} give {s.path} two labels "
+                                f"({CLASSES[other.label]}, {CLASSES[s.label]}); keep only the right one")
+            if key in here:
+                repeats.setdefault(split, []).append([here[key].source or str(here[key].path), s.source or str(s.path)])
+            else:
+                here[key] = s
+        kept[split] = list(here.values())
+    return kept, repeats
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symlink loop: check_paths reports it
+        return path
 
 
 def patient_of(s: Sample) -> str:

@@ -1,4 +1,5 @@
-"""Leakage between splits: shared patients, exact duplicates and near duplicates.
+"""Leakage between splits: shared patients, exact duplicates and near duplicates; within a split,
+identical pixels (reported) and identical pixels under two labels (refused by the caller).
 
 Hashes are computed in the preprocess worker from the decoded gray image, so the check costs no
 second pass over the files. Exact: SHA-1 of the decoded pixels (same picture in another container
@@ -55,6 +56,32 @@ def find_leaks(splits: dict[str, list[dict]], max_distance: int) -> dict:
                 if ra[i]["exact"] != rb[j]["exact"]]
         report[f"{a}/{b}"] = {"shared_patients": patients, "exact_duplicates": exact, "near_duplicates": near}
     return report
+
+
+def same_pixels(splits: dict[str, list[dict]]) -> dict[str, list[list[str]]]:
+    """Per split (only those with any), the groups of names whose decoded pixels are identical."""
+    out = {}
+    for split, records in splits.items():
+        groups: dict[str, list[str]] = {}
+        for r in records:
+            groups.setdefault(r["exact"], []).append(r["name"])
+        if same := [names for names in groups.values() if len(names) > 1]:
+            out[split] = same
+    return out
+
+
+def label_conflict(splits: dict[str, list[dict]]) -> tuple[tuple[str, dict], tuple[str, dict]] | None:
+    """The first two (split, record) with identical pixels and different labels, or None.
+    An unlabeled record (hidden-label test set) conflicts with nothing."""
+    seen: dict[str, tuple[str, dict]] = {}
+    for split, records in splits.items():
+        for r in records:
+            if r["label"] is None:
+                continue
+            first = seen.setdefault(r["exact"], (split, r))
+            if first[1]["label"] != r["label"]:
+                return first, (split, r)
+    return None
 
 
 def leak_summary(leaks: dict) -> str | None:
