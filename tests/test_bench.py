@@ -73,6 +73,89 @@ def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
     assert not (tmp_path / "gpu.json").exists()
 
 
+def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_path):
+    results = tmp_path / "results"
+    run(["python", "-m", "bench.gpu_check", "--smoke", "--runner", "stages", "--results", str(results),
+         "--wheels", str(tmp_path / "no-wheels")], ROOT)
+    r = json.loads((results / "gpu.json").read_text())
+    check = r["check"]
+    assert check["ok"] is True and check["pipeline"]["runner"] == "stages"
+    assert [s["stage"] for s in check["pipeline"]["stages"]] == [
+        "preprocess", "train@resnet18", "evaluate@resnet18", "ensemble", "report"]
+    assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
+    b = r["backbones"]["resnet18"]
+    assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)
+    assert set(check["goals"]["resnet18"]) == {"real_over_ceiling_ok", "stage_matches_real_ok"}
+    assert "gpu check passed" in (results / "gpu_check.log").read_text()
+
+
+def test_gpu_check_refuses_an_incomplete_wheel_folder_and_still_leaves_json_and_log(tmp_path):
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    (wheels / "albumentations-2.0.8-py3-none-any.whl").write_bytes(b"")
+    proc = run(["python", "-m", "bench.gpu_check", "--smoke", "--results", str(tmp_path), "--wheels", str(wheels)],
+               ROOT, check=False)
+    assert proc.returncode == 2
+    error = json.loads((tmp_path / "gpu.json").read_text())["check"]["error"]
+    assert "lacks" in error and "dvc==3.67.1" in error and "albumentations==" not in error and "make gpu-wheels" in error
+    assert error in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
+    from bench.wheels import missing, pins
+
+    listed = tmp_path / "list.txt"
+    listed.write_text("# comment\nfoo-bar==1.0\nbaz==2.0  # build\nqux==3.0\n")
+    assert pins(listed) == [("foo-bar", "1.0", False), ("baz", "2.0", True), ("qux", "3.0", False)]
+    for name in ("foo_bar-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "baz-2.0-py3-none-any.whl",
+                 "qux-3.0-py3-none-any.whl", "qux-3.1-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    assert missing(tmp_path, listed) == ["qux==3.0"]  # two versions of qux would stop the install
+
+
+def test_wheel_list_pins_what_requirements_pin():
+    from bench.wheels import pins
+
+    pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    carried = {name: version for name, version, _ in pins(ROOT / "bench" / "gpu_wheels.txt")}
+    for name in ("albumentations", "dvc", "dvclive", "pydicom", "grad-cam"):
+        assert carried[name] == pinned[name]
+
+
+def _dvc_stages(folder) -> dict:
+    from dvc.repo import Repo
+
+    with Repo(str(folder)) as repo:
+        return {s.name: s.cmd for s in repo.index.stages if s.cmd}
+
+
+def test_stage_commands_expand_the_project_dvc_yaml_as_dvc_does():
+    from bench.gpu_check import stage_commands
+
+    ours = stage_commands(yaml.safe_load((ROOT / "dvc.yaml").read_text()), yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert dict(ours) == _dvc_stages(ROOT)
+    assert [name for name, _ in ours][:2] == ["preprocess", "train@resnet18"]
+
+
+def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
+    from dvc.repo import Repo
+
+    from bench.gpu_check import stage_commands
+
+    params = {"sizes": [32, 64], "opt": {"lr": 0.1}, "runs": {"a": {"n": 1}, "b": {"n": 2}}}
+    pipeline = {"stages": {
+        "plain": {"cmd": "echo ${opt.lr}"},
+        "grid": {"matrix": {"size": "${sizes}", "seed": [0, 1]}, "cmd": "echo ${item.size} ${item.seed} ${opt.lr}"},
+        "each": {"foreach": "${runs}", "do": {"cmd": "echo ${key} ${item.n}"}},
+    }}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    Repo.init(str(tmp_path), no_scm=True)
+    ours = stage_commands(pipeline, params)
+    assert dict(ours) == _dvc_stages(tmp_path)
+    assert ours[:3] == [("plain", "echo 0.1"), ("grid@32-0", "echo 32 0 0.1"), ("grid@32-1", "echo 32 1 0.1")]
+
+
 def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
     from stages.lib import cache
 
