@@ -156,6 +156,18 @@ def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
     assert ours[:3] == [("plain", "echo 0.1"), ("grid@32-0", "echo 32 0 0.1"), ("grid@32-1", "echo 32 1 0.1")]
 
 
+def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
+    r = smoke("bench.scale", tmp_path / "scale.json")
+    parts = {"decode_clahe", "hashing", "layout", "leakage", "shortcut", "write_cache", "report"}
+    assert [row["n"] for row in r["sizes"]] == [30, 60]
+    for row in r["sizes"]:
+        assert {"img_s_per_core", "peak_rss_mb", "peak_rss_anon_mb", "peak_rss_file_mb", "cache_mb"} <= set(row)
+        assert set(row["parts_s"]) == parts and row["cache_mb"] > 0
+        assert row["peak_rss_mb"] >= row["rss_after_imports_mb"] > 0
+    assert set(r["growth"]) == parts and all(g["exponent_used"] >= 1 for g in r["growth"].values())
+    assert r["extrapolated_100k_s"] > 0 and r["target"] == {"train": 100_000, "val": 15_000, "test": 15_000, "cores": 16}
+
+
 def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
     from stages.lib import cache
 
