@@ -34,7 +34,7 @@ from stages.lib.io import load_params, write_json
 from stages.lib.layouts import read_course_split
 from stages.lib.models import build_model
 from stages.lib.synthetic import make_dataset
-from stages.lib.training import precision
+from stages.lib.training import autocast_dtype, make_loaders, precision
 from stages.lib.transforms import preprocess_transform, train_augment
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
@@ -73,9 +73,28 @@ class Settings:
     def with_data(self, **overrides) -> "Settings":
         return replace(self, data={**self.data, **overrides})
 
+    @property
+    def deterministic(self) -> bool:
+        return bool(self.train["deterministic"])
+
+    @property
+    def compile(self) -> bool:
+        return bool(self.train.get("compile", False))
+
     def model(self, backbone: str) -> nn.Module:
         """A backbone from scratch (no ImageNet download) with the study's head."""
         return build_model(backbone, len(CLASSES), float(self.train["dropout"]), pretrained=False)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=float(self.train["lr"]), weight_decay=float(self.train["weight_decay"]))
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        return autocast_dtype(self.train.get("precision", "auto"), bool(self.train.get("amp", True)), device)
+
+    def loaders(self, cache_dir: Path, device: torch.device, workers: int | None = None) -> tuple[DataLoader, DataLoader]:
+        """The train stage's own train and val loaders (`workers` overrides train.num_workers)."""
+        t = self.train if workers is None else {**self.train, "num_workers": workers}
+        return make_loaders(str(cache_dir), t, self.augment, device)
 
 
 def settings(path: str | os.PathLike = "params.yaml") -> Settings:
@@ -90,10 +109,9 @@ def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     weights = torch.as_tensor(class_weights(labels), dtype=torch.float32, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(s.train["lr"]), weight_decay=float(s.train["weight_decay"]))
     autocast, scaler = precision(s.train, device)
-    net = torch.compile(model) if s.train.get("compile", False) else model
-    return net, nn.CrossEntropyLoss(weight=weights), optimizer, scaler, autocast
+    net = torch.compile(model) if s.compile else model
+    return net, nn.CrossEntropyLoss(weight=weights), s.optimizer(model), scaler, autocast
 
 
 # --- images and loaders ------------------------------------------------------------------------

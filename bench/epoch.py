@@ -33,7 +33,7 @@ from torch import nn
 from bench import common
 from stages.lib.data import class_weights
 from stages.lib.errors import cli
-from stages.lib.training import make_loaders, predict, train_one_epoch, validate
+from stages.lib.training import predict, train_one_epoch, validate
 
 CPU = torch.device("cpu")
 NO_AUTOCAST = contextlib.nullcontext()
@@ -66,7 +66,7 @@ class Loops:
     """Both loops at one image size, each with its own copy of the same initial model."""
 
     def __init__(self, data: Path, cache: Path, s: common.Settings, backbone: str, workers: int):
-        self.train, self.val = make_loaders(str(cache), s.with_train(num_workers=workers).train, s.augment, CPU)
+        self.train, self.val = s.loaders(cache, CPU, workers)
         self.study_train = common.loader(common.StudySplit(data, "train", s, augment=True), s, workers)
         self.study_train_eval = common.loader(common.StudySplit(data, "train", s, augment=False), s, workers, balanced=False)
         self.study_val = common.loader(common.StudySplit(data, "val", s, augment=False), s, workers, balanced=False)
@@ -81,7 +81,7 @@ class Loops:
     @staticmethod
     def _setup(init: nn.Module, s: common.Settings):
         model = copy.deepcopy(init)
-        return model, torch.optim.AdamW(model.parameters(), lr=float(s.train["lr"]), weight_decay=float(s.train["weight_decay"]))
+        return model, s.optimizer(model)
 
     def ours(self) -> dict:
         scaler = torch.amp.GradScaler("cpu", enabled=False)

@@ -29,7 +29,7 @@ from bench import common
 from stages.lib.errors import UserError, cli
 from stages.lib.io import read_json
 from stages.lib.models import BACKBONES
-from stages.lib.training import autocast_dtype, make_loaders, pick_device, seed_everything, train_one_epoch
+from stages.lib.training import pick_device, seed_everything, train_one_epoch
 
 SMOKE_SIZES = {"train": 12, "val": 4, "test": 4}
 
@@ -53,7 +53,7 @@ class Watched:
 
 
 def bench_backbone(backbone: str, s: common.Settings, cache: Path, device: torch.device, repeats: int) -> dict:
-    train_loader, _ = make_loaders(str(cache), s.train, s.augment, device)
+    train_loader, _ = s.loaders(cache, device)
     net, criterion, optimizer, scaler, autocast = common.training_parts(s, backbone, train_loader.dataset.labels, device)
     x, y = next(iter(train_loader))
     resident = [(x.to(device), y.to(device))] * len(train_loader)
@@ -85,14 +85,14 @@ def stage_img_s(live: Path, backbone: str) -> float | None:
 
 def run(s: common.Settings, cache: Path, device: torch.device, backbones: list[str], repeats: int,
         live: Path | None, sync) -> dict:
-    seed_everything(s.seed, bool(s.train["deterministic"]))  # as the train stage: cudnn.benchmark unless deterministic
-    train_loader, _ = make_loaders(str(cache), s.train, s.augment, device)
-    dtype = autocast_dtype(s.train.get("precision", "auto"), bool(s.train.get("amp", True)), device)
+    seed_everything(s.seed, s.deterministic)  # as the train stage: cudnn.benchmark unless deterministic
+    train_loader, _ = s.loaders(cache, device)
+    dtype = s.compute_dtype(device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "precision": str(dtype).removeprefix("torch."), "channels_last": device.type == "cuda",
-        "cudnn_benchmark": torch.backends.cudnn.benchmark, "compile": bool(s.train.get("compile", False)),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark, "compile": s.compile,
         "img_size": s.img_size, "batch_size": s.batch_size, "workers": train_loader.num_workers,
         "pin_memory": train_loader.pin_memory, "train_images": len(train_loader.dataset), "backbones": {},
     }
