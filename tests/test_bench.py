@@ -158,7 +158,7 @@ def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
 
 def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
     r = smoke("bench.scale", tmp_path / "scale.json")
-    parts = {"decode_clahe", "hashing", "layout", "leakage", "shortcut", "write_cache", "report"}
+    parts = {"decode_clahe", "hashing", "layout", "leakage", "shortcut", "write_cache", "report", "other"}
     assert [row["n"] for row in r["sizes"]] == [30, 60]
     for row in r["sizes"]:
         assert {"img_s_per_core", "peak_rss_mb", "peak_rss_anon_mb", "peak_rss_file_mb", "cache_mb"} <= set(row)
