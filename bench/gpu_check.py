@@ -6,10 +6,10 @@
 1. wheels: .whl/ holds one wheel per pin of bench/gpu_wheels.txt; they are unpacked into a private
    folder put first on PYTHONPATH, and every module the pipeline imports must load (checked first;
    without .whl/ the machine's own packages must do).
-2. pipeline: in a temporary copy of the project, the demo's synthetic films at the study's size
-   (params' 256 px, from scratch, 2 epochs, params' precision: bf16 autocast on a GPU that has
-   it, channels_last, DataLoader workers) run end to end through `dvc repro`, or, where dvc does
-   not import, through the stage modules in the order dvc.yaml gives (`stage_commands`).
+2. pipeline: a temporary copy of the demo project (demo/: its synthetic films, from scratch) at the
+   study's size (params.yaml's 256 px), 2 epochs, the precision params ask for (bf16 autocast on a
+   GPU that has it), channels_last and DataLoader workers, run end to end through `dvc repro`, or,
+   where dvc does not import, through its stages in the order its dvc.yaml gives (`stage_commands`).
 3. bench.gpu on that pipeline's cache for every backbone, beside its DVCLive img/s.
 Writes DIR/gpu.json (bench.gpu's figures plus a `check` section: wheels, versions, stage times,
 goals) and DIR/gpu_check.log, both also when a step fails or the time budget runs out.
@@ -38,12 +38,14 @@ from stages.lib.errors import UserError
 from stages.lib.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvcignore")
-# The demo's from-scratch settings at the study's image size; the rest is params.yaml as it is.
-CHECK = {"train": {"pretrained": False, "epochs": 2, "lr": 1.0e-3}}
-SMOKE = {"preprocess": {"img_size": 32}, "data": {"min_val": 4},
-         "train": {"backbones": ["resnet18"], "pretrained": False, "epochs": 1, "lr": 1.0e-3, "batch_size": 8}}
-SMOKE_FILMS = {"train": 24, "val": 8, "test": 8}
+# The demo project (demo/: its generated dvc.yaml and params) with the code it runs.
+PROJECT_FILES = ("stages", "tools", "dvc.yaml", "params.yaml", ".dvc/plots", "demo/dvc.yaml", "demo/params.yaml",
+                 "demo/.dvc/config", "demo/.dvcignore", "demo/.gitignore")
+DEMO = "demo"
+# Over demo/params.yaml (from scratch, lr 1e-3, its synthetic films): the study's image size, 2 epochs.
+CHECK = {"train": {"epochs": 2}}  # + preprocess.img_size from params.yaml, in make_project
+SMOKE = {"synthetic": {"train": 32, "val": 16, "test": 16}, "preprocess": {"img_size": 32}, "data": {"min_val": 4},
+         "train": {"backbones": ["resnet18"], "epochs": 1, "batch_size": 8}}
 MODULES = ("torch", "torchvision", "cv2", "numpy", "sklearn", "scipy", "matplotlib", "yaml", "PIL", "tqdm",
            "pydantic", "albumentations", "pydicom", "pytorch_grad_cam", "dvclive", "dvc")
 OPTIONAL = {"dvc"}  # without it the stages run in dvc.yaml's order
@@ -169,24 +171,34 @@ def probe(env: dict) -> tuple[dict, dict]:
     return modules, device
 
 
-def make_project(dest: Path, overrides: dict) -> dict:
-    """Copy the code, dvc.yaml and params (with `overrides` merged in) to `dest`; returns the params."""
-    from tools.demo import merge
+def merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
 
+
+def make_project(dest: Path, smoke: bool) -> dict:
+    """Copy the demo project and its code to `dest`, the check's settings written over demo/params.yaml
+    (the study's img_size, 2 epochs; tiny in smoke mode); returns the demo's params."""
     for name in PROJECT_FILES:
-        src = ROOT / name
+        src, to = ROOT / name, dest / name
+        to.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, to, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
-            shutil.copy2(src, dest / name)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            shutil.copy2(src, to)
+    study = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overrides = SMOKE if smoke else merge(CHECK, {"preprocess": {"img_size": study["preprocess"]["img_size"]}})
+    params = merge(yaml.safe_load((ROOT / DEMO / "params.yaml").read_text()), overrides)
+    (dest / DEMO / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
 
 def run_pipeline(project: Path, params: dict, runner: str, env: dict, log: Log, deadline: float) -> dict:
     py = sys.executable
-    steps = ([("dvc init", [py, "-m", "dvc", "init", "--no-scm", "-q"]), ("dvc repro", [py, "-m", "dvc", "repro"])]
+    # The copy is no git repository: DVC is told so instead of looking for one.
+    steps = ([("dvc config", [py, "-m", "dvc", "config", "core.no_scm", "true"]), ("dvc repro", [py, "-m", "dvc", "repro"])]
              if runner == "dvc" else
              [(name, ["bash", "-c", cmd]) for name, cmd in stage_commands(yaml.safe_load((project / "dvc.yaml").read_text()), params)])
     stages = []
@@ -209,6 +221,7 @@ def outputs(project: Path, backbones: list[str], epochs: int) -> dict:
              "metrics/data_report.json": (project / "metrics" / "data_report.json").is_file(),
              **{f"models/{b}.pt": (project / "models" / f"{b}.pt").is_file() for b in backbones},
              **{f"metrics/{b}.json": (project / "metrics" / f"{b}.json").is_file() for b in backbones},
+             **{f"metrics/headline/{b}.json": (project / "metrics" / "headline" / f"{b}.json").is_file() for b in backbones},
              **{f"dvclive/{b}: {epochs} epochs": epochs_logged(b) == epochs for b in backbones}}
     return found
 
@@ -222,9 +235,9 @@ def goals(result: dict) -> dict:
     return out
 
 
-def prepare_python(args, tmp: Path, log: Log, info: dict) -> tuple[Path | None, Path, dict]:
+def prepare_python(args, tmp: Path, log: Log, info: dict) -> tuple[Path | None, Path]:
     """Wheels unpacked, `python` on PATH meaning this interpreter, every module and the device checked.
-    (the carried packages' folder or None, the shim folder, the stages' environment)"""
+    (the carried packages' folder or None, the folder of the `python` shim)"""
     site, shim = tmp / "site", tmp / "bin"
     shim.mkdir()
     (shim / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose a venv
@@ -233,8 +246,7 @@ def prepare_python(args, tmp: Path, log: Log, info: dict) -> tuple[Path | None, 
     site = site if info["wheels"] else None
     if site:
         sys.path.insert(0, str(site))  # this process imports the stages' modules too
-    env = environment(site, shim, [])
-    info["modules"], info["device"] = probe(env)
+    info["modules"], info["device"] = probe(environment(site, shim, []))
     log("modules: " + ", ".join(f"{m} {v}" for m, v in info["modules"].items()))
     absent = [m for m, v in info["modules"].items() if v.startswith("MISSING") and m not in OPTIONAL]
     if absent:
@@ -242,18 +254,7 @@ def prepare_python(args, tmp: Path, log: Log, info: dict) -> tuple[Path | None, 
     log(f"device: {info['device']}")
     if not info["device"].get("cuda") and not args.smoke:
         raise UserError("no CUDA device visible to torch; run this on the GPU machine (or --smoke on CPU)")
-    return site, shim, env
-
-
-def make_films(project: Path, smoke: bool, log: Log, info: dict) -> None:
-    from stages.lib.synthetic import make_dataset
-    from tools.demo import DEMO_SIZES
-
-    sizes = SMOKE_FILMS if smoke else DEMO_SIZES
-    start = time.perf_counter()
-    make_dataset(project / "data", sizes, seed=0)
-    info["films_s"] = round(time.perf_counter() - start, 1)
-    log(f"films: {sizes} synthetic, {info['films_s']} s")
+    return site, shim
 
 
 def run_bench(project: Path, backbones: list[str], args, env: dict, log: Log, deadline: float) -> dict:
@@ -271,18 +272,18 @@ def check(args, log: Log, info: dict) -> bool:
     """The three steps; fills `info` as it goes (so a refusal still leaves what was found). Passed?"""
     deadline = time.time() + args.budget
     with tempfile.TemporaryDirectory(prefix="cxr4-gpu-check-") as tmp:
-        site, shim, env = prepare_python(args, Path(tmp), log, info)
-        project = Path(tmp) / "project"
-        project.mkdir()
-        params = make_project(project, SMOKE if args.smoke else CHECK)
-        make_films(project, args.smoke, log, info)
+        site, shim = prepare_python(args, Path(tmp), log, info)
+        params = make_project(Path(tmp) / "project", args.smoke)
+        project = Path(tmp) / "project" / DEMO
+        env = environment(site, shim, [project.parent])  # the stages run in demo/, their code one level up
         runner = args.runner if args.runner != "auto" else ("stages" if info["modules"]["dvc"].startswith("MISSING") else "dvc")
         backbones, epochs = params["train"]["backbones"], int(params["train"]["epochs"])
         pipeline = info["pipeline"] = run_pipeline(project, params, runner, env, log, deadline - args.bench_reserve)
         pipeline["outputs"] = outputs(project, backbones, epochs)
         log(f"pipeline ({runner}): {'ok' if pipeline['ok'] else 'FAILED'} in {pipeline['seconds']} s; "
             f"missing outputs: {[k for k, v in pipeline['outputs'].items() if not v] or 'none'}")
-        bench = info["bench"] = run_bench(project, backbones, args, environment(site, shim, [ROOT]), log, deadline)
+        bench_env = environment(site, shim, [project.parent, ROOT])  # the copy's stages, this checkout's bench
+        bench = info["bench"] = run_bench(project, backbones, args, bench_env, log, deadline)
     info["goals"] = goals(bench.get("result", {}))
     return pipeline["ok"] and all(pipeline["outputs"].values()) and bench["exit"] == 0
 

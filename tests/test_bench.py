@@ -81,7 +81,7 @@ def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_pa
     check = r["check"]
     assert check["ok"] is True and check["pipeline"]["runner"] == "stages"
     assert [s["stage"] for s in check["pipeline"]["stages"]] == [
-        "preprocess", "train@resnet18", "evaluate@resnet18", "ensemble", "report"]
+        "synthesize", "preprocess", "train@resnet18", "evaluate@resnet18", "ensemble", "report"]
     assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
     b = r["backbones"]["resnet18"]
     assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)
@@ -129,12 +129,14 @@ def _dvc_stages(folder) -> dict:
         return {s.name: s.cmd for s in repo.index.stages if s.cmd}
 
 
-def test_stage_commands_expand_the_project_dvc_yaml_as_dvc_does():
+@pytest.mark.parametrize("folder", [".", "demo"])
+def test_stage_commands_expand_the_project_pipelines_as_dvc_does(folder):
     from bench.gpu_check import stage_commands
 
-    ours = stage_commands(yaml.safe_load((ROOT / "dvc.yaml").read_text()), yaml.safe_load((ROOT / "params.yaml").read_text()))
-    assert dict(ours) == _dvc_stages(ROOT)
-    assert [name for name, _ in ours][:2] == ["preprocess", "train@resnet18"]
+    root = ROOT / folder
+    ours = stage_commands(yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((root / "params.yaml").read_text()))
+    assert dict(ours) == _dvc_stages(root)
+    assert [name for name, _ in ours][-3:-1] == ["evaluate@convnext_tiny", "ensemble"]
 
 
 def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
