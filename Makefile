@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo test bench bench-scale gpu-wheels gpu-check clean-demo
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,24 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
-# CPU benchmarks (not tests): our loader and epoch vs the study's, figures in bench/results/.
-# bench.gpu needs a CUDA machine: `.venv/bin/python -m bench.gpu`.
+# Benchmarks (not tests), figures in bench/results/; docs/benchmarks.md says how to read them.
+# CPU: our loader and epoch vs the study's at 256 px (and 64 px), about 10 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.epoch
+
+# Preprocess at 1k, 4k and 16k synthetic films (made once in /tmp/cxr4-scale, ~3.5 GB), fitted to 100k.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
+
+# The wheels a CUDA machine without a registry lacks (Python 3.12, manylinux x86_64) -> .whl/ (git-ignored).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m bench.wheels
+
+# On that machine, with .whl/ carried: the pipeline on the GPU end to end, then bench.gpu (<= 8 min).
+# No venv there: its own python3 has torch.
+gpu-check:
+	$(PYTHON) -m bench.gpu_check
 
 # Back to what was cloned: the demo's untracked files removed (data, cache, models, checkpoints), its
 # committed results restored.

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the images, our cached loader, a faithful copy of the study's loader.
+"""What the benchmarks share: params, the images, our cached loader, a faithful copy of the study's
+loader, repeated timings and the stamp every result carries.
 
 The study (see README, "Where this differs from the study") decoded every original file and ran
 CLAHE -> SmallestMaxSize -> CenterCrop -> Resize -> the augmentations -> Normalize -> ToTensorV2
@@ -7,60 +8,144 @@ objects our pipeline uses (so the only difference measured is *where* the work h
 """
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import statistics
+import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stages.lib.cache import build_cache
-from stages.lib.data import CachedSplit, balanced_sampler
-from stages.lib.layouts import read_course_split
+from stages.lib.data import CLASSES, CachedSplit, balanced_sampler, class_weights
+from stages.lib.errors import UserError
 from stages.lib.io import load_params, write_json
+from stages.lib.layouts import read_course_split
+from stages.lib.models import build_model
 from stages.lib.synthetic import make_dataset
+from stages.lib.training import autocast_dtype, make_loaders, precision
 from stages.lib.transforms import preprocess_transform, train_augment
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
 RESULTS = Path("bench/results")
+MIN_REPEATS = 3
 
 
-def params() -> dict:
-    return load_params()
+# --- params: the one place the benchmarks read them -----------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """The params sections the benchmarks hand to the stages' own functions."""
+    preprocess: dict
+    data: dict
+    augment: dict
+    train: dict
+
+    @property
+    def img_size(self) -> int:
+        return int(self.preprocess["img_size"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.train["batch_size"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.train["seed"])
+
+    def at_size(self, img_size: int) -> "Settings":
+        return replace(self, preprocess={**self.preprocess, "img_size": int(img_size)})
+
+    def with_train(self, **overrides) -> "Settings":
+        return replace(self, train={**self.train, **overrides})
+
+    def with_data(self, **overrides) -> "Settings":
+        return replace(self, data={**self.data, **overrides})
+
+    @property
+    def deterministic(self) -> bool:
+        return bool(self.train["deterministic"])
+
+    @property
+    def compile(self) -> bool:
+        return bool(self.train.get("compile", False))
+
+    def model(self, backbone: str) -> nn.Module:
+        """A backbone from scratch (no ImageNet download) with the study's head."""
+        return build_model(backbone, len(CLASSES), float(self.train["dropout"]), pretrained=False)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=float(self.train["lr"]), weight_decay=float(self.train["weight_decay"]))
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        return autocast_dtype(self.train.get("precision", "auto"), bool(self.train.get("amp", True)), device)
+
+    def loaders(self, cache_dir: Path, device: torch.device, workers: int | None = None) -> tuple[DataLoader, DataLoader]:
+        """The train stage's own train and val loaders (`workers` overrides train.num_workers)."""
+        t = self.train if workers is None else {**self.train, "num_workers": workers}
+        return make_loaders(str(cache_dir), t, self.augment, device)
 
 
-def images(tmp: Path, synthetic_sizes: dict | None = None, synthetic: bool = False) -> tuple[Path, str]:
-    """(course-layout folder, description): the real X-rays when present, else synthetic ones."""
-    if (REAL_DATA / "train_data.csv").is_file() and not synthetic:
+def settings(path: str | os.PathLike = "params.yaml") -> Settings:
+    p = load_params(path)
+    return Settings(preprocess=p["preprocess"], data=p["data"], augment=p["augment"], train=p["train"])
+
+
+def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch.device):
+    """(net, criterion, optimizer, GradScaler, autocast) set up as the train stage's `fit` does."""
+    torch.manual_seed(s.seed)
+    model = s.model(backbone).to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    weights = torch.as_tensor(class_weights(labels), dtype=torch.float32, device=device)
+    autocast, scaler = precision(s.train, device)
+    net = torch.compile(model) if s.compile else model
+    return net, nn.CrossEntropyLoss(weight=weights), s.optimizer(model), scaler, autocast
+
+
+# --- images and loaders ------------------------------------------------------------------------
+
+def images(tmp: Path, synthetic_sizes: dict | None = None, data: Path | None = None) -> tuple[Path, str]:
+    """(course-layout folder, description): `data` if given, else the real X-rays when present, else
+    synthetic films of `synthetic_sizes`."""
+    if data is not None:
+        return data, f"{data}"
+    if (REAL_DATA / "train_data.csv").is_file() and synthetic_sizes is None:
         return REAL_DATA, f"real chest X-rays, {REAL_DATA}"
     sizes = synthetic_sizes or {"train": 160, "val": 40, "test": 8}
     make_dataset(tmp / "data", sizes, seed=0, fractions=(0.25, 0.25, 0.25, 0.25))
-    return tmp / "data", "SYNTHETIC demo images" + ("" if synthetic else " (real X-rays not found at ../shared/data/cxr4)")
+    note = "" if synthetic_sizes else f" (real X-rays not found at {REAL_DATA})"
+    return tmp / "data", f"SYNTHETIC demo films, {sum(sizes.values())} images{note}"
 
 
-def cache(data: Path, tmp: Path, preprocess: dict) -> Path:
-    """Our preprocess stage's cache of `data`, built in `tmp` (with params.yaml's `data` settings)."""
-    out = tmp / "cache"
-    build_cache(data, out, tmp / "data_report.json", preprocess, load_params()["data"], workers=os.cpu_count())
+def cache(data: Path, tmp: Path, s: Settings) -> Path:
+    """Our preprocess stage's cache of `data` at `s.img_size`, built in `tmp`."""
+    out = tmp / f"cache{s.img_size}"
+    build_cache(data, out, tmp / f"data_report{s.img_size}.json", s.preprocess, s.data, workers=os.cpu_count())
     return out
 
 
 class StudySplit(Dataset):
     """The study's Dataset: decode the original file, then its whole albumentations pipeline."""
 
-    def __init__(self, data: Path, split: str, preprocess: dict, augment: dict | None, seed: int = 0):
+    def __init__(self, data: Path, split: str, s: Settings, augment: bool):
         self.samples = read_course_split(data, split)
-        self.labels = np.array([s.label for s in self.samples])
-        steps = list(preprocess_transform(preprocess).transforms)
-        if augment is not None:
-            steps += list(train_augment(augment).transforms)
-        self.augment = A.Compose(steps + [A.Normalize(), ToTensorV2()], seed=seed)
+        self.labels = np.array([x.label for x in self.samples])
+        steps = list(preprocess_transform(s.preprocess).transforms)
+        if augment:
+            steps += list(train_augment(s.augment).transforms)
+        self.augment = A.Compose(steps + [A.Normalize(), ToTensorV2()], seed=s.seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,32 +157,107 @@ class StudySplit(Dataset):
 
 def _seed_worker(_worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
-    info.dataset.augment.set_random_seed(torch.initial_seed() % 2**32)
+    if info.dataset.augment is not None:
+        info.dataset.augment.set_random_seed(torch.initial_seed() % 2**32)
 
 
-def loader(dataset, batch_size: int, workers: int, seed: int = 0, pin_memory: bool = False) -> DataLoader:
-    """The class-balanced loader the train stage builds, around either dataset."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=balanced_sampler(dataset.labels, generator),
-                      generator=generator, num_workers=workers, pin_memory=pin_memory,
+def loader(dataset, s: Settings, workers: int, balanced: bool = True) -> DataLoader:
+    """The class-balanced loader the train stage builds (or a plain one in order), around either dataset."""
+    generator = torch.Generator().manual_seed(s.seed)
+    sampler = balanced_sampler(dataset.labels, generator) if balanced else None
+    return DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, generator=generator, num_workers=workers,
                       persistent_workers=workers > 0, worker_init_fn=_seed_worker if workers else None)
 
 
-def ours(cache_dir: Path, augment: dict | None, seed: int = 0) -> CachedSplit:
-    return CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=seed) if augment else None)
+def ours(cache_dir: Path, s: Settings, split: str = "train") -> CachedSplit:
+    augment = train_augment(s.augment, seed=s.seed) if split == "train" else None
+    return CachedSplit(cache_dir, split, augment=augment)
 
 
-def timed(fn, sync=lambda: None) -> float:
+def same_images(ours_set, study_set) -> int:
+    """The number of images both sides read; refuses a cache whose split differs from the CSV's."""
+    if len(ours_set) != len(study_set):
+        raise UserError(f"the cache holds {len(ours_set)} images where the course CSV lists {len(study_set)}: "
+                        "preprocess re-made the split (data.min_val); give the benchmark a layout with its val split")
+    return len(ours_set)
+
+
+def study_workers() -> int:
+    """The study's DataLoader workers, max(1, cores // 2); the benchmarks give both sides this many."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], object], sync: Callable[[], None] = lambda: None) -> tuple[float, object]:
+    """(seconds, fn's result)."""
     sync()
     start = time.perf_counter()
-    fn()
+    out = fn()
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, out
+
+
+def interleaved(sides: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list]:
+    """Run every side `warmup` times, then `repeats` rounds of one run per side in turn, so load that
+    comes and goes on the machine hits all sides alike. {side: [(seconds, result), ...]}."""
+    for _ in range(warmup):
+        for fn in sides.values():
+            fn()
+    runs: dict[str, list] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            runs[name].append(timed(fn))
+    return runs
+
+
+def spread(values: list[float], digits: int = 3) -> dict:
+    """Median, min, max and every run, rounded."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "runs": [round(v, digits) for v in values]}
+
+
+def check_repeats(repeats: int, smoke: bool) -> None:
+    if repeats < MIN_REPEATS and not smoke:
+        raise UserError(f"--repeats {repeats}: time each side at least {MIN_REPEATS} times (median, min, max)")
+
+
+# --- the stamp on every result -------------------------------------------------------------------
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "memory_gb": _memory_gb(), "os": platform.platform(),
+            "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads()}
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        return None
+
+
+def stamp(repeats: int | None = None) -> dict:
+    """Commit, date, machine and versions. Without git (a copied tree) BENCH_COMMIT may name the commit."""
+    commit = _git("rev-parse", "HEAD") or os.environ.get("BENCH_COMMIT")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "uncommitted_changes": bool(dirty) if dirty is not None else None,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
+            **({"repeats": repeats} if repeats is not None else {})}
 
 
 def save(name: str, result: dict, path: Path | None = None) -> Path:

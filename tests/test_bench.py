@@ -1,22 +1,67 @@
-"""The GPU benchmark's script, run in its CPU smoke mode: the JSON it writes, not its timings."""
+"""The benchmark scripts, run in their smoke modes: the JSON they write, never their timings;
+and the pieces of the GPU check and the preprocess hooks the benchmarks rely on."""
 import json
+import os
 
+import numpy as np
 import pytest
+import yaml
 
-from conftest import ROOT, run
+from conftest import ROOT, course_tree, data_params, run
+
+STAMP = {"commit", "date", "machine", "torch", "repeats"}
+SPREAD = {"median", "min", "max", "runs"}
 
 
-def test_gpu_bench_smoke_writes_figures_and_ratios_per_backbone(tmp_path):
-    out = tmp_path / "gpu.json"
-    stdout = run(["python", "-m", "bench.gpu", "--smoke", "--backbones", "resnet18", "--out", str(out)], ROOT).stdout
-    result = json.loads(out.read_text())
-    assert result["device"] == "cpu" and result["smoke"] is True and result["img_size"] == 32
-    r = result["resnet18"]
-    assert set(r) == {"real_img_s", "ceiling_img_s", "study_img_s", "real_over_ceiling", "real_over_study"}
-    assert all(v > 0 for v in r.values())
-    assert r["real_over_ceiling"] == pytest.approx(r["real_img_s"] / r["ceiling_img_s"], rel=0.05)
-    assert "densenet121" not in result and f"-> {out}" in stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["gpu.json"]  # written atomically: no temp file left
+def smoke(module: str, out, *extra) -> dict:
+    stdout = run(["python", "-m", module, "--smoke", "--out", str(out), *extra], ROOT).stdout
+    assert f"-> {out}" in stdout
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # written atomically: no temp file left
+    return json.loads(out.read_text())
+
+
+def test_loader_bench_smoke_gives_headline_spreads_and_other_sizes(tmp_path):
+    r = smoke("bench.loader", tmp_path / "loader.json", "--repeats", "1")
+    assert STAMP <= set(r) and r["repeats"] == 1 and r["smoke"] is True
+    assert r["img_size"] == 32 and [o["img_size"] for o in r["other_sizes"]] == [16]
+    assert r["workers"] == max(1, os.cpu_count() // 2)  # the study's rule, given to both loaders
+    for row in [r, *r["other_sizes"]]:
+        assert set(row["ours_img_s"]) == SPREAD == set(row["study_img_s"]) and len(row["ours_img_s"]["runs"]) == 1
+        assert row["speedup"] == pytest.approx(row["ours_img_s"]["median"] / row["study_img_s"]["median"], rel=0.02)
+        assert row["speedup_range"][0] <= row["speedup"] <= row["speedup_range"][1]
+
+
+def test_epoch_bench_smoke_breaks_the_headline_epoch_into_model_and_loader_parts(tmp_path):
+    r = smoke("bench.epoch", tmp_path / "epoch.json", "--repeats", "1", "--workers", "0")
+    assert STAMP <= set(r) and r["img_size"] == 32 and r["other_sizes"][0]["img_size"] == 16
+    assert set(r["ours_parts_s"]) == {"train_pass", "val_pass"}
+    assert set(r["study_parts_s"]) == {"train_pass", "train_eval_pass", "val_pass"}
+    assert sum(r["study_parts_s"].values()) == pytest.approx(r["study_s"]["median"], rel=0.05, abs=0.05)
+    b = r["breakdown"]
+    assert set(b["model_s"]) == {"train_pass", "train_eval_pass", "val_pass"}
+    assert set(b["loader_s"]["study"]) == {"train", "train_eval", "val"} and set(b["loader_s"]["ours"]) == {"train", "val"}
+    m = b["model_s"]
+    assert b["speedup_if_data_were_free"] == pytest.approx(sum(m.values()) / (m["train_pass"] + m["val_pass"]), abs=0.01)
+    assert set(b["train_pass_excess_s"]) == {"ours", "study"} and "breakdown" not in r["other_sizes"][0]
+
+
+def test_benches_refuse_fewer_than_three_repeats_outside_smoke():
+    from bench.common import check_repeats
+    from stages.lib.errors import UserError
+
+    with pytest.raises(UserError, match="at least 3 times"):
+        check_repeats(2, smoke=False)
+    check_repeats(1, smoke=True)
+    check_repeats(3, smoke=False)
+
+
+def test_gpu_bench_smoke_writes_real_and_ceiling_per_backbone(tmp_path):
+    r = smoke("bench.gpu", tmp_path / "gpu.json", "--backbones", "resnet18", "--repeats", "1")
+    assert r["device"] == "cpu" and r["smoke"] is True and r["img_size"] == 32 and r["precision"] == "float32"
+    assert STAMP <= set(r) and list(r["backbones"]) == ["resnet18"] and r["workers"] == 1
+    b = r["backbones"]["resnet18"]
+    assert {"real_img_s", "ceiling_img_s", "real_over_ceiling", "first_batch_ms", "loader_img_s"} <= set(b)
+    assert b["real_over_ceiling"] == pytest.approx(b["real_img_s"]["median"] / b["ceiling_img_s"]["median"], rel=0.02)
 
 
 def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
@@ -26,3 +71,128 @@ def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
     proc = run(["python", "-m", "bench.gpu", "--out", str(tmp_path / "gpu.json")], ROOT, check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: bench.gpu needs a CUDA device; use --smoke for a CPU check of the script"
     assert not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_path):
+    results = tmp_path / "results"
+    run(["python", "-m", "bench.gpu_check", "--smoke", "--runner", "stages", "--results", str(results),
+         "--wheels", str(tmp_path / "no-wheels")], ROOT)
+    r = json.loads((results / "gpu.json").read_text())
+    check = r["check"]
+    assert check["ok"] is True and check["pipeline"]["runner"] == "stages"
+    assert [s["stage"] for s in check["pipeline"]["stages"]] == [
+        "synthesize", "preprocess", "train@resnet18", "evaluate@resnet18", "ensemble", "report"]
+    assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
+    b = r["backbones"]["resnet18"]
+    assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)
+    assert set(check["goals"]["resnet18"]) == {"real_over_ceiling_ok", "stage_matches_real_ok"}
+    assert "gpu check passed" in (results / "gpu_check.log").read_text()
+
+
+def test_gpu_check_refuses_an_incomplete_wheel_folder_and_still_leaves_json_and_log(tmp_path):
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    (wheels / "albumentations-2.0.8-py3-none-any.whl").write_bytes(b"")
+    proc = run(["python", "-m", "bench.gpu_check", "--smoke", "--results", str(tmp_path), "--wheels", str(wheels)],
+               ROOT, check=False)
+    assert proc.returncode == 2
+    error = json.loads((tmp_path / "gpu.json").read_text())["check"]["error"]
+    assert "lacks" in error and "dvc==3.67.1" in error and "albumentations==" not in error and "make gpu-wheels" in error
+    assert error in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
+    from bench.wheels import missing, pins
+
+    listed = tmp_path / "list.txt"
+    listed.write_text("# comment\nfoo-bar==1.0\nbaz==2.0  # build\nqux==3.0\n")
+    assert pins(listed) == [("foo-bar", "1.0", False), ("baz", "2.0", True), ("qux", "3.0", False)]
+    for name in ("foo_bar-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "baz-2.0-py3-none-any.whl",
+                 "qux-3.0-py3-none-any.whl", "qux-3.1-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    assert missing(tmp_path, listed) == ["qux==3.0"]  # two versions of qux would stop the install
+
+
+def test_wheel_list_pins_what_requirements_pin():
+    from bench.wheels import pins
+
+    pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    carried = {name: version for name, version, _ in pins(ROOT / "bench" / "gpu_wheels.txt")}
+    for name in ("albumentations", "dvc", "dvclive", "pydicom", "grad-cam"):
+        assert carried[name] == pinned[name]
+
+
+def _dvc_stages(folder) -> dict:
+    from dvc.repo import Repo
+
+    with Repo(str(folder)) as repo:
+        return {s.name: s.cmd for s in repo.index.stages if s.cmd}
+
+
+@pytest.mark.parametrize("folder", [".", "demo"])
+def test_stage_commands_expand_the_project_pipelines_as_dvc_does(folder):
+    from bench.gpu_check import stage_commands
+
+    root = ROOT / folder
+    ours = stage_commands(yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((root / "params.yaml").read_text()))
+    assert dict(ours) == _dvc_stages(root)
+    assert [name for name, _ in ours][-3:-1] == ["evaluate@convnext_tiny", "ensemble"]
+
+
+def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
+    from bench.gpu_check import stage_commands
+
+    params = {"sizes": [32, 64], "opt": {"lr": 0.1}, "runs": {"a": {"n": 1}, "b": {"n": 2}}}
+    pipeline = {"stages": {
+        "plain": {"cmd": "echo ${opt.lr}"},
+        "grid": {"matrix": {"size": "${sizes}", "seed": [0, 1]}, "cmd": "echo ${item.size} ${item.seed} ${opt.lr}"},
+        "each": {"foreach": "${runs}", "do": {"cmd": "echo ${key} ${item.n}"}},
+    }}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    run(["dvc", "init", "--no-scm", "-q"], tmp_path)  # a subprocess: DVC's in-process logger may hold a closed stream
+    ours = stage_commands(pipeline, params)
+    assert dict(ours) == _dvc_stages(tmp_path)
+    assert ours[:3] == [("plain", "echo 0.1"), ("grid@32-0", "echo 32 0 0.1"), ("grid@32-1", "echo 32 1 0.1")]
+
+
+def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
+    r = smoke("bench.scale", tmp_path / "scale.json")
+    parts = {"decode_clahe", "hashing", "layout", "leakage", "shortcut", "write_cache", "report", "other"}
+    assert [row["n"] for row in r["sizes"]] == [30, 60]
+    for row in r["sizes"]:
+        assert {"img_s_per_core", "peak_rss_mb", "peak_rss_anon_mb", "peak_rss_file_mb", "cache_mb"} <= set(row)
+        assert set(row["parts_s"]) == parts and row["cache_mb"] > 0
+        assert row["peak_rss_mb"] >= row["rss_after_imports_mb"] > 0
+    assert set(r["growth"]) == parts and all(g["exponent_used"] >= 1 for g in r["growth"].values())
+    assert r["extrapolated_100k_s"] > 0 and r["target"] == {"train": 100_000, "val": 15_000, "test": 15_000, "cores": 16}
+
+
+def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
+    from stages.lib import cache
+
+    data = course_tree(tmp_path / "data")
+    p = {"img_size": 16, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 8}
+    d = data_params(min_val=1)
+    cache.timings.clear()
+    cache.build_cache(data, tmp_path / "c1", tmp_path / "r1.json", p, d, workers=1)
+    assert {"decode_clahe", "hashing", "leakage", "shortcut", "report", "write_cache"} <= set(cache.timings)
+    cache.build_cache(data, tmp_path / "c2", tmp_path / "r2.json", p, d, workers=1)
+    assert (tmp_path / "r1.json").read_bytes() == (tmp_path / "r2.json").read_bytes()
+    assert "seconds" not in (tmp_path / "r1.json").read_text()
+    for split in ("train", "val", "test"):  # written with plain file writes, read back as .npy
+        a, b = np.load(tmp_path / "c1" / f"{split}.npy"), np.load(tmp_path / "c2" / f"{split}.npy", mmap_mode="r")
+        assert a.shape == (4 * {"train": 3}.get(split, 1), 16, 16) and a.dtype == np.uint8 and np.array_equal(a, b)
+        assert a.std() > 0
+
+
+def test_near_pairs_match_brute_force_across_blocks(monkeypatch):
+    from stages.lib import leakage
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (50, 32), dtype=np.uint8)
+    b = np.concatenate([a[:5] ^ np.eye(32, dtype=np.uint8)[:5], rng.integers(0, 256, (20, 32), dtype=np.uint8)])
+    monkeypatch.setattr(leakage, "BLOCK_BYTES", 7 * b.nbytes)  # several blocks of 7 rows
+    bits = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=-1).sum(-1)
+    expected = [(i, j, int(bits[i, j])) for i, j in zip(*np.nonzero(bits <= 100))]
+    assert leakage.near_pairs(a, b, 100) == expected and (0, 0, 1) in expected

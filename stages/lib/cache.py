@@ -7,12 +7,15 @@ the report is written only then, so any refusal leaves the previous outputs unto
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import shutil
 import sys
 import tempfile
+import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +39,17 @@ SYNTHETIC_MARKER = "SYNTHETIC"  # file the demo generator leaves in its data fol
 
 _transform = None  # one per worker process
 _max_pixels = None
+# Seconds per part of the last builds, for bench/scale.py; never in the report, which must not vary.
+timings: Counter = Counter()
+
+
+@contextlib.contextmanager
+def _timed(part: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[part] += time.perf_counter() - start
 
 
 def _init_worker(p: dict, max_pixels: int) -> None:
@@ -46,12 +60,17 @@ def _init_worker(p: dict, max_pixels: int) -> None:
 def _process(path: Path) -> tuple[np.ndarray | None, dict | str]:
     """Decode, preprocess and hash one image; a bad image comes back as its message, not raised,
     so the parent can apply data.on_bad_image."""
+    start = time.perf_counter()
     try:
         gray, facts = load_gray(path, _max_pixels)
     except BadImage as err:
         return None, str(err)
+    decoded = time.perf_counter()
     facts.update(exact=exact_hash(gray), phash=perceptual_hash(gray))
-    return preprocess_image(gray, _transform), facts
+    hashed = time.perf_counter()
+    image = preprocess_image(gray, _transform)
+    facts["_seconds"] = {"decode_clahe": decoded - start + time.perf_counter() - hashed, "hashing": hashed - decoded}
+    return image, facts
 
 
 def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
@@ -63,12 +82,14 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
         raise UserError(f"data folder {data_dir} not found; put your dataset there (see README) or run make demo")
+    start = time.perf_counter()
     layout = detect_layout(data_dir) if d["layout"] == "auto" else d["layout"]
     listed = read_layout(data_dir, layout)
     skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d["on_bad_image"])
     given, repeats = drop_repeats(listed)
     given = {split: unique_names(samples) for split, samples in given.items()}
     samples = [s for split in given.values() for s in split]
+    timings["layout"] += time.perf_counter() - start
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -76,7 +97,8 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     try:
         missing = {e.path for e in skipped}
         todo = [s for s in samples if s.path not in missing]
-        images, facts, bad = _decode_all(todo, staging / "all.npy", p, d, workers)
+        with _timed("decode_wall"):
+            images, facts, bad = _decode_all(todo, staging / "all.npy", p, d, workers)
         skipped += bad
         # (name, path) identifies an image: equal keys in two splits are the same file.
         row_of = {(s.name, s.path): i for i, s in enumerate(todo) if facts[i] is not None}
@@ -87,9 +109,11 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         _check_classes(splits, data_dir)
         rows = {split: [(facts[row_of[s.name, s.path]], s) for s in ss] for split, ss in splits.items()}
         report = {"layout": layout, **_checks(rows, notes, skipped, repeats, d)}
+        start = time.perf_counter()
         for split, ss in splits.items():
             _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss)
-        del images
+        timings["write_cache"] += time.perf_counter() - start
+        images.close()
         (staging / "all.npy").unlink()
         # The data's DVC hash travels with the cache into every later result; the git state does not,
         # or a new commit alone would change the cache and retrain every model.
@@ -102,7 +126,8 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_json(report_path, report)
+    with _timed("report"):
+        write_json(report_path, report)
     if report["leakage"]["summary"]:
         print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
               file=sys.stderr)
@@ -120,19 +145,23 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
     records = {split: [{"name": s.name, "patient": s.patient, "label": s.label, **f} for f, s in rs]
                for split, rs in rows.items()}
     _refuse_label_conflict(records)
-    leaks = find_leaks(records, distance)
+    with _timed("leakage"):
+        leaks = find_leaks(records, distance)
     summary = leak_summary(leaks)
     if summary and d["on_leak"] == "error":
         raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
-    return {
-        "counts": {split: split_counts([s.label for _, s in rs]) for split, rs in rows.items()},
-        "splits_made": notes,
-        "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs]),
-        "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
-        "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
-        "duplicates": _duplicates(repeats, same_pixels(records)),
-        "shortcut": shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, int(d["seed"])),
-    }
+    with _timed("shortcut"):
+        shortcut = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, int(d["seed"]))
+    with _timed("report"):
+        return {
+            "counts": {split: split_counts([s.label for _, s in rs]) for split, rs in rows.items()},
+            "splits_made": notes,
+            "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs]),
+            "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
+            "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
+            "duplicates": _duplicates(repeats, same_pixels(records)),
+            "shortcut": shortcut,
+        }
 
 
 def _refuse_label_conflict(records: dict[str, list[dict]]) -> None:
@@ -171,7 +200,7 @@ def _decode_all(samples: list[Sample], array_path: Path, p: dict, d: dict, worke
     """Every image through the worker into one staging array; returns it, the facts (None for a bad
     image) and the bad images' errors."""
     size = int(p["img_size"])
-    images = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(len(samples), size, size))
+    images = _Staged(array_path, (len(samples), size, size))
     facts, bad = [], []
     workers = workers or min(os.cpu_count() or 1, 16)
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, int(d["max_pixels"])))
@@ -181,12 +210,51 @@ def _decode_all(samples: list[Sample], array_path: Path, p: dict, d: dict, worke
             if img is None:
                 bad += _bad([BadImage(info, samples[i].path)], d["on_bad_image"])
                 facts.append(None)
+                images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
             else:
-                images[i] = img
+                for part, seconds in info.pop("_seconds").items():
+                    timings[part] += seconds
+                images.append(img)
                 facts.append(info)
+    except BaseException:
+        images.close()
+        raise
     finally:
         pool.shutdown(cancel_futures=True)  # a refusal should not wait for the rest of the dataset
     return images, facts, bad
+
+
+def _npy_header(f, shape: tuple[int, ...]) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                              "fortran_order": False, "shape": shape})
+
+
+class _Staged:
+    """uint8 images, one row per sample, in a .npy file written and read with plain file I/O.
+
+    A memory map would keep every page this process touched in its resident set (64 KB per 256 px
+    image, in the staging and again in the split arrays: RSS grew with the dataset, bench/scale.py);
+    through read/write the pages stay in the kernel's page cache, which it can drop.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.shape, self.file = shape, open(path, "w+b")
+        _npy_header(self.file, shape)
+        self.offset, self.row_bytes = self.file.tell(), int(np.prod(shape[1:]))
+
+    def append(self, img: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(img, dtype=np.uint8).reshape(self.shape[1:]))
+
+    def __getitem__(self, rows: list[int]) -> np.ndarray:
+        self.file.flush()
+        out = np.empty((len(rows),) + self.shape[1:], np.uint8)
+        for k, row in enumerate(rows):
+            data = os.pread(self.file.fileno(), self.row_bytes, self.offset + row * self.row_bytes)
+            out[k] = np.frombuffer(data, np.uint8).reshape(self.shape[1:])
+        return out
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _with_dicom_patient(s: Sample, facts: dict) -> Sample:
@@ -202,13 +270,12 @@ def _check_classes(splits: dict[str, list[Sample]], data_dir: Path) -> None:
         raise UserError(f"{data_dir}: the val split has images without a label; only test may be unlabeled")
 
 
-def _write_split(staging: Path, split: str, images: np.ndarray, rows: list[int], samples: list[Sample]) -> None:
+def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], samples: list[Sample]) -> None:
     array_path, index_path = cache_files(staging, split)
-    out = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(len(rows),) + images.shape[1:])
-    for start in range(0, len(rows), 1024):
-        out[start:start + 1024] = images[rows[start:start + 1024]]
-    out.flush()
-    del out
+    with open(array_path, "wb") as out:  # plain writes, not a memory map: see _Staged
+        _npy_header(out, (len(rows),) + images.shape[1:])
+        for start in range(0, len(rows), 256):  # 16 MB at 256 px
+            out.write(images[rows[start:start + 256]])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["filename", "label"])

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 HASH_SIDE = 16  # 16x16 low DCT frequencies = 256 bits; 64 bits confuse different chest films too often
+BLOCK_BYTES = 2**25  # of hashes XORed at once, 32 MiB
 
 
 def exact_hash(gray: np.ndarray) -> str:
@@ -30,13 +31,18 @@ def perceptual_hash(gray: np.ndarray) -> bytes:
     return np.packbits(low > np.median(low[1:])).tobytes()
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances between packed hashes a [N, B] and b [M, B] (B a multiple of 8) -> [N, M]."""
+def near_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> list[tuple[int, int, int]]:
+    """(i, j, distance) of every pair of packed hashes a[i] [B], b[j] [B] (B a multiple of 8) at
+    Hamming distance <= max_distance. Rows are compared in blocks and only the close pairs kept, so
+    memory stays flat (a whole 100k x 15k distance matrix would take 6 GB)."""
     a, b = a.view(np.uint64), b.view(np.uint64)  # 8 bytes per popcount instead of 1
-    out = np.empty((len(a), len(b)), np.int32)
-    for i in range(0, len(a), 256):  # blocks keep memory flat for tens of thousands of images
-        out[i:i + 256] = np.bitwise_count(a[i:i + 256, None, :] ^ b[None, :, :]).sum(-1)
-    return out
+    rows = max(1, BLOCK_BYTES // max(1, b.nbytes))
+    pairs = []
+    for start in range(0, len(a), rows):
+        dist = np.bitwise_count(a[start:start + rows, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
+        i, j = np.nonzero(dist <= max_distance)
+        pairs += zip((i + start).tolist(), j.tolist(), dist[i, j].tolist())
+    return pairs
 
 
 def find_leaks(splits: dict[str, list[dict]], max_distance: int) -> dict:
@@ -50,10 +56,9 @@ def find_leaks(splits: dict[str, list[dict]], max_distance: int) -> dict:
         for r in ra:
             by_hash.setdefault(r["exact"], []).append(r["name"])
         exact = [[x, r["name"]] for r in rb for x in by_hash.get(r["exact"], [])]
-        dist = hamming(np.stack([np.frombuffer(r["phash"], np.uint8) for r in ra]),
-                       np.stack([np.frombuffer(r["phash"], np.uint8) for r in rb]))
-        near = [[ra[i]["name"], rb[j]["name"], int(dist[i, j])] for i, j in zip(*np.nonzero(dist <= max_distance))
-                if ra[i]["exact"] != rb[j]["exact"]]
+        close = near_pairs(np.stack([np.frombuffer(r["phash"], np.uint8) for r in ra]),
+                           np.stack([np.frombuffer(r["phash"], np.uint8) for r in rb]), max_distance)
+        near = [[ra[i]["name"], rb[j]["name"], d] for i, j, d in close if ra[i]["exact"] != rb[j]["exact"]]
         report[f"{a}/{b}"] = {"shared_patients": patients, "exact_duplicates": exact, "near_duplicates": near}
     return report
 
