@@ -30,9 +30,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.epoch
 
-# Back to what was cloned: the demo's untracked files removed (data, cache, models, checkpoints), its
-# committed results restored.
+# Back to what was cloned: every file in demo/ that git does not track goes, ignored ones included
+# (synthetic data, cache, models, checkpoints, metrics, plots, predictions, DVCLive logs, DVC's cache and
+# tmp, and dvc.lock unless committed); tracked ones the demo changed (demo/.gitignore, params from
+# `dvc exp run`) are restored from HEAD. Nothing outside demo/ is touched.
 clean-demo:
-	rm -rf demo/data demo/cache demo/models demo/checkpoints
-	git checkout -- demo
-	git clean -fdq -- demo
+	git restore --source=HEAD --staged --worktree -- demo
+	git clean -ffdxq -- demo
