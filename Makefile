@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench bench-scale gpu-wheels gpu-check clean-demo
 
+# requirements.txt is the hash-pinned lock of every package (README "Dependencies"); the project itself
+# goes in editable, without dependencies of its own, so nothing outside the lock is ever installed.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -42,9 +43,10 @@ gpu-wheels: $(STAMP)
 gpu-check:
 	$(PYTHON) -m bench.gpu_check
 
-# Back to what was cloned: the demo's untracked files removed (data, cache, models, checkpoints), its
-# committed results restored.
+# Back to what was cloned: every file in demo/ that git does not track goes, ignored ones included
+# (synthetic data, cache, models, checkpoints, metrics, plots, predictions, DVCLive logs, DVC's cache and
+# tmp, and dvc.lock unless committed); tracked ones the demo changed (demo/.gitignore, params from
+# `dvc exp run`) are restored from HEAD. Nothing outside demo/ is touched.
 clean-demo:
-	rm -rf demo/data demo/cache demo/models demo/checkpoints
-	git checkout -- demo
-	git clean -fdq -- demo
+	git restore --source=HEAD --staged --worktree -- demo
+	git clean -ffdxq -- demo

@@ -1,0 +1,158 @@
+"""The repository as a user gets it: the package metadata and its lock, licence and citation,
+`make clean-demo`, and sharing data and models through a DVC remote (docs/remote.md)."""
+from __future__ import annotations
+
+import filecmp
+import functools
+import importlib
+import re
+import shutil
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from conftest import ROOT, make_project, run
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def lock() -> dict[str, tuple[str, list[str]]]:
+    """requirements.txt as {canonical name: (version, hashes)}."""
+    text = (ROOT / "requirements.txt").read_text().replace("\\\n", " ")
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            spec, *options = line.split()
+            name, version = spec.split("==")  # every line an exact pin
+            pins[canonicalize_name(name)] = (version, [o for o in options if o.startswith("--hash=sha256:")])
+    return pins
+
+
+def test_the_lock_pins_every_package_with_hashes_and_matches_pyproject():
+    pins = lock()
+    assert all(hashes for _, hashes in pins.values()), "pip --require-hashes needs a hash on every line"
+    direct = [Requirement(r) for r in PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["test"]]
+    for req in direct:  # a dependency added to pyproject.toml without refreshing the lock fails here
+        name = canonicalize_name(req.name)
+        assert name in pins and req.specifier.contains(pins[name][0]), f"{req}, locked {pins.get(name, [None])[0]}"
+    assert {n: pins[n][0] for n in ("torch", "torchvision", "albumentations")} == {
+        "torch": "2.14.1", "torchvision": "0.29.1", "albumentations": "2.0.8"}
+    # pytest is for `make test` only: in the lock through the test extra, never a runtime requirement.
+    assert "pytest" in pins and not any(Requirement(r).name == "pytest" for r in PYPROJECT["dependencies"])
+    # Every indirect package too: this environment (what `make` installed) is exactly the lock.
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    assert {n: installed.get(n) for n in pins} == {n: v for n, (v, _) in pins.items()}
+
+
+def test_console_commands_name_existing_entry_points():
+    scripts = PYPROJECT["scripts"]
+    assert {"cxr4-predict", "cxr4-demo-data"} <= set(scripts)
+    for target in scripts.values():
+        module, attr = target.split(":")
+        assert callable(getattr(importlib.import_module(module), attr)), target
+
+
+def test_licence_and_citation_agree_and_cite_the_study_datasets():
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert {"cff-version", "message", "title", "authors"} <= set(cff)  # required by CFF 1.2.0
+    assert cff["authors"] == [{"name": "CXR-4 contributors"}]
+    assert cff["license"] == PYPROJECT["license"] == "MIT"
+    assert str(cff["version"]) == PYPROJECT["version"]
+    dois = {ref["doi"] for ref in cff["references"] if ref["type"] == "data"}
+    assert dois == {"10.17632/rscbjbr9sj.2", "10.6084/m9.figshare.12275009"}
+
+
+def demo_outputs() -> list[str]:
+    """Every output demo/dvc.yaml declares, foreach stages expanded with demo/params.yaml."""
+    pipeline = yaml.safe_load((ROOT / "demo" / "dvc.yaml").read_text())
+    params = yaml.safe_load((ROOT / "demo" / "params.yaml").read_text())
+    lookup = lambda expr: functools.reduce(lambda d, k: d[k], expr.split("."), params)  # noqa: E731
+    paths = []
+    for stage in pipeline["stages"].values():
+        if "foreach" in stage:
+            items, body = lookup(re.fullmatch(r"\$\{(.+)\}", stage["foreach"])[1]), stage["do"]
+        else:
+            items, body = [None], stage
+        for item in items:
+            for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
+                paths.append((out if isinstance(out, str) else next(iter(out))).replace("${item}", str(item)))
+    return paths
+
+
+def test_clean_demo_returns_the_tree_to_the_clone(tmp_path):
+    proj = make_project(tmp_path / "proj", None, {})
+    demo = proj / "demo"
+    outputs = demo_outputs()
+    assert {"data", "cache", "models/resnet18.pt", "checkpoints/resnet18.pt", "metrics/summary.md"} <= set(outputs)
+    # What a demo run leaves: every declared output (a file, or a folder with a file), DVC's lock, cache,
+    # tmp and .gitignore entries, a `dvc exp run` param; a deleted tracked file for good measure.
+    for out in outputs:
+        path = demo / out if Path(out).suffix else demo / out / "x.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("demo output")
+    for planted in ("dvc.lock", ".dvc/cache/files/md5/ab/cdef", ".dvc/tmp/rwlock", "models/.gitignore"):
+        (demo / planted).parent.mkdir(parents=True, exist_ok=True)
+        (demo / planted).write_text("demo output")
+    tracked = {name: (demo / name).read_bytes() for name in (".gitignore", "params.yaml", "dvc.yaml")}
+    (demo / ".gitignore").write_text((demo / ".gitignore").read_text() + "/data\n")
+    (demo / "params.yaml").write_text((demo / "params.yaml").read_text().replace("seed: 0", "seed: 1"))
+    (demo / "dvc.yaml").unlink()
+    run(["git", "add", "demo/params.yaml"], proj)  # staged, as `dvc exp apply` + `git add` would leave it
+    # The user's own work at the top level is not the demo's and stays.
+    for mine in ("data/train/a.png", "models/resnet18.pt", "notes.txt"):
+        (proj / mine).parent.mkdir(parents=True, exist_ok=True)
+        (proj / mine).write_text("mine")
+
+    run(["make", "clean-demo"], proj)
+
+    status = run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], proj).stdout.splitlines()
+    assert [line for line in status if line[3:].startswith("demo/")] == []
+    assert {"?? data/train/a.png", "?? models/resnet18.pt", "?? notes.txt"} <= set(status)
+    assert {name: (demo / name).read_bytes() for name in tracked} == tracked
+    assert (proj / "models" / "resnet18.pt").read_text() == "mine"
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    """Same relative file names and bytes under a and b."""
+    files = lambda root: sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())  # noqa: E731
+    return files(a) == files(b) and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files(a))
+
+
+def test_a_local_folder_remote_gives_a_colleague_the_data(tmp_path, tiny_data):
+    """docs/remote.md at the top level: remote add, push; a colleague clones and pulls the data."""
+    proj = make_project(tmp_path / "proj", tiny_data, {})  # `dvc add data` done and committed
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], proj)
+    run(["git", "commit", "-qam", "DVC remote: shared folder"], proj)
+    run(["dvc", "push"], proj)
+
+    colleague = tmp_path / "colleague"
+    run(["git", "clone", "-q", str(proj), str(colleague)], tmp_path)
+    assert not (colleague / "data").exists()
+    run(["dvc", "pull", "data.dvc"], colleague)  # the data alone: no dvc.lock yet, nothing else to pull
+    assert same_tree(tiny_data, colleague / "data")
+
+
+def test_the_demo_remote_gives_a_colleague_its_data_and_trained_models(demo_project, tmp_path):
+    """docs/remote.md in demo/ (its own DVC project, its own .dvc/config): push, clone, pull."""
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_project, proj, symlinks=True)
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "demo results"], proj)
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], proj / "demo")
+    run(["git", "commit", "-qam", "demo: DVC remote"], proj)
+    assert "shared" in (proj / "demo" / ".dvc" / "config").read_text()
+    run(["dvc", "push"], proj / "demo")
+
+    colleague = tmp_path / "colleague"
+    run(["git", "clone", "-q", str(proj), str(colleague)], tmp_path)
+    run(["dvc", "pull"], colleague / "demo")
+    assert len(list((colleague / "demo" / "models").glob("*.pt"))) >= 2
+    for out in ("data", "cache", "models"):
+        assert same_tree(proj / "demo" / out, colleague / "demo" / out), out
