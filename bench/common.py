@@ -21,6 +21,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from stages.lib.cache import build_cache
+from stages.lib.config import STUDY_CLASSES, Config, Preprocess
 from stages.lib.data import CachedSplit, balanced_sampler
 from stages.lib.layouts import read_course_split
 from stages.lib.io import load_params, write_json
@@ -31,7 +32,7 @@ REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the 
 RESULTS = Path("bench/results")
 
 
-def params() -> dict:
+def params() -> Config:
     return load_params()
 
 
@@ -44,18 +45,18 @@ def images(tmp: Path, synthetic_sizes: dict | None = None, synthetic: bool = Fal
     return tmp / "data", "SYNTHETIC demo images" + ("" if synthetic else " (real X-rays not found at ../shared/data/cxr4)")
 
 
-def cache(data: Path, tmp: Path, preprocess: dict) -> Path:
+def cache(data: Path, tmp: Path, preprocess: Preprocess) -> Path:
     """Our preprocess stage's cache of `data`, built in `tmp` (with params.yaml's `data` settings)."""
     out = tmp / "cache"
-    build_cache(data, out, tmp / "data_report.json", preprocess, load_params()["data"], workers=os.cpu_count())
+    build_cache(data, out, tmp / "data_report.json", preprocess, load_params().data, workers=os.cpu_count())
     return out
 
 
 class StudySplit(Dataset):
     """The study's Dataset: decode the original file, then its whole albumentations pipeline."""
 
-    def __init__(self, data: Path, split: str, preprocess: dict, augment: dict | None, seed: int = 0):
-        self.samples = read_course_split(data, split)
+    def __init__(self, data: Path, split: str, preprocess: Preprocess, augment, seed: int = 0):
+        self.samples = read_course_split(data, split, STUDY_CLASSES)
         self.labels = np.array([s.label for s in self.samples])
         steps = list(preprocess_transform(preprocess).transforms)
         if augment is not None:
@@ -83,7 +84,7 @@ def loader(dataset, batch_size: int, workers: int, seed: int = 0, pin_memory: bo
                       persistent_workers=workers > 0, worker_init_fn=_seed_worker if workers else None)
 
 
-def ours(cache_dir: Path, augment: dict | None, seed: int = 0) -> CachedSplit:
+def ours(cache_dir: Path, augment, seed: int = 0) -> CachedSplit:
     return CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=seed) if augment else None)
 
 

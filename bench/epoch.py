@@ -59,26 +59,26 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     args = parser.parse_args()
     p = common.params()
-    pre = {**p["preprocess"], "img_size": args.img_size}
-    t = {**p["train"], "num_workers": args.workers}
-    batch, seed = int(t["batch_size"]), int(t["seed"])
+    pre = p.preprocess.model_copy(update={"img_size": args.img_size})
+    t = p.train.model_copy(update={"num_workers": args.workers})
+    batch, seed = t.batch_size, t.seed
     with common.tempdir() as tmp:
         data, source = common.images(Path(tmp))
         cache = common.cache(data, Path(tmp), pre)
-        train_loader, val_loader = make_loaders(str(cache), t, p["augment"], CPU)
-        study_train = common.loader(common.StudySplit(data, "train", pre, p["augment"], seed), batch, args.workers, seed)
+        train_loader, val_loader = make_loaders(str(cache), t, p.augment, CPU)
+        study_train = common.loader(common.StudySplit(data, "train", pre, p.augment, seed), batch, args.workers, seed)
         plain = dict(batch_size=batch, num_workers=args.workers)
         study_train_eval = torch.utils.data.DataLoader(common.StudySplit(data, "train", pre, None), **plain)
         study_val = torch.utils.data.DataLoader(common.StudySplit(data, "val", pre, None), **plain)
 
         torch.manual_seed(seed)
-        init = build_model(args.backbone, 4, float(t["dropout"]), pretrained=False)
-        weights = torch.as_tensor(class_weights(train_loader.dataset.labels), dtype=torch.float32)
+        init = build_model(args.backbone, 4, t.dropout, pretrained=False)
+        weights = torch.as_tensor(class_weights(train_loader.dataset.labels, 4), dtype=torch.float32)
         criterion = nn.CrossEntropyLoss(weight=weights)
 
         def setup():
             model = copy.deepcopy(init)
-            return model, torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+            return model, torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
         ours_model, ours_opt = setup()
         study_model, study_opt = setup()

@@ -23,7 +23,7 @@ from torch import nn
 from bench import common
 from stages.lib.errors import UserError, cli
 from stages.lib.models import BACKBONES, build_model
-from stages.lib.training import pick_device, precision, resolve_workers
+from stages.lib.runtime import pick_device, precision, resolve_workers
 from stages.lib.transforms import to_model_input
 
 SMOKE = {"img_size": 32, "batch_size": 4, "steps": 2, "warmup": 1, "study_steps": 1}
@@ -37,7 +37,7 @@ def make_step(backbone: str, device: torch.device, lr: float):
     if cuda:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    autocast, scaler = precision({"precision": "auto", "amp": True}, device)
+    autocast, scaler = precision("auto", device)
     criterion = nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -72,16 +72,16 @@ def epochs(loader):
 
 
 def bench_backbone(backbone, device, cfg, cache, data, p, workers, sync) -> dict:
-    b, s, seed = cfg["batch_size"], cfg["img_size"], int(p["train"]["seed"])
-    pre = {**p["preprocess"], "img_size": s}
-    lr = float(p["train"]["lr"])
+    b, s, seed = cfg["batch_size"], cfg["img_size"], p.train.seed
+    pre = p.preprocess.model_copy(update={"img_size": s})
+    lr = p.train.lr
     pin = device.type == "cuda"
     resident = (torch.randint(0, 256, (b, 1, s, s), dtype=torch.uint8, device=device),
                 torch.randint(0, 4, (b,), device=device))
     ceiling = images_per_s(make_step(backbone, device, lr), itertools.repeat(resident), cfg["steps"], cfg["warmup"], b, sync)
-    ours = common.loader(common.ours(cache, p["augment"], seed), b, workers, seed, pin_memory=pin)
+    ours = common.loader(common.ours(cache, p.augment, seed), b, workers, seed, pin_memory=pin)
     real = images_per_s(make_step(backbone, device, lr), epochs(ours), cfg["steps"], cfg["warmup"], b, sync)
-    study_set = common.StudySplit(data, "train", pre, p["augment"], seed)
+    study_set = common.StudySplit(data, "train", pre, p.augment, seed)
     study_loader = common.loader(study_set, b, workers, seed, pin_memory=pin)
     study = images_per_s(make_step(backbone, device, lr), epochs(study_loader), cfg["study_steps"], cfg["warmup"], b, sync)
     return {"real_img_s": round(real, 1), "ceiling_img_s": round(ceiling, 1), "study_img_s": round(study, 1),
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     p = common.params()
     cfg = dict(SMOKE if args.smoke else FULL)
-    cfg["batch_size"] = cfg["batch_size"] or int(p["train"]["batch_size"])
+    cfg["batch_size"] = cfg["batch_size"] or p.train.batch_size
     device = torch.device("cpu") if args.smoke else pick_device()
     if device.type != "cuda" and not args.smoke:
         raise UserError("bench.gpu needs a CUDA device; use --smoke for a CPU check of the script")
@@ -108,7 +108,7 @@ def main() -> None:
             data, source = common.images(Path(tmp), {"train": 8, "val": 4, "test": 4}, synthetic=True)
         else:
             data, source = common.images(Path(tmp))
-        cache = common.cache(data, Path(tmp), {**p["preprocess"], "img_size": cfg["img_size"]})
+        cache = common.cache(data, Path(tmp), p.preprocess.model_copy(update={"img_size": cfg["img_size"]}))
         result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                   "smoke": args.smoke, **cfg, "workers": workers, "data": source, "machine": common.machine()}
         for backbone in args.backbones:

@@ -31,19 +31,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loader")
     args = parser.parse_args()
     p = common.params()
-    batch, seed = int(p["train"]["batch_size"]), int(p["train"]["seed"])
+    batch, seed = p.train.batch_size, p.train.seed
     with common.tempdir() as tmp:
         data, source = common.images(Path(tmp))
-        cache = common.cache(data, Path(tmp), p["preprocess"])
-        ours = common.loader(common.ours(cache, p["augment"], seed), batch, args.workers, seed)
-        study = common.loader(common.StudySplit(data, "train", p["preprocess"], p["augment"], seed),
+        cache = common.cache(data, Path(tmp), p.preprocess)
+        ours = common.loader(common.ours(cache, p.augment, seed), batch, args.workers, seed)
+        study = common.loader(common.StudySplit(data, "train", p.preprocess, p.augment, seed),
                               batch, args.workers, seed)
         ours_img_s = images_per_s(ours, args.epochs, lambda x: to_model_input(x, "cpu"))
         study_img_s = images_per_s(study, max(1, args.epochs // 3))  # slow: fewer epochs suffice
     result = {
         "ours_img_s": round(ours_img_s, 1), "study_img_s": round(study_img_s, 1),
         "speedup": round(ours_img_s / study_img_s, 2),
-        "images": len(ours.dataset), "img_size": p["preprocess"]["img_size"], "batch_size": batch,
+        "images": len(ours.dataset), "img_size": p.preprocess.img_size, "batch_size": batch,
         "workers": args.workers, "data": source, "machine": common.machine(),
     }
     path = common.save("loader", result)

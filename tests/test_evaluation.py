@@ -4,13 +4,13 @@ import torch
 
 from stages.ensemble import ensemble
 from stages.lib import gradcam
-from stages.lib.data import CLASSES
+from stages.lib.config import STUDY_CLASSES as CLASSES, Evaluate
 from stages.lib.errors import UserError
 from stages.lib.evaluation import predictions_csv, read_predictions
 from stages.lib.io import read_json, write_text
 from stages.lib.models import BACKBONES, build_model
 
-E = {"bootstrap_resamples": 50, "seed": 0, "calibration_bins": 10}
+E = Evaluate(bootstrap_resamples=50, seed=0, calibration_bins=10)
 
 
 def member(tmp_path, name, split, labels, probs, names=None):

@@ -19,7 +19,7 @@ def stages_run(output: str) -> set[str]:
 def test_repro_writes_contract_metrics_plots_and_reruns_only_what_changed(tmp_path, tiny_data):
     proj = make_project(tmp_path / "proj", tiny_data, TINY)
     first = run(["dvc", "repro"], proj)
-    backbones = TINY["train"]["backbones"]
+    backbones = TINY["backbones"]
     downstream = {"ensemble", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
     assert stages_run(first.stdout) == {"preprocess"} | downstream
 
@@ -74,7 +74,7 @@ def test_repro_writes_contract_metrics_plots_and_reruns_only_what_changed(tmp_pa
 
 
 def test_predict_reproduces_evaluate_and_writes_the_course_submission(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "proj", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"]}}))
+    proj = make_project(tmp_path / "proj", tiny_data, merge(TINY, {"backbones": ["resnet18"]}))
     run(["dvc", "repro", "evaluate@resnet18"], proj)
     images = tmp_path / "new_images"
     images.mkdir()
@@ -100,24 +100,24 @@ def test_predict_reproduces_evaluate_and_writes_the_course_submission(tmp_path, 
 
 
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "proj", None, {**TINY, "train": {**TINY["train"], "backbones": ["vgg16"]}},
-                        git=False)
+    proj = make_project(tmp_path / "proj", None, TINY, git=False)
     missing = run(["python", "-m", "stages.preprocess", "--data", "nowhere", "--out", "cache", "--report", "r.json"],
                   proj, check=False)
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "data folder nowhere not found" in missing.stderr
 
-    (proj / "cache").mkdir()
-    (proj / "cache" / "meta.json").write_text('{"classes": [], "counts": {"train": {}}, "preprocess": {}}')
+    # A backbone without a registry record is refused when params load, before any stage works.
+    (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("- efficientnet_b0", "- vgg16"))
     bad = run(["python", "-m", "stages.train", "--backbone", "vgg16", "--cache", "cache",
                "--model", "models/vgg16.pt", "--live", "dvclive/vgg16", "--resume", "checkpoints/vgg16.pt"], proj, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "error: unknown backbone 'vgg16'; train.backbones allows resnet18, densenet121, efficientnet_b0, convnext_tiny")
+        "error: params.yaml: backbones lists 'vgg16', which has no record in stages/lib/models.py (records: "
+        "resnet18, densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name")
     assert not (proj / "models").exists()
 
 
 def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
-    proj = make_project(tmp_path / "proj", None, merge(TINY, {"train": {"backbones": ["resnet18"]}}), git=False)
+    proj = make_project(tmp_path / "proj", None, merge(TINY, {"backbones": ["resnet18"]}), git=False)
     out = run(["python", "-m", "stages.preprocess", "--data", str(real_data), "--out", "cache", "--report",
                "metrics/data_report.json"], proj).stdout
     assert "train: 160 images normal 40, bacteria 40, virus 40, COVID-19 40" in out
@@ -158,7 +158,7 @@ def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
     shutil.copytree(tiny_data, data)
     names = [line.split(",")[0] for line in (data / "test_data.csv").read_text().splitlines()]
     (data / "test_data.csv").write_text("\n".join(names) + "\n")  # new_filename only: labels hidden
-    proj = make_project(tmp_path / "proj", data, merge(TINY, {"train": {"backbones": ["resnet18"]}}))
+    proj = make_project(tmp_path / "proj", data, merge(TINY, {"backbones": ["resnet18"]}))
     run(["dvc", "repro"], proj)
     for name in ("resnet18", "ensemble"):
         m = json.loads((proj / "metrics" / f"{name}.json").read_text())
