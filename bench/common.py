@@ -28,13 +28,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stages.lib.cache import build_cache
-from stages.lib.data import CLASSES, CachedSplit, balanced_sampler, class_weights
+from stages.lib.config import Augment, Data, Preprocess, Train
+from stages.lib.data import CachedSplit, balanced_sampler, class_weights
 from stages.lib.errors import UserError
 from stages.lib.io import load_params, write_json
 from stages.lib.layouts import read_course_split
 from stages.lib.models import build_model
 from stages.lib.synthetic import make_dataset
-from stages.lib.training import autocast_dtype, make_loaders, precision
+from stages.lib.runtime import autocast_dtype, precision
+from stages.lib.training import make_loaders
 from stages.lib.transforms import preprocess_transform, train_augment
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
@@ -46,60 +48,62 @@ MIN_REPEATS = 3
 
 @dataclass(frozen=True)
 class Settings:
-    """The params sections the benchmarks hand to the stages' own functions."""
-    preprocess: dict
-    data: dict
-    augment: dict
-    train: dict
+    """The typed params sections the benchmarks hand to the stages' own functions."""
+    preprocess: Preprocess
+    data: Data
+    augment: Augment
+    train: Train
+    classes: tuple[str, ...]
 
     @property
     def img_size(self) -> int:
-        return int(self.preprocess["img_size"])
+        return self.preprocess.img_size
 
     @property
     def batch_size(self) -> int:
-        return int(self.train["batch_size"])
+        return self.train.batch_size
 
     @property
     def seed(self) -> int:
-        return int(self.train["seed"])
+        return self.train.seed
 
     def at_size(self, img_size: int) -> "Settings":
-        return replace(self, preprocess={**self.preprocess, "img_size": int(img_size)})
+        return replace(self, preprocess=self.preprocess.model_copy(update={"img_size": int(img_size)}))
 
     def with_train(self, **overrides) -> "Settings":
-        return replace(self, train={**self.train, **overrides})
+        return replace(self, train=self.train.model_copy(update=overrides))
 
     def with_data(self, **overrides) -> "Settings":
-        return replace(self, data={**self.data, **overrides})
+        return replace(self, data=self.data.model_copy(update=overrides))
 
     @property
     def deterministic(self) -> bool:
-        return bool(self.train["deterministic"])
+        return self.train.deterministic
 
     @property
     def compile(self) -> bool:
-        return bool(self.train.get("compile", False))
+        return self.train.compile
 
     def model(self, backbone: str) -> nn.Module:
         """A backbone from scratch (no ImageNet download) with the study's head."""
-        return build_model(backbone, len(CLASSES), float(self.train["dropout"]), pretrained=False)
+        return build_model(backbone, len(self.classes), self.train.dropout, pretrained=False)
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(model.parameters(), lr=float(self.train["lr"]), weight_decay=float(self.train["weight_decay"]))
+        return torch.optim.AdamW(model.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay)
 
     def compute_dtype(self, device: torch.device) -> torch.dtype:
-        return autocast_dtype(self.train.get("precision", "auto"), bool(self.train.get("amp", True)), device)
+        return autocast_dtype(self.train.precision, device)
 
     def loaders(self, cache_dir: Path, device: torch.device, workers: int | None = None) -> tuple[DataLoader, DataLoader]:
         """The train stage's own train and val loaders (`workers` overrides train.num_workers)."""
-        t = self.train if workers is None else {**self.train, "num_workers": workers}
+        t = self.train if workers is None else self.train.model_copy(update={"num_workers": workers})
         return make_loaders(str(cache_dir), t, self.augment, device)
 
 
 def settings(path: str | os.PathLike = "params.yaml") -> Settings:
-    p = load_params(path)
-    return Settings(preprocess=p["preprocess"], data=p["data"], augment=p["augment"], train=p["train"])
+    cfg = load_params(path)
+    return Settings(preprocess=cfg.preprocess, data=cfg.data, augment=cfg.augment, train=cfg.train,
+                    classes=tuple(cfg.data.classes))
 
 
 def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch.device):
@@ -108,8 +112,8 @@ def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch
     model = s.model(backbone).to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    weights = torch.as_tensor(class_weights(labels), dtype=torch.float32, device=device)
-    autocast, scaler = precision(s.train, device)
+    weights = torch.as_tensor(class_weights(labels, len(s.classes)), dtype=torch.float32, device=device)
+    autocast, scaler = precision(s.train.precision, device)
     net = torch.compile(model) if s.compile else model
     return net, nn.CrossEntropyLoss(weight=weights), s.optimizer(model), scaler, autocast
 
@@ -140,7 +144,7 @@ class StudySplit(Dataset):
     """The study's Dataset: decode the original file, then its whole albumentations pipeline."""
 
     def __init__(self, data: Path, split: str, s: Settings, augment: bool):
-        self.samples = read_course_split(data, split)
+        self.samples = read_course_split(data, split, s.classes)
         self.labels = np.array([x.label for x in self.samples])
         steps = list(preprocess_transform(s.preprocess).transforms)
         if augment:

@@ -33,7 +33,8 @@ from torch import nn
 from bench import common
 from stages.lib.data import class_weights
 from stages.lib.errors import cli
-from stages.lib.training import predict, train_one_epoch, validate
+from stages.lib.inference import predict
+from stages.lib.training import train_one_epoch, validate
 
 CPU = torch.device("cpu")
 NO_AUTOCAST = contextlib.nullcontext()
@@ -73,7 +74,7 @@ class Loops:
         self.n_train = common.same_images(self.train.dataset, self.study_train.dataset)
         torch.manual_seed(s.seed)
         init = s.model(backbone)
-        weights = torch.as_tensor(class_weights(self.train.dataset.labels), dtype=torch.float32)
+        weights = torch.as_tensor(class_weights(self.train.dataset.labels, len(s.classes)), dtype=torch.float32)
         self.criterion = nn.CrossEntropyLoss(weight=weights)
         self.ours_model, self.ours_opt = self._setup(init, s)
         self.study_model, self.study_opt = self._setup(init, s)

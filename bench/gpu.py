@@ -29,7 +29,8 @@ from bench import common
 from stages.lib.errors import UserError, cli
 from stages.lib.io import read_json
 from stages.lib.models import BACKBONES
-from stages.lib.training import pick_device, seed_everything, train_one_epoch
+from stages.lib.runtime import pick_device, seed_everything
+from stages.lib.training import train_one_epoch
 
 SMOKE_SIZES = {"train": 12, "val": 4, "test": 4}
 

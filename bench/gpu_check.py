@@ -45,7 +45,7 @@ DEMO = "demo"
 # Over demo/params.yaml (from scratch, lr 1e-3, its synthetic films): the study's image size, 2 epochs.
 CHECK = {"train": {"epochs": 2}}  # + preprocess.img_size from params.yaml, in make_project
 SMOKE = {"synthetic": {"train": 32, "val": 16, "test": 16}, "preprocess": {"img_size": 32}, "data": {"min_val": 4},
-         "train": {"backbones": ["resnet18"], "epochs": 1, "batch_size": 8}}
+         "backbones": ["resnet18"], "train": {"epochs": 1, "batch_size": 8}}
 MODULES = ("torch", "torchvision", "cv2", "numpy", "sklearn", "scipy", "matplotlib", "yaml", "PIL", "tqdm",
            "pydantic", "albumentations", "pydicom", "pytorch_grad_cam", "dvclive", "dvc")
 OPTIONAL = {"dvc"}  # without it the stages run in dvc.yaml's order
@@ -277,7 +277,7 @@ def check(args, log: Log, info: dict) -> bool:
         project = Path(tmp) / "project" / DEMO
         env = environment(site, shim, [project.parent])  # the stages run in demo/, their code one level up
         runner = args.runner if args.runner != "auto" else ("stages" if info["modules"]["dvc"].startswith("MISSING") else "dvc")
-        backbones, epochs = params["train"]["backbones"], int(params["train"]["epochs"])
+        backbones, epochs = params["backbones"], int(params["train"]["epochs"])
         pipeline = info["pipeline"] = run_pipeline(project, params, runner, env, log, deadline - args.bench_reserve)
         pipeline["outputs"] = outputs(project, backbones, epochs)
         log(f"pipeline ({runner}): {'ok' if pipeline['ok'] else 'FAILED'} in {pipeline['seconds']} s; "

@@ -119,13 +119,15 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
     Called in a fresh process that imports what the stage imports (not bench.common), so its
     memory is the stage's."""
     from stages.lib import cache
+    from stages.lib.config import Data, Preprocess
 
     baseline = status(["VmRSS"])["VmRSS"]
     sampler = RssSampler()
     sampler.start()
     cache.timings.clear()
     start = time.perf_counter()
-    report = cache.build_cache(data, work / "cache", work / "data_report.json", params["preprocess"], params["data"],
+    report = cache.build_cache(data, work / "cache", work / "data_report.json", Preprocess(**params["preprocess"]),
+                               Data(**params["data"]),
                                workers=workers)
     wall = time.perf_counter() - start
     sampler.done.set()
@@ -195,7 +197,7 @@ def main() -> None:
 
     # The given val split is kept (as it is from about 200 images on); leaks are reported, not refused.
     s = common.settings().with_data(layout="course", min_val=1, on_leak="warn", on_bad_image="error")
-    params = {"preprocess": s.preprocess, "data": s.data}
+    params = {"preprocess": s.preprocess.model_dump(), "data": s.data.model_dump()}  # JSON for the child process
     if len(args.sizes) < 2 and not args.smoke:
         raise UserError("--sizes: give at least two N to fit how each part grows")
     start = time.perf_counter()

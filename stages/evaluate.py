@@ -8,39 +8,36 @@ from pathlib import Path
 import torch
 
 from stages.lib import gradcam
+from stages.lib import provenance
+from stages.lib.config import Evaluate
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
-from stages.lib.data import UNLABELED
-from stages.lib.evaluation import SCORED_SPLITS, load_model, predict_split, predictions_csv, score_split
-from stages.lib.io import load_params, write_json, write_text
+from stages.lib.evaluation import SCORED_SPLITS, write_and_score
+from stages.lib.inference import load_model, predict_split
+from stages.lib.io import load_params, write_json
 from stages.lib.metrics import headline
-from stages.lib import provenance
 from stages.lib.plotting import gradcam_grid, save_figure
-from stages.lib.training import pick_device
+from stages.lib.runtime import describe, pick_device
+
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, headline_path: str,
-             predictions_dir: str, gradcam_path: str, e: dict) -> dict:
+             predictions_dir: str, gradcam_path: str, e: Evaluate) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
     device = pick_device()
+    print(f"{backbone}: {describe(device, 'fp32', 0).line()}", flush=True)
     model.to(device)
-    report, outputs = {}, {}
-    for split in SCORED_SPLITS:
-        names, labels, probs = predict_split(model, cache_dir, split, int(e["batch_size"]), device,
-                                             hflip=bool(e["tta_hflip"]))
-        outputs[split] = probs
-        write_text(Path(predictions_dir) / f"{split}.csv", predictions_csv(names, labels, probs, classes))
-        report[split] = score_split(labels, probs, classes, e)
-        if report[split] is None:
-            report[f"{split}_note"] = "labels hidden: predictions written, not scored"
+    outputs = {split: predict_split(model, cache_dir, split, e.batch_size, device, hflip=e.tta_hflip)
+               for split in SCORED_SPLITS}
+    report = write_and_score(outputs, classes, Path(predictions_dir), e)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
-    save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, int(e["gradcam_per_class"]),
-                               outputs[shown]), gradcam_path)
-    report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=bool(e["tta_hflip"]))
+    save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
+                gradcam_path)
+    report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=e.tta_hflip)
     trained = meta.get("provenance") or {"params": {}, "data": None, "git": None}  # checkpoints before the stamp
-    report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e}, trained["data"]),
+    report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e.model_dump()}, trained["data"]),
                             "trained_at": trained["git"]}
     write_json(metrics_path, report)
     write_json(headline_path, headline(report))
@@ -71,7 +68,7 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     args = parser.parse_args()
-    e = load_params()["evaluate"]
+    e = load_params().evaluate
     r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.headline, args.predictions, args.gradcam, e)
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"

@@ -17,15 +17,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stages.lib.formats import MAX_PIXELS, load_gray
+from stages.lib.config import Preprocess
 from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import load_model
+from stages.lib.formats import MAX_PIXELS, load_gray
+from stages.lib.inference import load_model, predict
 from stages.lib.io import write_text
-from stages.lib.training import pick_device, predict
+from stages.lib.runtime import pick_device
 from stages.lib.transforms import preprocess_image, preprocess_transform
 
 
-def load_images(folder: str | Path, preprocess: dict, max_pixels: int = MAX_PIXELS) -> tuple[list[str], np.ndarray, list[str]]:
+def load_images(folder: str | Path, preprocess: Preprocess, max_pixels: int = MAX_PIXELS) -> tuple[list[str], np.ndarray, list[str]]:
     """(names, uint8 [N,S,S] preprocessed images, one 'name: reason' line per skipped file).
 
     Each file is decoded as preprocess decodes it (formats.load_gray: size checked from the header
@@ -44,7 +45,7 @@ def load_images(folder: str | Path, preprocess: dict, max_pixels: int = MAX_PIXE
             names.append(path.name)
         except UserError as err:
             skipped.append(str(err))
-    size = int(preprocess["img_size"])
+    size = preprocess.img_size
     return names, np.stack(images) if images else np.zeros((0, size, size), np.uint8), skipped
 
 

@@ -12,11 +12,13 @@ import csv
 import os
 from pathlib import Path
 
-from stages.lib.errors import cli
+from stages.lib.config import STUDY_CLASSES, Config
 from stages.lib.data import UNLABELED
-from stages.lib.evaluation import read_predictions, score_split
+from stages.lib.errors import cli
+from stages.lib.evaluation import SCORED_SPLITS, read_predictions, score_split
 from stages.lib.io import load_params, read_json, write_text
 from stages.lib.metrics import confusion
+from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison_bars, confusion_grid, curves_csv, pr_grid, reliability_grid, roc_grid,
                                  save_figure, summary_markdown, training_curves)
 from stages.lib import provenance
@@ -34,27 +36,30 @@ def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
 
 def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, cache_meta_path: str,
            data_report_path: str, figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str,
-           params: dict) -> str:
+           cfg: Config) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
     sources = {name: Path(predictions_dir) / name for name in backbones}
     sources["ensemble"] = Path(ensemble_dir)
-    scores, outputs = {}, {"val": {}, "test": {}}
+    scores, outputs = {}, {split: {} for split in SCORED_SPLITS}
     for name, folder in sources.items():
         scores[name] = {}
-        for split in ("val", "test"):
+        for split in SCORED_SPLITS:
             _, labels, probs = read_predictions(folder / f"{split}.csv", classes)
             known = labels != UNLABELED
             outputs[split][name] = (labels[known], probs[known])
-            scores[name][split] = score_split(labels, probs, classes, params["evaluate"])
+            scores[name][split] = score_split(labels, probs, classes, cfg.evaluate)
     # Figures show the test split, or val when test labels are hidden.
     shown = "test" if all(s["test"] is not None for s in scores.values()) else "val"
     histories = {name: read_history(Path(live_dir) / name) for name in backbones}
     training = {name: read_json(Path(live_dir) / name / "metrics.json") for name in backbones
                 if (Path(live_dir) / name / "metrics.json").is_file()}
+    # The study's val numbers are comparable only over its four classes.
+    study = {name: BACKBONES[name].study_val for name in backbones
+             if BACKBONES[name].study_val and tuple(classes) == STUDY_CLASSES}
 
     figures = {
-        "comparison.png": comparison_bars(scores, shown),
+        "comparison.png": comparison_bars(scores, shown, study),
         "confusion_test.png": confusion_grid(
             {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs[shown].items()}, classes,
             f"Confusion matrices, {shown} split (counts; colour and % = row-normalised)"),
@@ -73,8 +78,8 @@ def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, ca
     links = [Path(figures_dir) / f for f in figures] + [Path(gradcam_dir) / f"{b}.png" for b in backbones]
     links = [os.path.relpath(p, Path(summary_path).parent) for p in links]
     shortcut = read_json(data_report_path).get("shortcut", {})
-    text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links, shortcut, shown)
-    text += "\n".join(provenance.markdown(provenance.stamp(params, meta.get("data"))))
+    text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links, study, shortcut, shown)
+    text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
     return text
 
@@ -97,9 +102,9 @@ def main() -> None:
     parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (linked, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     args = parser.parse_args()
-    params = load_params()
-    report(params["train"]["backbones"], args.predictions, args.ensemble, args.live, args.cache_meta,
-           args.data_report, args.figures, args.curves, args.gradcam, args.summary, params)
+    cfg = load_params()
+    report(cfg.backbones, args.predictions, args.ensemble, args.live, args.cache_meta,
+           args.data_report, args.figures, args.curves, args.gradcam, args.summary, cfg)
     print(f"wrote {args.summary} and the figures in {args.figures}/")
 
 

@@ -28,8 +28,8 @@ def merge(base: dict, overrides: dict) -> dict:
 TINY = {
     "preprocess": {"img_size": 32},
     "data": {"min_val": 4},
-    "train": {"backbones": ["resnet18", "efficientnet_b0"], "pretrained": False, "epochs": 1,
-              "batch_size": 8, "lr": 1e-3},
+    "backbones": ["resnet18", "efficientnet_b0"],
+    "train": {"pretrained": False, "epochs": 1, "batch_size": 8, "lr": 1e-3},
 }
 
 
@@ -108,7 +108,8 @@ TINY_DEMO = {
     "synthetic": {"train": 32, "val": 16, "test": 16},
     "preprocess": {"img_size": 32},
     "data": {"min_val": 4},
-    "train": {"backbones": ["resnet18", "efficientnet_b0"], "epochs": 1, "batch_size": 8},
+    "backbones": ["resnet18", "efficientnet_b0"],
+    "train": {"epochs": 1, "batch_size": 8},
 }
 
 
@@ -149,9 +150,12 @@ def course_tree(root: Path, per_split=(("train", 3), ("val", 1), ("test", 1))) -
     return root
 
 
-def data_params(**overrides) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return {**params["data"], **overrides}
+def data_params(**overrides):
+    """params.yaml's `data` section with some values changed, validated."""
+    from stages.lib.config import Data
+    from stages.lib.io import load_params
+
+    return Data.model_validate({**load_params(ROOT / "params.yaml").data.model_dump(), **overrides})
 
 
 def manifest_tree(root: Path) -> Path:
@@ -173,7 +177,7 @@ def preprocess(project: Path, monkeypatch, capsys, **data) -> tuple[int, str]:
     import stages.preprocess
 
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                   {"preprocess": {"img_size": 16}, "data": {"min_val": 1, **data}})
+                   {"preprocess": {"img_size": 32}, "data": {"min_val": 1, **data}})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "argv", stage_cmd("preprocess")[2:])

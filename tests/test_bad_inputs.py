@@ -13,13 +13,14 @@ import pytest
 import yaml
 
 from conftest import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, write_xray
-from stages.lib import resume
+from stages.lib.checkpoints import fingerprint
 from stages.lib.cache import build_cache
+from stages.lib.config import STUDY_CLASSES, Preprocess
 from stages.lib.data import DAMAGED, verify_cache
 from stages.lib.errors import UserError
 from stages.lib.layouts import read_course_split, read_layout
 
-P32 = {"img_size": 32, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 2}
+P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FIX = "rerun `dvc repro preprocess --force`"
 
 
@@ -33,7 +34,7 @@ def test_folders_differing_only_in_case_are_all_read(tmp_path):
     for i, rel in enumerate(["train/normal/a.png", "train/NORMAL/b.png", "Train/Normal/c.png", "train/covid/d.png",
                              "train/COVID-19/e.png", "Train/virus/f.png", "train/bacteria/g.png"]):
         write_xray(tmp_path / rel, i)
-    names = sorted(s.name for s in read_layout(tmp_path, "folders")["train"])
+    names = sorted(s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"])
     assert names == ["Train/Normal/c.png", "Train/virus/f.png", "train/COVID-19/e.png", "train/NORMAL/b.png",
                      "train/bacteria/g.png", "train/covid/d.png", "train/normal/a.png"]
 
@@ -44,7 +45,7 @@ def test_kaggle_reads_every_case_variant_and_every_covid_folder(tmp_path):
                 "covid/c1.png", "COVID-19/c2.png", "covid19/train/c3.png"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch()
-    train = read_layout(tmp_path, "kaggle-pneumonia")["train"]
+    train = read_layout(tmp_path, "kaggle-pneumonia", STUDY_CLASSES)["train"]
     assert sorted((s.label, Path(s.name).name) for s in train) == [
         (0, "IM-0001-0001.jpeg"), (0, "IM-0002-0001.jpeg"), (1, "person2_bacteria_1.jpeg"), (2, "person1_virus_1.jpeg"),
         (3, "c1.png"), (3, "c2.png"), (3, "c3.png")]
@@ -60,12 +61,12 @@ def test_course_labels_must_be_exactly_0_or_1(tmp_path, cell):
     (tmp_path / "train_data.csv").write_text(HEADER + "a.png,1,0,0,0\n" + f"b.png,0,{cell},1,0\n")
     with pytest.raises(UserError, match=rf"train_data.csv:3: label columns must be 0 or 1, got bacteria = "
                                         rf"'{cell}' in the row for 'b.png'; fix the row"):
-        read_course_split(tmp_path, "train")
+        read_course_split(tmp_path, "train", STUDY_CLASSES)
 
 
 def test_course_labels_written_as_floats_are_read(tmp_path):
     (tmp_path / "train_data.csv").write_text(HEADER + "a.png,0.0,0,1.0,0\n")
-    assert [s.label for s in read_course_split(tmp_path, "train")] == [2]
+    assert [s.label for s in read_course_split(tmp_path, "train", STUDY_CLASSES)] == [2]
 
 
 @pytest.mark.parametrize("layout,name,sep,word", [("course", "train_data.csv", ";", "semicolons"),
@@ -76,7 +77,7 @@ def test_a_csv_with_another_separator_is_refused_naming_it(tmp_path, layout, nam
     csv_path.write_text(csv_path.read_text().replace(",", sep))
     with pytest.raises(UserError, match=rf"{name}: its columns are separated by {word}, not commas; save it as "
                                         "comma-separated CSV"):
-        read_layout(tmp_path, layout)
+        read_layout(tmp_path, layout, STUDY_CLASSES)
 
 
 def test_a_file_listed_twice_in_a_split_counts_once_and_is_reported(tmp_path, monkeypatch, capsys):
@@ -180,7 +181,7 @@ def test_a_file_symlink_loop_is_a_bad_file(tmp_path, monkeypatch, capsys, on_bad
 def test_a_symlink_loop_in_a_class_folder_is_a_bad_file_not_a_silent_drop(tmp_path):
     write_xray(tmp_path / "train/normal/a.png", 1)
     os.symlink("b.png", tmp_path / "train/normal/b.png")
-    assert [s.name for s in read_layout(tmp_path, "folders")["train"]] == ["train/normal/a.png", "train/normal/b.png"]
+    assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == ["train/normal/a.png", "train/normal/b.png"]
 
 
 # --- predict: the same decoding and pixel limit, one-line refusals ------------------------------
@@ -294,10 +295,10 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(tmp_p
 
 def test_resume_fingerprint_follows_meta_json_not_a_second_pass_over_the_arrays(tmp_path, built_cache):
     cache = shutil.copytree(built_cache, tmp_path / "cache")
-    before = resume.fingerprint("resnet18", {}, cache, ROOT)
+    before = fingerprint("resnet18", {}, cache, ROOT)
     (cache / "train.npy").write_bytes(b"")  # verify_cache refuses this before a fingerprint is taken
-    assert resume.fingerprint("resnet18", {}, cache, ROOT) == before
+    assert fingerprint("resnet18", {}, cache, ROOT) == before
     meta = json.loads((cache / "meta.json").read_text())
     meta["files"]["train.npy"]["sha256"] = "0" * 64  # other data -> other checksums in meta.json
     (cache / "meta.json").write_text(json.dumps(meta))
-    assert resume.fingerprint("resnet18", {}, cache, ROOT) != before
+    assert fingerprint("resnet18", {}, cache, ROOT) != before

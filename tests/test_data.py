@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib.data import CLASSES, balanced_sampler, class_weights
+from stages.lib.config import STUDY_CLASSES as CLASSES
+from stages.lib.data import balanced_sampler, class_weights
 from stages.lib.formats import read_gray_uint8
 from stages.lib.layouts import read_course_split
 from stages.lib.errors import UserError
@@ -21,11 +22,11 @@ def course(tmp_path, rows, header=HEADER, images=("a.png",)):
 
 def test_class_weights_are_total_over_count():
     labels = np.array([0] * 6 + [1] * 3 + [2] * 2 + [3] * 1)
-    np.testing.assert_allclose(class_weights(labels), [12 / 6, 12 / 3, 12 / 2, 12 / 1])
+    np.testing.assert_allclose(class_weights(labels, 4), [12 / 6, 12 / 3, 12 / 2, 12 / 1])
 
 
 def test_absent_class_gets_zero_weight_not_infinity():
-    assert class_weights(np.array([0, 0, 1]))[3] == 0
+    assert class_weights(np.array([0, 0, 1]), 4)[3] == 0
 
 
 def test_sampler_draws_classes_evenly_from_imbalanced_labels():
@@ -46,7 +47,7 @@ def test_sampler_is_seeded():
 
 def test_course_csv_is_parsed_to_paths_and_labels(tmp_path):
     data = course(tmp_path, ["a.png,0,0,1,0\n"])
-    [sample] = read_course_split(data, "train")
+    [sample] = read_course_split(data, "train", CLASSES)
     assert sample.path == data / "train_images" / "a.png" and CLASSES[sample.label] == "virus"
 
 
@@ -59,13 +60,13 @@ def test_course_csv_is_parsed_to_paths_and_labels(tmp_path):
 def test_bad_course_csv_is_refused_naming_file_and_line(tmp_path, header, row, message):
     data = course(tmp_path, [row], header=header)
     with pytest.raises(UserError, match=message) as err:
-        read_course_split(data, "train")
+        read_course_split(data, "train", CLASSES)
     assert "train_data.csv" in str(err.value)
 
 
 def test_missing_csv_names_the_expected_file(tmp_path):
     with pytest.raises(UserError, match="val_data.csv not found"):
-        read_course_split(tmp_path, "val")
+        read_course_split(tmp_path, "val", CLASSES)
 
 
 def test_corrupt_image_is_refused_naming_it(tmp_path):

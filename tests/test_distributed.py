@@ -33,7 +33,7 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
     outputs = {}
     for nproc in (1, 2):
         proj = make_project(tmp_path / f"nproc{nproc}", tiny_data,
-                            merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": nproc}}), git=False)
+                            merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": nproc}}), git=False)
         run(stage_cmd("preprocess"), proj)
         stdout = run(TRAIN, proj).stdout
         outputs[nproc] = stdout
@@ -49,8 +49,8 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
 
 
 def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"train": {"backbones": ["resnet18"], "nproc": 2,
-                                                                          "epochs": 3}}), git=False)
+    proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": 2, "epochs": 3}}),
+                        git=False)
     run(stage_cmd("preprocess"), proj)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(proj))
     proc = subprocess.Popen(TRAIN, cwd=proj, env=env, start_new_session=True,
@@ -74,9 +74,10 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
 
 def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
     import stages.train
+    from stages.lib.config import Train
     from stages.lib.errors import UserError
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(stages.train.distributed, "launch", lambda *a: pytest.fail("launched anyway"))
     with pytest.raises(UserError, match=r"^train.nproc 4 exceeds the 2 visible GPU\(s\); lower it or set CUDA_VISIBLE_DEVICES$"):
-        stages.train.launch_ranks("resnet18", {"nproc": 4, "pretrained": False})
+        stages.train.launch_ranks("resnet18", Train(nproc=4, pretrained=False))

@@ -4,13 +4,13 @@ import torch
 
 from stages.ensemble import ensemble
 from stages.lib import gradcam
-from stages.lib.data import CLASSES
+from stages.lib.config import STUDY_CLASSES as CLASSES, Evaluate
 from stages.lib.errors import UserError
 from stages.lib.evaluation import predictions_csv, read_predictions
 from stages.lib.io import read_json, write_text
 from stages.lib.models import BACKBONES, build_model
 
-E = {"bootstrap_resamples": 50, "seed": 0, "calibration_bins": 10}
+E = Evaluate(bootstrap_resamples=50, seed=0, calibration_bins=10)
 
 
 def member(tmp_path, name, split, labels, probs, names=None):
@@ -25,8 +25,8 @@ def test_ensemble_is_the_mean_of_member_probabilities(tmp_path):
     for split in ("val", "test"):
         for name, probs in members.items():
             member(tmp_path, name, split, labels, probs)
-    report = ensemble(list(members), tmp_path / "predictions", list(CLASSES), tmp_path / "ens",
-                      tmp_path / "ensemble.json", E)
+    report = ensemble(list(members), tmp_path / "predictions", {"classes": list(CLASSES)}, tmp_path / "ens",
+                      tmp_path / "ensemble.json", tmp_path / "headline.json", E)
     _, ens_labels, ens_probs = read_predictions(tmp_path / "ens" / "test.csv", list(CLASSES))
     rounded = [read_predictions(tmp_path / "predictions" / n / "test.csv", list(CLASSES))[2] for n in members]
     np.testing.assert_allclose(ens_probs, np.mean(rounded, axis=0), atol=1e-6)
@@ -42,8 +42,8 @@ def test_ensemble_refuses_members_scored_on_different_images(tmp_path):
         member(tmp_path, "resnet18", split, labels, probs, ["a.png", "b.png"])
         member(tmp_path, "densenet121", split, labels, probs, ["a.png", "c.png"])
     with pytest.raises(UserError, match="densenet121/val.csv lists other images"):
-        ensemble(["resnet18", "densenet121"], tmp_path / "predictions", list(CLASSES), tmp_path / "e",
-                 tmp_path / "e.json", E)
+        ensemble(["resnet18", "densenet121"], tmp_path / "predictions", {"classes": list(CLASSES)}, tmp_path / "e",
+                 tmp_path / "e.json", tmp_path / "h.json", E)
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))

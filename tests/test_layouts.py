@@ -8,11 +8,12 @@ import pytest
 
 from conftest import course_tree, data_params, write_xray
 from stages.lib.cache import build_cache
+from stages.lib.config import STUDY_CLASSES, Preprocess
 from stages.lib.data import UNLABELED, read_cache_index
 from stages.lib.errors import UserError
 from stages.lib.layouts import detect_layout, ensure_splits, kaggle_sample, read_layout
 
-P = {"img_size": 16, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 2}
+P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FOLDER_NAMES = {"normal": "Normal", "bacteria": "BACTERIA", "virus": "virus", "COVID-19": "Covid-19"}
 
 
@@ -59,10 +60,10 @@ def test_kaggle_file_names_give_class_and_patient(tmp_path):
              "chest_xray/test/NORMAL/IM-0115-0001.jpeg": ("normal", "IM-0115"),
              "chest_xray/train/NORMAL/NORMAL2-IM-0923-0001.jpeg": ("normal", "IM-0923")}
     for rel, (label, patient) in cases.items():
-        s = kaggle_sample(tmp_path / rel, tmp_path)
+        s = kaggle_sample(tmp_path / rel, tmp_path, STUDY_CLASSES)
         assert (("normal", "bacteria", "virus", "COVID-19")[s.label], s.patient, s.name) == (label, patient, rel)
     with pytest.raises(UserError, match="person3_fungus_1.jpeg: a PNEUMONIA file name must contain"):
-        kaggle_sample(tmp_path / "chest_xray/train/PNEUMONIA/person3_fungus_1.jpeg", tmp_path)
+        kaggle_sample(tmp_path / "chest_xray/train/PNEUMONIA/person3_fungus_1.jpeg", tmp_path, STUDY_CLASSES)
 
 
 def test_tiny_kaggle_val_is_resplit_from_train_by_patient_with_flat_covid_folder(tmp_path):
@@ -81,7 +82,7 @@ def test_tiny_kaggle_val_is_resplit_from_train_by_patient_with_flat_covid_folder
     for i in range(20):
         (root / f"COVID/covid{i}.png").touch()
 
-    given = read_layout(root, detect_layout(root))
+    given = read_layout(root, detect_layout(root), STUDY_CLASSES)
     assert [len(given[s]) for s in ("train", "val", "test")] == [len(names) + 20, 2, 1]
     splits, notes = ensure_splits(given, data_params(val_fraction=0.2, min_val=20))
     assert "given val had 2 images (< data.min_val 20)" in notes["val"]
@@ -97,18 +98,18 @@ def test_tiny_kaggle_val_is_resplit_from_train_by_patient_with_flat_covid_folder
 def test_folder_names_match_classes_case_insensitively(tmp_path):
     for i, folder in enumerate(("NORMAL", "Bacteria", "VIRUS", "covid19", "COVID-19", "covid")):
         write_xray(tmp_path / "train" / folder / f"{i}.png", i)
-    splits = read_layout(tmp_path, "folders")
+    splits = read_layout(tmp_path, "folders", STUDY_CLASSES)
     assert sorted(s.label for s in splits["train"]) == [0, 1, 2, 3, 3, 3] and set(splits) == {"train"}
     write_xray(tmp_path / "train" / "cats" / "c.png", 9)
-    with pytest.raises(UserError, match="cats: folder name 'cats' is not one of the classes"):
-        read_layout(tmp_path, "folders")
+    with pytest.raises(UserError, match="cats: folder name 'cats' is not one of data.classes"):
+        read_layout(tmp_path, "folders", STUDY_CLASSES)
 
 
 def test_manifest_without_splits_gets_test_and_val_grouped_by_patient(tmp_path):
     rows = ["path,label,patient_id"] + [f"img{i}.png,{('normal', 'bacteria', 'virus', 'covid')[i % 4]},p{i // 3}"
                                         for i in range(120)]
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
-    splits, notes = ensure_splits(read_layout(tmp_path, "manifest"), data_params())
+    splits, notes = ensure_splits(read_layout(tmp_path, "manifest", STUDY_CLASSES), data_params())
     assert set(notes) == {"val", "test"}
     groups = {k: {s.patient for s in v} for k, v in splits.items()}
     assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
@@ -122,9 +123,9 @@ def test_hidden_label_test_set_is_cached_with_empty_labels(tmp_path):
     report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, data_params(min_val=1), workers=1)
     assert report["counts"]["test"] == {"normal": 0, "bacteria": 0, "virus": 0, "COVID-19": 0, "unlabeled": 4}
     assert (tmp_path / "cache" / "test.csv").read_text().splitlines() == ["filename,label"] + [f"{n}," for n in names]
-    cached, labels = read_cache_index(tmp_path / "cache", "test")
-    assert cached == names and labels.tolist() == [UNLABELED] * 4
-    assert np.load(tmp_path / "cache" / "test.npy").shape == (4, 16, 16)
+    cached, labels, classes = read_cache_index(tmp_path / "cache", "test")
+    assert cached == names and labels.tolist() == [UNLABELED] * 4 and classes == list(STUDY_CLASSES)
+    assert np.load(tmp_path / "cache" / "test.npy").shape == (4, 32, 32)
     assert "test" not in report["shortcut"] and "val" in report["shortcut"]
 
 
@@ -132,4 +133,4 @@ def test_folder_files_that_are_not_images_are_kept_for_refusal_but_os_clutter_is
     write_xray(tmp_path / "train" / "normal" / "a.png", 1)
     for name in (".DS_Store", "Thumbs.db", "notes.txt"):
         (tmp_path / "train" / "normal" / name).write_text("x")
-    assert [s.name for s in read_layout(tmp_path, "folders")["train"]] == ["train/normal/a.png", "train/normal/notes.txt"]
+    assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == ["train/normal/a.png", "train/normal/notes.txt"]

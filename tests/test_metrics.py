@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, classification_report,
                              precision_recall_fscore_support, roc_auc_score)
 
-from stages.lib.data import CLASSES
+from stages.lib.config import STUDY_CLASSES as CLASSES
 from stages.lib.metrics import (CI_STATISTICS, classification_metrics, confusion, expected_calibration_error,
                                 macro_auroc, macro_f1, split_metrics)
 
@@ -20,7 +20,7 @@ def probs_for(y_true, seed=0, skill=1.0):
 
 
 def test_contract_keys_and_types():
-    m = classification_metrics(Y_TRUE, Y_PRED)
+    m = classification_metrics(Y_TRUE, Y_PRED, CLASSES)
     assert {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"} <= set(m)
     assert list(m["per_class"]) == list(CLASSES)
     for per in m["per_class"].values():
@@ -28,7 +28,7 @@ def test_contract_keys_and_types():
 
 
 def test_values_match_sklearn_report():
-    m = classification_metrics(Y_TRUE, Y_PRED)
+    m = classification_metrics(Y_TRUE, Y_PRED, CLASSES)
     ref = classification_report(Y_TRUE, Y_PRED, target_names=CLASSES, output_dict=True, zero_division=0)
     assert m["accuracy"] == pytest.approx(ref["accuracy"]) == pytest.approx(0.7)
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(Y_TRUE, Y_PRED))
@@ -45,7 +45,7 @@ def test_values_match_sklearn_report():
 def test_auroc_and_average_precision_match_sklearn():
     y = np.repeat(np.arange(4), 25)
     p = probs_for(y, skill=0.4)
-    m = split_metrics(y, p, resamples=200)
+    m = split_metrics(y, p, CLASSES, resamples=200)
     for c, name in enumerate(CLASSES):
         assert m["per_class"][name]["auroc"] == pytest.approx(roc_auc_score(y == c, p[:, c]))
         assert m["per_class"][name]["average_precision"] == pytest.approx(average_precision_score(y == c, p[:, c]))
@@ -56,12 +56,12 @@ def test_auroc_and_average_precision_match_sklearn():
 def test_confidence_intervals_bracket_the_point_estimate_and_are_seeded():
     y = np.repeat(np.arange(4), 30)
     p = probs_for(y, skill=0.3)
-    m = split_metrics(y, p, resamples=500, seed=1)
+    m = split_metrics(y, p, CLASSES, resamples=500, seed=1)
     for key in ("accuracy", "macro_f1", "macro_auroc"):
         low, high = m[f"{key}_ci95"]
         assert low <= m[key] <= high and high - low > 0.01
-    assert split_metrics(y, p, resamples=500, seed=1)["macro_f1_ci95"] == m["macro_f1_ci95"]
-    assert split_metrics(y, p, resamples=500, seed=2)["macro_f1_ci95"] != m["macro_f1_ci95"]
+    assert split_metrics(y, p, CLASSES, resamples=500, seed=1)["macro_f1_ci95"] == m["macro_f1_ci95"]
+    assert split_metrics(y, p, CLASSES, resamples=500, seed=2)["macro_f1_ci95"] != m["macro_f1_ci95"]
 
 
 def test_vectorised_bootstrap_statistics_equal_sklearn_on_each_resample():
@@ -77,7 +77,7 @@ def test_vectorised_bootstrap_statistics_equal_sklearn_on_each_resample():
 def test_class_absent_from_split_gets_null_auroc_with_reason_and_nothing_crashes():
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])  # no COVID-19 image
     p = probs_for(y, skill=0.5)
-    m = split_metrics(y, p, resamples=100)
+    m = split_metrics(y, p, CLASSES, resamples=100)
     covid = m["per_class"]["COVID-19"]
     assert covid["auroc"] is None and "no COVID-19 image" in covid["auroc_note"]
     assert covid["average_precision"] is None and covid["support"] == 0
@@ -96,6 +96,6 @@ def test_expected_calibration_error_on_a_hand_computed_example():
 
 
 def test_confusion_rows_are_true_classes():
-    cm = confusion(Y_TRUE, Y_PRED)
+    cm = confusion(Y_TRUE, Y_PRED, 4)
     assert cm.shape == (4, 4) and cm.sum() == len(Y_TRUE)
     assert cm[1, 2] == 1 and cm[2, 1] == 1 and cm.trace() == 7

@@ -46,3 +46,15 @@ def test_cached_pretrained_weights_are_loaded_not_random(tmp_path, monkeypatch):
                checkpoints / "resnet18-f37072fd.pth")
     model = build_model("resnet18", 4, 0.1, pretrained=True)
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
+
+
+def test_a_new_backbone_is_one_record(monkeypatch):
+    from stages.lib import gradcam
+    from stages.lib.config import Config
+    from stages.lib.models import Backbone, gradcam_layer
+    monkeypatch.setitem(BACKBONES, "resnet34", Backbone("IMAGENET1K_V1", "fc", 0, "layer4.2"))
+    assert Config.model_validate({**Config().model_dump(), "backbones": ["resnet34"]}).backbones == ["resnet34"]
+    model = build_model("resnet34", num_classes=3, dropout=0.2, pretrained=False).eval()
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3) and gradcam_layer(model, "resnet34") is model.layer4[-1]
+    heat = gradcam.heatmaps(model, "resnet34", torch.randint(0, 256, (1, 1, 64, 64), dtype=torch.uint8), [2])
+    assert heat.shape == (1, 64, 64)

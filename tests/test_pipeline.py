@@ -21,7 +21,7 @@ def stages_run(output: str) -> set[str]:
 
 def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_project):
     demo = demo_project / "demo"
-    backbones = TINY_DEMO["train"]["backbones"]
+    backbones = TINY_DEMO["backbones"]
     for name in backbones + ["ensemble"]:
         m = json.loads((demo / "metrics" / f"{name}.json").read_text())
         for split in ("val", "test"):
@@ -69,7 +69,7 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     shown = run(["dvc", "metrics", "show"], demo).stdout
     assert max(len(line) for line in shown.splitlines()) <= 200
     rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines()[1:]}
-    assert set(rows) == {f"metrics/headline/{n}.json" for n in ("data", "shortcut", "ensemble", *TINY_DEMO["train"]["backbones"])}
+    assert set(rows) == {f"metrics/headline/{n}.json" for n in ("data", "shortcut", "ensemble", *TINY_DEMO["backbones"])}
     assert shown.split()[:7] == ["Path", "best_epoch", "images", "test.accuracy", "test.macro_auroc", "test.macro_f1",
                                  "val.macro_f1"]
 
@@ -89,7 +89,7 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     demo = proj / "demo"
     run(["git", "add", "-A"], proj)
     run(["git", "commit", "-qm", "demo results"], proj)
-    backbones = TINY_DEMO["train"]["backbones"]
+    backbones = TINY_DEMO["backbones"]
     downstream = {"ensemble", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
     lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], demo).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr
@@ -132,22 +132,22 @@ def test_predict_reproduces_evaluate_and_writes_the_course_submission(demo_proje
 
 
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "proj", None, {**TINY, "train": {**TINY["train"], "backbones": ["vgg16"]}},
-                        git=False)
+    proj = make_project(tmp_path / "proj", None, TINY, git=False)
     missing = run(stage_cmd("preprocess"), proj, check=False)
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "data folder data not found" in missing.stderr
 
-    (proj / "cache").mkdir()
-    (proj / "cache" / "meta.json").write_text('{"classes": [], "counts": {"train": {}}, "preprocess": {}}')
+    # A backbone without a registry record is refused when params load, before any stage works.
+    (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("- efficientnet_b0", "- vgg16"))
     bad = run(stage_cmd("train", "vgg16"), proj, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "error: unknown backbone 'vgg16'; train.backbones allows resnet18, densenet121, efficientnet_b0, convnext_tiny")
+        "error: params.yaml: backbones lists 'vgg16', which has no record in stages/lib/models.py (records: "
+        "resnet18, densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name")
     assert not (proj / "models").exists()
 
 
 def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
-    proj = make_project(tmp_path / "proj", None, merge(TINY, {"train": {"backbones": ["resnet18"]}}), git=False)
+    proj = make_project(tmp_path / "proj", None, merge(TINY, {"backbones": ["resnet18"]}), git=False)
     (proj / "data").symlink_to(real_data)
     out = run(stage_cmd("preprocess"), proj).stdout
     assert "train: 160 images normal 40, bacteria 40, virus 40, COVID-19 40" in out
@@ -182,7 +182,7 @@ def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
     shutil.copytree(tiny_data, data)
     names = [line.split(",")[0] for line in (data / "test_data.csv").read_text().splitlines()]
     (data / "test_data.csv").write_text("\n".join(names) + "\n")  # new_filename only: labels hidden
-    proj = make_project(tmp_path / "proj", data, merge(TINY, {"train": {"backbones": ["resnet18"]}}))
+    proj = make_project(tmp_path / "proj", data, merge(TINY, {"backbones": ["resnet18"]}))
     run(["dvc", "repro"], proj)
     for name in ("resnet18", "ensemble"):
         m = json.loads((proj / "metrics" / f"{name}.json").read_text())

@@ -86,7 +86,7 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
     assert detail["trained_at"] == ckpt["git"] and detail["data"] == data
     assert detail["params"] == {**ckpt["params"], "evaluate": params["evaluate"]}
     ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())["provenance"]
-    assert ensemble["params"]["backbones"] == TINY_DEMO["train"]["backbones"]
+    assert ensemble["params"]["backbones"] == TINY_DEMO["backbones"]
     summary = (demo / "metrics" / "summary.md").read_text()
     assert f"- Code: commit `{head}` (clean)" in summary and f"md5 `{data['md5']}`" in summary
     assert yaml.safe_load(summary.split("```yaml\n")[1].split("```")[0]) == params

@@ -40,7 +40,7 @@ CASES = {  # name: (layout, how to break it, what the message must say)
     "non-image in a class folder": ("folders", lambda d: (d / "train/virus/notes.txt").write_text("to do"),
                                     r"train/virus/notes.txt: not a readable image \(PNG, JPEG, BMP, TIFF or DICOM\); replace or remove it"),
     "bad label": ("manifest", lambda d: append(d / "manifest.csv", "img/m0.png,pneumonia,train"),
-                  r"manifest.csv:18: label 'pneumonia' of 'img/m0.png' is not one of normal, bacteria"),
+                  r"manifest.csv:18: label 'pneumonia' of 'img/m0.png' is not one of data.classes \(normal, bacteria"),
     "bad one-hot": ("course", lambda d: replace_line(d / "val_data.csv", ",1,0,0,0", ",1,1,0,0"),
                     r"val_data.csv:2: row for 'val13.png' must have exactly one 1"),
     "zero one-hot": ("course", lambda d: replace_line(d / "val_data.csv", ",1,0,0,0", ",0,0,0,0"),
@@ -60,7 +60,8 @@ CASES = {  # name: (layout, how to break it, what the message must say)
     "class without training images": (
         "course", lambda d: (d / "train_data.csv").write_text(
             "\n".join(l for l in (d / "train_data.csv").read_text().splitlines() if not l.endswith(",1")) + "\n"),
-        r"data: no training image of class 'COVID-19'; every class needs some"),
+        r"data: no training image of class 'COVID-19'; every class needs some \(add images of it to the training "
+        r"split, or remove it from data.classes\)"),
 }
 
 

@@ -17,7 +17,7 @@ from conftest import ROOT, TINY, make_project, merge, run, stage_cmd
 from stages.lib.errors import UserError
 from stages.lib.io import write_json
 
-ONE = merge(TINY, {"preprocess": {"img_size": 64}, "train": {"backbones": ["resnet18"], "epochs": 3}})
+ONE = merge(TINY, {"preprocess": {"img_size": 64}, "backbones": ["resnet18"], "train": {"epochs": 3}})
 
 
 def weights(path: Path) -> dict:
@@ -83,7 +83,7 @@ def test_two_runs_give_identical_metrics_and_weights(tmp_path, tiny_data):
     a, b = (make_project(tmp_path / n, tiny_data, params) for n in "ab")
     for proj in (a, b):
         run(["dvc", "repro", "--force"], proj)
-    for name in TINY["train"]["backbones"]:
+    for name in TINY["backbones"]:
         assert (a / f"metrics/{name}.json").read_bytes() == (b / f"metrics/{name}.json").read_bytes()
         assert_same_weights(a / f"models/{name}.pt", b / f"models/{name}.pt")
 
@@ -104,18 +104,11 @@ def stage_main(module, argv, tmp_path, monkeypatch, params, capsys):
 TRAIN_ARGS = ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--live", "live", "--resume", "r.pt"]
 
 
-@pytest.mark.parametrize("params,message", [
-    ({"train": {"epochs": 0}}, "train.epochs must be a positive integer, got 0"),
-    ({"train": {"epochs": 2.5}}, "train.epochs must be a positive integer, got 2.5"),
-    ({"train": {"batch_size": -4}}, "train.batch_size must be a positive integer, got -4"),
-    ({"train": {"lr": -1e-4}}, "train.lr must be a positive number, got -0.0001"),
-    ({"train": {"scheduler": "step"}}, "train.scheduler must be one of plateau, cosine, got 'step'"),
-    ({"train": {"precision": "fp8"}}, "train.precision must be one of auto, bf16, fp16, fp32, got 'fp8'"),
-    ({"train": {"nproc": 0}}, "train.nproc must be a positive integer, got 0"),
-    ({"train": {"compile": "yes"}}, "train.compile must be true or false, got 'yes'"),
+@pytest.mark.parametrize("params,message", [  # params themselves: tests/test_params.py
+    ({"train": {"epochs": 0}}, "params.yaml: train.epochs must be an integer >= 1, got 0"),
     ({"train": {"batch_size": 1000}}, "train.batch_size 1000 exceeds the 30 training images; lower it"),
 ])
-def test_train_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
+def test_train_refuses_an_impossible_run_before_any_work(tmp_path, monkeypatch, capsys, params, message):
     import stages.train
     from stages.lib.data import file_records
     import numpy as np
@@ -133,19 +126,8 @@ def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
     import stages.train
     argv = ["--backbone", "vit_b16", *TRAIN_ARGS[2:]]
     code, err = stage_main(stages.train, argv, tmp_path, monkeypatch, {}, capsys)
-    assert code == 2 and err.startswith("error: unknown backbone 'vit_b16'; train.backbones allows resnet18")
-
-
-@pytest.mark.parametrize("params,message", [
-    ({"preprocess": {"img_size": 0}}, "preprocess.img_size must be a positive integer, got 0"),
-    ({"preprocess": {"img_size": "big"}}, "preprocess.img_size must be a positive integer, got 'big'"),
-    ({"preprocess": {"center_crop_ratio": 1.2}}, "preprocess.center_crop_ratio must be in (0, 1], got 1.2"),
-    ({"preprocess": {"center_crop_ratio": 0}}, "preprocess.center_crop_ratio must be in (0, 1], got 0"),
-])
-def test_preprocess_refuses_bad_params(tmp_path, monkeypatch, capsys, params, message):
-    import stages.preprocess
-    code, err = stage_main(stages.preprocess, stage_cmd("preprocess")[3:], tmp_path, monkeypatch, params, capsys)
-    assert code == 2 and err == f"error: {message}"
+    assert code == 2 and err == ("error: unknown backbone 'vit_b16'; stages/lib/models.py has records for resnet18, "
+                                 "densenet121, efficientnet_b0, convnext_tiny")
 
 
 def test_non_finite_loss_stops_naming_epoch_and_batch():
@@ -200,9 +182,9 @@ def test_full_disk_fails_clearly_and_keeps_the_previous_file(tmp_path, monkeypat
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_path):
-    from stages.lib.evaluation import load_model
+    from stages.lib.checkpoints import save_checkpoint
+    from stages.lib.inference import load_model
     from stages.lib.models import build_model
-    from stages.lib.training import save_checkpoint
     meta = {"backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "dropout": 0.1,
             "preprocess": {"img_size": 32}}
     path = tmp_path / "resnet18.pt"
@@ -213,6 +195,43 @@ def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_pat
         load_model(path, "resnet18", classes=["normal", "pneumonia"])
     model, loaded = load_model(path, "resnet18", meta["preprocess"], meta["classes"])
     assert loaded["backbone"] == "resnet18"
+
+
+OLD_META = {  # what the train stage wrote before the typed config (no runtime record)
+    "backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "img_size": 64,
+    "preprocess": {"img_size": 64, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 8},
+    "dropout": 0.1, "pretrained": False, "epoch": 3, "val_macro_f1": 0.5, "epochs_run": 5}
+
+
+def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
+    from stages.lib.config import Preprocess
+    from stages.lib.inference import load_model
+    from stages.lib.models import build_model
+    model = build_model("resnet18", 4, 0.1, pretrained=False)
+    torch.save({"state_dict": model.state_dict(), "meta": OLD_META}, tmp_path / "old.pt")
+    loaded, meta = load_model(tmp_path / "old.pt", "resnet18", OLD_META["preprocess"], OLD_META["classes"])
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert meta["preprocess"] == Preprocess(img_size=64) and meta["epochs_run"] == 5
+
+
+@pytest.mark.parametrize("spoil,message", [
+    (lambda ckpt: ckpt["meta"].pop("classes"), r"old.pt lacks classes in its metadata \(an older train stage wrote it\); "
+                                               r"retrain it \(dvc repro --force train\)"),
+    (lambda ckpt: ckpt["state_dict"].pop("fc.1.bias"), r"old.pt: its weights do not fit today's resnet18 \(.*\); "
+                                                       r"retrain it \(dvc repro --force train@resnet18\)"),
+    (lambda ckpt: ckpt["meta"]["preprocess"].update(img_size="64"), r"old.pt records preprocessing this version cannot "
+                                                                     r"apply .*; retrain it"),
+])
+def test_a_checkpoint_that_cannot_be_used_is_refused_saying_how_to_retrain(tmp_path, spoil, message):
+    import copy
+    from stages.lib.inference import load_model
+    from stages.lib.models import build_model
+    ckpt = {"state_dict": build_model("resnet18", 4, 0.1, pretrained=False).state_dict(), "meta": copy.deepcopy(OLD_META)}
+    spoil(ckpt)
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(UserError, match=message) as err:
+        load_model(tmp_path / "old.pt")
+    assert "\n" not in str(err.value)
 
 
 def test_every_torch_load_in_stages_is_weights_only():
@@ -226,30 +245,29 @@ def test_every_torch_load_in_stages_is_weights_only():
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
-@pytest.mark.parametrize("precision,amp,device,bf16,expected", [
-    ("auto", True, CPU, True, torch.float32),
-    ("bf16", True, CPU, True, torch.float32),
-    ("auto", False, CUDA, True, torch.float32),
-    ("auto", True, CUDA, True, torch.bfloat16),
-    ("auto", True, CUDA, False, torch.float16),
-    ("fp16", True, CUDA, True, torch.float16),
-    ("fp32", True, CUDA, True, torch.float32),
+@pytest.mark.parametrize("precision,device,bf16,expected", [
+    ("auto", CPU, True, torch.float32),
+    ("bf16", CPU, True, torch.float32),
+    ("auto", CUDA, True, torch.bfloat16),
+    ("auto", CUDA, False, torch.float16),
+    ("fp16", CUDA, True, torch.float16),
+    ("fp32", CUDA, True, torch.float32),
 ])
-def test_precision_picks_the_autocast_dtype(monkeypatch, precision, amp, device, bf16, expected):
-    from stages.lib.training import autocast_dtype
+def test_precision_picks_the_autocast_dtype(monkeypatch, precision, device, bf16, expected):
+    from stages.lib.runtime import autocast_dtype
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert autocast_dtype(precision, amp, device) == expected
+    assert autocast_dtype(precision, device) == expected
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
-    from stages.lib.training import autocast_dtype
+    from stages.lib.runtime import autocast_dtype
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     with pytest.raises(UserError, match="train.precision bf16: Tesla T4 has no bf16; use auto or fp16"):
-        autocast_dtype("bf16", True, CUDA)
+        autocast_dtype("bf16", CUDA)
 
 
 def test_cpu_runs_fp32_without_a_scaler():
-    from stages.lib.training import precision
-    ctx, scaler = precision({"precision": "fp16", "amp": True}, CPU)
+    from stages.lib.runtime import precision
+    ctx, scaler = precision("fp16", CPU)
     assert isinstance(ctx, contextlib.nullcontext) and not scaler.is_enabled()

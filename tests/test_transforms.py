@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from stages.lib import transforms as T
+from stages.lib.config import Augment, Preprocess
 
-PRE = {"img_size": 64, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 8}
-AUG = {"shift_limit": 0.02, "scale_limit": 0.08, "rotate_limit": 5, "affine_p": 0.7,
-       "brightness_limit": 0.1, "contrast_limit": 0.15, "brightness_contrast_p": 0.7,
-       "noise_var_limit": [5.0, 15.0], "noise_p": 0.15, "hflip_p": 0.5}
+PRE = Preprocess(img_size=64)
+AUG = Augment()  # the study's
 
 
 def film(h=300, w=420, seed=0):

@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from stages.lib.config import Data, Preprocess
 from stages.lib.data import cache_files, file_records
 from stages.lib.data_report import class_name, image_stats, split_counts
 from stages.lib.errors import UserError
 from stages.lib.formats import BadImage, load_gray
 from stages.lib.io import umask, write_json, write_text
-from stages.lib.layouts import (CLASSES, SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits,
-                                read_layout, unique_names)
+from stages.lib.layouts import (SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits, read_layout,
+                                unique_names)
 from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
 from stages.lib.provenance import data_hash, stamp
 from stages.lib.shortcut import shortcut_audit
@@ -52,7 +53,7 @@ def _timed(part: str):
         timings[part] += time.perf_counter() - start
 
 
-def _init_worker(p: dict, max_pixels: int) -> None:
+def _init_worker(p: Preprocess, max_pixels: int) -> None:
     global _transform, _max_pixels
     _transform, _max_pixels = preprocess_transform(p), max_pixels
 
@@ -74,7 +75,7 @@ def _process(path: Path) -> tuple[np.ndarray | None, dict | str]:
 
 
 def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
-                p: dict, d: dict, workers: int | None = None) -> dict:
+                p: Preprocess, d: Data, workers: int | None = None) -> dict:
     """Preprocess the dataset under `data_dir` into `out_dir` and write the data report.
 
     `p` is params.yaml's `preprocess` section, `d` its `data` section. Returns the report.
@@ -83,10 +84,10 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     if not data_dir.is_dir():
         raise UserError(f"data folder {data_dir} not found; put your dataset there (see README) or run make demo")
     start = time.perf_counter()
-    layout = detect_layout(data_dir) if d["layout"] == "auto" else d["layout"]
-    listed = read_layout(data_dir, layout)
-    skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d["on_bad_image"])
-    given, repeats = drop_repeats(listed)
+    layout = detect_layout(data_dir) if d.layout == "auto" else d.layout
+    listed = read_layout(data_dir, layout, d.classes)
+    skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d.on_bad_image)
+    given, repeats = drop_repeats(listed, d.classes)
     given = {split: unique_names(samples) for split, samples in given.items()}
     samples = [s for split in given.values() for s in split]
     timings["layout"] += time.perf_counter() - start
@@ -106,20 +107,20 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
                   for split, ss in given.items()}
         splits, notes = ensure_splits(splits, d)
         _check_not_empty(splits, data_dir, skipped)
-        _check_classes(splits, data_dir)
+        _check_classes(splits, data_dir, d.classes)
         rows = {split: [(facts[row_of[s.name, s.path]], s) for s in ss] for split, ss in splits.items()}
         report = {"layout": layout, **_checks(rows, notes, skipped, repeats, d)}
         start = time.perf_counter()
         for split, ss in splits.items():
-            _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss)
+            _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes)
         timings["write_cache"] += time.perf_counter() - start
         images.close()
         (staging / "all.npy").unlink()
         # The data's DVC hash travels with the cache into every later result; the git state does not,
         # or a new commit alone would change the cache and retrain every model.
         data = data_hash(data_dir)
-        report["provenance"] = stamp({"preprocess": dict(p), "data": dict(d)}, data)
-        meta = {"classes": list(CLASSES), "preprocess": dict(p), "counts": report["counts"],
+        report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
+        meta = {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
                 "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
                 "files": file_records(staging, splits)}
         write_json(staging / "meta.json", meta)
@@ -138,25 +139,26 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
 
 
 def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: list[BadImage],
-            repeats: dict[str, list[list[str]]], d: dict) -> dict:
+            repeats: dict[str, list[list[str]]], d: Data) -> dict:
     """The data report's content from each image's (facts, sample); refuses one picture under two
     labels, and leakage under on_leak: error."""
-    distance = int(d["near_duplicate_distance"])
+    distance = d.near_duplicate_distance
     records = {split: [{"name": s.name, "patient": s.patient, "label": s.label, **f} for f, s in rs]
                for split, rs in rows.items()}
-    _refuse_label_conflict(records)
+    _refuse_label_conflict(records, d.classes)
     with _timed("leakage"):
         leaks = find_leaks(records, distance)
     summary = leak_summary(leaks)
-    if summary and d["on_leak"] == "error":
+    if summary and d.on_leak == "error":
         raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
     with _timed("shortcut"):
-        shortcut = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, int(d["seed"]))
+        shortcut = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, d.seed,
+                                  d.classes)
     with _timed("report"):
         return {
-            "counts": {split: split_counts([s.label for _, s in rs]) for split, rs in rows.items()},
+            "counts": {split: split_counts([s.label for _, s in rs], d.classes) for split, rs in rows.items()},
             "splits_made": notes,
-            "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs]),
+            "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs], d.classes),
             "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
             "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
             "duplicates": _duplicates(repeats, same_pixels(records)),
@@ -164,12 +166,12 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
         }
 
 
-def _refuse_label_conflict(records: dict[str, list[dict]]) -> None:
+def _refuse_label_conflict(records: dict[str, list[dict]], classes) -> None:
     found = label_conflict(records)
     if found:
         (sa, a), (sb, b) = found
-        raise UserError(f"{sa} image {a['name']!r} ({CLASSES[a['label']]}) and {sb} image {b['name']!r} "
-                        f"({CLASSES[b['label']]}) hold identical pixels under two labels; remove the wrong one")
+        raise UserError(f"{sa} image {a['name']!r} ({classes[a['label']]}) and {sb} image {b['name']!r} "
+                        f"({classes[b['label']]}) hold identical pixels under two labels; remove the wrong one")
 
 
 def _duplicates(repeats: dict[str, list[list[str]]], pixels: dict[str, list[list[str]]]) -> dict:
@@ -196,19 +198,19 @@ def _bad(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:
     return errors
 
 
-def _decode_all(samples: list[Sample], array_path: Path, p: dict, d: dict, workers: int | None):
+def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data, workers: int | None):
     """Every image through the worker into one staging array; returns it, the facts (None for a bad
     image) and the bad images' errors."""
-    size = int(p["img_size"])
+    size = p.img_size
     images = _Staged(array_path, (len(samples), size, size))
     facts, bad = [], []
     workers = workers or min(os.cpu_count() or 1, 16)
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, int(d["max_pixels"])))
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels))
     try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
         for i, (img, info) in enumerate(tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)):
             if img is None:
-                bad += _bad([BadImage(info, samples[i].path)], d["on_bad_image"])
+                bad += _bad([BadImage(info, samples[i].path)], d.on_bad_image)
                 facts.append(None)
                 images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
             else:
@@ -261,16 +263,17 @@ def _with_dicom_patient(s: Sample, facts: dict) -> Sample:
     return s if s.patient or not facts.get("patient_id") else replace(s, patient=facts["patient_id"])
 
 
-def _check_classes(splits: dict[str, list[Sample]], data_dir: Path) -> None:
-    for c, name in enumerate(CLASSES):
+def _check_classes(splits: dict[str, list[Sample]], data_dir: Path, classes) -> None:
+    for c, name in enumerate(classes):
         if not any(s.label == c for s in splits["train"]):
             raise UserError(f"{data_dir}: no training image of class {name!r}; every class needs some "
-                            "(add images of it to the training split)")
+                            "(add images of it to the training split, or remove it from data.classes)")
     if any(s.label is None for s in splits["val"]):
         raise UserError(f"{data_dir}: the val split has images without a label; only test may be unlabeled")
 
 
-def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], samples: list[Sample]) -> None:
+def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], samples: list[Sample],
+                 classes) -> None:
     array_path, index_path = cache_files(staging, split)
     with open(array_path, "wb") as out:  # plain writes, not a memory map: see _Staged
         _npy_header(out, (len(rows),) + images.shape[1:])
@@ -280,7 +283,7 @@ def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], sa
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["filename", "label"])
     # A hidden-label test image has an empty label.
-    writer.writerows([s.name, "" if s.label is None else class_name(s.label)] for s in samples)
+    writer.writerows([s.name, "" if s.label is None else class_name(s.label, classes)] for s in samples)
     write_text(index_path, buf.getvalue())
 
 

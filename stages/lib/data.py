@@ -3,8 +3,8 @@
 Cache layout written by the preprocess stage (one array per split trains fast and keeps DVC quick):
     <split>.npy    uint8 [N, S, S], one grayscale channel, memory-mapped during training
     <split>.csv    filename,label  (label empty for an image of a hidden-label test set)
-    meta.json      classes, image size, preprocessing params, counts, and per file its shape/rows,
-                   dtype and SHA-256, which `verify_cache` checks before a model is built
+    meta.json      classes (data.classes, in order), image size, preprocessing params, counts, and per
+                   file its shape/rows, dtype and SHA-256, which `verify_cache` checks before a model is built
 Reading the dataset folder (layouts, formats) lives in layouts.py and formats.py.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from stages.lib.errors import UserError
-from stages.lib.layouts import CLASSES, SPLITS  # noqa: F401  (re-exported: the class order of every output)
 
 # A hidden-label test image has an empty label in <split>.csv and this label in memory.
 UNLABELED = -1
@@ -130,15 +129,17 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def read_cache_index(cache_dir: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray]:
+def read_cache_index(cache_dir: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(file names, label indices, the cache's classes) of one split."""
     _, index = cache_files(cache_dir, split)
     if not index.is_file():
         raise UserError(f"{index} not found; run the preprocess stage first (dvc repro preprocess)")
+    classes = json.loads((Path(cache_dir) / "meta.json").read_text(encoding="utf-8"))["classes"]
     with open(index, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     names = [r["filename"] for r in rows]
-    labels = np.array([CLASSES.index(r["label"]) if r["label"] else UNLABELED for r in rows], dtype=np.int64)
-    return names, labels
+    labels = np.array([classes.index(r["label"]) if r["label"] else UNLABELED for r in rows], dtype=np.int64)
+    return names, labels, classes
 
 
 class CachedSplit(Dataset):
@@ -149,7 +150,7 @@ class CachedSplit(Dataset):
 
     def __init__(self, cache_dir: str | os.PathLike, split: str, augment=None):
         self.array_path, _ = cache_files(cache_dir, split)
-        self.names, self.labels = read_cache_index(cache_dir, split)
+        self.names, self.labels, self.classes = read_cache_index(cache_dir, split)
         self.augment = augment
         self._images: np.ndarray | None = None
 
@@ -171,11 +172,11 @@ class CachedSplit(Dataset):
 
 # --- class imbalance (the study: WeightedRandomSampler + class-weighted cross-entropy) -----------
 
-def class_counts(labels: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=num_classes)
 
 
-def class_weights(labels: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Loss weight per class, n_total / n_class (the study's formula); 0 for an absent class."""
     counts = class_counts(labels, num_classes).astype(np.float64)
     return np.divide(counts.sum(), counts, out=np.zeros_like(counts), where=counts > 0)
@@ -183,7 +184,7 @@ def class_weights(labels: np.ndarray, num_classes: int = len(CLASSES)) -> np.nda
 
 def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
     """Draw len(labels) samples with replacement, each class equally likely in expectation."""
-    weights = class_weights(labels)[labels]
+    weights = class_weights(labels, int(labels.max()) + 1)[labels]
     return WeightedRandomSampler(
         torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels), replacement=True,
         generator=generator,

@@ -5,19 +5,17 @@ from collections import Counter
 
 import numpy as np
 
-from stages.lib.layouts import CLASSES
-
 UNLABELED = "unlabeled"
 
 
-def class_name(label: int | None) -> str:
-    return UNLABELED if label is None else CLASSES[label]
+def class_name(label: int | None, classes) -> str:
+    return UNLABELED if label is None else classes[label]
 
 
-def split_counts(labels: list[int | None]) -> dict:
+def split_counts(labels: list[int | None], classes) -> dict:
     """{class: n} with every class (0 when absent), plus `unlabeled` only when there are such images."""
-    n = Counter(class_name(y) for y in labels)
-    out = {c: n[c] for c in CLASSES}
+    n = Counter(class_name(y, classes) for y in labels)
+    out = {c: n[c] for c in classes}
     if n[UNLABELED]:
         out[UNLABELED] = n[UNLABELED]
     return out
@@ -27,14 +25,14 @@ def _spread(values: list[float]) -> dict:
     return {"min": int(np.min(values)), "median": float(np.median(values)), "max": int(np.max(values))}
 
 
-def image_stats(rows: list[tuple[dict, int | None]]) -> dict:
+def image_stats(rows: list[tuple[dict, int | None]], classes) -> dict:
     """Per class: counts of formats, channels, bit depths and their sources; min/median/max width, height,
     file size."""
     by_class: dict[str, list[dict]] = {}
     for facts, label in rows:
-        by_class.setdefault(class_name(label), []).append(facts)
+        by_class.setdefault(class_name(label, classes), []).append(facts)
     out = {}
-    for name in [c for c in (*CLASSES, UNLABELED) if c in by_class]:
+    for name in [c for c in (*classes, UNLABELED) if c in by_class]:
         facts = by_class[name]
         out[name] = {
             "formats": dict(sorted(Counter(f["format"] for f in facts).items())),

@@ -1,4 +1,8 @@
-"""Scoring trained models: load a checkpoint, predict a split, read/write per-image predictions."""
+"""Scoring predictions: metrics per split, and the per-image predictions beside them.
+
+Evaluate (one backbone) and ensemble (the mean of several) both end in `write_and_score`, so
+their files and numbers have one shape.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,46 +11,31 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from stages.lib.data import UNLABELED, CachedSplit
+from stages.lib.config import Evaluate
+from stages.lib.data import UNLABELED
 from stages.lib.errors import UserError
+from stages.lib.io import write_text
 from stages.lib.metrics import split_metrics
-from stages.lib.models import build_model
-from stages.lib.training import load_checkpoint, predict
 
 
 SCORED_SPLITS = ("val", "test")  # train is never scored after training
 
 
-def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None,
-               classes=None):
-    """Rebuild the network from a checkpoint, refusing one that does not fit what the caller expects."""
-    ckpt = load_checkpoint(path)
-    meta = ckpt["meta"]
-    if classes is not None and list(meta["classes"]) != list(classes):
-        raise UserError(f"{path} was trained for classes {meta['classes']}, the data has {list(classes)}; "
-                        f"retrain it on this data (dvc repro)")
-    if backbone is not None and meta["backbone"] != backbone:
-        raise UserError(f"{path} holds a {meta['backbone']} model, not {backbone}; retrain it (dvc repro train@{backbone})")
-    if preprocess is not None and meta["preprocess"] != preprocess:
-        raise UserError(f"{path} was trained on images preprocessed with {meta['preprocess']}, the cache has "
-                        f"{preprocess}; rerun the pipeline (dvc repro)")
-    model = build_model(meta["backbone"], len(meta["classes"]), meta["dropout"], pretrained=False)
-    model.load_state_dict(ckpt["state_dict"])
-    return model, meta
+def write_and_score(outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray]], classes, out_dir: Path,
+                    e: Evaluate) -> dict:
+    """`outputs[split] = (names, labels, probs)` for each scored split -> <split>.csv in `out_dir`;
+    returns the metrics per split (None, with a note, when a split's labels are hidden)."""
+    report = {}
+    for split, (names, labels, probs) in outputs.items():
+        write_text(out_dir / f"{split}.csv", predictions_csv(names, labels, probs, classes))
+        report[split] = score_split(labels, probs, classes, e)
+        if report[split] is None:
+            report[f"{split}_note"] = "labels hidden: predictions written, not scored"
+    return report
 
 
-def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False):
-    """(file names, labels, probabilities [N, C]) for one cached split."""
-    data = CachedSplit(cache_dir, split)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
-    probs, labels, _ = predict(model, loader, device, hflip=hflip)
-    return data.names, labels, probs
-
-
-def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: dict) -> dict | None:
+def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> dict | None:
     """Metrics of the labelled images of a split (`e`: params' evaluate); None if none is labelled.
 
     A hidden-label test set still gets predictions; it just cannot be scored.
@@ -54,8 +43,7 @@ def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: dict) -> dict
     known = labels != UNLABELED
     if not known.any():
         return None
-    return split_metrics(labels[known], probs[known], classes, int(e["bootstrap_resamples"]), int(e["seed"]),
-                         int(e["calibration_bins"]))
+    return split_metrics(labels[known], probs[known], classes, e.bootstrap_resamples, e.seed, e.calibration_bins)
 
 
 def average_probabilities(probs: list[np.ndarray]) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Grad-CAM heatmaps through the maintained `grad-cam` package (pytorch_grad_cam).
 
 Chosen over a hand-written hook implementation: it handles gradient hooks, ReLU and per-image
-normalisation, and is what most CXR papers cite. We only choose the layer each architecture's
-Grad-CAM usually targets: the last convolutional stage, before global pooling.
+normalisation, and is what most CXR papers cite. The layer it targets is part of each backbone's
+record in models.py: the last convolutional stage, before global pooling.
 """
 from __future__ import annotations
 
@@ -12,21 +12,15 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from stages.lib.models import gradcam_layer
 from stages.lib.transforms import to_model_input
-
-TARGET_LAYER = {
-    "resnet18": lambda m: m.layer4[-1],
-    "densenet121": lambda m: m.features[-1],  # norm5, the last dense block's output
-    "efficientnet_b0": lambda m: m.features[-1],  # the final 1x1 conv block
-    "convnext_tiny": lambda m: m.features[-1],  # the last stage
-}
 
 
 def heatmaps(model: torch.nn.Module, backbone: str, images: torch.Tensor, targets: list[int]) -> np.ndarray:
     """Grad-CAM of class `targets[i]` for uint8 images [B,1,S,S]: float [B,S,S] in [0, 1]."""
     model.eval()
     x = to_model_input(images, next(model.parameters()).device)
-    with GradCAM(model=model, target_layers=[TARGET_LAYER[backbone](model)]) as cam:
+    with GradCAM(model=model, target_layers=[gradcam_layer(model, backbone)]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets]).astype(np.float32)
 
 

@@ -3,13 +3,16 @@
 - course:           {train,val,test}_images/ + {train,val,test}_data.csv (new_filename + one-hot
                     columns; a test CSV with only new_filename is a hidden-label test set)
 - folders:          {train,val,test}/<class>/*  (torchvision ImageFolder style)
-- kaggle-pneumonia: [chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*, class and patient from
-                    the file name (personN_bacteria_M.jpeg), plus an optional COVID-19 folder
-                    (covid/, covid-19/ or covid19/ beside chest_xray/, flat or with split folders)
+- kaggle-pneumonia: [chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*, class (bacteria/virus, or
+                    pneumonia when data.classes has it) and patient from the file name
+                    (personN_bacteria_M.jpeg), plus an optional COVID-19 folder (covid/, covid-19/
+                    or covid19/ beside chest_xray/, flat or with split folders)
 - manifest:         manifest.csv with path,label and optional split, patient_id columns
 
-Readers only parse; `check_paths` then refuses paths that escape the data folder and finds missing
-files, and `ensure_splits` makes the val (and, for a manifest without splits, the test) split.
+Labels are indices into `data.classes` (`classes` below); a label outside it is refused naming
+the file. Readers only parse; `check_paths` then refuses paths that escape the data folder and
+finds missing files, and `ensure_splits` makes the val (and, for a manifest without splits, the
+test) split.
 """
 from __future__ import annotations
 
@@ -25,29 +28,38 @@ from sklearn.model_selection import StratifiedGroupKFold
 from stages.lib.errors import UserError
 from stages.lib.formats import BadImage
 
-CLASSES = ("normal", "bacteria", "virus", "COVID-19")
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
-COURSE_COLUMNS = ("new_filename",) + CLASSES
 MANIFEST = "manifest.csv"
 OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
 COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
 # Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
-LABEL_ALIASES = {"normal": 0, "bacteria": 1, "bacterial": 1, "virus": 2, "viral": 2,
-                 "covid": 3, "covid19": 3}
+LABEL_ALIASES = {"bacterial": "bacteria", "viral": "virus", "covid": "covid19"}
 
 
 @dataclass(frozen=True)
 class Sample:
     path: Path            # the image file
     name: str             # how the cache index and predictions name it (unique within a split)
-    label: int | None     # index into CLASSES; None in a hidden-label test set
+    label: int | None     # index into data.classes; None in a hidden-label test set
     patient: str | None = None
     source: str = ""      # where it was listed, for messages (file:line)
 
 
-def parse_label(text: str) -> int | None:
-    return LABEL_ALIASES.get(re.sub(r"[-_\s]", "", text.strip().lower()))
+def label_key(text: str) -> str:
+    """How a label is compared: 'COVID-19', 'covid' and 'Covid_19' are one class."""
+    key = re.sub(r"[-_\s]", "", text.strip().lower())
+    return LABEL_ALIASES.get(key, key)
+
+
+def parse_label(text: str, classes) -> int | None:
+    """The index of `text` in `classes`, or None when it names none of them."""
+    keys = [label_key(c) for c in classes]
+    return keys.index(label_key(text)) if label_key(text) in keys else None
+
+
+def outside(label: str, classes) -> str:
+    return f"label {label!r} is not one of data.classes ({', '.join(classes)})"
 
 
 # --- detection -----------------------------------------------------------------------------------
@@ -66,35 +78,37 @@ def detect_layout(data_dir: Path) -> str:
                     "or set data.layout")
 
 
-def read_layout(data_dir: Path, layout: str) -> dict[str, list[Sample]]:
-    """Samples per split for `layout` ('auto' detects it); a split the data lacks is absent."""
+def read_layout(data_dir: Path, layout: str, classes) -> dict[str, list[Sample]]:
+    """Samples per split for `layout`, labelled over `classes`; a split the data lacks is absent."""
     readers = {"course": read_course, "folders": read_folders, "kaggle-pneumonia": read_kaggle,
                "manifest": read_manifest}
     if layout not in readers:
         raise UserError(f"data.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
-    return readers[layout](data_dir)
+    return readers[layout](data_dir, classes)
 
 
 # --- course --------------------------------------------------------------------------------------
 
-def read_course(data_dir: Path) -> dict[str, list[Sample]]:
-    return {split: read_course_split(data_dir, split) for split in SPLITS
+def read_course(data_dir: Path, classes) -> dict[str, list[Sample]]:
+    return {split: read_course_split(data_dir, split, classes) for split in SPLITS
             if split == "train" or (data_dir / f"{split}_data.csv").is_file()}
 
 
-def read_course_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
-    """Parse `<split>_data.csv`: new_filename plus one-hot columns (only new_filename for a hidden test set)."""
+def read_course_split(data_dir: str | os.PathLike, split: str, classes) -> list[Sample]:
+    """Parse `<split>_data.csv`: new_filename plus one-hot columns named by `classes` (only
+    new_filename for a hidden test set)."""
     data_dir = Path(data_dir)
     csv_path = data_dir / f"{split}_data.csv"
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found; the course layout needs {split}_data.csv beside {split}_images/")
     columns, rows = read_csv(csv_path)
     hidden = split == "test" and columns == ("new_filename",)
-    missing = [c for c in COURSE_COLUMNS if c not in columns]
+    expected = ("new_filename", *classes)
+    missing = [c for c in expected if c not in columns]
     if missing and not hidden:
         raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
-                        f"{','.join(COURSE_COLUMNS)} (a hidden-label test CSV may have new_filename only)")
-    samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden) for line, row in rows]
+                        f"{','.join(expected)} (data.classes; a hidden-label test CSV may have new_filename only)")
+    samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden, classes) for line, row in rows]
     if not samples:
         raise UserError(f"{csv_path} lists no images; add rows or remove the split")
     return samples
@@ -123,14 +137,14 @@ def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
                                 "save it as comma-separated CSV")
 
 
-def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool) -> Sample:
+def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool, classes) -> Sample:
     name = row["new_filename"]
     where = f"{csv_path}:{line}"
     label = None
     if not hidden:
-        onehot = [_zero_or_one(row[c], c, where, name) for c in CLASSES]
-        if sorted(onehot) != [0, 0, 0, 1]:
-            raise UserError(f"{where}: row for {name!r} must have exactly one 1 among {', '.join(CLASSES)}, "
+        onehot = [_zero_or_one(row[c], c, where, name) for c in classes]
+        if sorted(onehot) != [0] * (len(classes) - 1) + [1]:
+            raise UserError(f"{where}: row for {name!r} must have exactly one 1 among {', '.join(classes)}, "
                             f"got {onehot}; fix its label")
         label = onehot.index(1)
     return Sample(path=image_dir / name, name=name, label=label, source=where)
@@ -181,7 +195,7 @@ def _subdirs(folder: Path, name: str | None = None) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if p.is_dir() and (name is None or p.name.lower() == name)]
 
 
-def read_folders(data_dir: Path) -> dict[str, list[Sample]]:
+def read_folders(data_dir: Path, classes) -> dict[str, list[Sample]]:
     out = {}
     for split_dir in _subdirs(data_dir):
         split = split_dir.name.lower()
@@ -189,10 +203,10 @@ def read_folders(data_dir: Path) -> dict[str, list[Sample]]:
             continue
         samples = out.setdefault(split, [])
         for folder in _subdirs(split_dir):
-            label = parse_label(folder.name)
+            label = parse_label(folder.name, classes)
             if label is None:
-                raise UserError(f"{folder}: folder name {folder.name!r} is not one of the classes "
-                                f"{', '.join(CLASSES)}; rename or remove it")
+                raise UserError(f"{folder}: folder name {folder.name!r} is not one of data.classes "
+                                f"({', '.join(classes)}); rename or remove it, or add the class to data.classes")
             samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in _images_in(folder)]
     if "train" not in out:
         raise UserError(f"{data_dir}: the folders layout needs train/<class>/ folders")
@@ -208,46 +222,56 @@ def _kaggle_root(data_dir: Path) -> Path | None:
     return None
 
 
-def kaggle_sample(path: Path, data_dir: Path) -> Sample:
-    """NORMAL/IM-0115-0001.jpeg -> normal, IM-0115; PNEUMONIA/person1_bacteria_1.jpeg -> bacteria, person1."""
+def kaggle_sample(path: Path, data_dir: Path, classes) -> Sample:
+    """NORMAL/IM-0115-0001.jpeg -> normal, IM-0115; PNEUMONIA/person1_bacteria_1.jpeg -> bacteria
+    (or pneumonia, when that is one of `classes`), person1."""
     name = path.relative_to(data_dir).as_posix()
     stem = path.stem.lower()
-    if path.parent.name.lower() == "normal":
-        label = 0
-    elif "bacteria" in stem:
-        label = 1
-    elif "virus" in stem:
-        label = 2
+    if path.parent.name.lower() == "normal" or parse_label("pneumonia", classes) is not None:
+        label = path.parent.name.lower()
+    elif "bacteria" in stem or "virus" in stem:
+        label = "bacteria" if "bacteria" in stem else "virus"
     else:
         raise UserError(f"{path}: a PNEUMONIA file name must contain 'bacteria' or 'virus' (e.g. "
                         "person1_bacteria_1.jpeg); rename it or move it out of the data folder")
+    index = parse_label(label, classes)
+    if index is None:
+        raise UserError(f"{path}: {outside(label, classes)}; add it to data.classes or move the file out of the data folder")
     m = re.match(r"(person\d+)_|(?:normal2-)?(im-\d+)", stem)
     patient = (m.group(1) or m.group(2).upper()) if m else None
-    return Sample(path, name, label, patient)
+    return Sample(path, name, index, patient)
 
 
-def read_kaggle(data_dir: Path) -> dict[str, list[Sample]]:
+def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
     root = _kaggle_root(data_dir)
     if root is None:
         raise UserError(f"{data_dir}: kaggle-pneumonia needs chest_xray/train/NORMAL and chest_xray/train/PNEUMONIA")
     out = {}
     for split in SPLITS:
         for split_dir in _subdirs(root, split):
-            out.setdefault(split, []).extend(kaggle_sample(p, data_dir) for d in ("normal", "pneumonia")
+            out.setdefault(split, []).extend(kaggle_sample(p, data_dir, classes) for d in ("normal", "pneumonia")
                                              for folder in _subdirs(split_dir, d) for p in _images_in(folder))
     # Every COVID folder is read (covid/ and COVID-19/ side by side are both COVID-19 images).
     for covid in [p for p in _subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
+        images = _images_in(covid)
+        if not images:
+            continue
+        label = parse_label("COVID-19", classes)
+        if label is None:
+            raise UserError(f"{images[0]}: {outside('COVID-19', classes)}; add it to data.classes "
+                            f"or move {covid} out of the data folder")
         split_dirs = [p for p in _subdirs(covid) if p.name.lower() in SPLITS]
         # A flat COVID folder goes to train; ensure_splits then carves val from it by patient.
         for folder in split_dirs or [covid]:
             split = folder.name.lower() if split_dirs else "train"
-            out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), 3) for p in _images_in(folder))
+            out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), label)
+                                             for p in _images_in(folder))
     return out
 
 
 # --- manifest ------------------------------------------------------------------------------------
 
-def read_manifest(data_dir: Path) -> dict[str, list[Sample]]:
+def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
     csv_path = data_dir / MANIFEST
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found; the manifest layout needs {MANIFEST} with path,label columns")
@@ -262,10 +286,11 @@ def read_manifest(data_dir: Path) -> dict[str, list[Sample]]:
         split = row.get("split", "").lower() or "train"
         if split not in SPLITS:
             raise UserError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; fix the row")
-        label = parse_label(row["label"]) if row["label"] else None
+        label = parse_label(row["label"], classes) if row["label"] else None
         if label is None and (row["label"] or split != "test"):
-            raise UserError(f"{where}: label {row['label']!r} of {row['path']!r} is not one of {', '.join(CLASSES)}"
-                            " (only test rows may leave it empty); fix the label")
+            raise UserError(f"{where}: label {row['label']!r} of {row['path']!r} is not one of data.classes "
+                            f"({', '.join(classes)}; only test rows may leave it empty); fix the label or add "
+                            "the class to data.classes")
         out.setdefault(split, []).append(Sample(data_dir / row["path"], row["path"], label,
                                                 row.get("patient_id") or None, where))
     if not out:
@@ -302,7 +327,7 @@ def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
     return missing
 
 
-def drop_repeats(splits: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:
+def drop_repeats(splits: dict[str, list[Sample]], classes) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:
     """Keep one listing of a file listed twice in a split, and return the repeats per split as
     [first listing, repeat] for the data report. One file with two labels (in one split or two)
     is refused: it would train, or be scored, under both."""
@@ -316,7 +341,7 @@ def drop_repeats(splits: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample
             other = first.setdefault(key, s)
             if None not in (other.label, s.label) and other.label != s.label:
                 raise UserError(f"{other.source or other.path} and {s.source or s.path} give {s.path} two labels "
-                                f"({CLASSES[other.label]}, {CLASSES[s.label]}); keep only the right one")
+                                f"({classes[other.label]}, {classes[s.label]}); keep only the right one")
             if key in here:
                 repeats.setdefault(split, []).append([here[key].source or str(here[key].path), s.source or str(s.path)])
             else:
@@ -351,22 +376,23 @@ def split_off(samples: list[Sample], fraction: float, seed: int) -> tuple[list[S
     return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
 
 
-def ensure_splits(splits: dict[str, list[Sample]], p: dict) -> tuple[dict[str, list[Sample]], dict]:
+def ensure_splits(splits: dict[str, list[Sample]], p) -> tuple[dict[str, list[Sample]], dict]:
     """Make the test split (when none is given) and the val split (when missing or below data.min_val)
-    from train, seeded, stratified and grouped by patient. Returns the splits and what was done."""
-    seed, notes = int(p["seed"]), {}
+    from train, seeded, stratified and grouped by patient; `p` is params' `data`. Returns the splits
+    and what was done."""
+    seed, notes = p.seed, {}
     train = list(splits.get("train", []))
     if len(train) < 2:
         raise UserError("the training split has fewer than 2 images; add training data")
     test = splits.get("test")
     if test is None:
-        train, test = split_off(train, float(p["test_fraction"]), seed)
-        notes["test"] = f"split from train (data.test_fraction {p['test_fraction']}, grouped by patient)"
+        train, test = split_off(train, p.test_fraction, seed)
+        notes["test"] = f"split from train (data.test_fraction {p.test_fraction}, grouped by patient)"
     val = splits.get("val", [])
-    if len(val) < int(p["min_val"]):
-        train, val = split_off(train + val, float(p["val_fraction"]), seed)
-        notes["val"] = (f"given val had {len(splits.get('val', []))} images (< data.min_val {p['min_val']}); "
-                        f"split from train (data.val_fraction {p['val_fraction']}, grouped by patient)")
+    if len(val) < p.min_val:
+        train, val = split_off(train + val, p.val_fraction, seed)
+        notes["val"] = (f"given val had {len(splits.get('val', []))} images (< data.min_val {p.min_val}); "
+                        f"split from train (data.val_fraction {p.val_fraction}, grouped by patient)")
     return {"train": train, "val": val, "test": test}, notes
 
 

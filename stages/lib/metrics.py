@@ -12,15 +12,13 @@ from scipy.stats import rankdata
 from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix,
                              f1_score, precision_recall_fscore_support, roc_auc_score)
 
-from stages.lib.data import CLASSES
-
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Macro-F1 over the classes present in y_true: the number early stopping and reports use."""
     return float(f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes=CLASSES) -> dict:
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict:
     """accuracy, balanced accuracy, macro and weighted P/R/F1, per-class P/R/F1/support."""
     labels = list(range(len(classes)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
@@ -129,7 +127,7 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, statistic, resamples: in
     return [float(low), float(high)]
 
 
-def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes=CLASSES, resamples: int = 1000, seed: int = 0,
+def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes, resamples: int = 1000, seed: int = 0,
                   bins: int = 15) -> dict:
     """Everything reported for one split, from true labels and predicted probabilities."""
     y_true = np.asarray(y_true)
@@ -151,7 +149,7 @@ def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes=CLASSES, resamp
     return m
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class."""
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 

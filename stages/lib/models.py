@@ -1,9 +1,18 @@
-"""The four torchvision backbones with the study's head: Dropout(p) -> Linear(in_features, 4)."""
+"""The backbone registry: one record per network, and the study's head Dropout(p) -> Linear(in, classes).
+
+Built on torchvision's own registry (`get_model`, `get_model_weights`) rather than timm: the study
+fine-tuned torchvision's ImageNet weights, and timm's builds of the same names carry other weights
+and apply the head's dropout inside `forward_head` instead of as a module, so neither the numbers
+nor the checkpoints would stay the same. timm would add ViTs and hundreds of CNNs; a record here
+can name any torchvision classification model (`torchvision.models.list_models()`).
+
+Adding a backbone is one record below plus its name in params.yaml's `backbones`.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -11,53 +20,60 @@ from torchvision import models
 
 from stages.lib.errors import UserError
 
-# name -> (constructor, ImageNet weights enum member)
-BACKBONES: dict[str, tuple[Callable[..., nn.Module], models.WeightsEnum]] = {
-    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
-    "densenet121": (models.densenet121, models.DenseNet121_Weights.IMAGENET1K_V1),
-    "efficientnet_b0": (models.efficientnet_b0, models.EfficientNet_B0_Weights.IMAGENET1K_V1),
-    "convnext_tiny": (models.convnext_tiny, models.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
+
+@dataclass(frozen=True)
+class Backbone:
+    weights: str               # the ImageNet weights, pinned (a torchvision release may change DEFAULT)
+    classifier: str            # the attribute holding the classifier that the new head replaces
+    keep: int                  # leading modules of that classifier kept before the head (ConvNeXt's norm, flatten)
+    gradcam_layer: str         # Grad-CAM target: the last convolutional stage, before global pooling
+    study_val: tuple[float, float] | None = None  # the reference study's val (accuracy, macro-F1), if it has one
+
+
+BACKBONES: dict[str, Backbone] = {  # key: torchvision's model name
+    "resnet18": Backbone("IMAGENET1K_V1", "fc", 0, "layer4.1", (0.818, 0.846)),
+    "densenet121": Backbone("IMAGENET1K_V1", "classifier", 0, "features.norm5", (0.838, 0.836)),
+    # EfficientNet's own Dropout(0.2) is replaced by ours
+    "efficientnet_b0": Backbone("IMAGENET1K_V1", "classifier", 0, "features.8", (0.771, 0.798)),
+    "convnext_tiny": Backbone("IMAGENET1K_V1", "classifier", 2, "features.7", (0.839, 0.837)),
 }
 
 
-def check_backbone(name: str) -> None:
+def spec(name: str) -> Backbone:
+    """The record of backbone `name` (params are checked against the registry when they load)."""
     if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; train.backbones allows {', '.join(BACKBONES)}")
+        raise UserError(f"unknown backbone {name!r}; stages/lib/models.py has records for {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def weights(name: str) -> models.WeightsEnum:
+    return models.get_model_weights(name)[spec(name).weights]
 
 
 def build_model(backbone: str, num_classes: int, dropout: float, pretrained: bool) -> nn.Module:
     """A torchvision backbone whose classifier ends in the study's Dropout -> Linear head."""
-    check_backbone(backbone)
-    constructor, weights = BACKBONES[backbone]
-    model = constructor(weights=_available(weights, backbone) if pretrained else None)
-    _replace_head(model, backbone, num_classes, dropout)
+    record = spec(backbone)
+    model = models.get_model(backbone, weights=_available(weights(backbone), backbone) if pretrained else None)
+    old = getattr(model, record.classifier)
+    layers = list(old) if isinstance(old, nn.Sequential) else [old]
+    in_features = next(m.in_features for m in reversed(layers) if isinstance(m, nn.Linear))
+    setattr(model, record.classifier,
+            nn.Sequential(*layers[:record.keep], nn.Dropout(dropout), nn.Linear(in_features, num_classes)))
     return model
-
-
-def ensure_pretrained(backbone: str) -> None:
-    """Fetch the ImageNet weights now (or fail with how to provide them), e.g. once before N ranks start."""
-    check_backbone(backbone)
-    _available(BACKBONES[backbone][1], backbone)
 
 
 def head(model: nn.Module, backbone: str) -> nn.Sequential:
     """The replaced classifier: its last two modules are Dropout and Linear."""
-    return model.fc if backbone == "resnet18" else model.classifier
+    return getattr(model, spec(backbone).classifier)
 
 
-def _replace_head(model: nn.Module, backbone: str, num_classes: int, dropout: float) -> None:
-    def new_head(in_features: int) -> list[nn.Module]:
-        return [nn.Dropout(dropout), nn.Linear(in_features, num_classes)]
+def gradcam_layer(model: nn.Module, backbone: str) -> nn.Module:
+    return model.get_submodule(spec(backbone).gradcam_layer)
 
-    if backbone == "resnet18":
-        model.fc = nn.Sequential(*new_head(model.fc.in_features))
-    elif backbone == "densenet121":
-        model.classifier = nn.Sequential(*new_head(model.classifier.in_features))
-    elif backbone == "efficientnet_b0":  # its own Dropout(0.2) is replaced by ours
-        model.classifier = nn.Sequential(*new_head(model.classifier[-1].in_features))
-    else:  # convnext_tiny keeps LayerNorm2d + Flatten before the new head
-        norm, flatten, linear = model.classifier
-        model.classifier = nn.Sequential(norm, flatten, *new_head(linear.in_features))
+
+def ensure_pretrained(backbone: str) -> None:
+    """Fetch the ImageNet weights now (or fail with how to provide them), e.g. once before N ranks start."""
+    _available(weights(backbone), backbone)
 
 
 def _available(weights: models.WeightsEnum, backbone: str) -> models.WeightsEnum:

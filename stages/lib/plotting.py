@@ -11,15 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from stages.lib.evaluation import SCORED_SPLITS  # noqa: E402
 from stages.lib.io import atomic_path  # noqa: E402
 
-# The reference study's validation results (accuracy, macro-F1), printed beside ours.
-STUDY_VAL = {
-    "resnet18": (0.818, 0.846),
-    "densenet121": (0.838, 0.836),
-    "efficientnet_b0": (0.771, 0.798),
-    "convnext_tiny": (0.839, 0.837),
-}
 CURVE_METRICS = (("loss", "Loss"), ("macro_f1", "Macro-F1"), ("accuracy", "Accuracy"))
 
 
@@ -156,8 +150,8 @@ def reliability_grid(scores: dict[str, dict], split: str):
     return fig
 
 
-def comparison_bars(scores: dict[str, dict[str, dict]], split: str):
-    """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs; study val F1 as markers."""
+def comparison_bars(scores: dict[str, dict[str, dict]], split: str, study: dict[str, tuple[float, float]]):
+    """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs; `study` val F1 as markers."""
     keys = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("macro_auroc", "macro AUROC"))
     names = list(scores)
     x = np.arange(len(names))
@@ -169,8 +163,9 @@ def comparison_bars(scores: dict[str, dict[str, dict]], split: str):
         err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
         bars = ax.bar(x + (k - 1) * width, values, width, yerr=np.nan_to_num(err), capsize=3, label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center", color="white")
-    study = [STUDY_VAL.get(n, (np.nan, np.nan))[1] for n in names]
-    ax.scatter(x, study, marker="_", s=600, color="black", zorder=3, label="study val macro-F1")
+    if study:
+        ax.scatter(x, [study.get(n, (np.nan, np.nan))[1] for n in names], marker="_", s=600, color="black",
+                   zorder=3, label="study val macro-F1")
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Models compared on the {split} split (error bars: 95% bootstrap CI)")
@@ -231,31 +226,32 @@ def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str) -> list[
 
 
 def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
-                     figures: list[str], shortcut: dict | None = None, shown: str = "test") -> str:
+                     figures: list[str], study: dict[str, tuple[float, float]], shortcut: dict | None = None,
+                     shown: str = "test") -> str:
     """The report a user pastes into a paper: the study's table with CIs, per-class table, shortcut
-    audit, links. `shown` is the split of the per-class table (val when test labels are hidden)."""
+    audit, links. `study` holds the study's val (accuracy, macro-F1) per backbone, shown in a last
+    column when not empty; `shown` is the split of the per-class table (val when test labels are hidden)."""
     lines = ["# Results", ""]
     if synthetic:
         lines += ["> **SYNTHETIC DEMO DATA.** These numbers come from generated images, not chest X-rays:",
                   "> they show the pipeline works and say nothing about medicine.", ""]
     lines += ["Point estimates with 95% bootstrap confidence intervals (resampling images).", "",
               "| Model | Split | Accuracy [95% CI] | Macro precision | Macro recall | Macro-F1 [95% CI] | "
-              "Macro AUROC [95% CI] | ECE | Best epoch / run | Study val acc / F1 |",
-              "|---|---|---|---:|---:|---|---|---:|---:|---:|"]
+              "Macro AUROC [95% CI] | ECE | Best epoch / run |" + (" Study val acc / F1 |" if study else ""),
+              "|---|---|---|---:|---:|---|---|---:|---:|" + ("---:|" if study else "")]
     for name, s in scores.items():
         t = training.get(name, {})
-        study = STUDY_VAL.get(name)
-        ref = f"{study[0]:.3f} / {study[1]:.3f}" if study else "-"
-        for split in ("val", "test"):
+        ref = f"{study[name][0]:.3f} / {study[name][1]:.3f}" if name in study else "-"
+        for split in SCORED_SPLITS:
             m = s[split]
             if m is None:
-                lines.append(f"| {name} | {split} | labels hidden | | | | | | | |")
+                lines.append(f"| {name} | {split} | labels hidden | | | | | | |" + (" |" if study else ""))
                 continue
             lines.append(
                 f"| {name} | {split} | {_with_ci(m, 'accuracy')} | {_fmt(m['macro_precision'])} | "
                 f"{_fmt(m['macro_recall'])} | {_with_ci(m, 'macro_f1')} | {_with_ci(m, 'macro_auroc')} | "
-                f"{_fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} | "
-                f"{ref if split == 'val' else ''} |")
+                f"{_fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |"
+                + (f" {ref if split == 'val' else ''} |" if study else ""))
     if scores:
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
         lines += ["", f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')})."]

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score, recall_score
 
-from stages.lib.layouts import CLASSES
+from stages.lib.evaluation import SCORED_SPLITS
 
 NUMERIC = ("width", "height", "channels", "bit_depth", "file_bytes")
 
@@ -21,7 +21,7 @@ def features(facts: list[dict], formats: list[str]) -> np.ndarray:
                     dtype=np.float64)
 
 
-def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int) -> dict:
+def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int, classes) -> dict:
     """`splits`: split -> (facts, label) per image. Fits on train, scores each other labeled split:
     {"val": {"macro_f1", "per_class_recall"}, "test": {...}, "features": [...]}."""
     formats = sorted({f["format"] for rows in splits.values() for f, _ in rows})
@@ -29,7 +29,7 @@ def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int) 
     model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
     model.fit(features([f for f, _ in train], formats), [y for _, y in train])
     out = {}
-    for split in ("val", "test"):
+    for split in SCORED_SPLITS:
         rows = [(f, y) for f, y in splits.get(split, []) if y is not None]
         if not rows:
             continue  # a hidden-label test set cannot be scored
@@ -39,7 +39,7 @@ def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int) 
         recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
         out[split] = {
             "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
-            "per_class_recall": {CLASSES[c]: round(float(r), 4) for c, r in zip(present, recall)},
+            "per_class_recall": {classes[c]: round(float(r), 4) for c, r in zip(present, recall)},
         }
     out["features"] = list(NUMERIC) + [f"format={x}" for x in formats]
     return out

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from stages.lib.data import CLASSES, SPLITS
+from stages.lib.config import STUDY_CLASSES as CLASSES
+from stages.lib.layouts import SPLITS
 
 CANVAS = 256  # drawing resolution; the result is resized to the final image size
 DEFAULT_FRACTIONS = (0.27, 0.40, 0.25, 0.08)  # normal, bacteria, virus, COVID-19

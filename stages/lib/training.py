@@ -1,4 +1,4 @@
-"""The training loop: one epoch of training, one pass of prediction, and `fit` around them.
+"""The training loop: the loaders, one epoch of training, validation, and `fit` around them.
 
 Train metrics come from the training pass itself (predictions on the augmented, resampled
 batches), not from a second inference pass over the training set as the study did: that pass cost
@@ -6,11 +6,7 @@ a third of the compute and measures the same thing less honestly.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-import os
-import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -22,15 +18,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from stages.lib import distributed
+from stages.lib.checkpoints import rng_state, set_rng_state
+from stages.lib.config import Augment, Train
 from stages.lib.data import CachedSplit, balanced_sampler, class_weights
 from stages.lib.errors import UserError
-from stages.lib.io import atomic_path
+from stages.lib.inference import predict
 from stages.lib.metrics import macro_f1
+from stages.lib.runtime import channels_last, precision, resolve_workers
 from stages.lib.transforms import to_model_input, train_augment
 
 
 MAX_NON_FINITE_FP16 = 5
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -42,34 +40,6 @@ class EpochResult:
     seconds: float = float("nan")
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed every RNG; `deterministic` also forbids the GPU kernels that vary run to run.
-
-    On CPU the run is reproducible either way. On CUDA, cuDNN autotuning (on unless
-    deterministic) and atomics in some backward kernels make the last digits vary.
-    """
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_workers(setting, device: torch.device) -> int:
-    """`auto`: no workers on CPU (they would steal the cores the model needs), else up to 8 per
-    process, sharing the machine's cores with the other processes training on it."""
-    if setting != "auto":
-        return int(setting)
-    cores = (os.cpu_count() or 1) // distributed.local_world_size()
-    return 0 if device.type == "cpu" else max(1, min(8, cores))
-
-
 def _seed_worker_augment(_worker_id: int) -> None:
     # torch gives each worker a distinct seed derived from the loader's seeded generator;
     # albumentations keeps its own RNG, so hand that seed on or every worker repeats the others.
@@ -78,46 +48,42 @@ def _seed_worker_augment(_worker_id: int) -> None:
         info.dataset.augment.set_random_seed(torch.initial_seed() % 2**32)
 
 
-def make_loaders(cache_dir: str, t: dict, augment: dict, device: torch.device) -> tuple[DataLoader, DataLoader]:
+class EpochLoader(DataLoader):
+    """A DataLoader that draws the same random numbers whatever its number of workers.
+
+    Each fresh iterator draws a base seed from the loader's generator, which the sampler shares.
+    Persistent workers reuse one iterator, so from the second epoch on they would skip that draw
+    and sample other images than 0 workers do (and a resumed run other images than an
+    uninterrupted one); the draw is made here instead.
+    """
+
+    def __iter__(self):
+        if self._iterator is not None:  # persistent workers: the iterator is reused
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return super().__iter__()
+
+
+def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.device) -> tuple[DataLoader, DataLoader]:
     """Class-balanced, augmented train loader and a plain val loader over the cache.
 
     Under DDP each rank gets every N-th index of the shared sampled stream and of the val set;
     the augmentations are seeded per rank so the ranks do not draw identical transforms.
     """
-    seed, rank, world = int(t["seed"]), distributed.rank(), distributed.world_size()
-    train_set = CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=seed + rank))
+    rank, world = distributed.rank(), distributed.world_size()
+    train_set = CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=t.seed + rank))
     val_set = CachedSplit(cache_dir, "val")
-    workers = resolve_workers(t["num_workers"], device)
+    workers = resolve_workers(t.num_workers, device)
     common = dict(
-        batch_size=int(t["batch_size"]), num_workers=workers, pin_memory=device.type == "cuda",
+        batch_size=t.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, worker_init_fn=_seed_worker_augment if workers else None,
     )
-    generator = torch.Generator().manual_seed(seed)  # the same on every rank: one shared stream
+    generator = torch.Generator().manual_seed(t.seed)  # the same on every rank: one shared stream
     sampler = balanced_sampler(train_set.labels, generator)
     if world > 1:
         sampler = distributed.RankShard(sampler, rank, world)
-    train_loader = DataLoader(train_set, sampler=sampler, generator=generator, **common)
-    val_loader = DataLoader(val_set, sampler=range(rank, len(val_set), world), **common)
+    train_loader = EpochLoader(train_set, sampler=sampler, generator=generator, **common)
+    val_loader = EpochLoader(val_set, sampler=range(rank, len(val_set), world), **common)
     return train_loader, val_loader
-
-
-def autocast_dtype(precision: str, amp: bool, device: torch.device) -> torch.dtype:
-    """The compute dtype: `train.precision` on CUDA (`auto`: bf16 where the GPU has it, else
-    fp16), fp32 on CPU or when `train.amp` is false."""
-    if not amp or device.type != "cuda" or precision == "fp32":
-        return torch.float32
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"train.precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use auto or fp16")
-    return PRECISIONS[precision]
-
-
-def precision(t: dict, device: torch.device):
-    """(autocast context, GradScaler) for params' `train`; only fp16 needs the scaler."""
-    dtype = autocast_dtype(t.get("precision", "auto"), bool(t["amp"]), device)
-    ctx = contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
-    return ctx, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocast, desc: str) -> EpochResult:
@@ -128,7 +94,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocas
                disable=None if distributed.is_main() else True)
     start = time.perf_counter()
     for batch, (x, y) in enumerate(bar, start=1):
-        x = to_model_input(x, device, channels_last=device.type == "cuda")
+        x = to_model_input(x, device, channels_last=channels_last(device))
         y = y.to(device, non_blocking=True)
         with autocast:
             logits = model(x)
@@ -153,32 +119,6 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocas
     return _epoch_result(losses.sum(), y_true, y_pred, seconds)
 
 
-@torch.no_grad()
-def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=None,
-            hflip: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion).
-
-    `hflip` averages the probabilities of each image and its mirror (test-time augmentation).
-    """
-    model.eval()
-    probs, labels, total_loss = [], [], 0.0
-    for x, y in loader:
-        x = to_model_input(x, device, channels_last=device.type == "cuda")
-        y = y.to(device, non_blocking=True)
-        with autocast:
-            logits = model(x)
-            mirrored = model(x.flip(-1)) if hflip else None
-        if criterion is not None:
-            total_loss += criterion(logits.float(), y).item() * len(y)
-        p = torch.softmax(logits.float(), 1)
-        if mirrored is not None:
-            p = (p + torch.softmax(mirrored.float(), 1)) / 2
-        probs.append(p.cpu())
-        labels.append(y.cpu())
-    labels = torch.cat(labels).numpy()
-    return torch.cat(probs).numpy(), labels, (total_loss / len(labels) if criterion is not None else float("nan"))
-
-
 def _epoch_result(total_loss: float, y_true: np.ndarray, y_pred: np.ndarray, seconds: float = float("nan")) -> EpochResult:
     return EpochResult(
         loss=float(total_loss) / len(y_true), accuracy=float((y_true == y_pred).mean()),
@@ -193,13 +133,12 @@ def validate(model, loader, device, autocast, criterion) -> EpochResult:
     return _epoch_result(losses.sum(), labels, preds)
 
 
-def make_scheduler(optimizer, t: dict):
+def make_scheduler(optimizer, t: Train):
     """ReduceLROnPlateau on val macro-F1 (the study's default) or cosine annealing."""
-    if t["scheduler"] == "plateau":
-        pl = t["plateau"]
+    if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=pl["factor"], patience=pl["patience"], min_lr=t["min_lr"])
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(t["epochs"]), eta_min=t["min_lr"])
+            optimizer, mode="max", factor=t.plateau.factor, patience=t.plateau.patience, min_lr=t.min_lr)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.min_lr)
 
 
 @dataclass
@@ -216,7 +155,7 @@ def fit(
     model: nn.Module,
     train_loader: DataLoader,
     val_loader: DataLoader,
-    t: dict,
+    t: Train,
     device: torch.device,
     name: str,
     resume: dict | None = None,
@@ -231,14 +170,15 @@ def fit(
     receives, after every epoch, everything needed to continue (`resume`) exactly where it stopped.
     """
     model.to(device)
-    if device.type == "cuda":
+    if channels_last(device):
         model.to(memory_format=torch.channels_last)
-    weights = torch.as_tensor(class_weights(train_loader.dataset.labels), dtype=torch.float32, device=device)
+    train_set = train_loader.dataset
+    weights = torch.as_tensor(class_weights(train_set.labels, len(train_set.classes)), dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = make_scheduler(optimizer, t)
-    autocast, scaler = precision(t, device)
-    epochs, patience = int(t["epochs"]), int(t["early_stopping_patience"])
+    autocast, scaler = precision(t.precision, device)
+    epochs, patience = t.epochs, t.early_stopping_patience
     main = distributed.is_main()
 
     progress = Progress()
@@ -250,12 +190,12 @@ def fit(
         set_rng_state(resume["rng"], train_loader)
         progress = Progress(**resume["progress"])
         if distributed.rank() > 0:  # the checkpoint holds rank 0's augmentation RNGs only
-            train_loader.dataset.augment.set_random_seed(int(t["seed"]) + distributed.rank() + 7919 * progress.epoch)
+            train_loader.dataset.augment.set_random_seed(t.seed + distributed.rank() + 7919 * progress.epoch)
 
     # Weights are read and saved through `model`; the forward passes go through `net`, which adds
     # DDP's gradient averaging and, when asked, torch.compile's fused kernels.
     net = distributed.wrap(model, device)
-    if t.get("compile", False):
+    if t.compile:
         net = torch.compile(net)
 
     for epoch in range(progress.epoch + 1, epochs + 1):
@@ -281,7 +221,7 @@ def fit(
                 on_best(model, epoch, val.macro_f1)
         else:
             progress.stale += 1
-        if t["scheduler"] == "plateau":
+        if t.scheduler == "plateau":
             scheduler.step(val.macro_f1)
         else:
             scheduler.step()
@@ -298,62 +238,3 @@ def fit(
                            f"{progress.best_val_macro_f1:.4f} at epoch {progress.best_epoch}")
             break
     return progress
-
-
-# --- random state: everything a resumed run needs to draw what the uninterrupted run drew -------
-
-def _augment_rngs(loader: DataLoader) -> list:
-    augment = loader.dataset.augment
-    return [augment, *augment.transforms] if augment is not None else []
-
-
-def rng_state(loader: DataLoader) -> dict:
-    """Python, NumPy, torch (CPU, CUDA), the sampler's generator and the augmentation RNGs.
-
-    Plain types and tensors only, so the checkpoint loads with weights_only=True. (With DataLoader
-    workers the augmentations run in the workers, whose RNGs are not captured: see the README.)
-    """
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "sampler": loader.generator.get_state(),
-        "augment": [(a.random_generator.bit_generator.state, a.py_random.getstate()) for a in _augment_rngs(loader)],
-    }
-
-
-def set_rng_state(state: dict, loader: DataLoader) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    loader.generator.set_state(state["sampler"])
-    for a, (np_state, py_state) in zip(_augment_rngs(loader), state["augment"]):
-        a.random_generator.bit_generator.state = np_state
-        a.py_random.setstate(py_state)
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
-    """Weights plus plain metadata, loadable with torch.load(weights_only=True)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "meta": copy.deepcopy(meta)}, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise UserError(f"{path} not found; train it first (dvc repro train)") from err
-    except Exception as err:
-        raise UserError(f"{path} is not a checkpoint written by the train stage ({err.__class__.__name__}); "
-                        f"retrain it (dvc repro --force train)") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
-        raise UserError(f"{path} lacks state_dict/meta; retrain it with this version of the train stage")
-    return ckpt

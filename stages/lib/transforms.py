@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from stages.lib.config import Augment, Preprocess
+
 # ImageNet statistics: the backbones are ImageNet-pretrained and see the gray image on 3 channels.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,16 +25,14 @@ def crop_size(img_size: int, center_crop_ratio: float) -> int:
     return int(img_size * center_crop_ratio)
 
 
-def preprocess_transform(p: dict) -> A.Compose:
+def preprocess_transform(p: Preprocess) -> A.Compose:
     """The study's base preprocessing; `p` is params.yaml's `preprocess` section.
 
     As in the study, SmallestMaxSize scales the short side to img_size, the centre crop keeps
     `center_crop_ratio` of that, and Resize brings the crop back to img_size.
     """
-    size = int(p["img_size"])
-    crop = crop_size(size, float(p["center_crop_ratio"]))
-    clip = float(p["clahe_clip_limit"])
-    tiles = int(p["clahe_tile_grid"])
+    size, crop = p.img_size, crop_size(p.img_size, p.center_crop_ratio)
+    clip, tiles = p.clahe_clip_limit, p.clahe_tile_grid
     return A.Compose([
         # A fixed (clip, clip) range: a bare float makes albumentations sample clip in [1, clip],
         # which would make the cached images random.
@@ -43,7 +43,7 @@ def preprocess_transform(p: dict) -> A.Compose:
     ])
 
 
-def train_augment(a: dict, seed: int | None = None) -> A.Compose:
+def train_augment(a: Augment, seed: int | None = None) -> A.Compose:
     """The study's train-time augmentation in albumentations 2.x; `a` is params.yaml's `augment`.
 
     Mapping from the study's albumentations 1.x calls:
@@ -54,21 +54,21 @@ def train_augment(a: dict, seed: int | None = None) -> A.Compose:
       1.x sampled the variance; the range is the same.
     - RandomBrightnessContrast and HorizontalFlip are unchanged.
     """
-    var_lo, var_hi = a["noise_var_limit"]
+    var_lo, var_hi = a.noise_var_limit
     return A.Compose([
         A.Affine(
-            translate_percent=(-a["shift_limit"], a["shift_limit"]),
-            scale=(1 - a["scale_limit"], 1 + a["scale_limit"]),
-            rotate=(-a["rotate_limit"], a["rotate_limit"]),
+            translate_percent=(-a.shift_limit, a.shift_limit),
+            scale=(1 - a.scale_limit, 1 + a.scale_limit),
+            rotate=(-a.rotate_limit, a.rotate_limit),
             border_mode=cv2.BORDER_REFLECT,
-            p=a["affine_p"],
+            p=a.affine_p,
         ),
         A.RandomBrightnessContrast(
-            brightness_limit=a["brightness_limit"], contrast_limit=a["contrast_limit"],
-            p=a["brightness_contrast_p"],
+            brightness_limit=a.brightness_limit, contrast_limit=a.contrast_limit,
+            p=a.brightness_contrast_p,
         ),
-        A.GaussNoise(std_range=(math.sqrt(var_lo) / 255, math.sqrt(var_hi) / 255), p=a["noise_p"]),
-        A.HorizontalFlip(p=a["hflip_p"]),
+        A.GaussNoise(std_range=(math.sqrt(var_lo) / 255, math.sqrt(var_hi) / 255), p=a.noise_p),
+        A.HorizontalFlip(p=a.hflip_p),
     ], seed=seed)
 
 

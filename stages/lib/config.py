@@ -1,0 +1,310 @@
+"""Every param of params.yaml, declared once: type, default (the study's), allowed values, meaning.
+
+`stages.lib.io.load_params` validates params.yaml against `Config` before any work starts, and
+stages read `cfg.train.lr`. Validation is strict: a quoted "0.1" or "false" is refused, never
+converted, and every key must be present (a default used silently would be a value DVC does not
+track). docs/params.md is generated from the descriptions here (`python -m stages.lib.config`).
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from typing import Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from stages.lib.errors import UserError
+
+STUDY_CLASSES = ("normal", "bacteria", "virus", "COVID-19")
+STUDY_BACKBONES = ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+# Keys that no longer exist, and what to write instead.
+REMOVED = {
+    "train.amp": "train.amp was removed: train.precision is the one mixed-precision knob (auto | bf16 | fp16 | "
+                 "fp32; amp: false is precision: fp32); delete train.amp",
+    "train.backbones": "train.backbones moved to the top level: write `backbones: [...]` beside `train:`, "
+                       "not inside it",
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+def _allows(text: str) -> dict:
+    """What a field checked by its own validator accepts (for messages and docs/params.md)."""
+    return {"allowed": text}
+
+
+def refuse(rule: str, show_value: bool = True) -> PydanticCustomError:
+    """A validation error whose message is `rule` ("must be ..."), shown after the key's name."""
+    return PydanticCustomError("rule" if show_value else "sentence", rule)
+
+
+class Preprocess(Section):
+    img_size: int = Field(256, ge=32, le=1024, description="final square size fed to the networks (px)")
+    center_crop_ratio: float = Field(0.9, gt=0, le=1, description="share of the short side kept by the centre crop")
+    clahe_clip_limit: float = Field(1.5, gt=0, le=40, description="CLAHE clip limit (fixed, not sampled)")
+    clahe_tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side (8 -> 8x8)")
+
+
+class Data(Section):
+    layout: Literal["auto", "course", "folders", "kaggle-pneumonia", "manifest"] = Field(
+        "auto", description="dataset layout under data/; auto detects it (README 'Bring your own data')")
+    classes: list[str] = Field(
+        default_factory=lambda: list(STUDY_CLASSES), json_schema_extra=_allows("two or more distinct names"),
+        description="the label set, in output order; other labels are refused (Kaggle: [normal, bacteria, virus] "
+                    "or [normal, pneumonia])")
+    val_fraction: float = Field(
+        0.15, gt=0, le=0.5, description="share of train held out as val when val is missing or too small")
+    min_val: int = Field(20, ge=0, description="a smaller given val split is merged into train and re-split")
+    test_fraction: float = Field(
+        0.15, gt=0, le=0.5, description="share of train held out as test when the layout has none")
+    seed: int = Field(42, ge=0, lt=2**32, description="seeds the drawn val/test splits and the shortcut audit")
+    max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard: larger images are refused")
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="error: stop at the first unreadable/missing/oversized file; skip: skip and report all")
+    on_leak: Literal["warn", "error"] = Field(
+        "warn", description="warn: loud line + report; error: refuse splits sharing patients or (near) duplicates")
+    near_duplicate_distance: int = Field(
+        20, ge=0, le=256, description="max Hamming distance (of 256 pHash bits) of a near duplicate")
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_names(cls, classes: list[str]) -> list[str]:
+        from stages.lib.layouts import label_key  # the spelling rules labels are matched with
+
+        keys = [label_key(c) for c in classes]
+        if len(classes) < 2 or "" in keys or len(set(keys)) < len(keys) or any("," in c for c in classes):
+            raise refuse("must be two or more distinct class names (no commas), e.g. [normal, pneumonia]")
+        return classes
+
+
+class Augment(Section):
+    shift_limit: float = Field(
+        0.02, ge=0, le=0.5, description="ShiftScaleRotate shift (fraction of the side), as Affine translate")
+    scale_limit: float = Field(0.08, ge=0, lt=1, description="ShiftScaleRotate scale: zoom in 1 +- scale_limit")
+    rotate_limit: float = Field(5, ge=0, le=180, description="ShiftScaleRotate rotation (degrees, +-)")
+    affine_p: float = Field(0.7, ge=0, le=1, description="probability of the shift/scale/rotate")
+    brightness_limit: float = Field(0.1, ge=0, le=1, description="RandomBrightnessContrast brightness")
+    contrast_limit: float = Field(0.15, ge=0, le=1, description="RandomBrightnessContrast contrast")
+    brightness_contrast_p: float = Field(0.7, ge=0, le=1, description="probability of the brightness/contrast change")
+    noise_var_limit: list[float] = Field(
+        default_factory=lambda: [5.0, 15.0], json_schema_extra=_allows("[low, high], 0 <= low <= high"),
+        description="GaussNoise pixel variance (-> std_range in albumentations 2.x)")
+    noise_p: float = Field(0.15, ge=0, le=1, description="probability of Gaussian noise")
+    hflip_p: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+
+    @field_validator("noise_var_limit")
+    @classmethod
+    def _low_high(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not 0 <= v[0] <= v[1]:
+            raise refuse("must be two numbers [low, high] with 0 <= low <= high")
+        return v
+
+
+class Plateau(Section):
+    factor: float = Field(0.5, gt=0, lt=1, description="ReduceLROnPlateau: lr *= factor when val macro-F1 stalls")
+    patience: int = Field(3, ge=0, description="ReduceLROnPlateau: epochs without a gain before lowering lr")
+
+
+class Train(Section):
+    pretrained: bool = Field(True, description="ImageNet weights via torchvision's weights API; false = from scratch")
+    lr: float = Field(5e-5, gt=0, le=1, description="AdamW learning rate")
+    weight_decay: float = Field(2e-4, ge=0, le=1, description="AdamW weight decay")
+    batch_size: int = Field(16, ge=1, description="images per step, per process")
+    epochs: int = Field(50, ge=1, description="upper bound; early stopping usually ends sooner")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the new Linear head")
+    scheduler: Literal["plateau", "cosine"] = Field(
+        "plateau", description="plateau: ReduceLROnPlateau on val macro-F1; cosine: annealing over the epochs")
+    plateau: Plateau = Field(default_factory=Plateau, description="the plateau scheduler's settings")
+    min_lr: float = Field(1e-7, ge=0, description="learning-rate floor of both schedulers")
+    early_stopping_patience: int = Field(10, ge=1, description="epochs without a val macro-F1 gain before stopping")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "auto", description="CUDA compute dtype (autocast): auto = bf16 where the GPU has it, else fp16 + "
+                            "GradScaler; fp32 = no mixed precision. CPU runs fp32")
+    compile: bool = Field(False, description="torch.compile the model (the first epoch compiles)")
+    nproc: int = Field(
+        1, ge=1, description="processes (GPUs) training one backbone with DDP; > 1 re-launches via torchrun")
+    seed: int = Field(42, ge=0, lt=2**32, description="seeds Python, NumPy, torch, the sampler and the augmentations")
+    deterministic: bool = Field(
+        False, description="deterministic CUDA kernels (slower); CPU runs are reproducible anyway")
+    num_workers: Union[Literal["auto"], int] = Field(
+        "auto", json_schema_extra=_allows("auto or an integer from 0 to 64"),
+        description="DataLoader workers; auto = 0 on CPU, min(8, cores per process) on GPU")
+
+    @field_validator("num_workers", mode="plain")
+    @classmethod
+    def _auto_or_count(cls, v):
+        if v == "auto" or (type(v) is int and 0 <= v <= 64):
+            return v
+        raise refuse("must be auto or an integer from 0 to 64")
+
+
+class Evaluate(Section):
+    batch_size: int = Field(64, ge=1, description="inference batch")
+    tta_hflip: bool = Field(False, description="average each image's probabilities with its mirror's")
+    bootstrap_resamples: int = Field(1000, ge=0, description="resamples for the 95% confidence intervals (0: none)")
+    seed: int = Field(0, ge=0, lt=2**32, description="bootstrap seed")
+    calibration_bins: int = Field(
+        15, ge=1, le=1000, description="equal-width confidence bins for ECE and reliability diagrams")
+    gradcam_per_class: int = Field(2, ge=1, le=16, description="images per class shown with Grad-CAM")
+
+
+class Synthetic(Section):
+    """The demo's generated films: demo/params.yaml only (the top-level pipeline reads real data)."""
+    seed: int = Field(0, ge=0, lt=2**32, description="draws the synthetic films (same seed, same pixels)")
+    train: int = Field(360, ge=8, description="synthetic training films")
+    val: int = Field(90, ge=4, description="synthetic validation films")
+    test: int = Field(90, ge=4, description="synthetic test films")
+
+
+OPTIONAL_SECTIONS = {"synthetic"}  # may be absent: only demo/params.yaml has it
+
+
+class Config(Section):
+    """params.yaml. `backbones` sits outside `train` so the train stage can depend on `train` whole."""
+    preprocess: Preprocess = Field(default_factory=Preprocess, description="run once per image")
+    data: Data = Field(default_factory=Data, description="reading data/")
+    augment: Augment = Field(default_factory=Augment, description="train-time augmentation")
+    backbones: list[str] = Field(
+        default_factory=lambda: list(STUDY_BACKBONES),
+        json_schema_extra=_allows("distinct names, each with a record in stages/lib/models.py"),
+        description="the networks trained and compared; dvc.yaml loops over them")
+    train: Train = Field(default_factory=Train, description="training")
+    evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
+    synthetic: Union[Synthetic, None] = Field(
+        None, description="demo/params.yaml only: the synthetic films its first stage writes")
+
+    @field_validator("backbones")
+    @classmethod
+    def _registered(cls, names: list[str]) -> list[str]:
+        from stages.lib.models import BACKBONES  # the registry imports torchvision: only when validating
+
+        unknown = [n for n in names if n not in BACKBONES]
+        if unknown:
+            raise refuse(f"lists {unknown[0]!r}, which has no record in stages/lib/models.py (records: "
+                         f"{', '.join(BACKBONES)}); add its record there or remove the name", show_value=False)
+        if not names or len(set(names)) < len(names):
+            raise refuse("must be a non-empty list of distinct names")
+        return names
+
+
+def validate(raw, source: str = "params.yaml") -> Config:
+    """The Config in `raw` (params.yaml as read), or a UserError: one line naming `source`, the
+    dotted key and the fix. Keys are checked first (removed, unknown, missing), then values."""
+    _check_keys(raw, Config, "", source)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(f"{source}: {_explain(err.errors()[0])}") from None
+
+
+def _check_keys(raw, model: type[BaseModel], prefix: str, source: str) -> None:
+    where = prefix.rstrip(".") or "the file"
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: {where} must be a mapping of keys (see docs/params.md), got {raw!r}")
+    fields = model.model_fields
+    for key in raw:
+        dotted = f"{prefix}{key}"
+        if dotted in REMOVED:
+            raise UserError(f"{source}: {REMOVED[dotted]}")
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"{where} has {', '.join(fields)}"
+            raise UserError(f"{source}: unknown key {dotted}; {hint}")
+    for key, field in fields.items():
+        dotted = f"{prefix}{key}"
+        if key not in raw and dotted in OPTIONAL_SECTIONS:
+            continue
+        if key not in raw:
+            default = field.get_default(call_default_factory=True)
+            default = default.model_dump() if isinstance(default, BaseModel) else default
+            raise UserError(f"{source}: {dotted} is missing; add it (default: {_yaml({key: default})}). "
+                            f"Every param must be in {source}, where DVC tracks it")
+        sub = _section(field)
+        if sub is not None and raw[key] is not None:
+            _check_keys(raw[key], sub, f"{dotted}.", source)
+
+
+def _explain(error: dict) -> str:
+    """'<dotted key> must be <rule>, got <value>' for one pydantic error."""
+    loc = [str(part) for part in error["loc"] if isinstance(part, str)]
+    key, value = ".".join(loc), error["input"]
+    if error["type"] == "sentence":
+        return f"{key} {error['msg']}"
+    if error["type"] == "rule":
+        rule = error["msg"]
+    else:
+        rule = f"must be {allowed(_field(loc))}" if _field(loc) else error["msg"].replace("Input should be", "must be")
+    quoted = isinstance(value, str) and re.fullmatch(r"[-+.\deE]+|true|false", value.strip(), re.IGNORECASE)
+    return f"{key} {rule}, got {value!r}" + ("; write it without quotes" if quoted else "")
+
+
+def _field(loc: list[str]) -> FieldInfo | None:
+    model, field = Config, None
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        model = _section(field)
+    return field
+
+
+def allowed(field: FieldInfo) -> str:
+    """What a field accepts, from its declaration: 'an integer from 32 to 1024'."""
+    if field.json_schema_extra:
+        return field.json_schema_extra["allowed"]
+    kind = field.annotation
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(str, get_args(kind)))
+    noun = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, getattr(kind, "__name__", str(kind)))
+    limits = {k: getattr(m, k) for m in field.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+    if "ge" in limits and "le" in limits:
+        return f"{noun} from {limits['ge']} to {limits['le']}"
+    low = f"[{limits['ge']}" if "ge" in limits else f"({limits['gt']}" if "gt" in limits else ""
+    high = f"{limits['le']}]" if "le" in limits else f"{limits['lt']})" if "lt" in limits else ""
+    if low and high:
+        return f"{noun} in {low}, {high}"
+    return " ".join([noun] + [f"{op} {limits[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                              if k in limits])
+
+
+def _section(field: FieldInfo) -> type[BaseModel] | None:
+    kinds = [k for k in get_args(field.annotation) if k is not type(None)] or [field.annotation]  # Optional[X] -> X
+    return kinds[0] if isinstance(kinds[0], type) and issubclass(kinds[0], BaseModel) else None
+
+
+def sections(model: type[BaseModel] = Config, prefix: str = ""):
+    """(dotted key, FieldInfo, sub-model or None) for every param, depth first, in declaration order."""
+    for name, field in model.model_fields.items():
+        sub = _section(field)
+        yield prefix + name, field, sub
+        if sub is not None:
+            yield from sections(sub, f"{prefix}{name}.")
+
+
+def params_table() -> str:
+    """The Markdown table of docs/params.md: every param with its default, allowed values and meaning."""
+    defaults = Config(synthetic=Synthetic()).model_dump()
+    rows = ["| param | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, field, sub in sections():
+        if sub is None:
+            value = defaults
+            for part in key.split("."):
+                value = value[part]
+            rows.append(f"| `{key}` | `{_yaml(value)}` | {allowed(field)} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).removesuffix("\n...\n").strip()
+
+
+if __name__ == "__main__":  # python -m stages.lib.config > table, pasted into docs/params.md
+    sys.stdout.write(params_table())

@@ -1,0 +1,86 @@
+"""Running a trained model: rebuild it from its checkpoint, and class probabilities for a loader.
+
+Used by training (validation), evaluate and predict, so all three score images the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch.utils.data import DataLoader
+
+from stages.lib.checkpoints import load_checkpoint
+from stages.lib.config import Preprocess
+from stages.lib.data import CachedSplit
+from stages.lib.errors import UserError
+from stages.lib.models import build_model
+from stages.lib.runtime import channels_last
+from stages.lib.transforms import to_model_input
+
+
+@torch.no_grad()
+def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=None,
+            hflip: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion).
+
+    `hflip` averages the probabilities of each image and its mirror (test-time augmentation).
+    """
+    model.eval()
+    probs, labels, total_loss = [], [], 0.0
+    for x, y in loader:
+        x = to_model_input(x, device, channels_last=channels_last(device))
+        y = y.to(device, non_blocking=True)
+        with autocast:
+            logits = model(x)
+            mirrored = model(x.flip(-1)) if hflip else None
+        if criterion is not None:
+            total_loss += criterion(logits.float(), y).item() * len(y)
+        p = torch.softmax(logits.float(), 1)
+        if mirrored is not None:
+            p = (p + torch.softmax(mirrored.float(), 1)) / 2
+        probs.append(p.cpu())
+        labels.append(y.cpu())
+    labels = torch.cat(labels).numpy()
+    return torch.cat(probs).numpy(), labels, (total_loss / len(labels) if criterion is not None else float("nan"))
+
+
+def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False):
+    """(file names, labels, probabilities [N, C]) for one cached split."""
+    data = CachedSplit(cache_dir, split)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    probs, labels, _ = predict(model, loader, device, hflip=hflip)
+    return data.names, labels, probs
+
+
+def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None,
+               classes=None):
+    """(network, metadata) from a checkpoint, refusing one that does not fit what the caller expects.
+
+    The metadata's `preprocess` comes back as a `Preprocess`, so predict applies exactly the
+    preprocessing the model was trained on.
+    """
+    ckpt = load_checkpoint(path)
+    meta = ckpt["meta"]
+    if classes is not None and list(meta["classes"]) != list(classes):
+        raise UserError(f"{path} was trained for classes {meta['classes']}, the data has {list(classes)}; "
+                        f"retrain it on this data (dvc repro)")
+    if backbone is not None and meta["backbone"] != backbone:
+        raise UserError(f"{path} holds a {meta['backbone']} model, not {backbone}; retrain it (dvc repro train@{backbone})")
+    if preprocess is not None and meta["preprocess"] != preprocess:
+        raise UserError(f"{path} was trained on images preprocessed with {meta['preprocess']}, the cache has "
+                        f"{preprocess}; rerun the pipeline (dvc repro)")
+    retrain = f"retrain it (dvc repro --force train@{meta['backbone']})"
+    try:
+        stored = Preprocess.model_validate(meta["preprocess"])
+    except ValidationError as err:
+        raise UserError(f"{path} records preprocessing this version cannot apply ({meta['preprocess']}); {retrain}") from err
+    model = build_model(meta["backbone"], len(meta["classes"]), meta["dropout"], pretrained=False)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"{path}: its weights do not fit today's {meta['backbone']} "
+                        f"({str(err).splitlines()[0]}); {retrain}") from err
+    return model, {**meta, "preprocess": stored}
