@@ -116,7 +116,8 @@ def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
 def test_wheel_list_pins_what_requirements_pin():
     from bench.wheels import pins
 
-    pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    pinned = dict(line.split(" ")[0].split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))  # the lock: "name==version \"
     carried = {name: version for name, version, _ in pins(ROOT / "bench" / "gpu_wheels.txt")}
     for name in ("albumentations", "dvc", "dvclive", "pydicom", "grad-cam"):
         assert carried[name] == pinned[name]
@@ -170,9 +171,10 @@ def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
 
 def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
     from stages.lib import cache
+    from stages.lib.config import Preprocess
 
     data = course_tree(tmp_path / "data")
-    p = {"img_size": 16, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 8}
+    p = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=8)
     d = data_params(min_val=1)
     cache.timings.clear()
     cache.build_cache(data, tmp_path / "c1", tmp_path / "r1.json", p, d, workers=1)
@@ -182,7 +184,7 @@ def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
     assert "seconds" not in (tmp_path / "r1.json").read_text()
     for split in ("train", "val", "test"):  # written with plain file writes, read back as .npy
         a, b = np.load(tmp_path / "c1" / f"{split}.npy"), np.load(tmp_path / "c2" / f"{split}.npy", mmap_mode="r")
-        assert a.shape == (4 * {"train": 3}.get(split, 1), 16, 16) and a.dtype == np.uint8 and np.array_equal(a, b)
+        assert a.shape == (4 * {"train": 3}.get(split, 1), 32, 32) and a.dtype == np.uint8 and np.array_equal(a, b)
         assert a.std() > 0
 
 
