@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import functools
+import itertools
 import importlib
 import re
 import shutil
@@ -70,19 +71,26 @@ def test_licence_and_citation_agree_and_cite_the_study_datasets():
 
 
 def demo_outputs() -> list[str]:
-    """Every output demo/dvc.yaml declares, foreach stages expanded with demo/params.yaml."""
+    """Every output demo/dvc.yaml declares, foreach and matrix stages expanded with demo/params.yaml."""
     pipeline = yaml.safe_load((ROOT / "demo" / "dvc.yaml").read_text())
     params = yaml.safe_load((ROOT / "demo" / "params.yaml").read_text())
-    lookup = lambda expr: functools.reduce(lambda d, k: d[k], expr.split("."), params)  # noqa: E731
+    lookup = lambda expr: functools.reduce(lambda d, k: d[k], re.fullmatch(r"\$\{(.+)\}", expr)[1].split("."), params)  # noqa: E731
     paths = []
     for stage in pipeline["stages"].values():
         if "foreach" in stage:
-            items, body = lookup(re.fullmatch(r"\$\{(.+)\}", stage["foreach"])[1]), stage["do"]
+            body, items = stage["do"], [{"${item}": str(i)} for i in lookup(stage["foreach"])]
+        elif "matrix" in stage:
+            axes = {k: lookup(v) if isinstance(v, str) else v for k, v in stage["matrix"].items()}
+            body, items = stage, [{f"${{item.{k}}}": str(v) for k, v in zip(axes, combo)}
+                                  for combo in itertools.product(*axes.values())]
         else:
-            items, body = [None], stage
+            body, items = stage, [{}]
         for item in items:
             for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
-                paths.append((out if isinstance(out, str) else next(iter(out))).replace("${item}", str(item)))
+                path = out if isinstance(out, str) else next(iter(out))
+                for key, value in item.items():
+                    path = path.replace(key, value)
+                paths.append(path)
     return paths
 
 
@@ -90,7 +98,7 @@ def test_clean_demo_returns_the_tree_to_the_clone(tmp_path):
     proj = make_project(tmp_path / "proj", None, {})
     demo = proj / "demo"
     outputs = demo_outputs()
-    assert {"data", "cache", "models/resnet18.pt", "checkpoints/resnet18.pt", "metrics/summary.md"} <= set(outputs)
+    assert {"data", "cache", "models/resnet18/seed42.pt", "checkpoints/resnet18/seed42.pt", "metrics/summary.md"} <= set(outputs)
     # What a demo run leaves: every declared output (a file, or a folder with a file), DVC's lock, cache,
     # tmp and .gitignore entries, a `dvc exp run` param; a deleted tracked file for good measure.
     for out in outputs:
@@ -153,6 +161,6 @@ def test_the_demo_remote_gives_a_colleague_its_data_and_trained_models(demo_proj
     colleague = tmp_path / "colleague"
     run(["git", "clone", "-q", str(proj), str(colleague)], tmp_path)
     run(["dvc", "pull"], colleague / "demo")
-    assert len(list((colleague / "demo" / "models").glob("*.pt"))) >= 2
+    assert len(list((colleague / "demo" / "models").rglob("*.pt"))) >= 2
     for out in ("data", "cache", "models"):
         assert same_tree(proj / "demo" / out, colleague / "demo" / out), out

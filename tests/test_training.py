@@ -14,6 +14,7 @@ from stages.lib.runtime import describe
 from stages.lib.training import EpochResult, fit, make_loaders
 
 CPU = torch.device("cpu")
+SEED = 42
 SIZE = 8
 NO_AUGMENT = Augment(affine_p=0, brightness_contrast_p=0, noise_p=0, hflip_p=0)
 
@@ -42,9 +43,9 @@ def run_fit(tmp_path, monkeypatch, val_f1, **train):
     scores = iter(val_f1)
     monkeypatch.setattr(training, "validate", lambda *a, **k: EpochResult(0.0, 0.0, next(scores), 8))
     t = Train(**{"batch_size": 8, "lr": 1e-3, "early_stopping_patience": 100, **train})
-    loaders = make_loaders(str(tiny_cache(tmp_path / "cache")), t, NO_AUGMENT, CPU)
+    loaders = make_loaders(str(tiny_cache(tmp_path / "cache")), t, NO_AUGMENT, CPU, SEED)
     rows, best = [], []
-    progress = fit(linear_model(), *loaders, t, CPU, "tiny", on_epoch=rows.append,
+    progress = fit(linear_model(), *loaders, t, CPU, "tiny", SEED, on_epoch=rows.append,
                    on_best=lambda model, epoch, score: best.append(epoch))
     return progress, rows, best
 
@@ -85,9 +86,9 @@ def test_class_weights_and_the_balanced_sampler_reach_fit(tmp_path, monkeypatch)
 
     monkeypatch.setattr(training.nn, "CrossEntropyLoss", Recording)
     t = Train(batch_size=8, epochs=4)
-    loaders = make_loaders(str(tiny_cache(tmp_path / "cache", train_counts=(24, 4, 4, 4))), t, NO_AUGMENT, CPU)
+    loaders = make_loaders(str(tiny_cache(tmp_path / "cache", train_counts=(24, 4, 4, 4))), t, NO_AUGMENT, CPU, SEED)
     monkeypatch.setattr(training, "validate", lambda *a, **k: EpochResult(0.0, 0.0, 0.5, 8))
-    fit(linear_model(), *loaders, t, CPU, "tiny")
+    fit(linear_model(), *loaders, t, CPU, "tiny", SEED)
     assert seen["weight"] == pytest.approx([36 / 24, 36 / 4, 36 / 4, 36 / 4])  # n_total / n_class, the study's
     share = np.bincount(seen["labels"], minlength=4) / len(seen["labels"])
     assert len(seen["labels"]) == 4 * 36 and share.min() > 0.15 and share[0] < 0.35  # unsampled, normal is 2/3
@@ -97,7 +98,7 @@ def test_workers_give_the_same_batches_as_no_workers(tmp_path):
     cache = str(tiny_cache(tmp_path / "cache"))
 
     def two_epochs(workers):
-        train_loader, val_loader = make_loaders(cache, Train(batch_size=4, num_workers=workers), NO_AUGMENT, CPU)
+        train_loader, val_loader = make_loaders(cache, Train(batch_size=4, num_workers=workers), NO_AUGMENT, CPU, SEED)
         return [(x, y) for _ in range(2) for loader in (train_loader, val_loader) for x, y in loader]
 
     torch.manual_seed(0)
