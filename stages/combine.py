@@ -11,7 +11,7 @@ from stages.lib import provenance
 from stages.lib.comparisons import seed_block
 from stages.lib.config import Evaluate
 from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import SCORED_SPLITS, average_probabilities, read_runs, write_and_score
+from stages.lib.evaluation import SCORED_SPLITS, score_mean
 from stages.lib.io import load_params, read_json, write_json
 from stages.lib.metrics import headline
 
@@ -28,14 +28,8 @@ def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_met
                             f"run dvc repro evaluate@{backbone}-{s}")
         per_seed[s] = read_json(path)
     folders = [Path(predictions_dir) / "seeds" / f"seed{s}" for s in seeds]
-    outputs, test_runs = {}, None
-    for split in SCORED_SPLITS:
-        names, labels, runs = read_runs(folders, split, classes)
-        outputs[split] = (names, labels, average_probabilities(list(runs)))
-        if split == "test":
-            test_runs = (labels, runs)
-    report = write_and_score(outputs, classes, Path(predictions_dir), e)
-    report["seeds"] = seed_block(per_seed, *test_runs, e.bootstrap_resamples, e.seed)
+    report, runs = score_mean(folders, classes, Path(predictions_dir), e)
+    report["seeds"] = seed_block(per_seed, *runs["test"], e.bootstrap_resamples, e.seed)
     # One number for the table: the median run's; every seed's own is in `seeds`.
     report["best_epoch"] = statistics.median_low(m["best_epoch"] for m in per_seed.values())
     report["epochs_run"] = statistics.median_low(m["epochs_run"] for m in per_seed.values())

@@ -7,7 +7,7 @@ from pathlib import Path
 from stages.lib import provenance
 from stages.lib.config import Evaluate
 from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS, average_probabilities, read_runs, write_and_score
+from stages.lib.evaluation import SCORED_SPLITS, score_mean
 from stages.lib.io import load_params, read_json, write_json
 from stages.lib.metrics import headline
 
@@ -22,11 +22,8 @@ def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: 
     """Average every run's per-image probabilities; write predictions and metrics like evaluate."""
     classes = cache_meta["classes"]
     runs = run_folders(predictions_dir, backbones, seeds)
-    outputs = {}
-    for split in SCORED_SPLITS:
-        names, labels, probs = read_runs(list(runs.values()), split, classes)
-        outputs[split] = (names, labels, average_probabilities(list(probs)))
-    report = {"members": list(runs), **write_and_score(outputs, classes, Path(out_dir), e)}
+    scores, _ = score_mean(list(runs.values()), classes, Path(out_dir), e)
+    report = {"members": list(runs), **scores}
     report["provenance"] = provenance.stamp({"backbones": list(backbones), "seeds": list(seeds),
                                              "evaluate": e.model_dump()}, cache_meta.get("data"))
     write_json(metrics_path, report)

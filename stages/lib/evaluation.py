@@ -46,11 +46,6 @@ def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> 
     return split_metrics(labels[known], probs[known], classes, e.bootstrap_resamples, e.seed, e.calibration_bins)
 
 
-def average_probabilities(probs: list[np.ndarray]) -> np.ndarray:
-    """The ensemble: the mean of the members' class probabilities (each row still sums to 1)."""
-    return np.mean(np.stack(probs), axis=0)
-
-
 def read_runs(folders: list[Path], split: str, classes) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(names, labels, probabilities [runs, N, C]) of one split from several runs' predictions folders,
     refusing runs scored on other images (they would be averaged image by image)."""
@@ -61,6 +56,17 @@ def read_runs(folders: list[Path], split: str, classes) -> tuple[list[str], np.n
             raise UserError(f"{folder}/{split}.csv lists other images than {folders[0]}/{split}.csv; rerun evaluate "
                             f"(dvc repro)")
     return names, labels, np.stack([p for _, _, p in runs])
+
+
+def score_mean(folders: list[Path], classes, out_dir: Path, e: Evaluate) -> tuple[dict, dict]:
+    """An ensemble: the mean of several runs' probabilities, image by image (each row still sums to 1),
+    written to `out_dir`/<split>.csv and scored for each scored split. Returns the metrics per split
+    and each split's (labels, probabilities [runs, N, C])."""
+    outputs, runs = {}, {}
+    for split in SCORED_SPLITS:
+        names, labels, probs = read_runs(folders, split, classes)
+        outputs[split], runs[split] = (names, labels, probs.mean(0)), (labels, probs)
+    return write_and_score(outputs, classes, out_dir, e), runs
 
 
 # --- per-image predictions CSV: filename,true_label,predicted_label,prob_<class>... ---------------
