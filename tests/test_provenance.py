@@ -83,12 +83,12 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
     assert ckpt["git"]["commit"] == head and ckpt["data"] == data
     assert ckpt["params"]["train"]["lr"] == params["train"]["lr"]
     assert (ckpt["params"]["backbone"], ckpt["params"]["seed"]) == ("resnet18", 42)
-    run = json.loads((demo / run_paths("resnet18")["metrics"]).read_text())["provenance"]
-    assert run["trained_at"] == ckpt["git"] and run["data"] == data
-    assert run["params"] == {**ckpt["params"], "evaluate": params["evaluate"]}
+    one_run = json.loads((demo / run_paths("resnet18")["metrics"]).read_text())["provenance"]
+    assert one_run["trained_at"] == ckpt["git"] and one_run["data"] == data
+    assert one_run["params"] == {**ckpt["params"], "evaluate": params["evaluate"]}
     backbone = json.loads((demo / "metrics" / "resnet18.json").read_text())["provenance"]
     assert backbone["params"] == {"backbone": "resnet18", "seeds": [42], "evaluate": params["evaluate"]}
-    assert backbone["runs"] == {"42": run} and backbone["git"]["commit"] == head
+    assert backbone["runs"] == {"42": one_run} and backbone["git"]["commit"] == head
     ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())["provenance"]
     assert ensemble["params"]["backbones"] == TINY_DEMO["backbones"] and ensemble["params"]["seeds"] == [42]
     summary = (demo / "metrics" / "summary.md").read_text()
