@@ -1,5 +1,5 @@
-"""Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`)
-and metrics/summary.md.
+"""Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`),
+metrics/summary.md and the same as one self-contained HTML file.
 
 The numbers are recomputed from the per-image predictions with the same function evaluate uses
 (`score_split`, seeded bootstrap), so they match metrics/<model>.json exactly; reading those
@@ -17,10 +17,12 @@ from stages.lib.data import UNLABELED
 from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, read_predictions, score_split
 from stages.lib.io import load_params, read_json, write_text
-from stages.lib.metrics import confusion
+from stages.lib.html_report import html_report
+from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
-from stages.lib.plotting import (comparison_bars, confusion_grid, curves_csv, pr_grid, reliability_grid, roc_grid,
-                                 save_figure, summary_markdown, training_curves)
+from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
+                                 reliability_grid, roc_grid, save_figure, training_curves)
+from stages.lib.summary import summary_markdown
 from stages.lib import provenance
 
 
@@ -36,7 +38,7 @@ def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
 
 def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, cache_meta_path: str,
            data_report_path: str, figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str,
-           cfg: Config) -> str:
+           html_path: str, cfg: Config) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
     sources = {name: Path(predictions_dir) / name for name in backbones}
@@ -58,29 +60,40 @@ def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, ca
     study = {name: BACKBONES[name].study_val for name in backbones
              if BACKBONES[name].study_val and tuple(classes) == STUDY_CLASSES}
 
+    colours = model_colours(scores)  # backbones in params order, then the ensemble: the same in every figure
+    shortcut = read_json(data_report_path).get("shortcut", {})
+    e = cfg.evaluate
+    class_ci = {n: class_auroc_ci95(*o, e.bootstrap_resamples, e.seed) for n, o in outputs[shown].items()}
+    shown_scores = {n: s[shown] for n, s in scores.items()}
     figures = {
-        "comparison.png": comparison_bars(scores, shown, study),
+        "comparison.png": comparison(scores, study=study, shortcut=shortcut, colours=colours),
         "confusion_test.png": confusion_grid(
             {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs[shown].items()}, classes,
-            f"Confusion matrices, {shown} split (counts; colour and % = row-normalised)"),
+            f"Confusion matrices, {shown} split"),
         "confusion_val.png": confusion_grid(
             {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs["val"].items()}, classes,
-            "Confusion matrices, val split (counts; colour and % = row-normalised)"),
-        "roc_test.png": roc_grid(outputs[shown], classes),
-        "pr_test.png": pr_grid(outputs[shown], classes),
-        "reliability_test.png": reliability_grid(scores, shown),
-        "training_curves.png": training_curves(histories),
+            "Confusion matrices, val split"),
+        "roc_test.png": roc_grid(outputs[shown], shown_scores, classes, class_ci, colours, shown),
+        "pr_test.png": pr_grid(outputs[shown], shown_scores, classes, colours, shown),
+        "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown),
+        "training_curves.png": training_curves({n: [h] for n, h in histories.items()},
+                                               {n: [training.get(n, {}).get("best_epoch")] for n in histories},
+                                               colours),
     }
+    synthetic = bool(meta.get("synthetic"))
     for filename, fig in figures.items():
-        save_figure(fig, Path(figures_dir) / filename)
+        save_figure(fig, Path(figures_dir) / filename, synthetic)
     for split in ("train", "val"):  # `dvc plots show` draws these, one colour per model (dvc.yaml's plots)
         write_text(Path(curves_dir) / f"{split}.csv", curves_csv(histories, split))
-    links = [Path(figures_dir) / f for f in figures] + [Path(gradcam_dir) / f"{b}.png" for b in backbones]
-    links = [os.path.relpath(p, Path(summary_path).parent) for p in links]
-    shortcut = read_json(data_report_path).get("shortcut", {})
-    text = summary_markdown(scores, training, classes, bool(meta.get("synthetic")), links, study, shortcut, shown)
+    captions = figure_captions(shown, e.bootstrap_resamples)
+    embedded = [(Path(figures_dir) / f, *captions[f]) for f in figures]
+    embedded += [(Path(gradcam_dir) / f"{b}.png", *captions["gradcam"]) for b in backbones]
+    embedded = [(os.path.relpath(p, Path(summary_path).parent), title.format(b=p.stem), caption)
+                for p, title, caption in embedded]
+    text = summary_markdown(scores, training, classes, synthetic, embedded, study, shortcut, shown)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
+    write_text(html_path, html_report(text, Path(summary_path).parent, "CXR-4 results"))
     return text
 
 
@@ -99,13 +112,14 @@ def main() -> None:
     parser.add_argument("--data-report", required=True, help="preprocess's data report (shortcut audit)")
     parser.add_argument("--figures", required=True, help="folder for the PNG figures")
     parser.add_argument("--curves", required=True, help="folder for the per-epoch curves (train.csv, val.csv)")
-    parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (linked, not written)")
+    parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (embedded, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
+    parser.add_argument("--html", required=True, help="the summary as one self-contained HTML file to write")
     args = parser.parse_args()
     cfg = load_params()
     report(cfg.backbones, args.predictions, args.ensemble, args.live, args.cache_meta,
-           args.data_report, args.figures, args.curves, args.gradcam, args.summary, cfg)
-    print(f"wrote {args.summary} and the figures in {args.figures}/")
+           args.data_report, args.figures, args.curves, args.gradcam, args.summary, args.html, cfg)
+    print(f"wrote {args.summary}, {args.html} and the figures in {args.figures}/")
 
 
 if __name__ == "__main__":
