@@ -237,12 +237,12 @@ def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: 
     fig = plt.figure(figsize=(PAGE if cols > 1 else COLUMN, 2.9 * rows), layout="constrained")
     grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
     edges = np.linspace(0, 1, bins + 1)
-    first = None
+    first = first_bars = None
     for k, (name, (labels, probs)) in enumerate(outputs.items()):
         r, c = divmod(k, cols)
         top = fig.add_subplot(grid[2 * r, c], sharex=first, sharey=first)
-        bottom = fig.add_subplot(grid[2 * r + 1, c], sharex=top)
-        first = first or top
+        bottom = fig.add_subplot(grid[2 * r + 1, c], sharex=top, sharey=first_bars)  # counts compare too
+        first, first_bars = first or top, first_bars or bottom
         confidence, correct = probs.max(1), probs.argmax(1) == labels
         CalibrationDisplay.from_predictions(correct, confidence, n_bins=bins, strategy="uniform", ax=top, name=name,
                                             color=colours[name], markersize=3)
