@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale gpu-wheels gpu-check clean-demo
+.PHONY: demo test bench bench-scale quality gpu-wheels gpu-check clean-demo
 
 # requirements.txt is the hash-pinned lock of every package (README "Dependencies"); the project itself
 # goes in editable, without dependencies of its own, so nothing outside the lock is ever installed.
@@ -34,6 +34,11 @@ bench: $(STAMP)
 # Preprocess at 1k, 4k and 16k synthetic films (made once in /tmp/cxr4-scale, ~3.5 GB), fitted to 100k.
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
+
+# Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, the
+# metadata-only shortcut beside them -> bench/results/quality.json (~20 min on 2 cores).
+quality: $(STAMP)
+	$(BIN)/python -m bench.quality --backbones resnet18 efficientnet_b0
 
 # The wheels a CUDA machine without a registry lacks (Python 3.12, manylinux x86_64) -> .whl/ (git-ignored).
 gpu-wheels: $(STAMP)

@@ -54,6 +54,7 @@ class Settings:
     augment: Augment
     train: Train
     classes: tuple[str, ...]
+    seed: int  # the first of params' seeds: the benchmarks time one run
 
     @property
     def img_size(self) -> int:
@@ -62,10 +63,6 @@ class Settings:
     @property
     def batch_size(self) -> int:
         return self.train.batch_size
-
-    @property
-    def seed(self) -> int:
-        return self.train.seed
 
     def at_size(self, img_size: int) -> "Settings":
         return replace(self, preprocess=self.preprocess.model_copy(update={"img_size": int(img_size)}))
@@ -97,13 +94,13 @@ class Settings:
     def loaders(self, cache_dir: Path, device: torch.device, workers: int | None = None) -> tuple[DataLoader, DataLoader]:
         """The train stage's own train and val loaders (`workers` overrides train.num_workers)."""
         t = self.train if workers is None else self.train.model_copy(update={"num_workers": workers})
-        return make_loaders(str(cache_dir), t, self.augment, device)
+        return make_loaders(str(cache_dir), t, self.augment, device, self.seed)
 
 
 def settings(path: str | os.PathLike = "params.yaml") -> Settings:
     cfg = load_params(path)
     return Settings(preprocess=cfg.preprocess, data=cfg.data, augment=cfg.augment, train=cfg.train,
-                    classes=tuple(cfg.data.classes))
+                    classes=tuple(cfg.data.classes), seed=cfg.seeds[0])
 
 
 def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch.device):

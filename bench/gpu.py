@@ -74,9 +74,9 @@ def bench_backbone(backbone: str, s: common.Settings, cache: Path, device: torch
             "images_per_epoch": runs["real"][0][1].n}
 
 
-def stage_img_s(live: Path, backbone: str) -> float | None:
+def stage_img_s(live: Path, backbone: str, seed: int) -> float | None:
     """The train stage's img/s in its last logged epoch (DVCLive), or None without a log."""
-    path = live / backbone / "plots" / "metrics" / "train" / "images_per_s.tsv"
+    path = live / backbone / f"seed{seed}" / "plots" / "metrics" / "train" / "images_per_s.tsv"
     if not path.is_file():
         return None
     with open(path, newline="") as f:
@@ -99,7 +99,7 @@ def run(s: common.Settings, cache: Path, device: torch.device, backbones: list[s
     }
     for backbone in backbones:
         r = bench_backbone(backbone, s, cache, device, repeats)
-        if live is not None and (stage := stage_img_s(live, backbone)) is not None:
+        if live is not None and (stage := stage_img_s(live, backbone, s.seed)) is not None:
             r.update(stage_img_s=round(stage, 1), stage_over_real=round(stage / r["real_img_s"]["median"], 3))
         result["backbones"][backbone] = r
         sync()

@@ -211,18 +211,18 @@ def run_pipeline(project: Path, params: dict, runner: str, env: dict, log: Log, 
             "ok": all(s["exit"] == 0 for s in stages) and len(stages) == len(steps)}
 
 
-def outputs(project: Path, backbones: list[str], epochs: int) -> dict:
-    """What the pipeline should have left, found or not."""
+def outputs(project: Path, backbones: list[str], seed: int, epochs: int) -> dict:
+    """What the pipeline should have left, found or not (one seed: the check's)."""
     def epochs_logged(b: str) -> int:
-        tsv = project / "dvclive" / b / "plots" / "metrics" / "train" / "images_per_s.tsv"
+        tsv = project / "dvclive" / b / f"seed{seed}" / "plots" / "metrics" / "train" / "images_per_s.tsv"
         return len(tsv.read_text().splitlines()) - 1 if tsv.is_file() else 0
 
     found = {"metrics/summary.md": (project / "metrics" / "summary.md").is_file(),
              "metrics/data_report.json": (project / "metrics" / "data_report.json").is_file(),
-             **{f"models/{b}.pt": (project / "models" / f"{b}.pt").is_file() for b in backbones},
+             **{f"models/{b}/seed{seed}.pt": (project / "models" / b / f"seed{seed}.pt").is_file() for b in backbones},
              **{f"metrics/{b}.json": (project / "metrics" / f"{b}.json").is_file() for b in backbones},
              **{f"metrics/headline/{b}.json": (project / "metrics" / "headline" / f"{b}.json").is_file() for b in backbones},
-             **{f"dvclive/{b}: {epochs} epochs": epochs_logged(b) == epochs for b in backbones}}
+             **{f"dvclive/{b}/seed{seed}: {epochs} epochs": epochs_logged(b) == epochs for b in backbones}}
     return found
 
 
@@ -279,7 +279,7 @@ def check(args, log: Log, info: dict) -> bool:
         runner = args.runner if args.runner != "auto" else ("stages" if info["modules"]["dvc"].startswith("MISSING") else "dvc")
         backbones, epochs = params["backbones"], int(params["train"]["epochs"])
         pipeline = info["pipeline"] = run_pipeline(project, params, runner, env, log, deadline - args.bench_reserve)
-        pipeline["outputs"] = outputs(project, backbones, epochs)
+        pipeline["outputs"] = outputs(project, backbones, params["seeds"][0], epochs)
         log(f"pipeline ({runner}): {'ok' if pipeline['ok'] else 'FAILED'} in {pipeline['seconds']} s; "
             f"missing outputs: {[k for k, v in pipeline['outputs'].items() if not v] or 'none'}")
         bench_env = environment(site, shim, [project.parent, ROOT])  # the copy's stages, this checkout's bench

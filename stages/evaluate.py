@@ -1,5 +1,5 @@
-"""Stage `evaluate@<backbone>`: best checkpoint -> metrics/<backbone>.json, per-image predictions,
-ROC curve data and Grad-CAM examples."""
+"""Stage `evaluate@<backbone>-<seed>`: one run's best checkpoint -> its metrics
+(metrics/<backbone>/seed<seed>.json), per-image predictions and Grad-CAM examples."""
 from __future__ import annotations
 
 import argparse
@@ -15,13 +15,12 @@ from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, write_and_score
 from stages.lib.inference import load_model, predict_split
 from stages.lib.io import load_params, write_json
-from stages.lib.metrics import headline
 from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.runtime import describe, pick_device
 
 
-def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, headline_path: str,
-             predictions_dir: str, gradcam_path: str, e: Evaluate) -> dict:
+def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
+             gradcam_path: str, e: Evaluate) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
@@ -35,12 +34,11 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
                 gradcam_path, synthetic=bool(cache_meta.get("synthetic")))
-    report.update(best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=e.tta_hflip)
+    report.update(seed=meta.get("seed"), best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=e.tta_hflip)
     trained = meta.get("provenance") or {"params": {}, "data": None, "git": None}  # checkpoints before the stamp
     report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e.model_dump()}, trained["data"]),
                             "trained_at": trained["git"]}
     write_json(metrics_path, report)
-    write_json(headline_path, headline(report))
     return report
 
 
@@ -73,13 +71,12 @@ def main() -> None:
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--cache", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--metrics", required=True, help="detail metrics JSON to write")
-    parser.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metric)")
+    parser.add_argument("--metrics", required=True, help="detail metrics JSON to write (this run's)")
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     args = parser.parse_args()
     e = load_params().evaluate
-    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.headline, args.predictions, args.gradcam, e)
+    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
         for s in SCORED_SPLITS))

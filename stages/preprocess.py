@@ -19,9 +19,12 @@ def main() -> None:
     parser.add_argument("--report", required=True, help="data report JSON to write")
     parser.add_argument("--headline", required=True, help="headline JSON to write: the number of images")
     parser.add_argument("--shortcut", required=True, help="headline JSON to write: the metadata-only baseline's macro-F1")
+    parser.add_argument("--shortcut-predictions", required=True,
+                        help="folder for that baseline's per-image predictions (val.csv, test.csv)")
     args = parser.parse_args()
     cfg = load_params()
-    report = build_cache(args.data, args.out, args.report, cfg.preprocess, cfg.data)
+    report = build_cache(args.data, args.out, args.report, cfg.preprocess, cfg.data,
+                         shortcut_dir=args.shortcut_predictions)
     write_json(args.headline, headline(report))
     write_json(args.shortcut, shortcut_headline(report))
     for split, counts in report["counts"].items():

@@ -1,21 +1,31 @@
-"""Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`),
-metrics/summary.md and the same as one self-contained HTML file.
+"""Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`)
+and metrics/summary.md: every model's numbers with CIs, each backbone's seeds, and paired
+comparisons of the models with each other, the ensemble and the metadata-only shortcut; and the
+summary again as one self-contained HTML file (metrics/report.html).
 
-The numbers are recomputed from the per-image predictions with the same function evaluate uses
-(`score_split`, seeded bootstrap), so they match metrics/<model>.json exactly; reading those
-JSON files instead would need a dependency on metrics/, where this stage writes summary.md.
+The numbers are recomputed from the per-image predictions with the functions combine and ensemble
+use (`score_split`, `seed_block`, seeded bootstraps), so they match metrics/<model>.json exactly;
+reading those JSON files instead would need a dependency on metrics/, where this stage writes
+summary.md.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import statistics
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
+import numpy as np
+
+from stages.lib import provenance
+from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
 from stages.lib.config import STUDY_CLASSES, Config
 from stages.lib.data import UNLABELED
 from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS, read_predictions, score_split
+from stages.lib.evaluation import SCORED_SPLITS, read_predictions, read_runs, score_split
 from stages.lib.io import load_params, read_json, write_text
 from stages.lib.html_report import html_report
 from stages.lib.metrics import class_auroc_ci95, confusion
@@ -23,7 +33,22 @@ from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
 from stages.lib.summary import summary_markdown
-from stages.lib import provenance
+
+SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
+NAMES = {"macro_f1": "macro-F1", "macro_auroc": "macro AUROC"}
+
+
+@dataclass
+class Results:
+    """Everything the figures and the summary show, computed once from the stages' outputs."""
+    classes: list[str]
+    scores: dict = field(default_factory=dict)        # model -> split -> metrics (backbones, ensemble)
+    outputs: dict = field(default_factory=dict)       # split -> model -> (labels, probs) of labelled images
+    runs: dict = field(default_factory=dict)          # split -> model -> (labels, probs [runs, N, C]) all images
+    seeds: dict = field(default_factory=dict)         # backbone -> metrics/<b>.json's `seeds` block
+    histories: dict = field(default_factory=dict)     # run label -> DVCLive history
+    training: dict = field(default_factory=dict)      # backbone -> best epoch / epochs run (median over seeds)
+    comparisons: list = field(default_factory=list)   # paired differences on the shown split
 
 
 def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
@@ -36,78 +61,160 @@ def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
     return history
 
 
-def report(backbones, predictions_dir: str, ensemble_dir: str, live_dir: str, cache_meta_path: str,
-           data_report_path: str, figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str,
-           html_path: str, cfg: Config) -> str:
+def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str) -> Results:
+    """Score every model and run, read the training logs, and compare the models pairwise. A model is
+    the mean of its runs: a backbone of its seeds, the ensemble of every run (as the ensemble stage)."""
+    e, backbones, seeds = cfg.evaluate, cfg.backbones, cfg.seeds
+    r = Results(classes=classes)
+    folders = {b: [Path(predictions_dir) / b / "seeds" / f"seed{s}" for s in seeds] for b in backbones}
+    folders["ensemble"] = [f for b in backbones for f in folders[b]]
+    folders[SHORTCUT] = [Path(predictions_dir) / SHORTCUT]
+    for split in SCORED_SPLITS:
+        r.runs[split] = {name: read_runs(f, split, classes)[1:] for name, f in folders.items()}
+        r.outputs[split] = {}
+        for name, (labels, runs) in r.runs[split].items():
+            known = labels != UNLABELED
+            r.outputs[split][name] = (labels[known], runs.mean(0)[known])
+    for name in [*backbones, "ensemble"]:
+        r.scores[name] = {split: score_split(*_mean(r.runs[split][name]), classes, e) for split in SCORED_SPLITS}
+
+    for b in backbones:
+        per_seed = {}
+        for i, s in enumerate(seeds):
+            live = Path(live_dir) / b / f"seed{s}"
+            summary = read_json(live / "metrics.json") if (live / "metrics.json").is_file() else {}
+            per_seed[s] = {split: score_split(r.runs[split][b][0], r.runs[split][b][1][i], classes, e)
+                           for split in SCORED_SPLITS} | {"best_epoch": summary.get("best_epoch"),
+                                                           "epochs_run": summary.get("epochs_run")}
+            r.histories[b if len(seeds) == 1 else f"{b}/seed{s}"] = read_history(live)
+        r.seeds[b] = seed_block(per_seed, *r.runs["test"][b], e.bootstrap_resamples, e.seed)
+        epochs = [m for m in per_seed.values() if m["best_epoch"] is not None]
+        if epochs:
+            r.training[b] = {k: statistics.median_low(m[k] for m in epochs) for k in ("best_epoch", "epochs_run")}
+    r.comparisons = compare(r, backbones, e)
+    return r
+
+
+def compare(r: Results, backbones, e) -> list[dict]:
+    """Every pair of backbones, each backbone against the ensemble and the shortcut, and the ensemble
+    against the shortcut: paired differences on the shown split's labelled images."""
+    split = shown_split(r)
+    pairs = [*combinations(backbones, 2), *((b, "ensemble") for b in backbones),
+             *((m, SHORTCUT) for m in [*backbones, "ensemble"])]
+    rows = []
+    for a, b in pairs:
+        (labels, runs_a), (_, runs_b) = r.runs[split][a], r.runs[split][b]
+        diff = paired_difference(labels, runs_a, runs_b, e.bootstrap_resamples, e.seed)
+        rows.append({"a": a, "b": b, "split": split, **diff})
+    return rows
+
+
+def shown_split(r: Results) -> str:
+    """Figures and comparisons show the test split, or val when test labels are hidden."""
+    return "test" if all(s["test"] is not None for s in r.scores.values()) else "val"
+
+
+def _mean(labels_runs):
+    labels, runs = labels_runs
+    return labels, runs.mean(0)
+
+
+def seeds_markdown(seeds: dict, backbone_scores: dict) -> list[str]:
+    """Each backbone's runs: seed ensemble vs mean single seed, each seed's test macro-F1, mean ± sd,
+    and the pooled CI of one run."""
+    lines = ["## Seeds", "", "A backbone's result above is its seed ensemble (the mean of its runs' "
+             "probabilities). One run of it scores:", "",
+             "| Backbone | Seeds | Test macro-F1 per seed | Mean ± sd | One run, pooled 95% CI | Seed ensemble |",
+             "|---|---:|---|---|---|---|"]
+    for b, block in seeds.items():
+        f1 = {s: h["test"]["macro_f1"] for s, h in block["runs"].items() if "test" in h}
+        if not f1:
+            continue
+        mean, sd = block["mean"]["test"]["macro_f1"], (block["sd"] or {}).get("test", {}).get("macro_f1")
+        low, high = block.get("pooled_ci95", {}).get("test", {}).get("macro_f1", [None, None])
+        spread = f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f} ({block['note']})"
+        pooled = f"[{low:.3f}, {high:.3f}]" if low is not None else "n/a"
+        ens = backbone_scores[b]["test"]["macro_f1"]
+        lines.append(f"| {b} | {block['n']} | " + ", ".join(f"{s}: {v:.3f}" for s, v in f1.items()) +
+                     f" | {spread} | {pooled} | {ens:.3f} ({ens - mean:+.3f} vs the mean seed) |")
+    return lines + [""]
+
+
+def comparisons_markdown(rows: list[dict]) -> list[str]:
+    """The paired comparisons as sentences, one list per statistic."""
+    if not rows:
+        return []
+    split = rows[0]["split"]
+    lines = ["## Paired comparisons", "",
+             f"Differences on the same {split} images (A − B), with a paired bootstrap 95% CI that resamples the "
+             "images and, for a backbone with several seeds, the seeds of its ensemble. A CI that contains 0 means "
+             "the data cannot tell the two apart.", ""]
+    for key in COMPARED:
+        lines += [f"{split.capitalize()} {NAMES[key]}:", ""] + [f"- {sentence(r['a'], r['b'], key, r[key])}"
+                                                                 for r in rows] + [""]
+    return lines
+
+
+def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: str, data_report_path: str,
+           figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str, html_path: str) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
-    sources = {name: Path(predictions_dir) / name for name in backbones}
-    sources["ensemble"] = Path(ensemble_dir)
-    scores, outputs = {}, {split: {} for split in SCORED_SPLITS}
-    for name, folder in sources.items():
-        scores[name] = {}
-        for split in SCORED_SPLITS:
-            _, labels, probs = read_predictions(folder / f"{split}.csv", classes)
-            known = labels != UNLABELED
-            outputs[split][name] = (labels[known], probs[known])
-            scores[name][split] = score_split(labels, probs, classes, cfg.evaluate)
-    # Figures show the test split, or val when test labels are hidden.
-    shown = "test" if all(s["test"] is not None for s in scores.values()) else "val"
-    histories = {name: read_history(Path(live_dir) / name) for name in backbones}
-    training = {name: read_json(Path(live_dir) / name / "metrics.json") for name in backbones
-                if (Path(live_dir) / name / "metrics.json").is_file()}
+    r = collect(cfg, classes, predictions_dir, live_dir)
+    shown = shown_split(r)
     # The study's val numbers are comparable only over its four classes.
-    study = {name: BACKBONES[name].study_val for name in backbones
+    study = {name: BACKBONES[name].study_val for name in cfg.backbones
              if BACKBONES[name].study_val and tuple(classes) == STUDY_CLASSES}
+    models = [*cfg.backbones, "ensemble"]
+    outputs = {split: {m: r.outputs[split][m] for m in models} for split in SCORED_SPLITS}
 
-    colours = model_colours(scores)  # backbones in params order, then the ensemble: the same in every figure
+    colours = model_colours(models)  # backbones in params order, then the ensemble: the same in every figure
     shortcut = read_json(data_report_path).get("shortcut", {})
     e = cfg.evaluate
     class_ci = {n: class_auroc_ci95(*o, e.bootstrap_resamples, e.seed) for n, o in outputs[shown].items()}
-    shown_scores = {n: s[shown] for n, s in scores.items()}
+    shown_scores = {n: r.scores[n][shown] for n in models}
+    # each backbone's seeds: one dot per seed in the comparison, one curve per seed in the training curves
+    seeds = {b: {split: {k: [run[split][k] for run in block["runs"].values() if split in run and k in run[split]]
+                         for k in ("accuracy", "macro_f1", "macro_auroc")} for split in SCORED_SPLITS}
+             for b, block in r.seeds.items()}
+    runs = {b: [h for label, h in r.histories.items() if label.split("/")[0] == b] for b in cfg.backbones}
+    best = {b: [run.get("best_epoch") for run in r.seeds[b]["runs"].values()] for b in cfg.backbones}
     figures = {
-        "comparison.png": comparison(scores, study=study, shortcut=shortcut, colours=colours),
+        "comparison.png": comparison(r.scores, seeds, study, shortcut, colours),
         "confusion_test.png": confusion_grid(
-            {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs[shown].items()}, classes,
+            {n: confusion(o[0], o[1].argmax(1), len(classes)) for n, o in outputs[shown].items()}, classes,
             f"Confusion matrices, {shown} split"),
         "confusion_val.png": confusion_grid(
-            {n: confusion(*_labels_preds(o), len(classes)) for n, o in outputs["val"].items()}, classes,
+            {n: confusion(o[0], o[1].argmax(1), len(classes)) for n, o in outputs["val"].items()}, classes,
             "Confusion matrices, val split"),
         "roc_test.png": roc_grid(outputs[shown], shown_scores, classes, class_ci, colours, shown),
         "pr_test.png": pr_grid(outputs[shown], shown_scores, classes, colours, shown),
         "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown),
-        "training_curves.png": training_curves({n: [h] for n, h in histories.items()},
-                                               {n: [training.get(n, {}).get("best_epoch")] for n in histories},
-                                               colours),
+        "training_curves.png": training_curves(runs, best, colours),
     }
     synthetic = bool(meta.get("synthetic"))
     for filename, fig in figures.items():
         save_figure(fig, Path(figures_dir) / filename, synthetic)
     for split in ("train", "val"):  # `dvc plots show` draws these, one colour per model (dvc.yaml's plots)
-        write_text(Path(curves_dir) / f"{split}.csv", curves_csv(histories, split))
+        write_text(Path(curves_dir) / f"{split}.csv", curves_csv(r.histories, split))
     captions = figure_captions(shown, e.bootstrap_resamples)
     embedded = [(Path(figures_dir) / f, *captions[f]) for f in figures]
-    embedded += [(Path(gradcam_dir) / f"{b}.png", *captions["gradcam"]) for b in backbones]
-    embedded = [(os.path.relpath(p, Path(summary_path).parent), title.format(b=p.stem), caption)
-                for p, title, caption in embedded]
-    text = summary_markdown(scores, training, classes, synthetic, embedded, study, shortcut, shown)
+    embedded += [(Path(gradcam_dir) / b / f"seed{cfg.seeds[0]}.png", captions["gradcam"][0].format(b=b),
+                  captions["gradcam"][1]) for b in cfg.backbones]
+    embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
+    sections = seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+    text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
     write_text(html_path, html_report(text, Path(summary_path).parent, "CXR-4 results"))
     return text
 
 
-def _labels_preds(output):
-    labels, probs = output
-    return labels, probs.argmax(1)
-
-
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--predictions", required=True, help="folder with <backbone>/{val,test}.csv")
-    parser.add_argument("--ensemble", required=True, help="folder with the ensemble's {val,test}.csv")
-    parser.add_argument("--live", required=True, help="folder with <backbone>/ DVCLive logs")
+    parser.add_argument("--predictions", required=True,
+                        help="folder with <backbone>/seeds/seed<seed>/{val,test}.csv and shortcut/{val,test}.csv")
+    parser.add_argument("--live", required=True, help="folder with <backbone>/seed<seed>/ DVCLive logs")
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json")
     parser.add_argument("--data-report", required=True, help="preprocess's data report (shortcut audit)")
     parser.add_argument("--figures", required=True, help="folder for the PNG figures")
@@ -116,9 +223,8 @@ def main() -> None:
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     parser.add_argument("--html", required=True, help="the summary as one self-contained HTML file to write")
     args = parser.parse_args()
-    cfg = load_params()
-    report(cfg.backbones, args.predictions, args.ensemble, args.live, args.cache_meta,
-           args.data_report, args.figures, args.curves, args.gradcam, args.summary, args.html, cfg)
+    report(load_params(), args.predictions, args.live, args.cache_meta, args.data_report, args.figures, args.curves,
+           args.gradcam, args.summary, args.html)
     print(f"wrote {args.summary}, {args.html} and the figures in {args.figures}/")
 
 

@@ -1,4 +1,4 @@
-"""Stage `train@<backbone>`: cache/ -> models/<backbone>.pt (best val macro-F1) + DVCLive logs."""
+"""Stage `train@<backbone>-<seed>`: cache/ -> models/<backbone>/seed<seed>.pt (best val macro-F1) + DVCLive logs."""
 from __future__ import annotations
 
 import argparse
@@ -32,21 +32,22 @@ def check_run(backbone: str, cache_dir: str, t: Train) -> dict:
     return cache_meta
 
 
-def train(backbone: str, cache_dir: str, model_path: str, live_dir: str, resume_path: str, cfg: Config,
+def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: str, resume_path: str, cfg: Config,
           cache_meta: dict) -> dict | None:
-    """Train one backbone, resuming an interrupted run; returns the best checkpoint's metadata.
+    """Train one backbone with one seed, resuming an interrupted run; returns the best checkpoint's metadata.
 
     Under torchrun every rank trains and only rank 0 writes (and returns the metadata).
     """
     t = cfg.train
-    seed_everything(t.seed, t.deterministic)
+    seed_everything(seed, t.deterministic)
     device = distributed.init()
     main = distributed.is_main()
     model = build_model(backbone, len(cache_meta["classes"]), t.dropout, t.pretrained)
-    train_loader, val_loader = make_loaders(cache_dir, t, cfg.augment, device)
+    train_loader, val_loader = make_loaders(cache_dir, t, cfg.augment, device, seed)
     runtime = describe(device, t.precision, train_loader.num_workers)
     meta = {
         "backbone": backbone,
+        "seed": seed,
         "classes": cache_meta["classes"],
         "img_size": cache_meta["preprocess"]["img_size"],
         "preprocess": cache_meta["preprocess"],
@@ -55,10 +56,10 @@ def train(backbone: str, cache_dir: str, model_path: str, live_dir: str, resume_
         "runtime": runtime.as_dict(),
     }
     trained_with = {"train": t.model_dump(), "augment": cfg.augment.model_dump()}
-    meta["provenance"] = provenance.stamp({"backbone": backbone, "preprocess": cache_meta["preprocess"], **trained_with},
-                                          cache_meta.get("data"))
+    meta["provenance"] = provenance.stamp(
+        {"backbone": backbone, "seed": seed, "preprocess": cache_meta["preprocess"], **trained_with}, cache_meta.get("data"))
 
-    fp = fingerprint(backbone, trained_with, cache_dir)
+    fp = fingerprint(backbone, {"seed": seed, **trained_with}, cache_dir)
     state, note = load_resume_state(resume_path, fp)
     if state is not None and not Path(model_path).is_file():
         state, note = None, f"{model_path} is missing, so the interrupted run cannot be resumed; training from epoch 1"
@@ -88,7 +89,7 @@ def train(backbone: str, cache_dir: str, model_path: str, live_dir: str, resume_
                     live.log_metric(key.replace("train_", "train/").replace("val_", "val/"), value)
             live.make_summary()
 
-        progress = fit(model, train_loader, val_loader, t, device, backbone, resume=state,
+        progress = fit(model, train_loader, val_loader, t, device, f"{backbone} seed {seed}", seed, resume=state,
                        on_epoch=on_epoch, on_best=on_best, on_checkpoint=on_checkpoint)
         if main:
             live.summary.update(best_epoch=progress.best_epoch, best_val_macro_f1=progress.best_val_macro_f1,
@@ -120,6 +121,7 @@ def launch_ranks(backbone: str, t: Train) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backbone", required=True)
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of params' seeds)")
     parser.add_argument("--cache", required=True, help="preprocessed cache folder")
     parser.add_argument("--model", required=True, help="checkpoint to write")
     parser.add_argument("--live", required=True, help="DVCLive folder for per-epoch logs")
@@ -129,10 +131,10 @@ def main() -> None:
     cache_meta = check_run(args.backbone, args.cache, cfg.train)
     if cfg.train.nproc > 1 and not distributed.under_torchrun():
         sys.exit(launch_ranks(args.backbone, cfg.train))
-    meta = train(args.backbone, args.cache, args.model, args.live, args.resume, cfg, cache_meta)
+    meta = train(args.backbone, args.seed, args.cache, args.model, args.live, args.resume, cfg, cache_meta)
     if meta is None:
         return
-    print(f"{args.backbone}: best val macro-F1 {meta['val_macro_f1']:.4f} at epoch {meta['epoch']} "
+    print(f"{args.backbone} seed {args.seed}: best val macro-F1 {meta['val_macro_f1']:.4f} at epoch {meta['epoch']} "
           f"of {meta['epochs_run']}; saved {args.model}")
 
 

@@ -26,6 +26,7 @@ def merge(base: dict, overrides: dict) -> dict:
 
 # Tiny settings: 32 px, one epoch, two backbones, no ImageNet download; the tiny data's val is kept.
 TINY = {
+    "seeds": [42],
     "preprocess": {"img_size": 32},
     "data": {"min_val": 4},
     "backbones": ["resnet18", "efficientnet_b0"],
@@ -33,10 +34,17 @@ TINY = {
 }
 
 
+def project_root(path: Path) -> Path:
+    """The project copy `path` belongs to (the folder holding stages/), e.g. for a command run in demo/."""
+    path = Path(path).absolute()
+    return next((p for p in (path, *path.parents) if (p / "stages").is_dir()), path)
+
+
 def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
-    """Run a command with the project's venv first on PATH; output captured as text."""
+    """Run a command with the project's venv first on PATH and that project copy's code importable;
+    output captured as text."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd),
+               DVC_NO_ANALYTICS="1", PYTHONPATH=str(project_root(cwd)),
                # one fixed commit date: two identical test projects get the same commit (provenance stamps)
                GIT_AUTHOR_DATE="2026-01-01T00:00:00+0000", GIT_COMMITTER_DATE="2026-01-01T00:00:00+0000")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
@@ -96,10 +104,20 @@ def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = Tru
     return dest
 
 
-def stage_cmd(stage: str, item: str = "", pipeline: Path = ROOT / "dvc.yaml") -> list[str]:
-    """A stage's command as dvc.yaml writes it (a foreach stage's `${item}` filled in), as argv."""
+def stage_cmd(stage: str, item: str = "", seed: int = 42, pipeline: Path = ROOT / "dvc.yaml") -> list[str]:
+    """A stage's command as dvc.yaml writes it, as argv: a foreach stage's `${item}` is `item`, a
+    backbone x seed matrix stage's `${item.backbone}` and `${item.seed}` are `item` and `seed`."""
     spec = yaml.safe_load(pipeline.read_text())["stages"][stage]
-    return shlex.split(spec.get("do", spec)["cmd"].replace("${item}", item))
+    cmd = spec.get("do", spec)["cmd"]
+    return shlex.split(cmd.replace("${item.backbone}", item).replace("${item.seed}", str(seed)).replace("${item}", item))
+
+
+def run_paths(backbone: str, seed: int = 42) -> dict[str, str]:
+    """Where dvc.yaml puts one run's files (relative to the project)."""
+    run = f"{backbone}/seed{seed}"
+    return {"model": f"models/{run}.pt", "resume": f"checkpoints/{run}.pt", "live": f"dvclive/{run}",
+            "metrics": f"metrics/{run}.json", "predictions": f"predictions/{backbone}/seeds/seed{seed}",
+            "gradcam": f"plots/gradcam/{run}.png"}
 
 
 # The demo at the smallest size that still has every class in every split: the session's one run

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, write_xray
+from conftest import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
 from stages.lib.checkpoints import fingerprint
 from stages.lib.cache import build_cache
 from stages.lib.config import STUDY_CLASSES, Preprocess
@@ -282,10 +282,7 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(tmp_p
         raise AssertionError("a model was built")
     monkeypatch.setattr(stages.train, "build_model", no_model)
     monkeypatch.setattr(stages.evaluate, "load_model", no_model)
-    argv = {"train": ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--live", "live", "--resume", "r.pt"],
-            "evaluate": ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--metrics", "m.json",
-                         "--headline", "h.json", "--predictions", "pred", "--gradcam", "g.png"]}[stage]
-    monkeypatch.setattr(sys, "argv", [stage, *argv])
+    monkeypatch.setattr(sys, "argv", stage_cmd(stage, "resnet18")[2:])
     with pytest.raises(SystemExit) as done:
         getattr(stages, stage).main()
     err = capsys.readouterr().err.strip()

@@ -81,7 +81,7 @@ def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_pa
     check = r["check"]
     assert check["ok"] is True and check["pipeline"]["runner"] == "stages"
     assert [s["stage"] for s in check["pipeline"]["stages"]] == [
-        "synthesize", "preprocess", "train@resnet18", "evaluate@resnet18", "ensemble", "report"]
+        "synthesize", "preprocess", "train@resnet18-42", "evaluate@resnet18-42", "combine@resnet18", "ensemble", "report"]
     assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
     b = r["backbones"]["resnet18"]
     assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)
@@ -137,7 +137,7 @@ def test_stage_commands_expand_the_project_pipelines_as_dvc_does(folder):
     root = ROOT / folder
     ours = stage_commands(yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((root / "params.yaml").read_text()))
     assert dict(ours) == _dvc_stages(root)
-    assert [name for name, _ in ours][-3:-1] == ["evaluate@convnext_tiny", "ensemble"]
+    assert [name for name, _ in ours][-4:-1] == ["combine@efficientnet_b0", "combine@convnext_tiny", "ensemble"]
 
 
 def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
@@ -198,3 +198,14 @@ def test_near_pairs_match_brute_force_across_blocks(monkeypatch):
     bits = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=-1).sum(-1)
     expected = [(i, j, int(bits[i, j])) for i, j in zip(*np.nonzero(bits <= 100))]
     assert leakage.near_pairs(a, b, 100) == expected and (0, 0, 1) in expected
+
+
+def test_quality_bench_smoke_gives_each_seed_the_seed_ensemble_and_the_shortcut(tmp_path):
+    r = smoke("bench.quality", tmp_path / "quality.json", "--seeds", "1", "2")
+    assert STAMP - {"repeats"} <= set(r) and r["smoke"] is True and r["protocol"]["train"]["epochs"] == 1
+    b = r["backbones"]["resnet18"]
+    runs = b["test_macro_f1"]["runs"]
+    assert set(runs) == {"1", "2"} and b["test_macro_f1"]["mean"] == pytest.approx(sum(runs.values()) / 2, abs=1e-4)
+    assert b["seed_ensemble_gain"] == pytest.approx(b["seed_ensemble_test_macro_f1"] - b["test_macro_f1"]["mean"], abs=2e-4)
+    assert b["minus_shortcut"].startswith("resnet18 − shortcut = ") and len(b["train_s_per_run"]) == 2
+    assert 0 <= r["shortcut_test_macro_f1"] <= 1 and r["goal"]["resnet18"]["gain_at_least"] == 0.02

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, make_project, merge, preprocess, run, stage_cmd, write_xray
+from conftest import TINY, make_project, merge, preprocess, run, run_paths, stage_cmd, write_xray
 from stages.lib.errors import UserError
 from stages.lib.layouts import read_layout
 
@@ -63,13 +63,13 @@ def test_two_classes_train_evaluate_report_and_predict(tmp_path):
     proj = make_project(tmp_path / "proj", kaggle_tree(tmp_path / "kaggle"),
                         merge(TINY, {"data": {"classes": ["normal", "pneumonia"]}, "backbones": ["resnet18"]}), git=False)
     out = {name: run(stage_cmd(name, "resnet18"), proj).stdout
-           for name in ("preprocess", "train", "evaluate", "ensemble", "report")}
+           for name in ("preprocess", "train", "evaluate", "combine", "ensemble", "report")}
     assert "train: 18 images normal 6, pneumonia 12" in out["preprocess"]
-    meta = torch.load(proj / "models/resnet18.pt", weights_only=True)["meta"]
+    meta = torch.load(proj / run_paths("resnet18")["model"], weights_only=True)["meta"]
     assert meta["classes"] == ["normal", "pneumonia"]
     # where it ran: the first line of train and evaluate, the checkpoint and the DVCLive summary
     assert out["train"].startswith("resnet18: runs on cpu (") and out["evaluate"].startswith("resnet18: runs on cpu (")
-    live = json.loads((proj / "dvclive/resnet18/metrics.json").read_text())
+    live = json.loads((proj / run_paths("resnet18")["live"] / "metrics.json").read_text())
     assert live["runtime"] == meta["runtime"] and meta["runtime"]["device"] == "cpu"
     assert meta["runtime"]["precision"] == "fp32" and "needs CUDA" in meta["runtime"]["note"]
     for name in ("resnet18", "ensemble"):
@@ -80,7 +80,7 @@ def test_two_classes_train_evaluate_report_and_predict(tmp_path):
     summary = (proj / "metrics/summary.md").read_text()
     assert "| resnet18 | pneumonia |" in summary and "Study acc" not in summary  # the study had 4 classes
 
-    run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", "data/chest_xray/test/NORMAL",
+    run(["python", "-m", "stages.predict", "--model", run_paths("resnet18")["model"], "--images", "data/chest_xray/test/NORMAL",
          "--out", "new.csv", "--submission"], proj)
     rows = (proj / "new.csv").read_text().splitlines()
     assert rows[0] == "new_filename,normal,pneumonia" and len(rows) == 3

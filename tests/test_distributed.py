@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, make_project, merge, run, stage_cmd
+from conftest import TINY, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.data import balanced_sampler
 from stages.lib.distributed import RankShard
 
 TRAIN = stage_cmd("train", "resnet18")
+RUN = run_paths("resnet18")
 
 
 @pytest.mark.parametrize("n,world", [(32, 2), (30, 4), (7, 3)])
@@ -37,14 +38,14 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
         run(stage_cmd("preprocess"), proj)
         stdout = run(TRAIN, proj).stdout
         outputs[nproc] = stdout
-        assert sorted(p.name for p in (proj / "checkpoints").iterdir()) == ["resnet18.pt"]
-        assert sorted(p.name for p in (proj / "models").iterdir()) == ["resnet18.pt"]
-        state = torch.load(proj / "checkpoints/resnet18.pt", weights_only=True)
+        assert sorted(p.relative_to(proj).as_posix() for p in (proj / "checkpoints").rglob("*.pt")) == [RUN["resume"]]
+        assert sorted(p.relative_to(proj).as_posix() for p in (proj / "models").rglob("*.pt")) == [RUN["model"]]
+        state = torch.load(proj / RUN["resume"], weights_only=True)
         assert state["progress"] == {"epoch": 1, "best_epoch": 1, "best_val_macro_f1": state["progress"]["best_val_macro_f1"],
                                      "stale": 0, "finished": True}
-        rows = (proj / "dvclive/resnet18/plots/metrics/train/images_per_s.tsv").read_text().splitlines()
+        rows = (proj / RUN["live"] / "plots/metrics/train/images_per_s.tsv").read_text().splitlines()
         assert len(rows) == 2 and float(rows[1].split("\t")[-1]) > 0  # one writer, one row per epoch
-    counts = {n: re.findall(r"resnet18 epoch 1/1: .* \| (\d+) images, \d+ img/s", out) for n, out in outputs.items()}
+    counts = {n: re.findall(r"resnet18 seed 42 epoch 1/1: .* \| (\d+) images, \d+ img/s", out) for n, out in outputs.items()}
     assert counts[1] == counts[2] == ["32"]  # tiny_data has 32 training images; printed once, by rank 0
 
 
@@ -55,7 +56,7 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(proj))
     proc = subprocess.Popen(TRAIN, cwd=proj, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = proj / "checkpoints" / "resnet18.pt"
+    last = proj / RUN["resume"]
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -66,9 +67,9 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
     assert done < 3, "the kill came too late to test anything"
 
     rerun = run(TRAIN, proj).stdout
-    assert f"resuming from checkpoints/resnet18.pt: epoch {done} done" in rerun
-    assert re.findall(r"resnet18 epoch (\d)/3: .* \| 32 images", rerun) == [str(e) for e in range(done + 1, 4)]
-    steps = (proj / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text().splitlines()
+    assert f"resuming from {RUN['resume']}: epoch {done} done" in rerun
+    assert re.findall(r"resnet18 seed 42 epoch (\d)/3: .* \| 32 images", rerun) == [str(e) for e in range(done + 1, 4)]
+    steps = (proj / RUN["live"] / "plots/metrics/val/macro_f1.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in steps] == ["step", "1", "2", "3"]
 
 

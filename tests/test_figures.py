@@ -270,17 +270,15 @@ def test_summary_is_a_results_section_with_a_table_per_split(results):
     pc = scores["resnet18"]["test"]["per_class"]["virus"]
     assert f"| resnet18 | virus | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['auroc']:.3f} | " \
            f"{pc['average_precision']:.3f} | {pc['support']} |" in text
-    assert "1 seed per model: no run-to-run spread measured" in text and "## Paired comparisons" not in text
+    assert "## Seeds" not in text and "## Paired comparisons" not in text  # the report stage adds them
 
 
-def test_summary_renders_seed_statistics_and_paired_comparisons_when_given(results):
-    seeds = {"resnet18": {"seeds": [42, 7], "test": {"accuracy": [0.5, 0.7], "macro_f1": [0.4, 0.6],
-                                                     "macro_auroc": [0.8, 0.9]}}}
-    sentence = "resnet18 − densenet121 test macro-F1 = 0.031 [−0.012, 0.075]: not distinguishable"
-    text = summary(results, seeds=seeds, comparisons=[sentence])
-    assert "| resnet18 | 42, 7 | 0.600 ± 0.141 (0.500, 0.700) | 0.500 ± 0.141 (0.400, 0.600) |" in text
-    assert f"## Paired comparisons\n\nDifferences on the same images, paired bootstrap 95% CI.\n\n- {sentence}" in text
-    assert "no run-to-run spread" not in text
+def test_summary_places_the_seed_and_comparison_sections_after_the_shortcut_audit(results):
+    sections = ["## Seeds", "", "| resnet18 | 2 | 42: 0.500, 7: 0.600 |", "", "## Paired comparisons", ""]
+    text = summary(results, sections=sections)
+    order = [text.index(h) for h in ("## Test split", "## Shortcut audit", "## Seeds", "## Paired comparisons",
+                                     "## Per class (test)", "## Figures")]
+    assert order == sorted(order) and "| resnet18 | 2 | 42: 0.500, 7: 0.600 |" in text
 
 
 def test_html_report_inlines_every_image_and_refuses_a_missing_one(tmp_path):
@@ -341,7 +339,7 @@ def test_the_html_report_renders_offline_in_chromium(demo_project, tmp_path):
     demo = demo_project / "demo"
     page = demo / "metrics" / "report.html"
     text = page.read_text()
-    figures = [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").iterdir()]
+    figures = [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").rglob("*.png")]
     assert "<script" not in text and text.count('<img src="data:image/png;base64,') == len(figures)
     seen = open_in_chromium(page, tmp_path)
     assert seen["requests"] == []
@@ -354,7 +352,7 @@ def test_the_demo_summary_embeds_every_figure_and_marks_synthetic_pngs(demo_proj
     demo = demo_project / "demo"
     text = (demo / "metrics" / "summary.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    pngs = [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").iterdir()]
+    pngs = [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").rglob("*.png")]
     assert sorted((demo / "metrics" / link).resolve() for link in links) == sorted(p.resolve() for p in pngs)
     for png in pngs:
         image = Image.open(png)

@@ -25,7 +25,7 @@ def test_committed_params_are_the_declared_defaults():
 
 def test_every_param_is_documented_in_docs_params_md():
     doc = (ROOT / "docs" / "params.md").read_text()
-    assert params_table() in doc, "regenerate the table: python -m stages.lib.config"
+    assert params_table() in doc, "regenerate the table: python -m stages.lib.config docs/params.md"
     assert all(f"| `{key}` |" in doc for key, _, sub in sections() if sub is None)
 
 
@@ -48,8 +48,13 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
                                 "preprocess.clahe_clip_limit must be a number in (0, 40], got 'high'"),
     "string num_workers": ("  num_workers: auto", '  num_workers: "4"',
                            "train.num_workers must be auto or an integer from 0 to 64, got '4'; write it without quotes"),
-    "string seed": ("  seed: 42\n  deterministic", "  seed: forty-two\n  deterministic",
-                    "train.seed must be an integer in [0, 4294967296), got 'forty-two'"),
+    "string seed": ("  seed: 42   ", "  seed: forty-two   ", "data.seed must be an integer in [0, 4294967296), got 'forty-two'"),
+    "seeds not a list of distinct integers": ("seeds: [42]", "seeds: [42, 42]",
+                                              "seeds must be a non-empty list of distinct integers from 0 to 2**32 - 1, "
+                                              "got [42, 42]"),
+    "train.seed": ("train:\n", "train:\n  seed: 42\n",
+                   "train.seed moved to the top level as a list: write `seeds: [42]` beside `backbones:` (one training "
+                   "run per backbone and seed)"),
     "fractional epochs": ("  epochs: 50", "  epochs: 2.5", "train.epochs must be an integer >= 1, got 2.5"),
     "img_size 1": ("  img_size: 256", "  img_size: 1", "preprocess.img_size must be an integer from 32 to 1024, got 1"),
     "img_size 100000": ("  img_size: 256", "  img_size: 100000",
@@ -66,7 +71,7 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
                                   "densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name"),
     "missing key": ("  lr: 5.0e-5\n", "", "train.lr is missing; add it (default: {{lr: 5.0e-05}}). Every param must be "
                                           "in {path}, where DVC tracks it"),
-    "key given twice": ("  lr: 5.0e-5", "  lr: 5.0e-5\n  lr: 1e-3", "key 'lr' appears twice (line 39); keep one"),
+    "key given twice": ("  lr: 5.0e-5", "  lr: 5.0e-5\n  lr: 1e-3", "key 'lr' appears twice (line {lr_line}); keep one"),
     "duplicate classes": ("classes: [normal, bacteria, virus, COVID-19]", "classes: [normal, covid, COVID-19]",
                           "data.classes must be two or more distinct class names (no commas), e.g. [normal, pneumonia], "
                           "got ['normal', 'covid', 'COVID-19']"),
@@ -79,7 +84,8 @@ def test_bad_params_are_refused_in_one_line_naming_the_key(tmp_path, case):
     with pytest.raises(UserError) as err:
         load(tmp_path, old, new)
     path = tmp_path / "params.yaml"
-    assert str(err.value) == f"{path}: {message.format(path=path)}"
+    lr_line = STUDY[:STUDY.index("  lr: 5.0e-5")].count("\n") + 1  # the line the key is first given on
+    assert str(err.value) == f"{path}: {message.format(path=path, lr_line=lr_line)}"
 
 
 def test_a_missing_section_is_refused_with_its_defaults(tmp_path):

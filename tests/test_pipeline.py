@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT, TINY, TINY_DEMO, make_project, merge, run, stage_cmd
+from conftest import ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
 NEW_KEYS = {"balanced_accuracy", "weighted_f1", "weighted_precision", "weighted_recall", "macro_auroc",
@@ -44,7 +44,10 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
         if name != "ensemble":
             assert m["best_epoch"] == 1 and m["epochs_run"] == 1
-            assert (demo / "plots" / "gradcam" / f"{name}.png").read_bytes()[:8] == PNG
+            assert (demo / run_paths(name)["gradcam"]).read_bytes()[:8] == PNG
+            assert m["seeds"]["n"] == 1 and m["seeds"]["note"] == "1 seed: no run-to-run spread measured"
+            run = json.loads((demo / run_paths(name)["metrics"]).read_text())
+            assert run["seed"] == 42 and m["seeds"]["runs"]["42"]["test"]["macro_f1"] == run["test"]["macro_f1"]
     figures = sorted(p.name for p in (demo / "plots" / "figures").iterdir())
     assert figures == ["comparison.png", "confusion_test.png", "confusion_val.png", "pr_test.png",
                        "reliability_test.png", "roc_test.png", "training_curves.png"]
@@ -52,7 +55,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     curves = (demo / "plots" / "curves" / "val.csv").read_text().splitlines()
     assert curves == ["model,epoch,loss,macro_f1,accuracy"] + [
         f"{b},1,{r['loss']!r},{r['macro_f1']!r},{r['accuracy']!r}" for b in backbones
-        for r in [json.loads((demo / "dvclive" / b / "metrics.json").read_text())["val"]]]
+        for r in [json.loads((demo / run_paths(b)["live"] / "metrics.json").read_text())["val"]]]
     summary = (demo / "metrics" / "summary.md").read_text()
     test_table = summary.split("## Test split")[1].split("\n## ")[0]
     assert "SYNTHETIC" in summary and all(f"| {b} | " in test_table for b in backbones + ["ensemble"])
@@ -60,6 +63,14 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     assert f"| ensemble | {ens['test']['accuracy']:.3f} [" in test_table
     images = json.loads((demo / "metrics" / "headline" / "data.json").read_text())
     assert images == {"images": sum(TINY_DEMO["synthetic"].values())}
+    # Every model against every other, the ensemble and the metadata-only shortcut (its predictions
+    # written by preprocess), on the same test images.
+    assert len((demo / "predictions" / "shortcut" / "test.csv").read_text().splitlines()) == 1 + 16
+    comparisons = summary.split("## Paired comparisons")[1].split("## Provenance")[0]
+    pairs = ["resnet18 − efficientnet_b0", "resnet18 − ensemble", "efficientnet_b0 − ensemble",
+             "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
+    assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
+    assert "1 seed: no run-to-run spread measured" in summary
 
 
 def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):
@@ -76,7 +87,7 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
 
     run(["dvc", "plots", "show", "-o", str(tmp_path / "page")], demo)
     page = (tmp_path / "page" / "index.html").read_text()
-    pngs = [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").iterdir()]
+    pngs = [*(demo / "plots" / "figures").iterdir(), *(demo / "plots" / "gradcam").rglob("*.png")]
     shown = sorted(Path(src).name for src in re.findall(r'<img[^>]*src="([^"]+)"', page))
     assert shown == sorted("workspace_" + p.relative_to(demo).as_posix().replace("/", "_") for p in pngs)  # each once
     for title in ("val macro-F1 per epoch", "val loss per epoch", "train loss per epoch", "val accuracy per epoch"):
@@ -91,12 +102,25 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     run(["git", "add", "-A"], proj)
     run(["git", "commit", "-qm", "demo results"], proj)
     backbones = TINY_DEMO["backbones"]
-    downstream = {"ensemble", "report"} | {f"{s}@{b}" for s in ("train", "evaluate") for b in backbones}
+    downstream = ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
+                  | {f"{s}@{b}-42" for s in ("train", "evaluate") for b in backbones})
     lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], demo).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr
     assert stages_run(lr) == downstream
     clahe = run(["dvc", "exp", "run", "-S", "preprocess.clahe_clip_limit=2.0"], demo).stdout
     assert stages_run(clahe) == {"preprocess"} | downstream
+
+    # A second seed runs only its own train and evaluate stages, then combines: each backbone's result is
+    # now its two-seed ensemble, with the seeds' spread beside it.
+    more = run(["dvc", "exp", "run", "-S", "seeds=[42,2]"], demo).stdout
+    assert stages_run(more) == ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
+                                | {f"{s}@{b}-2" for s in ("train", "evaluate") for b in backbones})
+    m = json.loads((demo / "metrics" / "resnet18.json").read_text())
+    assert m["seeds"]["n"] == 2 and set(m["seeds"]["runs"]) == {"42", "2"} and "note" not in m["seeds"]
+    head = json.loads((demo / "metrics" / "headline" / "resnet18.json").read_text())
+    assert head["test"]["macro_f1_sd"] == m["seeds"]["sd"]["test"]["macro_f1"] > 0
+    assert json.loads((demo / "metrics" / "ensemble.json").read_text())["members"] == [
+        f"{b}/seed{s}" for b in backbones for s in (42, 2)]
 
     # The README's compact comparison of experiments fits a 200-column terminal.
     command = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show"))
@@ -114,18 +138,18 @@ def test_predict_reproduces_evaluate_and_writes_the_course_submission(demo_proje
         (images / f.name).write_bytes(f.read_bytes())
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "new.csv"
-    done = run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
+    done = run(["python", "-m", "stages.predict", "--model", run_paths("resnet18")["model"], "--images", str(images),
                 "--out", str(out)], demo)
     assert "skipped" in done.stderr and "notes.txt" in done.stderr
     ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in out.read_text().splitlines()[1:]}
-    evaluated = (demo / "predictions" / "resnet18" / "test.csv").read_text().splitlines()[1:]
+    evaluated = (demo / run_paths("resnet18")["predictions"] / "test.csv").read_text().splitlines()[1:]
     assert len(ours) == len(evaluated) == 16
     for row in evaluated:
         name = row.split(",")[0]
         np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
 
     submission = tmp_path / "submission.csv"
-    run(["python", "-m", "stages.predict", "--model", "models/resnet18.pt", "--images", str(images),
+    run(["python", "-m", "stages.predict", "--model", run_paths("resnet18")["model"], "--images", str(images),
          "--out", str(submission), "--submission"], demo)
     lines = submission.read_text().splitlines()
     assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 17
@@ -165,9 +189,10 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
 
     run(stage_cmd("train", "resnet18"), proj)
     run(stage_cmd("evaluate", "resnet18"), proj)
+    run(stage_cmd("combine", "resnet18"), proj)
     m = json.loads((proj / "metrics" / "resnet18.json").read_text())
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
-    history = (proj / "dvclive" / "resnet18" / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
+    history = (proj / run_paths("resnet18")["live"] / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
     assert history.splitlines()[0] == "step\tmacro_f1" and len(history.splitlines()) == 2
 
     run(stage_cmd("ensemble"), proj)

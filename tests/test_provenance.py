@@ -5,7 +5,7 @@ import subprocess
 import torch
 import yaml
 
-from conftest import ROOT, TINY_DEMO, run
+from conftest import ROOT, TINY_DEMO, run, run_paths
 from tools.demo_pipeline import demo_pipeline
 
 DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs"}  # demo/params.yaml's header
@@ -79,14 +79,18 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
     report = json.loads((demo / "metrics" / "data_report.json").read_text())["provenance"]
     assert report == {"git": {"commit": head, "dirty": False, "modified": []}, "data": data,
                       "params": {"preprocess": params["preprocess"], "data": params["data"]}}
-    ckpt = torch.load(demo / "models" / "resnet18.pt", weights_only=True)["meta"]["provenance"]
+    ckpt = torch.load(demo / run_paths("resnet18")["model"], weights_only=True)["meta"]["provenance"]
     assert ckpt["git"]["commit"] == head and ckpt["data"] == data
-    assert ckpt["params"]["train"]["lr"] == params["train"]["lr"] and ckpt["params"]["backbone"] == "resnet18"
-    detail = json.loads((demo / "metrics" / "resnet18.json").read_text())["provenance"]
-    assert detail["trained_at"] == ckpt["git"] and detail["data"] == data
-    assert detail["params"] == {**ckpt["params"], "evaluate": params["evaluate"]}
+    assert ckpt["params"]["train"]["lr"] == params["train"]["lr"]
+    assert (ckpt["params"]["backbone"], ckpt["params"]["seed"]) == ("resnet18", 42)
+    run = json.loads((demo / run_paths("resnet18")["metrics"]).read_text())["provenance"]
+    assert run["trained_at"] == ckpt["git"] and run["data"] == data
+    assert run["params"] == {**ckpt["params"], "evaluate": params["evaluate"]}
+    backbone = json.loads((demo / "metrics" / "resnet18.json").read_text())["provenance"]
+    assert backbone["params"] == {"backbone": "resnet18", "seeds": [42], "evaluate": params["evaluate"]}
+    assert backbone["runs"] == {"42": run} and backbone["git"]["commit"] == head
     ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())["provenance"]
-    assert ensemble["params"]["backbones"] == TINY_DEMO["backbones"]
+    assert ensemble["params"]["backbones"] == TINY_DEMO["backbones"] and ensemble["params"]["seeds"] == [42]
     summary = (demo / "metrics" / "summary.md").read_text()
     assert f"- Code: commit `{head}` (clean)" in summary and f"md5 `{data['md5']}`" in summary
     assert yaml.safe_load(summary.split("```yaml\n")[1].split("```")[0]) == params

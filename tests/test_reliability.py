@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY, make_project, merge, run, stage_cmd
+from conftest import ROOT, TINY, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.errors import UserError
 from stages.lib.io import write_json
 
@@ -31,20 +31,20 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 def live_metrics(proj: Path) -> dict:
     """DVCLive's summary without the throughput, which is the one figure that varies run to run."""
-    summary = json.loads((proj / "dvclive/resnet18/metrics.json").read_text())
+    summary = json.loads((proj / run_paths("resnet18")["live"] / "metrics.json").read_text())
     assert summary["train"].pop("images_per_s") > 0
     return summary
 
 
 def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp_path, tiny_data):
     whole = make_project(tmp_path / "whole", tiny_data, ONE)
-    run(["dvc", "repro", "train@resnet18"], whole)
+    run(["dvc", "repro", "train@resnet18-42"], whole)
 
     killed = make_project(tmp_path / "killed", tiny_data, ONE)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen(["dvc", "repro", "train@resnet18"], cwd=killed, env=env, start_new_session=True,
+    proc = subprocess.Popen(["dvc", "repro", "train@resnet18-42"], cwd=killed, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "resnet18.pt"
+    last = killed / run_paths("resnet18")["resume"]
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -54,16 +54,16 @@ def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp
     done = torch.load(last, weights_only=True)["progress"]["epoch"]
     assert done < 3, "the kill came too late to test anything"
 
-    rerun = run(["dvc", "repro", "train@resnet18"], killed).stdout
-    assert f"resuming from checkpoints/resnet18.pt: epoch {done} done" in rerun
-    epochs = re.findall(r"resnet18 epoch (\d)/3:", rerun)
+    rerun = run(["dvc", "repro", "train@resnet18-42"], killed).stdout
+    assert f"resuming from {run_paths('resnet18')['resume']}: epoch {done} done" in rerun
+    epochs = re.findall(r"resnet18 seed 42 epoch (\d)/3:", rerun)
     assert epochs[0] == str(done + 1) and epochs[-1] == "3"
 
-    tsv = (killed / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text()
-    assert tsv == (whole / "dvclive/resnet18/plots/metrics/val/macro_f1.tsv").read_text()
+    tsv = (killed / run_paths("resnet18")["live"] / "plots/metrics/val/macro_f1.tsv").read_text()
+    assert tsv == (whole / run_paths("resnet18")["live"] / "plots/metrics/val/macro_f1.tsv").read_text()
     assert [line.split("\t")[0] for line in tsv.splitlines()] == ["step", "1", "2", "3"]
     assert live_metrics(killed) == live_metrics(whole)
-    assert_same_weights(killed / "models/resnet18.pt", whole / "models/resnet18.pt")
+    assert_same_weights(killed / run_paths("resnet18")["model"], whole / run_paths("resnet18")["model"])
 
 
 def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
@@ -71,10 +71,10 @@ def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
     args = stage_cmd("train", "resnet18")
     run(stage_cmd("preprocess"), proj)
     run(args, proj)
-    state = torch.load(proj / "checkpoints/resnet18.pt", weights_only=True)
+    state = torch.load(proj / run_paths("resnet18")["resume"], weights_only=True)
     state["progress"]["finished"] = False  # pretend the run was cut short
-    torch.save(state, proj / "checkpoints/resnet18.pt")
-    (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("seed: 42", "seed: 7"))
+    torch.save(state, proj / run_paths("resnet18")["resume"])
+    (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("  dropout: 0.1", "  dropout: 0.2"))
     assert "was written with other params, data or code; training from epoch 1" in run(args, proj).stdout
 
 
@@ -85,7 +85,7 @@ def test_two_runs_give_identical_metrics_and_weights(tmp_path, tiny_data):
         run(["dvc", "repro", "--force"], proj)
     for name in TINY["backbones"]:
         assert (a / f"metrics/{name}.json").read_bytes() == (b / f"metrics/{name}.json").read_bytes()
-        assert_same_weights(a / f"models/{name}.pt", b / f"models/{name}.pt")
+        assert_same_weights(a / run_paths(name)["model"], b / run_paths(name)["model"])
 
 
 # --- refusals: one line naming the param, exit code 2, before any work ---------------------------
@@ -101,7 +101,7 @@ def stage_main(module, argv, tmp_path, monkeypatch, params, capsys):
     return exit_info.value.code, capsys.readouterr().err.strip()
 
 
-TRAIN_ARGS = ["--backbone", "resnet18", "--cache", "cache", "--model", "m.pt", "--live", "live", "--resume", "r.pt"]
+TRAIN_ARGS = stage_cmd("train", "resnet18")[3:]
 
 
 @pytest.mark.parametrize("params,message", [  # params themselves: tests/test_params.py
@@ -124,7 +124,7 @@ def test_train_refuses_an_impossible_run_before_any_work(tmp_path, monkeypatch, 
 
 def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
     import stages.train
-    argv = ["--backbone", "vit_b16", *TRAIN_ARGS[2:]]
+    argv = stage_cmd("train", "vit_b16")[3:]
     code, err = stage_main(stages.train, argv, tmp_path, monkeypatch, {}, capsys)
     assert code == 2 and err == ("error: unknown backbone 'vit_b16'; stages/lib/models.py has records for resnet18, "
                                  "densenet121, efficientnet_b0, convnext_tiny")

@@ -24,9 +24,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stages.lib.config import Data, Preprocess
-from stages.lib.data import cache_files, file_records
+from stages.lib.data import UNLABELED, cache_files, file_records
 from stages.lib.data_report import class_name, image_stats, split_counts
 from stages.lib.errors import UserError
+from stages.lib.evaluation import predictions_csv
 from stages.lib.formats import BadImage, load_gray
 from stages.lib.io import umask, write_json, write_text
 from stages.lib.layouts import (SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits, read_layout,
@@ -75,8 +76,10 @@ def _process(path: Path) -> tuple[np.ndarray | None, dict | str]:
 
 
 def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
-                p: Preprocess, d: Data, workers: int | None = None) -> dict:
-    """Preprocess the dataset under `data_dir` into `out_dir` and write the data report.
+                p: Preprocess, d: Data, workers: int | None = None,
+                shortcut_dir: str | os.PathLike | None = None) -> dict:
+    """Preprocess the dataset under `data_dir` into `out_dir` and write the data report (and, into
+    `shortcut_dir`, the metadata-only classifier's predictions of val and test).
 
     `p` is params.yaml's `preprocess` section, `d` its `data` section. Returns the report.
     """
@@ -109,7 +112,8 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         _check_not_empty(splits, data_dir, skipped)
         _check_classes(splits, data_dir, d.classes)
         rows = {split: [(facts[row_of[s.name, s.path]], s) for s in ss] for split, ss in splits.items()}
-        report = {"layout": layout, **_checks(rows, notes, skipped, repeats, d)}
+        checks, shortcut_probs = _checks(rows, notes, skipped, repeats, d)
+        report = {"layout": layout, **checks}
         start = time.perf_counter()
         for split, ss in splits.items():
             _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes)
@@ -127,6 +131,11 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if shortcut_dir is not None:
+        for split, probs in shortcut_probs.items():
+            labels = np.array([UNLABELED if s.label is None else s.label for s in splits[split]])
+            write_text(Path(shortcut_dir) / f"{split}.csv",
+                       predictions_csv([s.name for s in splits[split]], labels, probs, d.classes))
     with _timed("report"):
         write_json(report_path, report)
     if report["leakage"]["summary"]:
@@ -139,9 +148,10 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
 
 
 def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: list[BadImage],
-            repeats: dict[str, list[list[str]]], d: Data) -> dict:
-    """The data report's content from each image's (facts, sample); refuses one picture under two
-    labels, and leakage under on_leak: error."""
+            repeats: dict[str, list[list[str]]], d: Data) -> tuple[dict, dict]:
+    """The data report's content from each image's (facts, sample), and the shortcut audit's
+    probabilities per scored split; refuses one picture under two labels, and leakage under
+    on_leak: error."""
     distance = d.near_duplicate_distance
     records = {split: [{"name": s.name, "patient": s.patient, "label": s.label, **f} for f, s in rs]
                for split, rs in rows.items()}
@@ -152,8 +162,8 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
     if summary and d.on_leak == "error":
         raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
     with _timed("shortcut"):
-        shortcut = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()}, d.seed,
-                                  d.classes)
+        shortcut, shortcut_probs = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()},
+                                                  d.seed, d.classes)
     with _timed("report"):
         return {
             "counts": {split: split_counts([s.label for _, s in rs], d.classes) for split, rs in rows.items()},
@@ -163,7 +173,7 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
             "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
             "duplicates": _duplicates(repeats, same_pixels(records)),
             "shortcut": shortcut,
-        }
+        }, shortcut_probs
 
 
 def _refuse_label_conflict(records: dict[str, list[dict]], classes) -> None:

@@ -59,7 +59,8 @@ def train_code(root: str | os.PathLike = ".") -> list[Path]:
     """The train stage's code deps as dvc.yaml lists them: a change to any invalidates a resume."""
     path = Path(root) / "dvc.yaml"
     try:
-        deps = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["train"]["do"]["deps"]
+        stage = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["train"]
+        deps = stage.get("do", stage)["deps"]  # a foreach stage keeps them under `do`, a matrix stage not
     except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
         raise UserError(f"cannot read the train stage's deps from {path} ({err.__class__.__name__}); "
                         f"run the stage from the project root") from err

@@ -29,6 +29,8 @@ REMOVED = {
                  "fp32; amp: false is precision: fp32); delete train.amp",
     "train.backbones": "train.backbones moved to the top level: write `backbones: [...]` beside `train:`, "
                        "not inside it",
+    "train.seed": "train.seed moved to the top level as a list: write `seeds: [42]` beside `backbones:` (one "
+                  "training run per backbone and seed)",
 }
 
 
@@ -36,9 +38,15 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
-def _allows(text: str) -> dict:
+def _allows(text: str, **source) -> dict:
     """What a field checked by its own validator accepts (for messages and docs/params.md)."""
-    return {"allowed": text}
+    return {"allowed": text, **source}
+
+
+def _src(source: str, code=None) -> dict:
+    """Where a default comes from (docs/params.md): the study's `report`, its published `code` where the
+    report is silent, or `ours`. `code` notes the code's value where it differs from the report's."""
+    return {"source": source + (f" (its code: {code})" if code is not None else "")}
 
 
 def refuse(rule: str, show_value: bool = True) -> PydanticCustomError:
@@ -47,32 +55,46 @@ def refuse(rule: str, show_value: bool = True) -> PydanticCustomError:
 
 
 class Preprocess(Section):
-    img_size: int = Field(256, ge=32, le=1024, description="final square size fed to the networks (px)")
-    center_crop_ratio: float = Field(0.9, gt=0, le=1, description="share of the short side kept by the centre crop")
-    clahe_clip_limit: float = Field(1.5, gt=0, le=40, description="CLAHE clip limit (fixed, not sampled)")
-    clahe_tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side (8 -> 8x8)")
+    img_size: int = Field(256, ge=32, le=1024, json_schema_extra=_src("report"),
+                          description="final square size fed to the networks (px)")
+    center_crop_ratio: float = Field(0.9, gt=0, le=1, json_schema_extra=_src("report", code=0.95),
+                                     description="share of the short side kept by the centre crop")
+    clahe_clip_limit: float = Field(1.5, gt=0, le=40, json_schema_extra=_src("report"),
+                                    description="CLAHE clip limit (fixed, not sampled)")
+    clahe_tile_grid: int = Field(8, ge=1, le=64, json_schema_extra=_src("report"),
+                                 description="CLAHE tiles per side (8 -> 8x8)")
 
 
 class Data(Section):
     layout: Literal["auto", "course", "folders", "kaggle-pneumonia", "manifest"] = Field(
-        "auto", description="dataset layout under data/; auto detects it (README 'Bring your own data')")
+        "auto", json_schema_extra=_src("ours"),
+        description="dataset layout under data/; auto detects it (README 'Bring your own data')")
     classes: list[str] = Field(
-        default_factory=lambda: list(STUDY_CLASSES), json_schema_extra=_allows("two or more distinct names"),
+        default_factory=lambda: list(STUDY_CLASSES),
+        json_schema_extra=_allows("two or more distinct names", **_src("report")),
         description="the label set, in output order; other labels are refused (Kaggle: [normal, bacteria, virus] "
                     "or [normal, pneumonia])")
     val_fraction: float = Field(
-        0.15, gt=0, le=0.5, description="share of train held out as val when val is missing or too small")
-    min_val: int = Field(20, ge=0, description="a smaller given val split is merged into train and re-split")
+        0.15, gt=0, le=0.5, json_schema_extra=_src("ours"),
+        description="share of train held out as val when val is missing or too small")
+    min_val: int = Field(20, ge=0, json_schema_extra=_src("ours"),
+                         description="a smaller given val split is merged into train and re-split")
     test_fraction: float = Field(
-        0.15, gt=0, le=0.5, description="share of train held out as test when the layout has none")
-    seed: int = Field(42, ge=0, lt=2**32, description="seeds the drawn val/test splits and the shortcut audit")
-    max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard: larger images are refused")
+        0.15, gt=0, le=0.5, json_schema_extra=_src("ours"),
+        description="share of train held out as test when the layout has none")
+    seed: int = Field(42, ge=0, lt=2**32, json_schema_extra=_src("ours"),
+                      description="seeds the drawn val/test splits and the shortcut audit")
+    max_pixels: int = Field(100_000_000, ge=1, json_schema_extra=_src("ours"),
+                            description="decompression-bomb guard: larger images are refused")
     on_bad_image: Literal["error", "skip"] = Field(
-        "error", description="error: stop at the first unreadable/missing/oversized file; skip: skip and report all")
+        "error", json_schema_extra=_src("ours"),
+        description="error: stop at the first unreadable/missing/oversized file; skip: skip and report all")
     on_leak: Literal["warn", "error"] = Field(
-        "warn", description="warn: loud line + report; error: refuse splits sharing patients or (near) duplicates")
+        "warn", json_schema_extra=_src("ours"),
+        description="warn: loud line + report; error: refuse splits sharing patients or (near) duplicates")
     near_duplicate_distance: int = Field(
-        20, ge=0, le=256, description="max Hamming distance (of 256 pHash bits) of a near duplicate")
+        20, ge=0, le=256, json_schema_extra=_src("ours"),
+        description="max Hamming distance (of 256 pHash bits) of a near duplicate")
 
     @field_validator("classes")
     @classmethod
@@ -87,18 +109,28 @@ class Data(Section):
 
 class Augment(Section):
     shift_limit: float = Field(
-        0.02, ge=0, le=0.5, description="ShiftScaleRotate shift (fraction of the side), as Affine translate")
-    scale_limit: float = Field(0.08, ge=0, lt=1, description="ShiftScaleRotate scale: zoom in 1 +- scale_limit")
-    rotate_limit: float = Field(5, ge=0, le=180, description="ShiftScaleRotate rotation (degrees, +-)")
-    affine_p: float = Field(0.7, ge=0, le=1, description="probability of the shift/scale/rotate")
-    brightness_limit: float = Field(0.1, ge=0, le=1, description="RandomBrightnessContrast brightness")
-    contrast_limit: float = Field(0.15, ge=0, le=1, description="RandomBrightnessContrast contrast")
-    brightness_contrast_p: float = Field(0.7, ge=0, le=1, description="probability of the brightness/contrast change")
+        0.02, ge=0, le=0.5, json_schema_extra=_src("report"),
+        description="ShiftScaleRotate shift (fraction of the side), as Affine translate")
+    scale_limit: float = Field(0.08, ge=0, lt=1, json_schema_extra=_src("report"),
+                               description="ShiftScaleRotate scale: zoom in 1 +- scale_limit")
+    rotate_limit: float = Field(5, ge=0, le=180, json_schema_extra=_src("report"),
+                                description="ShiftScaleRotate rotation (degrees, +-)")
+    affine_p: float = Field(0.7, ge=0, le=1, json_schema_extra=_src("report"),
+                            description="probability of the shift/scale/rotate")
+    brightness_limit: float = Field(0.1, ge=0, le=1, json_schema_extra=_src("report", code=0.08),
+                                    description="RandomBrightnessContrast brightness")
+    contrast_limit: float = Field(0.15, ge=0, le=1, json_schema_extra=_src("report", code=0.12),
+                                  description="RandomBrightnessContrast contrast")
+    brightness_contrast_p: float = Field(0.7, ge=0, le=1, json_schema_extra=_src("report", code=0.6),
+                                         description="probability of the brightness/contrast change")
     noise_var_limit: list[float] = Field(
-        default_factory=lambda: [5.0, 15.0], json_schema_extra=_allows("[low, high], 0 <= low <= high"),
+        default_factory=lambda: [5.0, 15.0],
+        json_schema_extra=_allows("[low, high], 0 <= low <= high", **_src("report")),
         description="GaussNoise pixel variance (-> std_range in albumentations 2.x)")
-    noise_p: float = Field(0.15, ge=0, le=1, description="probability of Gaussian noise")
-    hflip_p: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    noise_p: float = Field(0.15, ge=0, le=1, json_schema_extra=_src("report"),
+                           description="probability of Gaussian noise")
+    hflip_p: float = Field(0.5, ge=0, le=1, json_schema_extra=_src("code"),
+                           description="probability of a horizontal flip")
 
     @field_validator("noise_var_limit")
     @classmethod
@@ -109,33 +141,47 @@ class Augment(Section):
 
 
 class Plateau(Section):
-    factor: float = Field(0.5, gt=0, lt=1, description="ReduceLROnPlateau: lr *= factor when val macro-F1 stalls")
-    patience: int = Field(3, ge=0, description="ReduceLROnPlateau: epochs without a gain before lowering lr")
+    factor: float = Field(0.1, gt=0, lt=1, json_schema_extra=_src("code"),
+                          description="ReduceLROnPlateau: lr *= factor when val macro-F1 stalls")
+    patience: int = Field(5, ge=0, json_schema_extra=_src("code"),
+                          description="ReduceLROnPlateau: epochs without a gain before lowering lr")
 
 
 class Train(Section):
-    pretrained: bool = Field(True, description="ImageNet weights via torchvision's weights API; false = from scratch")
-    lr: float = Field(5e-5, gt=0, le=1, description="AdamW learning rate")
-    weight_decay: float = Field(2e-4, ge=0, le=1, description="AdamW weight decay")
-    batch_size: int = Field(16, ge=1, description="images per step, per process")
-    epochs: int = Field(50, ge=1, description="upper bound; early stopping usually ends sooner")
-    dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the new Linear head")
+    pretrained: bool = Field(True, json_schema_extra=_src("report"),
+                             description="ImageNet weights via torchvision's weights API; false = from scratch")
+    lr: float = Field(5e-5, gt=0, le=1, json_schema_extra=_src("report", code="1e-4"),
+                      description="AdamW learning rate")
+    weight_decay: float = Field(2e-4, ge=0, le=1, json_schema_extra=_src("report", code="1e-4"),
+                                description="AdamW weight decay")
+    batch_size: int = Field(16, ge=1, json_schema_extra=_src("report", code=32),
+                            description="images per step, per process")
+    epochs: int = Field(50, ge=1, json_schema_extra=_src("report", code=30),
+                        description="upper bound; early stopping usually ends sooner")
+    dropout: float = Field(0.1, ge=0, lt=1, json_schema_extra=_src("report", code=0.05),
+                           description="dropout before the new Linear head")
     scheduler: Literal["plateau", "cosine"] = Field(
-        "plateau", description="plateau: ReduceLROnPlateau on val macro-F1; cosine: annealing over the epochs")
+        "plateau", json_schema_extra=_src("report"),
+        description="plateau: ReduceLROnPlateau on val macro-F1; cosine: annealing over the epochs")
     plateau: Plateau = Field(default_factory=Plateau, description="the plateau scheduler's settings")
-    min_lr: float = Field(1e-7, ge=0, description="learning-rate floor of both schedulers")
-    early_stopping_patience: int = Field(10, ge=1, description="epochs without a val macro-F1 gain before stopping")
+    min_lr: float = Field(1e-6, ge=0, json_schema_extra=_src("code"),
+                          description="learning-rate floor of both schedulers")
+    early_stopping_patience: int = Field(10, ge=1, json_schema_extra=_src("report", code=8),
+                                         description="epochs without a val macro-F1 gain before stopping")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
-        "auto", description="CUDA compute dtype (autocast): auto = bf16 where the GPU has it, else fp16 + "
+        "auto", json_schema_extra=_src("ours", code="fp16 autocast + GradScaler"),
+        description="CUDA compute dtype (autocast): auto = bf16 where the GPU has it, else fp16 + "
                             "GradScaler; fp32 = no mixed precision. CPU runs fp32")
-    compile: bool = Field(False, description="torch.compile the model (the first epoch compiles)")
+    compile: bool = Field(False, json_schema_extra=_src("ours"),
+                          description="torch.compile the model (the first epoch compiles)")
     nproc: int = Field(
-        1, ge=1, description="processes (GPUs) training one backbone with DDP; > 1 re-launches via torchrun")
-    seed: int = Field(42, ge=0, lt=2**32, description="seeds Python, NumPy, torch, the sampler and the augmentations")
+        1, ge=1, json_schema_extra=_src("ours"),
+        description="processes (GPUs) training one backbone with DDP; > 1 re-launches via torchrun")
     deterministic: bool = Field(
-        False, description="deterministic CUDA kernels (slower); CPU runs are reproducible anyway")
+        False, json_schema_extra=_src("ours"),
+        description="deterministic CUDA kernels (slower); CPU runs are reproducible anyway")
     num_workers: Union[Literal["auto"], int] = Field(
-        "auto", json_schema_extra=_allows("auto or an integer from 0 to 64"),
+        "auto", json_schema_extra=_allows("auto or an integer from 0 to 64", **_src("ours", code="max(1, cores // 2)")),
         description="DataLoader workers; auto = 0 on CPU, min(8, cores per process) on GPU")
 
     @field_validator("num_workers", mode="plain")
@@ -147,21 +193,27 @@ class Train(Section):
 
 
 class Evaluate(Section):
-    batch_size: int = Field(64, ge=1, description="inference batch")
-    tta_hflip: bool = Field(False, description="average each image's probabilities with its mirror's")
-    bootstrap_resamples: int = Field(1000, ge=0, description="resamples for the 95% confidence intervals (0: none)")
-    seed: int = Field(0, ge=0, lt=2**32, description="bootstrap seed")
+    batch_size: int = Field(64, ge=1, json_schema_extra=_src("ours"), description="inference batch")
+    tta_hflip: bool = Field(False, json_schema_extra=_src("ours"),
+                            description="average each image's probabilities with its mirror's")
+    bootstrap_resamples: int = Field(1000, ge=0, json_schema_extra=_src("ours"),
+                                     description="resamples for the 95% confidence intervals (0: none)")
+    seed: int = Field(0, ge=0, lt=2**32, json_schema_extra=_src("ours"),
+                      description="seeds the bootstraps: CIs and paired comparisons")
     calibration_bins: int = Field(
-        15, ge=1, le=1000, description="equal-width confidence bins for ECE and reliability diagrams")
-    gradcam_per_class: int = Field(2, ge=1, le=16, description="images per class shown with Grad-CAM")
+        15, ge=1, le=1000, json_schema_extra=_src("ours"),
+        description="equal-width confidence bins for ECE and reliability diagrams")
+    gradcam_per_class: int = Field(2, ge=1, le=16, json_schema_extra=_src("ours"),
+                                   description="images per class shown with Grad-CAM")
 
 
 class Synthetic(Section):
     """The demo's generated films: demo/params.yaml only (the top-level pipeline reads real data)."""
-    seed: int = Field(0, ge=0, lt=2**32, description="draws the synthetic films (same seed, same pixels)")
-    train: int = Field(360, ge=8, description="synthetic training films")
-    val: int = Field(90, ge=4, description="synthetic validation films")
-    test: int = Field(90, ge=4, description="synthetic test films")
+    seed: int = Field(0, ge=0, lt=2**32, json_schema_extra=_src("ours"),
+                      description="draws the synthetic films (same seed, same pixels)")
+    train: int = Field(360, ge=8, json_schema_extra=_src("ours"), description="synthetic training films")
+    val: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic validation films")
+    test: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic test films")
 
 
 OPTIONAL_SECTIONS = {"synthetic"}  # may be absent: only demo/params.yaml has it
@@ -174,12 +226,24 @@ class Config(Section):
     augment: Augment = Field(default_factory=Augment, description="train-time augmentation")
     backbones: list[str] = Field(
         default_factory=lambda: list(STUDY_BACKBONES),
-        json_schema_extra=_allows("distinct names, each with a record in stages/lib/models.py"),
+        json_schema_extra=_allows("distinct names, each with a record in stages/lib/models.py", **_src("report")),
         description="the networks trained and compared; dvc.yaml loops over them")
+    seeds: list[int] = Field(
+        default_factory=lambda: [42],
+        json_schema_extra=_allows("distinct integers from 0 to 2**32 - 1", **_src("ours")),
+        description="one training run per backbone and seed (dvc.yaml's matrix); the report gives their spread and "
+                    "scores each backbone's seed ensemble")
     train: Train = Field(default_factory=Train, description="training")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
     synthetic: Union[Synthetic, None] = Field(
         None, description="demo/params.yaml only: the synthetic films its first stage writes")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) < len(seeds) or not all(0 <= x < 2**32 for x in seeds):
+            raise refuse("must be a non-empty list of distinct integers from 0 to 2**32 - 1")
+        return seeds
 
     @field_validator("backbones")
     @classmethod
@@ -258,7 +322,7 @@ def _field(loc: list[str]) -> FieldInfo | None:
 
 def allowed(field: FieldInfo) -> str:
     """What a field accepts, from its declaration: 'an integer from 32 to 1024'."""
-    if field.json_schema_extra:
+    if field.json_schema_extra and "allowed" in field.json_schema_extra:
         return field.json_schema_extra["allowed"]
     kind = field.annotation
     if get_origin(kind) is Literal:
@@ -290,15 +354,17 @@ def sections(model: type[BaseModel] = Config, prefix: str = ""):
 
 
 def params_table() -> str:
-    """The Markdown table of docs/params.md: every param with its default, allowed values and meaning."""
+    """The Markdown table of docs/params.md: every param with its default, where that default comes
+    from (the study's report, its code, or our choice), the allowed values and the meaning."""
     defaults = Config(synthetic=Synthetic()).model_dump()
-    rows = ["| param | default | allowed | meaning |", "|---|---|---|---|"]
+    rows = ["| param | default | source | allowed | meaning |", "|---|---|---|---|---|"]
     for key, field, sub in sections():
         if sub is None:
             value = defaults
             for part in key.split("."):
                 value = value[part]
-            rows.append(f"| `{key}` | `{_yaml(value)}` | {allowed(field)} | {field.description} |")
+            source = (field.json_schema_extra or {}).get("source", "")
+            rows.append(f"| `{key}` | `{_yaml(value)}` | {source} | {allowed(field)} | {field.description} |")
     return "\n".join(rows) + "\n"
 
 
@@ -306,5 +372,19 @@ def _yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).removesuffix("\n...\n").strip()
 
 
-if __name__ == "__main__":  # python -m stages.lib.config > table, pasted into docs/params.md
-    sys.stdout.write(params_table())
+def write_table(path: str) -> None:
+    """Replace the params table in the Markdown file at `path` (from its header row to the first line
+    that is not a table row) with today's."""
+    lines = open(path, encoding="utf-8").read().split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("| param |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    text = "\n".join(lines[:start]) + "\n" + params_table() + "\n".join(lines[end:])
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":  # python -m stages.lib.config [docs/params.md]: print the table, or update the file's
+    if len(sys.argv) > 1:
+        write_table(sys.argv[1])
+    else:
+        sys.stdout.write(params_table())

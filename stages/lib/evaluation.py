@@ -1,7 +1,7 @@
 """Scoring predictions: metrics per split, and the per-image predictions beside them.
 
-Evaluate (one backbone) and ensemble (the mean of several) both end in `write_and_score`, so
-their files and numbers have one shape.
+Evaluate (one run), combine (a backbone's seeds) and ensemble (every run) all end in
+`write_and_score`, so their files and numbers have one shape.
 """
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> 
 def average_probabilities(probs: list[np.ndarray]) -> np.ndarray:
     """The ensemble: the mean of the members' class probabilities (each row still sums to 1)."""
     return np.mean(np.stack(probs), axis=0)
+
+
+def read_runs(folders: list[Path], split: str, classes) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, labels, probabilities [runs, N, C]) of one split from several runs' predictions folders,
+    refusing runs scored on other images (they would be averaged image by image)."""
+    runs = [read_predictions(Path(folder) / f"{split}.csv", classes) for folder in folders]
+    names, labels, _ = runs[0]
+    for folder, (other_names, other_labels, _) in zip(folders, runs):
+        if other_names != names or (other_labels != labels).any():
+            raise UserError(f"{folder}/{split}.csv lists other images than {folders[0]}/{split}.csv; rerun evaluate "
+                            f"(dvc repro)")
+    return names, labels, np.stack([p for _, _, p in runs])
 
 
 # --- per-image predictions CSV: filename,true_label,predicted_label,prob_<class>... ---------------

@@ -72,7 +72,8 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
     if preprocess is not None and meta["preprocess"] != preprocess:
         raise UserError(f"{path} was trained on images preprocessed with {meta['preprocess']}, the cache has "
                         f"{preprocess}; rerun the pipeline (dvc repro)")
-    retrain = f"retrain it (dvc repro --force train@{meta['backbone']})"
+    stage = f"train@{meta['backbone']}" + (f"-{meta['seed']}" if "seed" in meta else "")  # dvc.yaml's matrix name
+    retrain = f"retrain it (dvc repro --force {stage})"
     try:
         stored = Preprocess.model_validate(meta["preprocess"])
     except ValidationError as err:

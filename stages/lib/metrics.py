@@ -178,8 +178,12 @@ HEADLINE = {"test": ("accuracy", "macro_f1", "macro_auroc"), "val": ("macro_f1",
 
 def headline(report: dict) -> dict:
     """The headline of a detail metrics report (`metrics/<model>.json`): HEADLINE's numbers of each
-    scored split, plus the best epoch for a trained model. A split without labels is left out."""
+    scored split, the seeds' sd of test macro-F1 when there are several, and the best epoch for a
+    trained model. A split without labels is left out."""
     out = {split: {k: report[split][k] for k in keys} for split, keys in HEADLINE.items() if report.get(split)}
+    sd = (report.get("seeds") or {}).get("sd")
+    if sd and "test" in out:  # several seeds: how far one run's test macro-F1 strays
+        out["test"]["macro_f1_sd"] = sd["test"]["macro_f1"]
     if "best_epoch" in report:
         out["best_epoch"] = report["best_epoch"]
     return out

@@ -21,20 +21,28 @@ def features(facts: list[dict], formats: list[str]) -> np.ndarray:
                     dtype=np.float64)
 
 
-def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int, classes) -> dict:
+def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int,
+                   classes) -> tuple[dict, dict[str, np.ndarray]]:
     """`splits`: split -> (facts, label) per image. Fits on train, scores each other labeled split:
-    {"val": {"macro_f1", "per_class_recall"}, "test": {...}, "features": [...]}."""
+    ({"val": {"macro_f1", "per_class_recall"}, "test": {...}, "features": [...]},
+     {split: class probabilities [N, len(classes)] of every image of val and test, in order}).
+    The probabilities let the report compare every model with this classifier image by image."""
     formats = sorted({f["format"] for rows in splits.values() for f, _ in rows})
     train = [(f, y) for f, y in splits["train"] if y is not None]
     model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
     model.fit(features([f for f, _ in train], formats), [y for _, y in train])
-    out = {}
+    out, probs = {}, {}
     for split in SCORED_SPLITS:
-        rows = [(f, y) for f, y in splits.get(split, []) if y is not None]
+        rows = splits.get(split, [])
         if not rows:
+            continue
+        probs[split] = np.zeros((len(rows), len(classes)))
+        probs[split][:, model.classes_] = model.predict_proba(features([f for f, _ in rows], formats))
+        known = np.array([y is not None for _, y in rows])
+        if not known.any():
             continue  # a hidden-label test set cannot be scored
-        y_true = np.array([y for _, y in rows])
-        y_pred = model.predict(features([f for f, _ in rows], formats))
+        y_true = np.array([y for _, y in rows if y is not None])
+        y_pred = probs[split][known].argmax(1)  # = model.predict: classes_ are sorted indices
         present = sorted(set(y_true.tolist()))  # macro over the classes present, like the networks' metrics
         recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
         out[split] = {
@@ -42,4 +50,4 @@ def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int, 
             "per_class_recall": {classes[c]: round(float(r), 4) for c, r in zip(present, recall)},
         }
     out["features"] = list(NUMERIC) + [f"format={x}" for x in formats]
-    return out
+    return out, probs

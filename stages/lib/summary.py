@@ -1,18 +1,16 @@
 """metrics/summary.md: the results section of a paper, as Markdown that renders on GitHub.
 
 One table per split with 95% CIs and the metadata-only shortcut as a row beside the models, the
-shortcut audit's verdict, the seed spread and paired comparisons (when given), the per-class table,
+shortcut audit's verdict, the report stage's seed and paired-comparison sections, the per-class table,
 then every figure embedded with its caption. html_report.py turns the same text into one HTML file.
 """
 from __future__ import annotations
 
 import math
-import statistics
 
 from stages.lib.plotting import ENSEMBLE, SYNTHETIC_MARK
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
-HEADLINE_KEYS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("macro_auroc", "macro AUROC"))
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -79,30 +77,6 @@ def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str) -> list[
     return lines
 
 
-def seed_lines(seeds: dict[str, dict], split: str) -> list[str]:
-    """Run-to-run spread: per model, mean ± sample sd over seeds of each headline metric and each seed's value.
-
-    `seeds[model] = {"seeds": [42, 7, ...], "<split>": {"accuracy": [...], "macro_f1": [...], "macro_auroc":
-    [...]}}`, the lists in the order of "seeds". Without any model of two or more seeds, one line says so.
-    """
-    lines = ["## Seeds", ""]
-    if not any(len(s.get("seeds", [])) > 1 for s in seeds.values()):
-        return lines + ["1 seed per model: no run-to-run spread measured. A difference between models may be no "
-                        "larger than what a second seed of the same model would change.", ""]
-    lines += [f"{SPLIT_NAMES[split]} split, mean ± sd over seeds (sample sd), then each seed's value.", "",
-              "| Model | Seeds | " + " | ".join(label.capitalize() for _, label in HEADLINE_KEYS) + " |",
-              "|---|---|" + "---|" * len(HEADLINE_KEYS)]
-    for name, s in seeds.items():
-        cells = []
-        for key, _ in HEADLINE_KEYS:
-            values = [v for v in s.get(split, {}).get(key, []) if v is not None]
-            sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-            cells.append(f"{statistics.fmean(values):.3f}{sd} ({', '.join(f'{v:.3f}' for v in values)})"
-                         if values else "n/a")
-        lines.append(f"| {name} | {', '.join(str(x) for x in s.get('seeds', []))} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
 def per_class_table(scores: dict[str, dict], classes, split: str) -> list[str]:
     lines = [f"## Per class ({split})", "",
              "| Model | Class | Precision | Recall | F1 | AUROC | Average precision | Images |",
@@ -125,17 +99,14 @@ def figure_lines(figures: list[tuple[str, str, str]]) -> list[str]:
 
 def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
                      figures: list[tuple[str, str, str]], study: dict[str, tuple[float, float]],
-                     shortcut: dict | None = None, shown: str = "test", seeds: dict[str, dict] | None = None,
-                     comparisons: list[str] | None = None) -> str:
-    """The results section: tables per split with CIs, shortcut audit, seeds, paired comparisons, per class,
-    figures.
+                     shortcut: dict | None = None, shown: str = "test", sections: list[str] | None = None) -> str:
+    """The results section: tables per split with CIs, shortcut audit, further sections, per class, figures.
 
     `scores[model][split]`: the split's metrics dict (None when its labels are hidden); `training[model]`:
-    DVCLive's metrics.json (best_epoch, epochs_run); `figures`: (path relative to the summary, title, caption);
-    `study[model] = (val accuracy, val macro-F1)`; `shortcut`: the data report's shortcut audit; `shown`:
-    the split of the per-class table and the verdicts (val when test labels are hidden). Optional, plain
-    data, empty today: `seeds` as in `seed_lines`; `comparisons`, ready sentences such as
-    "resnet18 − densenet121 test macro-F1 = 0.031 [−0.012, 0.075]: not distinguishable".
+    best_epoch and epochs_run; `figures`: (path relative to the summary, title, caption); `study[model] =
+    (val accuracy, val macro-F1)`; `shortcut`: the data report's shortcut audit; `shown`: the split of the
+    per-class table and the verdicts (val when test labels are hidden); `sections`: ready Markdown lines
+    (the report stage's seeds and paired comparisons), placed after the shortcut audit.
     """
     shortcut = shortcut or {}
     lines = ["# Results", ""]
@@ -143,7 +114,7 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
         lines += [f"> **{SYNTHETIC_MARK.upper()}.** These numbers come from generated images: they show "
                   "the pipeline works and say nothing about medicine.", ""]
     lines += ["Point estimates with 95% bootstrap confidence intervals (resampling the split's images). "
-              f"`{ENSEMBLE}` averages the backbones' probabilities. A model whose interval reaches the "
+              f"`{ENSEMBLE}` averages every run's probabilities. A model whose interval reaches the "
               "metadata-only row has not shown that it reads the images.", ""]
     for split in SPLIT_NAMES:
         lines += split_table(scores, training, split, study, shortcut)
@@ -152,10 +123,7 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
         lines += [f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')}).",
                   ""]
     lines += shortcut_lines(scores, shortcut, shown)
-    lines += seed_lines(seeds or {}, shown)
-    if comparisons:
-        lines += ["## Paired comparisons", "", "Differences on the same images, paired bootstrap 95% CI.", ""]
-        lines += [f"- {sentence}" for sentence in comparisons] + [""]
+    lines += sections or []
     lines += per_class_table(scores, classes, shown)
     lines += figure_lines(figures)
     return "\n".join(lines)

@@ -63,21 +63,22 @@ class EpochLoader(DataLoader):
         return super().__iter__()
 
 
-def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.device) -> tuple[DataLoader, DataLoader]:
-    """Class-balanced, augmented train loader and a plain val loader over the cache.
+def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.device,
+                 seed: int) -> tuple[DataLoader, DataLoader]:
+    """Class-balanced, augmented train loader and a plain val loader over the cache; `seed` is the run's.
 
     Under DDP each rank gets every N-th index of the shared sampled stream and of the val set;
     the augmentations are seeded per rank so the ranks do not draw identical transforms.
     """
     rank, world = distributed.rank(), distributed.world_size()
-    train_set = CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=t.seed + rank))
+    train_set = CachedSplit(cache_dir, "train", augment=train_augment(augment, seed=seed + rank))
     val_set = CachedSplit(cache_dir, "val")
     workers = resolve_workers(t.num_workers, device)
     common = dict(
         batch_size=t.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, worker_init_fn=_seed_worker_augment if workers else None,
     )
-    generator = torch.Generator().manual_seed(t.seed)  # the same on every rank: one shared stream
+    generator = torch.Generator().manual_seed(seed)  # the same on every rank: one shared stream
     sampler = balanced_sampler(train_set.labels, generator)
     if world > 1:
         sampler = distributed.RankShard(sampler, rank, world)
@@ -158,12 +159,14 @@ def fit(
     t: Train,
     device: torch.device,
     name: str,
+    seed: int,
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] = lambda row: None,
     on_best: Callable[[nn.Module, int, float], None] = lambda model, epoch, score: None,
     on_checkpoint: Callable[[dict], None] = lambda state: None,
 ) -> Progress:
-    """Train with AdamW and class-weighted CE, early-stop on val macro-F1; `t` is params' `train`.
+    """Train with AdamW and class-weighted CE, early-stop on val macro-F1; `t` is params' `train`,
+    `seed` the run's (one of params' `seeds`).
 
     `on_epoch` receives each epoch's metrics row (for DVCLive); `on_best` is called whenever val
     macro-F1 improves, so the best checkpoint is on disk as soon as it exists; `on_checkpoint`
@@ -190,7 +193,7 @@ def fit(
         set_rng_state(resume["rng"], train_loader)
         progress = Progress(**resume["progress"])
         if distributed.rank() > 0:  # the checkpoint holds rank 0's augmentation RNGs only
-            train_loader.dataset.augment.set_random_seed(t.seed + distributed.rank() + 7919 * progress.epoch)
+            train_loader.dataset.augment.set_random_seed(seed + distributed.rank() + 7919 * progress.epoch)
 
     # Weights are read and saved through `model`; the forward passes go through `net`, which adds
     # DDP's gradient averaging and, when asked, torch.compile's fused kernels.

@@ -1,0 +1,142 @@
+"""`make quality`: how stable the pipeline's results are on real films, and what seeds buy.
+
+    python -m bench.quality                    # ../shared/data/cxr4 -> bench/results/quality.json
+    python -m bench.quality --smoke --out X    # tiny synthetic films, one epoch: checks the script
+
+Runs the study's protocol at CPU size (from scratch, lr 1e-3, 128 px, up to 15 epochs, early stopping
+and the plateau schedule as params.yaml has them) through `dvc repro` of a temporary copy of the
+project, with `--seeds` runs of each of `--backbones`, on the real films of ../shared/data/cxr4
+(160 train / 40 val / 40 test, 40 per class). Writes, per backbone: each seed's test macro-F1 and
+their mean +- sd, the seed ensemble's and its gain over the mean seed, the pooled CI of one run, the
+paired difference to the metadata-only shortcut, and the training time per run; plus the
+all-run ensemble, the shortcut's own score and the wall time. Not a test: a measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from bench import common
+from bench.gpu_check import merge
+from stages.lib.comparisons import paired_difference, sentence
+from stages.lib.errors import UserError, cli
+from stages.lib.evaluation import read_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("stages", "tools", "dvc.yaml", "params.yaml")
+PROTOCOL = {"preprocess": {"img_size": 128}, "train": {"pretrained": False, "lr": 1e-3, "epochs": 15}}
+SMOKE = {"preprocess": {"img_size": 32}, "data": {"min_val": 4}, "train": {"pretrained": False, "lr": 1e-3,
+                                                                              "epochs": 1, "batch_size": 8}}
+GOAL_GAIN = 0.02  # the seed ensemble over the mean single seed, test macro-F1
+
+
+def make_project(dest: Path, data: Path, overrides: dict) -> None:
+    for name in PROJECT_FILES:
+        src, to = ROOT / name, dest / name
+        to.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, to, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy2(src, to)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "data").symlink_to(data.resolve(), target_is_directory=True)
+
+
+def repro(project: Path) -> dict[str, float]:
+    """`dvc repro` in `project`, printing its output; seconds per stage (from one 'Running stage' line to the next)."""
+    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1",
+           "PATH": f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=project, env=env, check=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
+    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seconds, current, start = {}, None, time.perf_counter()
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if m := re.match(r"Running stage '(.+)':", line):
+            now = time.perf_counter()
+            if current:
+                seconds[current] = round(now - start, 1)
+            current, start = m.group(1), now
+    if proc.wait() != 0:
+        raise UserError(f"dvc repro failed in {project} (exit {proc.returncode}); its output is above")
+    if current:
+        seconds[current] = round(time.perf_counter() - start, 1)
+    return seconds
+
+
+def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict, resamples: int) -> dict:
+    """The result file's content from the pipeline's outputs in `project`."""
+    meta = json.loads((project / "cache" / "meta.json").read_text())
+    classes = meta["classes"]
+    labels, shortcut = read_runs([project / "predictions" / "shortcut"], "test", classes)[1:]
+    out = {}
+    for b in backbones:
+        m = json.loads((project / "metrics" / f"{b}.json").read_text())
+        runs = read_runs([project / "predictions" / b / "seeds" / f"seed{s}" for s in seeds], "test", classes)[2]
+        block = m["seeds"]
+        mean = block["mean"]["test"]["macro_f1"]
+        versus = paired_difference(labels, runs, shortcut, resamples, 0)["macro_f1"]
+        out[b] = {
+            "test_macro_f1": {"mean": round(mean, 4), "sd": None if block["sd"] is None else round(block["sd"]["test"]["macro_f1"], 4),
+                              "runs": {s: round(h["test"]["macro_f1"], 4) for s, h in block["runs"].items()},
+                              "pooled_ci95": [round(v, 4) for v in block["pooled_ci95"]["test"]["macro_f1"]]},
+            "seed_ensemble_test_macro_f1": round(m["test"]["macro_f1"], 4),
+            "seed_ensemble_gain": round(m["test"]["macro_f1"] - mean, 4),
+            "seed_ensemble_ci95": [round(v, 4) for v in m["test"]["macro_f1_ci95"]],
+            "minus_shortcut": sentence(b, "shortcut", "macro_f1", versus),
+            "train_s_per_run": [seconds.get(f"train@{b}-{s}") for s in seeds],
+            "best_epochs": {s: h["best_epoch"] for s, h in block["runs"].items()},
+        }
+    ensemble = json.loads((project / "metrics" / "ensemble.json").read_text())
+    short = json.loads((project / "metrics" / "data_report.json").read_text())["shortcut"]["test"]["macro_f1"]
+    return {"backbones": out, "ensemble_test_macro_f1": round(ensemble["test"]["macro_f1"], 4),
+            "shortcut_test_macro_f1": short}
+
+
+@cli
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["resnet18"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--data", type=Path, default=None, help="a course-layout folder (default: the real films)")
+    parser.add_argument("--out", type=Path, default=common.RESULTS / "quality.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny synthetic films, 32 px, one epoch")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    with common.tempdir() as tmp:
+        tmp = Path(tmp)
+        if args.smoke:
+            data, source = common.images(tmp, {"train": 24, "val": 8, "test": 8}, args.data)
+        elif args.data or (common.REAL_DATA / "train_data.csv").is_file():
+            data, source = common.images(tmp, None, args.data)
+        else:
+            raise UserError(f"no real films at {common.REAL_DATA}; pass --data or run --smoke")
+        overrides = merge(SMOKE if args.smoke else PROTOCOL, {"backbones": args.backbones, "seeds": args.seeds})
+        make_project(tmp / "project", data, overrides)
+        seconds = repro(tmp / "project")
+        params = yaml.safe_load((tmp / "project" / "params.yaml").read_text())
+        result = {"data": source, "smoke": args.smoke, "protocol": {k: params[k] for k in ("preprocess", "train")},
+                  **measure(tmp / "project", args.backbones, args.seeds, seconds, params["evaluate"]["bootstrap_resamples"]),
+                  "stage_seconds": seconds, "wall_s": round(time.perf_counter() - start, 1), **common.stamp()}
+    result["goal"] = {b: {"gain_at_least": GOAL_GAIN, "met": r["seed_ensemble_gain"] >= GOAL_GAIN}
+                      for b, r in result["backbones"].items()}
+    path = common.save("quality", result, args.out)
+    for b, r in result["backbones"].items():
+        t = r["test_macro_f1"]
+        print(f"{b}: test macro-F1 per seed {t['runs']}, mean {t['mean']} sd {t['sd']}; seed ensemble "
+              f"{r['seed_ensemble_test_macro_f1']} ({r['seed_ensemble_gain']:+.4f}); {r['minus_shortcut']}")
+    print(f"shortcut {result['shortcut_test_macro_f1']}, all-run ensemble {result['ensemble_test_macro_f1']}; "
+          f"{result['wall_s']} s -> {path}")
+
+
+if __name__ == "__main__":
+    main()

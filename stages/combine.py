@@ -1,0 +1,72 @@
+"""Stage `combine@<backbone>`: a backbone's seeds -> its result, the seed ensemble (the mean of its
+runs' probabilities), scored like one model, with each seed's numbers, their mean and sd, and a
+pooled CI for a single run beside it (metrics/<backbone>.json, `seeds`)."""
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from stages.lib import provenance
+from stages.lib.comparisons import seed_block
+from stages.lib.config import Evaluate
+from stages.lib.errors import UserError, cli
+from stages.lib.evaluation import SCORED_SPLITS, average_probabilities, read_runs, write_and_score
+from stages.lib.io import load_params, read_json, write_json
+from stages.lib.metrics import headline
+
+
+def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_meta: dict, metrics_path: str,
+            headline_path: str, e: Evaluate) -> dict:
+    """Score the seed ensemble of `backbone` over `seeds`; write its predictions and metrics."""
+    classes = cache_meta["classes"]
+    per_seed = {}
+    for s in seeds:
+        path = Path(runs_dir) / f"seed{s}.json"
+        if not path.is_file():
+            raise UserError(f"{path} not found: seed {s} of {backbone} has not been evaluated; "
+                            f"run dvc repro evaluate@{backbone}-{s}")
+        per_seed[s] = read_json(path)
+    folders = [Path(predictions_dir) / "seeds" / f"seed{s}" for s in seeds]
+    outputs, test_runs = {}, None
+    for split in SCORED_SPLITS:
+        names, labels, runs = read_runs(folders, split, classes)
+        outputs[split] = (names, labels, average_probabilities(list(runs)))
+        if split == "test":
+            test_runs = (labels, runs)
+    report = write_and_score(outputs, classes, Path(predictions_dir), e)
+    report["seeds"] = seed_block(per_seed, *test_runs, e.bootstrap_resamples, e.seed)
+    # One number for the table: the median run's; every seed's own is in `seeds`.
+    report["best_epoch"] = statistics.median_low(m["best_epoch"] for m in per_seed.values())
+    report["epochs_run"] = statistics.median_low(m["epochs_run"] for m in per_seed.values())
+    report["provenance"] = {
+        **provenance.stamp({"backbone": backbone, "seeds": list(seeds), "evaluate": e.model_dump()},
+                           cache_meta.get("data")),
+        "runs": {str(s): m.get("provenance") for s, m in per_seed.items()}}
+    write_json(metrics_path, report)
+    write_json(headline_path, headline(report))
+    return report
+
+
+@cli
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--runs", required=True, help="folder of the runs' metrics: seed<seed>.json")
+    parser.add_argument("--predictions", required=True,
+                        help="the backbone's predictions folder: reads seeds/seed<seed>/, writes val.csv and test.csv")
+    parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json (class list)")
+    parser.add_argument("--metrics", required=True, help="detail metrics JSON to write")
+    parser.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metric)")
+    args = parser.parse_args()
+    cfg = load_params()
+    r = combine(args.backbone, cfg.seeds, args.runs, args.predictions, read_json(args.cache_meta), args.metrics,
+                args.headline, cfg.evaluate)
+    spread = f" (seeds: mean {r['seeds']['mean']['test']['macro_f1']:.4f}" + (
+        f" sd {r['seeds']['sd']['test']['macro_f1']:.4f})" if r["seeds"]["sd"] else ", 1 seed)") if r["test"] else ""
+    print(f"{args.backbone}, {len(cfg.seeds)} seed(s): " + " | ".join(
+        f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS) + spread)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Seeds and paired comparisons: the numbers that say how much of a difference is more than chance."""
+import statistics
+
+import numpy as np
+import pytest
+
+from stages.lib.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
+from stages.lib.config import STUDY_CLASSES as CLASSES
+from stages.lib.metrics import CI_STATISTICS, split_metrics
+
+
+def score(labels: np.ndarray, probs: np.ndarray) -> dict:
+    return split_metrics(labels, probs, CLASSES, resamples=0)
+
+
+def probs_for(labels: np.ndarray, skill: float, rng: np.random.Generator, classes: int = 4) -> np.ndarray:
+    """Probabilities that put `skill` extra mass on the true class (0: a coin, 1: nearly always right)."""
+    p = rng.dirichlet([1] * classes, len(labels)) * (1 - skill)
+    p[np.arange(len(labels)), labels] += skill
+    return p
+
+
+@pytest.fixture
+def labels():
+    return np.random.default_rng(0).integers(0, 4, 200)
+
+
+def test_a_model_against_itself_differs_by_zero_and_is_not_distinguishable(labels):
+    runs = probs_for(labels, 0.3, np.random.default_rng(1))[None]
+    diff = paired_difference(labels, runs, runs.copy(), 200, 0)
+    for key in ("macro_f1", "macro_auroc"):
+        assert diff[key]["difference"] == 0 and diff[key]["ci95"] == [0, 0]
+        assert diff[key]["verdict"] == "not distinguishable"
+
+
+def test_a_clearly_better_model_is_called_better_whichever_side_it_is_on(labels):
+    rng = np.random.default_rng(2)
+    good, poor = probs_for(labels, 0.8, rng)[None], probs_for(labels, 0.0, rng)[None]
+    ab, ba = paired_difference(labels, good, poor, 300, 0), paired_difference(labels, poor, good, 300, 0)
+    for key in ("macro_f1", "macro_auroc"):
+        assert ab[key]["verdict"] == "A better" and ba[key]["verdict"] == "B better"
+        assert ab[key]["difference"] == pytest.approx(-ba[key]["difference"])
+        low, high = ab[key]["ci95"]
+        assert 0 < low <= ab[key]["difference"] <= high
+    point = score(labels, good[0])["macro_f1"] - score(labels, poor[0])["macro_f1"]
+    assert ab["macro_f1"]["difference"] == pytest.approx(point)
+
+
+def test_the_paired_ci_resamples_the_seeds_of_each_side(labels):
+    """Two seeds that disagree widen the CI of a difference; two identical seeds do not."""
+    rng = np.random.default_rng(3)
+    a1, a2, b = probs_for(labels, 0.6, rng), probs_for(labels, 0.05, rng), probs_for(labels, 0.3, rng)
+    same = paired_difference(labels, np.stack([a1, a1]), b[None], 400, 0)["macro_f1"]["ci95"]
+    spread = paired_difference(labels, np.stack([a1, a2]), b[None], 400, 0)["macro_f1"]["ci95"]
+    assert spread[1] - spread[0] > 1.2 * (same[1] - same[0])
+
+
+def test_hidden_labels_are_left_out_of_a_comparison(labels):
+    rng = np.random.default_rng(4)
+    a, b = probs_for(labels, 0.5, rng)[None], probs_for(labels, 0.1, rng)[None]
+    hidden = labels.copy()
+    hidden[::2] = -1
+    assert paired_difference(hidden, a, b, 50, 0) == paired_difference(labels[1::2], a[:, 1::2], b[:, 1::2], 50, 0)
+
+
+def test_seed_block_gives_each_seed_their_mean_and_sd_and_a_pooled_ci(labels):
+    rng = np.random.default_rng(5)
+    runs = np.stack([probs_for(labels, skill, rng) for skill in (0.1, 0.2, 0.3)])
+    per_seed = {s: {"test": score(labels, p), "val": score(labels, p),
+                    "best_epoch": e} for s, p, e in zip((1, 2, 3), runs, (4, 5, 6))}
+    block = seed_block(per_seed, labels, runs, 300, 0)
+    f1 = [per_seed[s]["test"]["macro_f1"] for s in (1, 2, 3)]
+    assert block["n"] == 3 and "note" not in block
+    assert [block["runs"][s]["test"]["macro_f1"] for s in ("1", "2", "3")] == f1
+    assert block["runs"]["2"]["best_epoch"] == 5
+    assert block["mean"]["test"]["macro_f1"] == pytest.approx(statistics.fmean(f1))
+    assert block["sd"]["test"]["macro_f1"] == pytest.approx(statistics.stdev(f1))
+    low, high = block["pooled_ci95"]["test"]["macro_f1"]
+    assert low < min(f1) < max(f1) < high  # one run is as likely to be the worst seed as the best
+
+
+def test_one_seed_says_no_spread_was_measured(labels):
+    runs = probs_for(labels, 0.4, np.random.default_rng(6))[None]
+    block = seed_block({42: {"test": score(labels, runs[0]), "best_epoch": 3}}, labels, runs, 100, 0)
+    assert block["n"] == 1 and block["sd"] is None and block["note"] == ONE_SEED
+    one = pooled_ci(labels, runs, CI_STATISTICS["macro_f1"], 100, 0)
+    assert block["pooled_ci95"]["test"]["macro_f1"] == one  # with one seed: the plain image bootstrap's CI
+
+
+def test_a_comparison_reads_as_a_sentence():
+    d = {"difference": 0.031, "ci95": [-0.012, 0.075], "verdict": verdict([-0.012, 0.075])}
+    assert sentence("resnet18", "densenet121", "macro_f1", d) == \
+        "resnet18 − densenet121 = +0.031 [−0.012, +0.075]: not distinguishable"
+    better = {"difference": -0.2, "ci95": [-0.3, -0.1], "verdict": verdict([-0.3, -0.1])}
+    assert sentence("resnet18", "ensemble", "macro_f1", better).endswith(": ensemble better")
