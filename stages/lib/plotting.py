@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
@@ -291,7 +292,7 @@ def training_curves(runs: dict[str, list[dict]], best_epochs: dict[str, list] | 
             ax.set_title(f"{split} {label}")
             if r == 1:
                 ax.set_xlabel("epoch")
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     handles = [Line2D([], [], color=colours[n], marker="o", markersize=3, label=n) for n in runs]
     handles.append(Line2D([], [], color="grey", marker="*", markersize=9, markeredgecolor="black",
                           markeredgewidth=0.5, linestyle="none", label="best epoch (val macro-F1)"))
