@@ -19,10 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	cd demo && PATH="$(BIN):$$PATH" dvc repro
 	@echo && cat demo/metrics/summary.md
-	@echo "Headline: cd demo && dvc metrics show   Detail: demo/metrics/   Figures: demo/plots/   Page: cd demo && dvc plots show"
+	@echo "Headline: cd demo && dvc metrics show   Detail: demo/metrics/   Figures: demo/plots/   Report: demo/metrics/report.html   Page: cd demo && dvc plots show"
 
+# -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -rs tests
 
 # Benchmarks (not tests), figures in bench/results/; docs/benchmarks.md says how to read them.
 # CPU: our loader and epoch vs the study's at 256 px (and 64 px), about 10 minutes on 2 cores.

@@ -33,7 +33,7 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     report = write_and_score(outputs, classes, Path(predictions_dir), e)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
-                gradcam_path)
+                gradcam_path, synthetic=bool(cache_meta.get("synthetic")))
     report.update(seed=meta.get("seed"), best_epoch=meta["epoch"], epochs_run=meta["epochs_run"], tta_hflip=e.tta_hflip)
     trained = meta.get("provenance") or {"params": {}, "data": None, "git": None}  # checkpoints before the stamp
     report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e.model_dump()}, trained["data"]),
@@ -43,16 +43,26 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
 
 
 def gradcam_figure(model, backbone: str, cache_dir: str, split: str, classes, per_class: int, probs):
-    """Grad-CAM of the predicted class for the first `per_class` images of each class in `split`."""
+    """Grad-CAM of the predicted class for correct and misclassified images of each class in `split`
+    (`per_class` a class); no heatmap when the target layer's map is too coarse (gradcam.too_coarse)."""
     data = CachedSplit(cache_dir, split)
-    picks = gradcam.pick_examples(data.labels, per_class, len(classes))
+    predicted = probs.argmax(1)
+    rows = gradcam.pick_examples(data.labels, predicted, per_class, len(classes))
+    picks = [i for row in rows for i in row]
     images = torch.stack([data[i][0] for i in picks])
-    predicted = [int(probs[i].argmax()) for i in picks]
-    heat = gradcam.heatmaps(model, backbone, images, predicted)
-    panels = [gradcam.overlay(images[k, 0].numpy(), heat[k]) for k in range(len(picks))]
-    titles = [f"true {classes[data.labels[i]]}\npred {classes[p]} ({probs[i][p]:.2f})"
-              for i, p in zip(picks, predicted)]
-    return gradcam_grid(panels, titles, f"{backbone}: Grad-CAM of the predicted class ({split} images)")
+    note = gradcam.too_coarse(backbone, images.shape[-1], gradcam.feature_map_size(model, backbone, images.shape[-1]))
+    heat = ([None] * len(picks) if note else
+            gradcam.heatmaps(model, backbone, images, [int(predicted[i]) for i in picks]))
+    example = {i: {"image": images[k, 0].numpy(), "heat": heat[k],
+                   "caption": _caption(classes, data.labels[i], predicted[i], probs[i])} for k, i in enumerate(picks)}
+    examples = [[example[i] for i in row] for row in rows]
+    kind = "Grad-CAM of the predicted class" if note is None else "Grad-CAM examples"
+    return gradcam_grid(examples, f"{backbone}: {kind}, correct and misclassified {split} images", note)
+
+
+def _caption(classes, true: int, predicted: int, probs) -> str:
+    verdict = "correct" if true == predicted else "MISCLASSIFIED"
+    return f"{verdict}: true {classes[true]}\npredicted {classes[predicted]} (p={probs[predicted]:.2f})"
 
 
 @cli

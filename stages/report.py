@@ -1,6 +1,7 @@
 """Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`)
 and metrics/summary.md: every model's numbers with CIs, each backbone's seeds, and paired
-comparisons of the models with each other, the ensemble and the metadata-only shortcut.
+comparisons of the models with each other, the ensemble and the metadata-only shortcut; and the
+summary again as one self-contained HTML file (metrics/report.html).
 
 The numbers are recomputed from the per-image predictions with the functions combine and ensemble
 use (`score_split`, `seed_block`, seeded bootstraps), so they match metrics/<model>.json exactly;
@@ -26,10 +27,12 @@ from stages.lib.data import UNLABELED
 from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, read_predictions, read_runs, score_split
 from stages.lib.io import load_params, read_json, write_text
-from stages.lib.metrics import confusion
+from stages.lib.html_report import html_report
+from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
-from stages.lib.plotting import (comparison_bars, confusion_grid, curves_csv, pr_grid, reliability_grid, roc_grid,
-                                 save_figure, summary_markdown, training_curves)
+from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
+                                 reliability_grid, roc_grid, save_figure, training_curves)
+from stages.lib.summary import summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
 NAMES = {"macro_f1": "macro-F1", "macro_auroc": "macro AUROC"}
@@ -153,7 +156,7 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
 
 
 def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: str, data_report_path: str,
-           figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str) -> str:
+           figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str, html_path: str) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
     r = collect(cfg, classes, predictions_dir, live_dir)
@@ -164,31 +167,45 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     models = [*cfg.backbones, "ensemble"]
     outputs = {split: {m: r.outputs[split][m] for m in models} for split in SCORED_SPLITS}
 
+    colours = model_colours(models)  # backbones in params order, then the ensemble: the same in every figure
+    shortcut = read_json(data_report_path).get("shortcut", {})
+    e = cfg.evaluate
+    class_ci = {n: class_auroc_ci95(*o, e.bootstrap_resamples, e.seed) for n, o in outputs[shown].items()}
+    shown_scores = {n: r.scores[n][shown] for n in models}
+    # each backbone's seeds: one dot per seed in the comparison, one curve per seed in the training curves
+    seeds = {b: {split: {k: [run[split][k] for run in block["runs"].values() if split in run and k in run[split]]
+                         for k in ("accuracy", "macro_f1", "macro_auroc")} for split in SCORED_SPLITS}
+             for b, block in r.seeds.items()}
+    runs = {b: [h for label, h in r.histories.items() if label.split("/")[0] == b] for b in cfg.backbones}
+    best = {b: [run.get("best_epoch") for run in r.seeds[b]["runs"].values()] for b in cfg.backbones}
     figures = {
-        "comparison.png": comparison_bars(r.scores, shown, study),
+        "comparison.png": comparison(r.scores, seeds, study, shortcut, colours),
         "confusion_test.png": confusion_grid(
             {n: confusion(o[0], o[1].argmax(1), len(classes)) for n, o in outputs[shown].items()}, classes,
-            f"Confusion matrices, {shown} split (counts; colour and % = row-normalised)"),
+            f"Confusion matrices, {shown} split"),
         "confusion_val.png": confusion_grid(
             {n: confusion(o[0], o[1].argmax(1), len(classes)) for n, o in outputs["val"].items()}, classes,
-            "Confusion matrices, val split (counts; colour and % = row-normalised)"),
-        "roc_test.png": roc_grid(outputs[shown], classes),
-        "pr_test.png": pr_grid(outputs[shown], classes),
-        "reliability_test.png": reliability_grid(r.scores, shown),
-        "training_curves.png": training_curves(r.histories),
+            "Confusion matrices, val split"),
+        "roc_test.png": roc_grid(outputs[shown], shown_scores, classes, class_ci, colours, shown),
+        "pr_test.png": pr_grid(outputs[shown], shown_scores, classes, colours, shown),
+        "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown),
+        "training_curves.png": training_curves(runs, best, colours),
     }
+    synthetic = bool(meta.get("synthetic"))
     for filename, fig in figures.items():
-        save_figure(fig, Path(figures_dir) / filename)
+        save_figure(fig, Path(figures_dir) / filename, synthetic)
     for split in ("train", "val"):  # `dvc plots show` draws these, one colour per model (dvc.yaml's plots)
         write_text(Path(curves_dir) / f"{split}.csv", curves_csv(r.histories, split))
-    links = [Path(figures_dir) / f for f in figures] + [Path(gradcam_dir) / b / f"seed{cfg.seeds[0]}.png"
-                                                        for b in cfg.backbones]
-    links = [os.path.relpath(p, Path(summary_path).parent) for p in links]
-    shortcut = read_json(data_report_path).get("shortcut", {})
-    text = summary_markdown(r.scores, r.training, classes, bool(meta.get("synthetic")), links, study, shortcut, shown)
-    text += "\n".join(seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)) + "\n"
+    captions = figure_captions(shown, e.bootstrap_resamples)
+    embedded = [(Path(figures_dir) / f, *captions[f]) for f in figures]
+    embedded += [(Path(gradcam_dir) / b / f"seed{cfg.seeds[0]}.png", captions["gradcam"][0].format(b=b),
+                  captions["gradcam"][1]) for b in cfg.backbones]
+    embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
+    sections = seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+    text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
+    write_text(html_path, html_report(text, Path(summary_path).parent, "CXR-4 results"))
     return text
 
 
@@ -202,12 +219,13 @@ def main() -> None:
     parser.add_argument("--data-report", required=True, help="preprocess's data report (shortcut audit)")
     parser.add_argument("--figures", required=True, help="folder for the PNG figures")
     parser.add_argument("--curves", required=True, help="folder for the per-epoch curves (train.csv, val.csv)")
-    parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (linked, not written)")
+    parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (embedded, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
+    parser.add_argument("--html", required=True, help="the summary as one self-contained HTML file to write")
     args = parser.parse_args()
     report(load_params(), args.predictions, args.live, args.cache_meta, args.data_report, args.figures, args.curves,
-           args.gradcam, args.summary)
-    print(f"wrote {args.summary} and the figures in {args.figures}/")
+           args.gradcam, args.summary, args.html)
+    print(f"wrote {args.summary}, {args.html} and the figures in {args.figures}/")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_two_classes_train_evaluate_report_and_predict(tmp_path):
     header = (proj / "predictions/resnet18/test.csv").read_text().splitlines()[0]
     assert header == "filename,true_label,predicted_label,prob_normal,prob_pneumonia"
     summary = (proj / "metrics/summary.md").read_text()
-    assert "| Model | normal | pneumonia |" in summary and "Study val" not in summary  # the study had 4 classes
+    assert "| resnet18 | pneumonia |" in summary and "Study acc" not in summary  # the study had 4 classes
 
     run(["python", "-m", "stages.predict", "--model", run_paths("resnet18")["model"], "--images", "data/chest_xray/test/NORMAL",
          "--out", "new.csv", "--submission"], proj)

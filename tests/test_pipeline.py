@@ -57,9 +57,10 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         f"{b},1,{r['loss']!r},{r['macro_f1']!r},{r['accuracy']!r}" for b in backbones
         for r in [json.loads((demo / run_paths(b)["live"] / "metrics.json").read_text())["val"]]]
     summary = (demo / "metrics" / "summary.md").read_text()
-    assert "SYNTHETIC" in summary and all(f"| {b} | test |" in summary for b in backbones + ["ensemble"])
+    test_table = summary.split("## Test split")[1].split("\n## ")[0]
+    assert "SYNTHETIC" in summary and all(f"| {b} | " in test_table for b in backbones + ["ensemble"])
     ens = json.loads((demo / "metrics" / "ensemble.json").read_text())
-    assert f"| ensemble | test | {ens['test']['accuracy']:.3f} [" in summary
+    assert f"| ensemble | {ens['test']['accuracy']:.3f} [" in test_table
     images = json.loads((demo / "metrics" / "headline" / "data.json").read_text())
     assert images == {"images": sum(TINY_DEMO["synthetic"].values())}
     # Every model against every other, the ensemble and the metadata-only shortcut (its predictions
@@ -216,4 +217,4 @@ def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
     rows = (proj / "predictions" / "resnet18" / "test.csv").read_text().splitlines()[1:]
     assert len(rows) == 12 and all(r.split(",")[1] == "" for r in rows)
     summary = (proj / "metrics" / "summary.md").read_text()
-    assert "| resnet18 | test | labels hidden |" in summary and "## Per class (val)" in summary
+    assert "| resnet18 | labels hidden |" in summary.split("## Test split")[1] and "## Per class (val)" in summary

@@ -97,6 +97,13 @@ def _macro_f1_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _macro_auroc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    aucs = _class_auroc_batch(y, p)
+    defined = np.isfinite(aucs).sum(1)
+    return np.where(defined > 0, np.nansum(aucs, 1) / np.maximum(defined, 1), np.nan)
+
+
+def _class_auroc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC of each class on each resample: [B, C], nan where a class is undefined."""
     n = y.shape[1]
     aucs = []
     for c in range(p.shape[-1]):
@@ -107,9 +114,7 @@ def _macro_auroc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             auc = ((ranks * pos).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
         aucs.append(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
-    aucs = np.stack(aucs, 1)
-    defined = np.isfinite(aucs).sum(1)
-    return np.where(defined > 0, np.nansum(aucs, 1) / np.maximum(defined, 1), np.nan)
+    return np.stack(aucs, 1)
 
 
 CI_STATISTICS = {"accuracy": _accuracy_batch, "macro_f1": _macro_f1_batch, "macro_auroc": _macro_auroc_batch}
@@ -125,6 +130,19 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, statistic, resamples: in
         return [None, None]
     low, high = np.percentile(draws, [2.5, 97.5])
     return [float(low), float(high)]
+
+
+def class_auroc_ci95(y_true: np.ndarray, probs: np.ndarray, resamples: int, seed: int) -> list[list]:
+    """95% percentile interval of each class's one-vs-rest AUROC, over the same image resamples as
+    `bootstrap_ci` with the same seed; [None, None] for a class undefined in every resample."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y_true), (resamples, len(y_true)))
+    draws = _class_auroc_batch(y_true[idx], probs[idx])
+    out = []
+    for column in draws.T:
+        column = column[np.isfinite(column)]
+        out.append([float(v) for v in np.percentile(column, [2.5, 97.5])] if len(column) else [None, None])
+    return out
 
 
 def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes, resamples: int = 1000, seed: int = 0,
