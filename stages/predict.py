@@ -39,7 +39,7 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
         raise UserError(f"model {model_path} not found; train one (dvc repro: models/<backbone>/seed<seed>.pt; "
                         "make demo: demo/models/...) or pull one (dvc pull, docs/remote.md)")
     model, meta = load_model(model_path)
-    files = list_images(images)
+    files = [f for f in list_images(images) if f.path.resolve() != Path(out).resolve()]  # an earlier run's CSV
     device = pick_device()
     model.to(device)
     classes = meta["classes"]
