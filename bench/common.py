@@ -1,7 +1,7 @@
 """What the benchmarks share: params, the images, our cached loader, a faithful copy of the study's
 loader, repeated timings and the stamp every result carries.
 
-The study (see README, "Where this differs from the study") decoded every original file and ran
+The study (see docs/study.md, "Where this differs from the study") decoded every original file and ran
 CLAHE -> SmallestMaxSize -> CenterCrop -> Resize -> the augmentations -> Normalize -> ToTensorV2
 in its Dataset, on every epoch. `StudySplit` does exactly that, with the same albumentations
 objects our pipeline uses (so the only difference measured is *where* the work happens).

@@ -1,15 +1,17 @@
-"""Classify new images with a trained model (not a DVC stage).
+"""Classify new images with a trained model (not a DVC stage; installed as `cxr4-predict`).
 
-    python -m stages.predict --model models/resnet18.pt --images DIR --out predictions.csv [--submission]
+    cxr4-predict --model models/resnet18/seed42.pt --images DIR_OR_LIST.csv --out predictions.csv [--submission]
 
-The preprocessing is the one stored in the checkpoint, so there is no config to keep in sync.
-Files that cannot be read are reported and skipped; the rest are still classified.
+--images is a folder, read with its subfolders, or a CSV with a `path` column (relative paths are
+relative to the CSV's folder). The preprocessing is the one stored in the checkpoint, so there is no
+config to keep in sync. Images are decoded and classified a batch at a time; the CSV is written whole
+or not at all. A file that is not a readable image stops the run naming it, as preprocess does
+(--on-bad-image skip: skip such files and list them instead).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import sys
 from pathlib import Path
 
@@ -17,88 +19,100 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stages.lib.config import Preprocess
 from stages.lib.errors import UserError, cli
-from stages.lib.formats import MAX_PIXELS, load_gray
+from stages.lib.formats import MAX_PIXELS
+from stages.lib.image_files import image_batches, list_images
 from stages.lib.inference import load_model, predict
-from stages.lib.io import write_text
-from stages.lib.runtime import pick_device
-from stages.lib.transforms import preprocess_image, preprocess_transform
+from stages.lib.io import atomic_path
+from stages.lib.runtime import pick_device, resolve_workers
 
 
-def load_images(folder: str | Path, preprocess: Preprocess, max_pixels: int = MAX_PIXELS) -> tuple[list[str], np.ndarray, list[str]]:
-    """(names, uint8 [N,S,S] preprocessed images, one 'name: reason' line per skipped file).
+def predict_images(model_path: str, images: str, out: str, submission: bool = False, tta: bool = False,
+                   batch_size: int = 32, max_pixels: int = MAX_PIXELS, on_bad_image: str = "error",
+                   workers: int | str = "auto") -> tuple[int, list[str]]:
+    """Classify every image `images` names into the CSV `out`; (images classified, skipped files' reasons).
 
-    Each file is decoded as preprocess decodes it (formats.load_gray: size checked from the header
-    first, against `max_pixels`); subfolders are not read, a broken or looping link is skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"image folder {folder} not found; pass an existing folder with --images")
-    transform = preprocess_transform(preprocess)
-    names, images, skipped = [], [], []
-    files = sorted(p for p in folder.iterdir() if p.is_file() or p.is_symlink() and not p.is_dir())
-    for path in tqdm(files, desc="read", unit="img", disable=None):
-        try:
-            if not path.exists():  # a symlink loop or a link to nothing
-                raise UserError(f"{path}: a broken or looping symlink; point it at an image or remove it")
-            images.append(preprocess_image(load_gray(path, max_pixels, "--max-pixels")[0], transform))
-            names.append(path.name)
-        except UserError as err:
-            skipped.append(str(err))
-    size = preprocess.img_size
-    return names, np.stack(images) if images else np.zeros((0, size, size), np.uint8), skipped
+    Under on_bad_image "error" the first bad file is refused (UserError naming it) and `out` is left
+    as it was; under "skip" bad files are skipped, each reason printed to stderr and returned.
+    """
+    if not Path(model_path).is_file():
+        raise UserError(f"model {model_path} not found; train one (dvc repro: models/<backbone>/seed<seed>.pt; "
+                        "make demo: demo/models/...) or pull one (dvc pull, docs/remote.md)")
+    model, meta = load_model(model_path)
+    files = [f for f in list_images(images) if f.path.resolve() != Path(out).resolve()]  # an earlier run's CSV
+    device = pick_device()
+    model.to(device)
+    classes = meta["classes"]
+    batches = image_batches(files, meta["preprocess"], max_pixels, batch_size,
+                            resolve_workers(workers, device), pin_memory=device.type == "cuda")
+    done, skipped = 0, []
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f, \
+            tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header(classes, submission))
+        for indices, x, bad in batches:
+            for _, reason in bad:
+                if on_bad_image == "error":
+                    raise UserError(f"{reason} (or pass --on-bad-image skip to skip bad files)")
+                skipped.append(reason)
+                tqdm.write(f"skipped {reason}", file=sys.stderr)
+            if x is not None:
+                probs, _, _ = predict(model, [(x, torch.zeros(len(x), dtype=torch.long))], device, hflip=tta)
+                writer.writerows(rows([files[i].name for i in indices], probs, classes, submission))
+                done += len(indices)
+            bar.update(len(indices) + len(bad))
+        if not done:
+            raise UserError(f"no readable image in {images} ({len(skipped)} skipped); nothing to predict")
+    return done, skipped
 
 
-def predict_images(model, images: np.ndarray, batch_size: int, device, hflip: bool = False) -> np.ndarray:
-    x = torch.from_numpy(images)[:, None]
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(len(x), dtype=torch.long)),
-                                         batch_size=batch_size)
-    probs, _, _ = predict(model, loader, device, hflip=hflip)
-    return probs
+def header(classes, submission: bool) -> list[str]:
+    return ["new_filename", *classes] if submission else ["filename", "predicted_label", *[f"prob_{c}" for c in classes]]
 
 
-def predictions_table(names, probs: np.ndarray, classes, submission: bool) -> str:
-    """Per-image probabilities and predicted class, or the course's one-hot submission format."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+def rows(names, probs: np.ndarray, classes, submission: bool) -> list[list]:
+    """Per image: the predicted class and every probability, or the course's one-hot submission row."""
+    best = probs.argmax(1)
     if submission:
-        writer.writerow(["new_filename", *classes])
-        for name, p in zip(names, probs):
-            writer.writerow([name, *[int(i == p.argmax()) for i in range(len(classes))]])
-    else:
-        writer.writerow(["filename", "predicted_label", *[f"prob_{c}" for c in classes]])
-        for name, p in zip(names, probs):
-            writer.writerow([name, classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-    return buf.getvalue()
+        return [[name, *[int(k == b) for k in range(len(classes))]] for name, b in zip(names, best)]
+    return [[name, classes[int(b)], *[f"{v:.6f}" for v in p]] for name, b, p in zip(names, best, probs)]
+
+
+def workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be auto or an integer >= 0, got {text!r}")
+    return int(text)
 
 
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint written by the train stage")
-    parser.add_argument("--images", required=True, help="folder of images (PNG, JPEG, BMP, TIFF, DICOM; 8/16-bit, gray/RGB)")
-    parser.add_argument("--out", required=True, help="CSV to write")
+    parser.add_argument("--model", required=True,
+                        help="checkpoint written by the train stage: models/<backbone>/seed<seed>.pt")
+    parser.add_argument("--images", required=True,
+                        help="folder of images (read with its subfolders; PNG, JPEG, BMP, TIFF, DICOM), "
+                             "or a CSV with a 'path' column")
+    parser.add_argument("--out", required=True, help="CSV to write (replaced whole, or left as it was)")
     parser.add_argument("--submission", action="store_true", help="write new_filename + one-hot class columns")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                        help="error (default): stop at the first file that is not a readable image, naming it; "
+                             "skip: skip such files and list them on stderr")
+    parser.add_argument("--batch-size", type=int, default=32, help="images decoded and classified at a time")
+    parser.add_argument("--workers", type=workers_arg, default="auto",
+                        help="processes decoding images; auto = 0 on CPU, min(8, cores) on a GPU")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help="larger images are skipped, checked before decoding (default: data.max_pixels' default)")
+                        help="larger images are bad files, checked before decoding (default: data.max_pixels' default)")
     args = parser.parse_args()
     for name in ("batch_size", "max_pixels"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-
-    model, meta = load_model(args.model)
-    names, images, skipped = load_images(args.images, meta["preprocess"], args.max_pixels)
-    for line in skipped:
-        print(f"skipped {line}", file=sys.stderr)
-    if not names:
-        raise UserError(f"no readable image in {args.images}; nothing to predict")
-    device = pick_device()
-    probs = predict_images(model.to(device), images, args.batch_size, device, hflip=args.tta)
-    write_text(args.out, predictions_table(names, probs, meta["classes"], args.submission))
-    print(f"{len(names)} images classified with {meta['backbone']} -> {args.out}"
-          + (f"; {len(skipped)} skipped (listed above)" if skipped else ""))
+    done, skipped = predict_images(args.model, args.images, args.out, args.submission, args.tta, args.batch_size,
+                                   args.max_pixels, args.on_bad_image, args.workers)
+    print(f"{done} images classified with {args.model} -> {args.out}"
+          + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -184,35 +184,6 @@ def test_a_symlink_loop_in_a_class_folder_is_a_bad_file_not_a_silent_drop(tmp_pa
     assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == ["train/normal/a.png", "train/normal/b.png"]
 
 
-# --- predict: the same decoding and pixel limit, one-line refusals ------------------------------
-
-def run_predict(argv, monkeypatch, capsys) -> tuple[int, str]:
-    import stages.predict
-    monkeypatch.setattr(sys, "argv", ["predict", *argv])
-    with pytest.raises(SystemExit) as done:
-        stages.predict.main()
-    return done.value.code, capsys.readouterr().err.strip()
-
-
-@pytest.mark.parametrize("flag", ["--batch-size", "--max-pixels"])
-def test_predict_refuses_a_non_positive_batch_size_or_limit(tmp_path, monkeypatch, capsys, flag):
-    code, err = run_predict(["--model", "m.pt", "--images", str(tmp_path), "--out", "p.csv", flag, "0"],
-                            monkeypatch, capsys)
-    assert code == 2 and err == f"error: {flag} must be a positive integer, got 0"
-
-
-def test_predict_applies_the_pixel_limit_and_skips_links_to_nothing(tmp_path):
-    from stages.predict import load_images
-    write_xray(tmp_path / "big.png", 1, shape=(120, 100))
-    write_xray(tmp_path / "ok.png", 2)
-    os.symlink("loop.png", tmp_path / "loop.png")
-    names, images, skipped = load_images(tmp_path, P32, max_pixels=10_000)
-    assert names == ["ok.png"] and images.shape == (1, 32, 32)
-    assert skipped == [f"{tmp_path}/big.png: 100x120 = 12000 pixels exceeds --max-pixels (10000); downscale the "
-                       "image or raise --max-pixels if it is genuine",
-                       f"{tmp_path}/loop.png: a broken or looping symlink; point it at an image or remove it"]
-
-
 # --- cache integrity -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

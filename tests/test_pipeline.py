@@ -130,30 +130,34 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     assert "ensemble.json:test.macro_f1" in table[1] and "train.lr" in table[1] and len(table) >= 6
 
 
-def test_predict_reproduces_evaluate_and_writes_the_course_submission(demo_project, tmp_path):
+def readme_commands(prefix: str) -> list[list[str]]:
+    """The command lines of README.md that start with `prefix`, as argv."""
+    return [shlex.split(line) for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(prefix)]
+
+
+def test_the_readme_predict_commands_reproduce_evaluate_after_the_demo(demo_project, tmp_path):
+    """README's quick start: after `make demo`, cxr4-predict on the demo's test films gives evaluate's
+    probabilities, and the course's submission format."""
+    commands = readme_commands("cxr4-predict ")
+    assert len(commands) == 2 and commands[1][-1] == "--submission"
+    outs = []
+    for argv in commands:
+        out = argv.index("--out") + 1
+        argv[out] = str(tmp_path / argv[out])  # written beside the test, not into the shared demo run
+        assert "16 images classified" in run(argv, demo_project).stdout
+        outs.append(Path(argv[out]))
     demo = demo_project / "demo"
-    images = tmp_path / "new_images"
-    images.mkdir()
-    for f in (demo / "data" / "test_images").iterdir():
-        (images / f.name).write_bytes(f.read_bytes())
-    (images / "notes.txt").write_text("not an image")
-    out = tmp_path / "new.csv"
-    done = run(["python", "-m", "stages.predict", "--model", run_paths("resnet18")["model"], "--images", str(images),
-                "--out", str(out)], demo)
-    assert "skipped" in done.stderr and "notes.txt" in done.stderr
-    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in out.read_text().splitlines()[1:]}
+    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in outs[0].read_text().splitlines()[1:]}
     evaluated = (demo / run_paths("resnet18")["predictions"] / "test.csv").read_text().splitlines()[1:]
     assert len(ours) == len(evaluated) == 16
     for row in evaluated:
         name = row.split(",")[0]
         np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
 
-    submission = tmp_path / "submission.csv"
-    run(["python", "-m", "stages.predict", "--model", run_paths("resnet18")["model"], "--images", str(images),
-         "--out", str(submission), "--submission"], demo)
-    lines = submission.read_text().splitlines()
+    lines = outs[1].read_text().splitlines()
     assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 17
     assert all(sorted(line.split(",")[1:]) == ["0", "0", "0", "1"] for line in lines[1:])
+    assert [line.split(",")[0] for line in lines[1:]] == list(ours)
 
 
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):

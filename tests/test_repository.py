@@ -161,6 +161,8 @@ def test_the_demo_remote_gives_a_colleague_its_data_and_trained_models(demo_proj
     colleague = tmp_path / "colleague"
     run(["git", "clone", "-q", str(proj), str(colleague)], tmp_path)
     run(["dvc", "pull"], colleague / "demo")
-    assert len(list((colleague / "demo" / "models").rglob("*.pt"))) >= 2
-    for out in ("data", "cache", "models"):
+    assert len(list((colleague / "demo" / "models").rglob("*.pt"))) >= 2  # models/<backbone>/seed<seed>.pt
+    for out in ("data", "cache", "models", "checkpoints"):
         assert same_tree(proj / "demo" / out, colleague / "demo" / out), out
+    # the resume checkpoints come along, so nothing is retrained
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], colleague / "demo").stdout

@@ -122,7 +122,7 @@ def rng_state(loader: DataLoader) -> dict:
     """Python, NumPy, torch (CPU, CUDA), the sampler's generator and the augmentation RNGs.
 
     Plain types and tensors only, so the checkpoint loads with weights_only=True. (With DataLoader
-    workers the augmentations run in the workers, whose RNGs are not captured: see the README.)
+    workers the augmentations run in the workers, whose RNGs are not captured: see docs/design.md.)
     """
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {

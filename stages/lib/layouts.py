@@ -164,7 +164,7 @@ def _zero_or_one(text: str, column: str, where: str, name: str) -> int:
 
 # --- folders and Kaggle --------------------------------------------------------------------------
 
-def _images_in(folder: Path) -> list[Path]:
+def files_in(folder: Path) -> list[Path]:
     """Every file under `folder` but the ones operating systems leave behind. A file that is not an
     image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it;
     so is a broken or looping file link. Linked folders are followed; one that leads back to a
@@ -207,7 +207,7 @@ def read_folders(data_dir: Path, classes) -> dict[str, list[Sample]]:
             if label is None:
                 raise UserError(f"{folder}: folder name {folder.name!r} is not one of data.classes "
                                 f"({', '.join(classes)}); rename or remove it, or add the class to data.classes")
-            samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in _images_in(folder)]
+            samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in files_in(folder)]
     if "train" not in out:
         raise UserError(f"{data_dir}: the folders layout needs train/<class>/ folders")
     return out
@@ -250,10 +250,10 @@ def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
     for split in SPLITS:
         for split_dir in _subdirs(root, split):
             out.setdefault(split, []).extend(kaggle_sample(p, data_dir, classes) for d in ("normal", "pneumonia")
-                                             for folder in _subdirs(split_dir, d) for p in _images_in(folder))
+                                             for folder in _subdirs(split_dir, d) for p in files_in(folder))
     # Every COVID folder is read (covid/ and COVID-19/ side by side are both COVID-19 images).
     for covid in [p for p in _subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
-        images = _images_in(covid)
+        images = files_in(covid)
         if not images:
             continue
         label = parse_label("COVID-19", classes)
@@ -265,7 +265,7 @@ def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
         for folder in split_dirs or [covid]:
             split = folder.name.lower() if split_dirs else "train"
             out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), label)
-                                             for p in _images_in(folder))
+                                             for p in files_in(folder))
     return out
 
 
