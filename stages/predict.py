@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
         raise UserError(f"model {model_path} not found; train one (dvc repro: models/<backbone>/seed<seed>.pt; "
                         "make demo: demo/models/...) or pull one (dvc pull, docs/remote.md)")
     model, meta = load_model(model_path)
-    files = [f for f in list_images(images) if f.path.resolve() != Path(out).resolve()]  # an earlier run's CSV
+    # not an earlier run's CSV among the images (realpath, unlike Path.resolve, accepts a looping link)
+    files = [f for f in list_images(images) if os.path.realpath(f.path) != os.path.realpath(out)]
     device = pick_device()
     model.to(device)
     classes = meta["classes"]
