@@ -71,6 +71,10 @@ def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str
     folders[SHORTCUT] = [Path(predictions_dir) / SHORTCUT]
     for split in SCORED_SPLITS:
         r.runs[split] = {name: read_runs(f, split, classes)[1:] for name, f in folders.items()}
+        # The ensemble's members are different networks, not exchangeable seeds: the comparisons take it as
+        # one fixed model (resampling its members would score ensembles of one backbone repeated).
+        labels, runs = r.runs[split]["ensemble"]
+        r.runs[split]["ensemble"] = (labels, runs.mean(0, keepdims=True))
         r.outputs[split] = {}
         for name, (labels, runs) in r.runs[split].items():
             known = labels != UNLABELED
