@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from conftest import ROOT, TINY_DEMO, run, run_paths
+from stages.lib.io import ParamsLoader
 from tools.demo_pipeline import demo_pipeline
 
 DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs"}  # demo/params.yaml's header
@@ -58,8 +59,9 @@ def test_a_fresh_clone_attributes_its_results_to_the_params_that_made_them(tmp_p
 
     demo = json.loads(run(["dvc", "status", "--json"], clone / "demo").stdout)
     assert modified_params(demo) == {}, demo
-    lock = yaml.safe_load((clone / "demo" / "dvc.lock").read_text())
-    params = flat(yaml.safe_load((clone / "demo" / "params.yaml").read_text()))
+    # read both as DVC does (YAML 1.2): DVC writes 1e-06, which PyYAML's 1.1 rules take for a string
+    lock = yaml.load((clone / "demo" / "dvc.lock").read_text(), Loader=ParamsLoader)
+    params = flat(yaml.load((clone / "demo" / "params.yaml").read_text(), Loader=ParamsLoader))
     for name, stage in lock["stages"].items():
         for key, value in flat(stage["params"]["params.yaml"]).items():
             assert params[key] == value, f"demo/dvc.lock stage {name}: {key} {value!r} != params {params[key]!r}"
