@@ -253,7 +253,7 @@ def _memory_gb() -> float | None:
 
 def stamp(repeats: int | None = None) -> dict:
     """Commit, date, machine and versions. Without git (a copied tree) BENCH_COMMIT may name the commit."""
-    commit = _git("rev-parse", "HEAD") or os.environ.get("BENCH_COMMIT")
+    commit = (_git("rev-parse", "HEAD") or "").strip() or os.environ.get("BENCH_COMMIT")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "uncommitted_changes": bool(dirty) if dirty is not None else None,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

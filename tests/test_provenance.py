@@ -96,3 +96,20 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
     summary = (demo / "metrics" / "summary.md").read_text()
     assert f"- Code: commit `{head}` (clean)" in summary and f"md5 `{data['md5']}`" in summary
     assert yaml.safe_load(summary.split("```yaml\n")[1].split("```")[0]) == params
+
+
+def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
+    """git's porcelain lines start with a space for an unstaged change: the path keeps its first letter."""
+    from stages.lib.provenance import git_state
+    for name in ("stages/a.py", "old.py", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-qm", "one"], tmp_path)
+    (tmp_path / "stages" / "a.py").write_text("x = 2\n")  # unstaged: " M stages/a.py"
+    run(["git", "mv", "old.py", "zz.py"], tmp_path)        # staged rename: "R  zz.py\0old.py"
+    (tmp_path / "notes.txt").write_text("not source\n")
+    monkeypatch.chdir(tmp_path / "stages")                 # a stage runs in a subfolder (demo/)
+    state = git_state()
+    assert (state["dirty"], state["modified"]) == (True, ["stages/a.py", "zz.py"])

@@ -20,20 +20,32 @@ MAX_LISTED = 10
 
 
 def _git(*args: str) -> str | None:
+    """git's stdout as printed (not stripped: porcelain lines start with a space), None on failure."""
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def changed_paths(porcelain_z: str) -> list[str]:
+    """Root-relative paths from `git status --porcelain -z` ("XY path\0", a rename's old path next)."""
+    entries, paths = iter(porcelain_z.split("\0")), []
+    for entry in entries:
+        if entry:
+            paths.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)  # the path it was renamed or copied from
+    return sorted(paths)
 
 
 def git_state() -> dict:
     """{"commit", "dirty", "modified"} for the checkout the stage runs in; nulls outside git."""
-    commit = _git("rev-parse", "HEAD")
+    commit = (_git("rev-parse", "HEAD") or "").strip() or None
     if commit is None:
         return {"commit": None, "dirty": None, "modified": [], "note": "not a git checkout with a commit"}
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHSPECS) or ""
-    modified = sorted(line[3:] for line in status.splitlines())
+    modified = changed_paths(_git("status", "--porcelain", "-z", "--untracked-files=no", "--",
+                                  *SOURCE_PATHSPECS) or "")
     return {"commit": commit, "dirty": bool(modified), "modified": modified[:MAX_LISTED]}
 
 
