@@ -34,6 +34,7 @@ from stages.lib.errors import UserError
 from stages.lib.io import load_params, write_json
 from stages.lib.layouts import read_course_split
 from stages.lib.models import build_model
+from stages.lib.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths
 from stages.lib.synthetic import make_dataset
 from stages.lib.runtime import autocast_dtype, precision
 from stages.lib.training import make_loaders
@@ -228,7 +229,7 @@ def check_repeats(repeats: int, smoke: bool) -> None:
 def _git(*args: str) -> str | None:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+                              cwd=Path(__file__).resolve().parents[1]).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -254,8 +255,11 @@ def _memory_gb() -> float | None:
 def stamp(repeats: int | None = None) -> dict:
     """Commit, date, machine and versions. Without git (a copied tree) BENCH_COMMIT may name the commit."""
     commit = (_git("rev-parse", "HEAD") or "").strip() or os.environ.get("BENCH_COMMIT")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "uncommitted_changes": bool(dirty) if dirty is not None else None,
+    # the stages' own definition of a changed tree: code, params, pipeline, lock (docs do not count)
+    status = _git("status", "--porcelain", "-z", "--untracked-files=no", "--", *SOURCE_PATHSPECS)
+    modified = changed_paths(status) if status is not None else None
+    return {"commit": commit, "uncommitted_changes": bool(modified) if modified is not None else None,
+            **({"modified": modified[:MAX_LISTED]} if modified else {}),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
             **({"repeats": repeats} if repeats is not None else {})}
