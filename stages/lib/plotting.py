@@ -139,6 +139,23 @@ def _ci_text(ci) -> str:
     return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None else ""
 
 
+def _one_vs_rest(outputs, classes, draw, xlabel: str, ylabel: str, legend_title: str):
+    """A panel per class; `draw(ax, model, class_index, positive, scores, first)` adds one model's
+    curve (`first`: the panel's first curve, which also draws the no-skill reference)."""
+    fig, axes = _class_panels(classes)
+    for c, (ax, cls) in enumerate(zip(axes, classes)):
+        drawn = False
+        for name, (labels, probs) in outputs.items():
+            positive = labels == c
+            if positive.all() or not positive.any():
+                continue
+            draw(ax, name, c, positive, probs[:, c], not drawn)
+            drawn = True
+        _class_panel(ax, cls, labels, c, drawn, xlabel, ylabel, legend_title)
+    _outer_labels(axes, 2)
+    return fig
+
+
 @styled
 def roc_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, dict], classes,
              class_ci: dict[str, list] | None = None, colours: dict[str, str] | None = None, split: str = "test"):
@@ -149,25 +166,18 @@ def roc_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str
     class (stages.lib.metrics.class_auroc_ci95), printed after the AUROC.
     """
     colours = colours or model_colours(outputs)
-    fig, axes = _class_panels(classes)
-    for c, (ax, cls) in enumerate(zip(axes, classes)):
-        drawn = False
-        for name, (labels, probs) in outputs.items():
-            positive = labels == c
-            if positive.all() or not positive.any():
-                continue
-            auroc = scores[name]["per_class"][cls]["auroc"]
-            ci = (class_ci or {}).get(name, [None] * len(classes))[c]
-            shown = RocCurveDisplay.from_predictions(positive, probs[:, c], ax=ax, name=name,
-                                                     curve_kwargs={"color": colours[name]},
-                                                     plot_chance_level=not drawn,
-                                                     chance_level_kw={"color": "grey", "linestyle": ":",
-                                                                      "label": "chance (0.50)"})
-            shown.line_.set_label(f"{name} {auroc:.2f}{_ci_text(ci)}")
-            drawn = True
-        _class_panel(ax, cls, labels, c, drawn, "false positive rate", "true positive rate",
-                     "AUROC [95% CI]" if class_ci else "AUROC")
-    _outer_labels(axes, 2)
+
+    def draw(ax, name, c, positive, score, first):
+        auroc = scores[name]["per_class"][classes[c]]["auroc"]
+        ci = (class_ci or {}).get(name, [None] * len(classes))[c]
+        shown = RocCurveDisplay.from_predictions(positive, score, ax=ax, name=name,
+                                                 curve_kwargs={"color": colours[name]}, plot_chance_level=first,
+                                                 chance_level_kw={"color": "grey", "linestyle": ":",
+                                                                  "label": "chance (0.50)"})
+        shown.line_.set_label(f"{name} {auroc:.2f}{_ci_text(ci)}")
+
+    fig = _one_vs_rest(outputs, classes, draw, "false positive rate", "true positive rate",
+                       "AUROC [95% CI]" if class_ci else "AUROC")
     fig.suptitle(f"ROC, one class vs the rest ({split} split)")
     return fig
 
@@ -178,22 +188,14 @@ def pr_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str,
     """One-vs-rest precision-recall per class, every model on the same axes, with the class's
     prevalence (a classifier without skill). Legend: average precision from `scores[model]`."""
     colours = colours or model_colours(outputs)
-    fig, axes = _class_panels(classes)
-    for c, (ax, cls) in enumerate(zip(axes, classes)):
-        drawn = False
-        for name, (labels, probs) in outputs.items():
-            positive = labels == c
-            if positive.all() or not positive.any():
-                continue
-            ap = scores[name]["per_class"][cls]["average_precision"]
-            shown = PrecisionRecallDisplay.from_predictions(
-                positive, probs[:, c], ax=ax, name=name, curve_kwargs={"color": colours[name]},
-                plot_chance_level=not drawn,
-                chance_level_kw={"color": "grey", "linestyle": ":", "label": f"prevalence {positive.mean():.2f}"})
-            shown.line_.set_label(f"{name} {ap:.2f}")
-            drawn = True
-        _class_panel(ax, cls, labels, c, drawn, "recall", "precision", "average precision")
-    _outer_labels(axes, 2)
+
+    def draw(ax, name, c, positive, score, first):
+        shown = PrecisionRecallDisplay.from_predictions(
+            positive, score, ax=ax, name=name, curve_kwargs={"color": colours[name]}, plot_chance_level=first,
+            chance_level_kw={"color": "grey", "linestyle": ":", "label": f"prevalence {positive.mean():.2f}"})
+        shown.line_.set_label(f"{name} {scores[name]['per_class'][classes[c]]['average_precision']:.2f}")
+
+    fig = _one_vs_rest(outputs, classes, draw, "recall", "precision", "average precision")
     fig.suptitle(f"Precision-recall, one class vs the rest ({split} split)")
     return fig
 
