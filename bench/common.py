@@ -255,7 +255,7 @@ def _memory_gb() -> float | None:
 def stamp(repeats: int | None = None) -> dict:
     """Commit, date, machine and versions. Without git (a copied tree) BENCH_COMMIT may name the commit."""
     commit = (_git("rev-parse", "HEAD") or "").strip() or os.environ.get("BENCH_COMMIT")
-    # the stages' own definition of a changed tree: code, params, pipeline, lock (docs do not count)
+    # the stages' own definition of a changed tree: code, params, pipeline, requirements (not docs)
     status = _git("status", "--porcelain", "-z", "--untracked-files=no", "--", *SOURCE_PATHSPECS)
     modified = changed_paths(status) if status is not None else None
     return {"commit": commit, "uncommitted_changes": bool(modified) if modified is not None else None,
