@@ -19,7 +19,8 @@ from PIL import Image
 
 from conftest import ROOT, run
 from stages.lib.assembly import assemble, cap
-from stages.lib.config import STUDY_CLASSES, Assemble
+from stages.lib.cache import build_cache
+from stages.lib.config import STUDY_CLASSES, Assemble, Data, Preprocess
 from stages.lib.errors import UserError
 from stages.lib.layouts import detect_layout, read_layout
 from stages.lib.study_sources import Film
@@ -31,7 +32,7 @@ DUPLICATE = "chest_xray/test/NORMAL/IM-0009-0001.jpeg"  # the same bytes as ches
 
 
 def film(seed: int, fmt: str = "JPEG") -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16), dtype=np.uint8)
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, fmt)
     return buf.getvalue()
@@ -158,6 +159,13 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
         assert (r["dataset"], r["licence"], r["doi"]) == (("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2") if kermany
                                                           else ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009"))
         assert p == f"images/{r['dataset']}/{r['original']}" and r["sha256"] == sha(data / p)
+
+    # preprocess reads it, finds no patient shared between splits, and its data report cites both datasets.
+    report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", Preprocess(img_size=32), Data(min_val=4))
+    assert sum(sum(c.values()) for c in report["counts"].values()) == len(manifest) and not report["leakage"]["summary"]
+    assert [(s["dataset"], s["licence"], s["doi"], s["films_kept"]) for s in report["sources"]] == [
+        ("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2", 48), ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009", 16)]
+    assert all(s["citation"] for s in report["sources"])
 
     build(sources, tmp_path / "again")  # same sources and params: the same bytes, file for file
     assert tree(tmp_path / "again") == tree(data)
