@@ -24,6 +24,7 @@ from stages.lib.config import STUDY_CLASSES, Assemble, Data, Preprocess
 from stages.lib.errors import UserError
 from stages.lib.layouts import detect_layout, read_layout
 from stages.lib.study_sources import Film
+from stages.lib.summary import sources_lines
 from tools.pin_sources import pin
 
 KERMANY, HANNOVER = "ChestXRay2017.zip", "covid-19-image-repository.tar.gz"
@@ -166,6 +167,9 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
     assert [(s["dataset"], s["licence"], s["doi"], s["films_kept"]) for s in report["sources"]] == [
         ("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2", 48), ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009", 16)]
     assert all(s["citation"] for s in report["sources"])
+    cited = "\n".join(sources_lines(report["sources"]))  # and the report stage's summary.md
+    assert "doi:10.17632/rscbjbr9sj.2 (CC BY 4.0): 48 films" in cited and "doi:10.6084/m9.figshare.12275009 (CC BY 3.0)" in cited
+    assert sources_lines([]) == []  # other data: no such section
 
     build(sources, tmp_path / "again")  # same sources and params: the same bytes, file for file
     assert tree(tmp_path / "again") == tree(data)
