@@ -17,7 +17,7 @@ from stages.lib.io import load_params
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kermany", required=True, type=Path, help="ChestXRay2017.zip, as imported")
-    parser.add_argument("--hannover", required=True, type=Path, help="the Hannover repository's git archive, as imported")
+    parser.add_argument("--hannover", required=True, type=Path, help="the Hannover repository's git archive, imported")
     parser.add_argument("--sums", required=True, type=Path, help="the pinned sha256 of each source (SHA256SUMS)")
     parser.add_argument("--out", required=True, type=Path, help="data folder to write (replaced whole)")
     args = parser.parse_args()

@@ -153,7 +153,8 @@ def read_kermany(archive: Path, out: Path) -> list[Film]:
                 data = z.read(info)
                 films.append(_write(out, "kermany", member, data, kermany_label(member), kermany_patient(member)))
     except (zipfile.BadZipFile, OSError) as err:
-        raise UserError(f"Kermany source {archive}: not a readable zip ({err}); delete it and download it again") from err
+        raise UserError(f"Kermany source {archive}: not a readable zip ({err}); delete it and download it "
+                        "again") from err
     if not films:
         raise UserError(f"Kermany source {archive}: no films under train|test/NORMAL|PNEUMONIA/")
     return films
@@ -174,8 +175,9 @@ def read_hannover(archive: Path, out: Path) -> tuple[list[Film], dict[str, list[
     root = tables[0].rpartition("/")[0]
     rows = list(csv.DictReader(io.StringIO(files[tables[0]].decode("utf-8-sig"))))
     needed = {"patient_id", "image_id", "projection", "admission_offset"}
-    if not rows or not needed <= set(rows[0]):
-        raise UserError(f"Hannover source {archive}: data.csv lacks {', '.join(sorted(needed - set(rows[0] if rows else ())))}")
+    lacking = sorted(needed - set(rows[0] if rows else ()))
+    if not rows or lacking:
+        raise UserError(f"Hannover source {archive}: data.csv has no rows or lacks {', '.join(lacking)}")
     films, left_out = [], {"not frontal": [], "before admission or no admission offset": []}
     for row in sorted(rows, key=lambda r: r["image_id"]):
         member = f"{root}/png/{row['image_id']}.png" if root else f"png/{row['image_id']}.png"
