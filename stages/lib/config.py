@@ -222,10 +222,10 @@ class Assemble(Section):
     seed: int = Field(42, ge=0, lt=2**32, json_schema_extra=_src("ours"),
                       description="draws the capped subsets and the patient-grouped val/test splits")
     val_fraction: float = Field(
-        0.12, gt=0, lt=0.5, json_schema_extra=_src("report", code="its course set: 709 of 5908 films"),
+        0.12, gt=0, lt=0.5, json_schema_extra={"source": "report (its set: 709 of 5908 films in val)"},
         description="share of all films in val (about: whole patients, stratified by class)")
     test_fraction: float = Field(
-        0.2, gt=0, lt=0.5, json_schema_extra=_src("report", code="its course set: 1182 of 5908 films"),
+        0.2, gt=0, lt=0.5, json_schema_extra={"source": "report (its set: 1182 of 5908 films in test)"},
         description="share of all films in test (about: whole patients, stratified by class)")
     max_per_class: dict[str, Union[int, None]] = Field(
         default_factory=lambda: {c: None for c in STUDY_CLASSES},
