@@ -22,6 +22,7 @@ from stages.lib.assembly import assemble, cap
 from stages.lib.cache import build_cache
 from stages.lib.config import STUDY_CLASSES, Assemble, Data, Preprocess
 from stages.lib.errors import UserError
+from stages.lib.io import umask
 from stages.lib.layouts import detect_layout, read_layout
 from stages.lib.study_sources import Film
 from stages.lib.summary import sources_lines
@@ -119,7 +120,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_and_the_same_bytes_twice(sources, tmp_path):
     summary = build(sources, tmp_path / "data")
     data = tmp_path / "data"
-    assert detect_layout(data) == "manifest"
+    assert detect_layout(data) == "manifest" and data.stat().st_mode & 0o777 == 0o777 & ~umask()
     splits = read_layout(data, "manifest", STUDY_CLASSES)
     assert set(splits) == {"train", "val", "test"}
     manifest = rows(data / "manifest.csv")

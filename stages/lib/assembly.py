@@ -18,6 +18,7 @@ import numpy as np
 from stages.lib.config import STUDY_CLASSES
 from stages.lib.data_report import ASSEMBLY
 from stages.lib.errors import UserError
+from stages.lib.io import umask
 from stages.lib.layouts import MANIFEST, Sample, split_off
 from stages.lib.study_sources import (DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover,
                                       read_kermany)
@@ -94,6 +95,7 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
                         "first (your own data: README 'Bring your own data')")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.assembling."))
+    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; data/ gets a folder's usual permissions
     try:
         films = read_kermany(kermany, staging)
         hannover_films, left_out = read_hannover(hannover, staging)
