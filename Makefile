@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale quality gpu-wheels gpu-check clean-demo
+.PHONY: demo test study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
 
 # requirements.txt is the hash-pinned lock of every package (README "Dependencies"); the project itself
 # goes in editable, without dependencies of its own, so nothing outside the lock is ever installed.
@@ -20,6 +20,21 @@ demo: $(STAMP)
 	cd demo && PATH="$(BIN):$$PATH" dvc repro
 	@echo && cat demo/metrics/summary.md
 	@echo "Headline: cd demo && dvc metrics show   Detail: demo/metrics/   Figures: demo/plots/   Report: demo/metrics/report.html   Page: cd demo && dvc plots show"
+
+# The study's data from its two public sources (docs/study-data.md): download the imports that
+# sources/*.dvc pin, check each against sources/SHA256SUMS, assemble data/ (manifest layout, with
+# SOURCES.csv) and track it as data.dvc, the file your own data would make. Then: dvc repro.
+KERMANY := sources/ChestXRay2017.zip
+HANNOVER := sources/covid-19-image-repository.tar.gz
+study-data: $(STAMP)
+	PATH="$(BIN):$$PATH" dvc update $(KERMANY).dvc $(HANNOVER).dvc
+	$(BIN)/python -m stages.assemble --kermany $(KERMANY) --hannover $(HANNOVER) --sums sources/SHA256SUMS --out data
+	PATH="$(BIN):$$PATH" dvc add data
+	@echo "data/ assembled and tracked: git add data.dvc sources && git commit -m 'The study data', then dvc repro"
+
+# Once, by the first person to download a source whose line in sources/SHA256SUMS says UNKNOWN.
+pin-sources: $(STAMP)
+	$(BIN)/python -m tools.pin_sources sources/SHA256SUMS
 
 # -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)

@@ -32,7 +32,7 @@ from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
-from stages.lib.summary import summary_markdown
+from stages.lib.summary import sources_lines, summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
 NAMES = {"macro_f1": "macro-F1", "macro_auroc": "macro AUROC"}
@@ -172,7 +172,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     outputs = {split: {m: r.outputs[split][m] for m in models} for split in SCORED_SPLITS}
 
     colours = model_colours(models)  # backbones in params order, then the ensemble: the same in every figure
-    shortcut = read_json(data_report_path).get("shortcut", {})
+    data_report = read_json(data_report_path)
+    shortcut = data_report.get("shortcut", {})
     e = cfg.evaluate
     class_ci = {n: class_auroc_ci95(*o, e.bootstrap_resamples, e.seed) for n, o in outputs[shown].items()}
     shown_scores = {n: r.scores[n][shown] for n in models}
@@ -206,6 +207,7 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
                   captions["gradcam"][1]) for b in cfg.backbones]
     embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
     sections = seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+    sections += sources_lines(data_report.get("sources", []))  # the study's data (make study-data) cites its datasets
     text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from conftest import ROOT, stage_cmd
-from stages.lib.config import Config, params_table, sections
+from stages.lib.config import Assemble, Config, params_table, sections
 from stages.lib.errors import UserError
 from stages.lib.io import load_params
 
@@ -20,7 +20,7 @@ def load(tmp_path, old: str, new: str):
 
 
 def test_committed_params_are_the_declared_defaults():
-    assert load_params(ROOT / "params.yaml") == Config()
+    assert load_params(ROOT / "params.yaml") == Config(assemble=Assemble())
 
 
 def test_every_param_is_documented_in_docs_params_md():
@@ -75,6 +75,9 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
     "duplicate classes": ("classes: [normal, bacteria, virus, COVID-19]", "classes: [normal, covid, COVID-19]",
                           "data.classes must be two or more distinct class names (no commas), e.g. [normal, pneumonia], "
                           "got ['normal', 'covid', 'COVID-19']"),
+    "caps not the study's classes": ("virus: null, COVID-19: null}", "virus: null, covid: 5}",
+                                     "assemble.max_per_class must map normal, bacteria, virus, COVID-19 (in that order) to "
+                                     "null or an integer >= 1, got {{'normal': None, 'bacteria': None, 'virus': None, 'covid': 5}}"),
 }
 
 

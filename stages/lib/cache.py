@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from stages.lib.config import Data, Preprocess
 from stages.lib.data import UNLABELED, cache_files, file_records
-from stages.lib.data_report import class_name, image_stats, split_counts
+from stages.lib.data_report import cited_sources, class_name, image_stats, split_counts
 from stages.lib.errors import UserError
 from stages.lib.evaluation import predictions_csv
 from stages.lib.formats import BadImage, load_gray
@@ -124,6 +124,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         # or a new commit alone would change the cache and retrain every model.
         data = data_hash(data_dir)
         report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
+        report.update(cited_sources(data_dir))  # the study's data (make study-data) cites its datasets
         meta = {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
                 "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
                 "files": file_records(staging, splits)}

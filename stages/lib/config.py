@@ -216,7 +216,32 @@ class Synthetic(Section):
     test: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic test films")
 
 
-OPTIONAL_SECTIONS = {"synthetic"}  # may be absent: only demo/params.yaml has it
+class Assemble(Section):
+    """The study's data from its public sources (`make study-data`, docs/study-data.md): top-level
+    params.yaml only; the demo synthesizes its films instead."""
+    seed: int = Field(42, ge=0, lt=2**32, json_schema_extra=_src("ours"),
+                      description="draws the capped subsets and the patient-grouped val/test splits")
+    val_fraction: float = Field(
+        0.12, gt=0, lt=0.5, json_schema_extra={"source": "report (its set: 709 of 5908 films in val)"},
+        description="share of all films in val (about: whole patients, stratified by class)")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=0.5, json_schema_extra={"source": "report (its set: 1182 of 5908 films in test)"},
+        description="share of all films in test (about: whole patients, stratified by class)")
+    max_per_class: dict[str, Union[int, None]] = Field(
+        default_factory=lambda: {c: None for c in STUDY_CLASSES},
+        json_schema_extra=_allows("a mapping of normal, bacteria, virus, COVID-19 to null or an integer >= 1",
+                                  **_src("ours")),
+        description="per-class cap on films kept, whole patients drawn with `seed`; null keeps all")
+
+    @field_validator("max_per_class")
+    @classmethod
+    def _four_caps(cls, caps: dict) -> dict:
+        if list(caps) != list(STUDY_CLASSES) or any(v is not None and v < 1 for v in caps.values()):
+            raise refuse("must map normal, bacteria, virus, COVID-19 (in that order) to null or an integer >= 1")
+        return caps
+
+
+OPTIONAL_SECTIONS = {"synthetic", "assemble"}  # may be absent: synthetic is demo/params.yaml's, assemble the top's
 
 
 class Config(Section):
@@ -237,6 +262,8 @@ class Config(Section):
     evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
     synthetic: Union[Synthetic, None] = Field(
         None, description="demo/params.yaml only: the synthetic films its first stage writes")
+    assemble: Union[Assemble, None] = Field(
+        None, description="params.yaml only: the study's data assembled from its public sources")
 
     @field_validator("seeds")
     @classmethod
@@ -356,7 +383,7 @@ def sections(model: type[BaseModel] = Config, prefix: str = ""):
 def params_table() -> str:
     """The Markdown table of docs/params.md: every param with its default, where that default comes
     from (the study's report, its code, or our choice), the allowed values and the meaning."""
-    defaults = Config(synthetic=Synthetic()).model_dump()
+    defaults = Config(synthetic=Synthetic(), assemble=Assemble()).model_dump()
     rows = ["| param | default | source | allowed | meaning |", "|---|---|---|---|---|"]
     for key, field, sub in sections():
         if sub is None:

@@ -1,11 +1,14 @@
 """The data report's descriptive parts: counts per split and class, image facts per class."""
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 UNLABELED = "unlabeled"
+ASSEMBLY = "assembly.json"  # in a data folder that `make study-data` assembled (stages/lib/assembly.py)
 
 
 def class_name(label: int | None, classes) -> str:
@@ -54,3 +57,14 @@ def shortcut_headline(report: dict) -> dict:
     """The metadata-only baseline's macro-F1 per scored split, comparable to the models' headlines."""
     return {split: {"macro_f1": s["macro_f1"]} for split, s in report["shortcut"].items() if split != "features"}
 
+
+
+def cited_sources(data_dir) -> dict:
+    """{"sources": [...]}: the datasets an assembled data folder came from, with citation, DOI,
+    licence, URL and films kept, for the data report to cite; {} for any other data folder."""
+    path = Path(data_dir) / ASSEMBLY
+    if not path.is_file():
+        return {}
+    sources = json.loads(path.read_text(encoding="utf-8"))["sources"]
+    keys = ("citation", "doi", "licence", "url", "films_kept")
+    return {"sources": [{"dataset": name, **{k: s.get(k) for k in keys}} for name, s in sources.items()]}

@@ -127,3 +127,13 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
     lines += per_class_table(scores, classes, shown)
     lines += figure_lines(figures)
     return "\n".join(lines)
+
+
+def sources_lines(sources: list[dict]) -> list[str]:
+    """The datasets the data came from (the data report's `sources`, when `make study-data` assembled
+    it), to cite with their licences; none for other data."""
+    if not sources:
+        return []
+    lines = ["## Data sources", "", "Cite them when you use these results:", ""]
+    lines += [f"- {s['citation']}, doi:{s['doi']} ({s['licence']}): {s['films_kept']} films" for s in sources]
+    return lines + [""]
