@@ -213,3 +213,14 @@ def test_multiframe_colour_dicom_is_refused_by_predict_in_one_line(tmp_path, mod
                                monkeypatch, capsys)
     assert code == 2 and err.startswith(f"error: {images / 'rgb2.dcm'}: colour DICOM (RGB); export it as grayscale")
     assert "\n" not in err
+
+
+def test_predict_says_when_it_takes_the_first_page_of_a_tiff(tmp_path, model_path, monkeypatch, capsys):  # noqa: F811
+    from PIL import Image
+    images = tmp_path / "new"
+    images.mkdir()
+    pages = [Image.fromarray(gradient(255, np.uint8)), Image.fromarray(255 - gradient(255, np.uint8))]
+    pages[0].save(images / "two.tif", save_all=True, append_images=pages[1:])
+    code, _, err = run_predict(["--model", model_path, "--images", images, "--out", tmp_path / "p.csv", "--workers", "0"],
+                               monkeypatch, capsys)
+    assert code == 0 and f"note: {images / 'two.tif'}: 2 frames or pages; the first was used" in err
