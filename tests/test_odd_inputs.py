@@ -73,8 +73,11 @@ def test_predict_writes_a_csv_that_reads_back_one_row_per_image(tmp_path, model_
 SLOW_PREPROCESS = """
 import sys, time
 from stages.lib import cache
-from tests.test_odd_inputs import P32
-from conftest import data_params
+from stages.lib.config import Data, Preprocess
+from stages.lib.io import load_params
+
+P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
+data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})
 
 decode = cache._process
 def slow(path):
@@ -83,7 +86,7 @@ def slow(path):
 slow.__module__, slow.__qualname__ = "stages.lib.cache", "_process"  # pickled by name into the workers
 cache._process = slow
 root = sys.argv[1]
-cache.build_cache(root + "/data", root + "/cache", root + "/report.json", P32, data_params(min_val=1), workers=2)
+cache.build_cache(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
 """
 
 
@@ -109,8 +112,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_preprocess_killed_with_9_leaves_no_worker_and_its_staging_is_removed_next_run(tmp_path):
     folders_tree(tmp_path / "data", {})  # 20 films, 0.3 s each on 2 workers: about 3 s of decoding
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPROCESS, str(tmp_path)], cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPROCESS, str(tmp_path)], cwd=ROOT)
     deadline, workers = time.monotonic() + 120, []
     while time.monotonic() < deadline and proc.poll() is None:
         workers = _children(proc.pid)
@@ -123,7 +125,10 @@ def test_a_preprocess_killed_with_9_leaves_no_worker_and_its_staging_is_removed_
     deadline = time.monotonic() + 10
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(w) for w in workers), "pool workers outlived their killed parent"
+    survivors = [w for w in workers if _alive(w)]
+    for w in survivors:  # not left running when this test fails
+        os.kill(w, signal.SIGKILL)
+    assert not survivors, "pool workers outlived their killed parent"
     stale = sorted(p.name for p in tmp_path.glob(".cache.*"))
     assert any(not name.endswith(".lock") for name in stale)  # what the killed run left
     build_cache(tmp_path / "data", tmp_path / "cache", tmp_path / "report.json", P32, data_params(min_val=1), workers=1)

@@ -197,8 +197,8 @@ def _load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
         raise BadImage(f"{path}: not a readable DICOM image ({err.__class__.__name__}); replace or remove it", path) from err
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in GRAY_DICOM:  # PALETTE COLOR's values are palette indices, not intensities
-        raise BadImage(f"{path}: colour DICOM ({photometric or 'no PhotometricInterpretation'}); "
-                       "export it as grayscale (MONOCHROME2)", path)
+        what = f"colour DICOM ({photometric})" if photometric else "DICOM without a PhotometricInterpretation"
+        raise BadImage(f"{path}: {what}; export it as grayscale (MONOCHROME2)", path)
     _check_size(path, cols, rows, limit)
     try:
         ds = pydicom.dcmread(path)
