@@ -11,7 +11,6 @@ or not at all. A file that is not a readable image stops the run naming it, as p
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from stages.lib.csv_rows import RowWriter
 from stages.lib.errors import UserError, cli
 from stages.lib.formats import MAX_PIXELS
 from stages.lib.image_files import image_batches, list_images
@@ -50,7 +50,7 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
     done, skipped = 0, []
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f, \
             tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar:
-        writer = csv.writer(f, lineterminator="\n")
+        writer = RowWriter(f)
         writer.writerow(header(classes, submission))
         for indices, x, bad in batches:
             for _, reason in bad:

@@ -56,7 +56,8 @@ def test_dicom_decodes_upright_to_full_8bit_range_with_monochrome1_inverted(tmp_
     else:  # stored dark bone -> shown bright: the stored maximum (bottom row, mark) becomes black
         assert (gray.max(), column[-1], mark) == (255, 0, 0) and np.all(np.diff(column) <= 0)
     assert facts == {"format": "DICOM", "width": COLS, "height": ROWS, "channels": 1, "bit_depth": bits,
-                     "scaled_by": "DICOM BitsStored", "patient_id": "P-0042", "file_bytes": path.stat().st_size}
+                     "scaled_by": "DICOM BitsStored", "frames": 1, "patient_id": "P-0042",
+                     "file_bytes": path.stat().st_size}
 
 
 def test_dicom_window_and_rescale_are_applied(tmp_path):

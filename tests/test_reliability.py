@@ -186,7 +186,7 @@ def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_pat
     from stages.lib.inference import load_model
     from stages.lib.models import build_model
     meta = {"backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "dropout": 0.1,
-            "preprocess": {"img_size": 32}}
+            "preprocess": {"img_size": 32, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 2}}
     path = tmp_path / "resnet18.pt"
     save_checkpoint(path, build_model("resnet18", 4, 0.1, pretrained=False), meta)
     with pytest.raises(UserError, match="holds a resnet18 model, not densenet121"):
@@ -215,12 +215,12 @@ def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
 
 
 @pytest.mark.parametrize("spoil,message", [
-    (lambda ckpt: ckpt["meta"].pop("classes"), r"old.pt lacks classes in its metadata \(an older train stage wrote it\); "
-                                               r"retrain it \(dvc repro --force train\)"),
+    (lambda ckpt: ckpt["meta"].pop("classes"), r"old.pt: its metadata key classes: field required \(an older or edited "
+                                               r"checkpoint\); retrain it \(dvc repro --force train\)"),
     (lambda ckpt: ckpt["state_dict"].pop("fc.1.bias"), r"old.pt: its weights do not fit today's resnet18 \(.*\); "
                                                        r"retrain it \(dvc repro --force train@resnet18\)"),
-    (lambda ckpt: ckpt["meta"]["preprocess"].update(img_size="64"), r"old.pt records preprocessing this version cannot "
-                                                                     r"apply .*; retrain it"),
+    (lambda ckpt: ckpt["meta"]["preprocess"].update(img_size="64"), r"old.pt: its metadata key preprocess.img_size: "
+                                                                     r"input should be a valid integer, got '64' .*; retrain it"),
 ])
 def test_a_checkpoint_that_cannot_be_used_is_refused_saying_how_to_retrain(tmp_path, spoil, message):
     import copy

@@ -8,12 +8,10 @@ the report is written only then, so any refusal leaves the previous outputs unto
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -24,17 +22,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stages.lib.config import Data, Preprocess
+from stages.lib.csv_rows import RowWriter
 from stages.lib.data import UNLABELED, cache_files, file_records
 from stages.lib.data_report import cited_sources, class_name, image_stats, split_counts
 from stages.lib.errors import UserError
 from stages.lib.evaluation import predictions_csv
 from stages.lib.formats import BadImage, load_gray
+from stages.lib.input_notes import first_frames, ids_differing_by_case
 from stages.lib.io import umask, write_json, write_text
 from stages.lib.layouts import (SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits, read_layout,
                                 unique_names)
 from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
+from stages.lib.pool_workers import die_with_parent
 from stages.lib.provenance import data_hash, stamp
 from stages.lib.shortcut import shortcut_audit
+from stages.lib.staging import staging_dir
 from stages.lib.transforms import preprocess_image, preprocess_transform
 
 SYNTHETIC_MARKER = "SYNTHETIC"  # file the demo generator leaves in its data folder
@@ -54,7 +56,8 @@ def _timed(part: str):
         timings[part] += time.perf_counter() - start
 
 
-def _init_worker(p: Preprocess, max_pixels: int) -> None:
+def _init_worker(p: Preprocess, max_pixels: int, parent: int) -> None:
+    die_with_parent(parent)
     global _transform, _max_pixels
     _transform, _max_pixels = preprocess_transform(p), max_pixels
 
@@ -96,9 +99,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     timings["layout"] += time.perf_counter() - start
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    staging.chmod(0o777 & ~umask())
-    try:
+    with staging_dir(out_dir, 0o777 & ~umask()) as staging:
         missing = {e.path for e in skipped}
         todo = [s for s in samples if s.path not in missing]
         with _timed("decode_wall"):
@@ -130,8 +131,6 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
                 "files": file_records(staging, splits)}
         write_json(staging / "meta.json", meta)
         _swap_in(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if shortcut_dir is not None:
         for split, probs in shortcut_probs.items():
             labels = np.array([UNLABELED if s.label is None else s.label for s in splits[split]])
@@ -145,6 +144,9 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     if report["duplicates"]["summary"]:
         print(f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
               file=sys.stderr)
+    for key in ("first_frame_only", "patient_ids_differing_by_case"):
+        if report[key]["summary"]:
+            print(f"note: {report[key]['summary']}; details in {report_path} ({key})", file=sys.stderr)
     return report
 
 
@@ -174,6 +176,8 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
             "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
             "duplicates": _duplicates(repeats, same_pixels(records)),
             "shortcut": shortcut,
+            "first_frame_only": first_frames(records),
+            "patient_ids_differing_by_case": ids_differing_by_case(records),
         }, shortcut_probs
 
 
@@ -216,7 +220,7 @@ def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data,
     images = _Staged(array_path, (len(samples), size, size))
     facts, bad = [], []
     workers = workers or min(os.cpu_count() or 1, 16)
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels))
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels, os.getpid()))
     try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
         for i, (img, info) in enumerate(tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)):
@@ -291,7 +295,7 @@ def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], sa
         for start in range(0, len(rows), 256):  # 16 MB at 256 px
             out.write(images[rows[start:start + 256]])
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = RowWriter(buf)
     writer.writerow(["filename", "label"])
     # A hidden-label test image has an empty label.
     writer.writerows([s.name, "" if s.label is None else class_name(s.label, classes)] for s in samples)

@@ -21,10 +21,9 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from stages.lib.checkpoint_meta import check_meta
 from stages.lib.errors import UserError
 from stages.lib.io import atomic_path, write_text
-
-META_KEYS = ("backbone", "classes", "preprocess", "dropout")  # what predict and evaluate rebuild a model from
 
 
 # --- the best model ----------------------------------------------------------------------------
@@ -46,10 +45,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                         f"retrain it (dvc repro --force train)") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("meta"), dict):
         raise UserError(f"{path} lacks state_dict/meta; retrain it with this version of the train stage")
-    missing = [k for k in META_KEYS if k not in ckpt["meta"]]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)} in its metadata (an older train stage wrote it); "
-                        f"retrain it (dvc repro --force train)")
+    check_meta(ckpt["meta"], path)  # what predict and evaluate rebuild the model from
     return ckpt
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib.config import Evaluate
+from stages.lib.csv_rows import RowWriter
 from stages.lib.data import UNLABELED
 from stages.lib.errors import UserError
 from stages.lib.io import write_text
@@ -73,7 +74,7 @@ def score_mean(folders: list[Path], classes, out_dir: Path, e: Evaluate) -> tupl
 
 def predictions_csv(names, labels: np.ndarray, probs: np.ndarray, classes) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = RowWriter(buf)
     writer.writerow(["filename", "true_label", "predicted_label", *[f"prob_{c}" for c in classes]])
     for name, y, p in zip(names, labels, probs):
         true = classes[y] if y != UNLABELED else ""  # hidden label

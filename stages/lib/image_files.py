@@ -4,11 +4,13 @@ preprocessed exactly as the preprocess stage does, served in batches so that mem
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from stages.lib.config import Preprocess
 from stages.lib.errors import UserError
@@ -74,9 +76,11 @@ class DecodedImages(Dataset):
         try:
             if not f.path.exists():  # missing, or a link that loops or points nowhere
                 raise BadImage(f"{f.path}: not found (or a broken or looping link); fix the path or remove it", f.path)
-            gray = load_gray(f.path, self.max_pixels, "--max-pixels")[0]
+            gray, facts = load_gray(f.path, self.max_pixels, "--max-pixels")
         except UserError as err:
             return i, None, f"{f.where}: {err}" if f.where else str(err)
+        if facts.get("frames", 1) > 1:  # said, as preprocess says it in its report
+            tqdm.write(f"note: {f.path}: {facts['frames']} frames or pages; the first was used", file=sys.stderr)
         return i, torch.from_numpy(preprocess_image(gray, self.transform))[None], ""
 
 

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from stages.lib.checkpoints import load_checkpoint
@@ -74,10 +73,7 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
                         f"{preprocess}; rerun the pipeline (dvc repro)")
     stage = f"train@{meta['backbone']}" + (f"-{meta['seed']}" if "seed" in meta else "")  # dvc.yaml's matrix name
     retrain = f"retrain it (dvc repro --force {stage})"
-    try:
-        stored = Preprocess.model_validate(meta["preprocess"])
-    except ValidationError as err:
-        raise UserError(f"{path} records preprocessing this version cannot apply ({meta['preprocess']}); {retrain}") from err
+    stored = Preprocess.model_validate(meta["preprocess"])  # complete and valid: load_checkpoint checked it
     model = build_model(meta["backbone"], len(meta["classes"]), meta["dropout"], pretrained=False)
     try:
         model.load_state_dict(ckpt["state_dict"])

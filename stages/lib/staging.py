@@ -1,0 +1,63 @@
+"""Staging folders: an output is assembled in a hidden folder beside it and swapped in at the end.
+
+A run killed with -9 cannot clean up, so each staging folder has a lock file beside it
+(`.<out>.<random>.lock`, flock-ed for the run's lifetime; the kernel releases it when the process
+dies): the next run removes every `.<out>.*` folder whose lock nobody holds.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def staging_dir(out_dir: Path, mode: int) -> Iterator[Path]:
+    """A new empty folder beside `out_dir`, removed on exit unless moved away; stale ones go first."""
+    remove_stale(out_dir)
+    fd, lock = tempfile.mkstemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=LOCK)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # before the folder exists, so no other run takes it for stale
+    staging = Path(lock[:-len(LOCK)])
+    try:
+        staging.mkdir(mode)
+        staging.chmod(mode)  # mkdir's mode is filtered by the umask: the caller's mode already was
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.unlink(lock)
+        os.close(fd)
+
+
+def remove_stale(out_dir: Path) -> list[Path]:
+    """Remove the staging folders (and lock files) of `out_dir` that no living process holds."""
+    removed = []
+    for path in sorted(out_dir.parent.glob(f".{out_dir.name}.*")):
+        lock = path if path.name.endswith(LOCK) else path.with_name(path.name + LOCK)
+        if _held(lock):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _held(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock taken just to test it
