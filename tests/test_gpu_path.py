@@ -193,12 +193,15 @@ def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path
     from test_training import NO_AUGMENT, SEED, tiny_cache
     from stages.lib import training
     from stages.lib.config import Train
+    from stages.lib.errors import UserError
 
     cache = str(tiny_cache(tmp_path / "cache"))  # 24 training images
     t = Train(batch_size=5, num_workers=0)
     assert [len(y) for _, y in training.make_loaders(cache, t, NO_AUGMENT, CPU, SEED)[0]] == [5] * 4 + [4]  # CPU: all
     monkeypatch.setattr(training, "autotuned", lambda device: True)
     assert [len(y) for _, y in training.make_loaders(cache, t, NO_AUGMENT, CPU, SEED)[0]] == [5] * 4
+    with pytest.raises(UserError, match=r"^train.batch_size 25 exceeds the 24 training images each process draws"):
+        training.make_loaders(cache, Train(batch_size=25, num_workers=0), NO_AUGMENT, CPU, SEED)  # no batch at all
 
 
 # --- 6. evaluate's mixed precision against fp32 ------------------------------------------------------------

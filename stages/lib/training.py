@@ -85,6 +85,9 @@ def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.devic
     # Where cuDNN autotunes, each new batch shape is tuned again: the last partial batch is dropped
     # (the sampler draws with replacement, so no image is left out for good). CPU runs keep it.
     train_loader = EpochLoader(train_set, sampler=sampler, generator=generator, drop_last=autotuned(device), **common)
+    if len(train_loader) == 0:  # only with drop_last: fewer draws per process than one batch
+        raise UserError(f"train.batch_size {t.batch_size} exceeds the {len(sampler)} training images each process "
+                        f"draws per epoch; lower it (or train.nproc)")
     val_loader = EpochLoader(val_set, sampler=range(rank, len(val_set), world), **common)
     return train_loader, val_loader
 
