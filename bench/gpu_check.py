@@ -224,10 +224,15 @@ def run_pipeline(project: Path, params: dict, runner: str, env: dict, log: Log, 
             break
     out = {"runner": runner, "stages": stages, "seconds": round(sum(s["seconds"] for s in stages), 1),
            "ok": all(s["exit"] == 0 for s in stages) and len(stages) == len(steps)}
-    if marks:  # dvc repro: each stage runs from its "Running stage" line to the next (or the end)
-        ends = [t for t, _ in marks[1:]] + [stages[-1]["seconds"]]
-        out["dvc_stages"] = {name: round(end - t, 1) for (t, name), end in zip(marks, ends)}
+    if marks:
+        out["dvc_stages"] = dvc_stage_seconds(marks, stages[-1]["seconds"])
     return out
+
+
+def dvc_stage_seconds(marks: list[tuple[float, str]], total: float) -> dict:
+    """dvc repro: each stage runs from its "Running stage" line to the next one (the last to the end)."""
+    ends = [t for t, _ in marks[1:]] + [total]
+    return {name: round(end - t, 1) for (t, name), end in zip(marks, ends)}
 
 
 def outputs(project: Path, backbones: list[str], seed: int, epochs: int) -> dict:

@@ -241,3 +241,18 @@ def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
     assert r["ok"] is bool(r["agreeing"] >= MIN_AGREEING)
     # An untrained network's near-ties flip: this one fails the rule (a trained one is measured by gpu-check).
     assert r["same_class"] < 1 and not r["ok"]
+
+
+# --- 8. the check's table: each dvc stage's wall time from `dvc repro`'s output --------------------------
+
+def test_the_check_times_each_stage_from_dvc_repros_running_stage_lines(tmp_path):
+    from bench.gpu_check import Log, dvc_stage_seconds, run
+
+    marks = []
+    script = "echo \"Running stage 'train@resnet18-42':\"; sleep 0.5; echo \"Running stage 'evaluate@resnet18-42':\""
+    code, seconds = run(["bash", "-c", script], Log(tmp_path / "log"), tmp_path, dict(os.environ), 60, marks)
+    assert code == 0 and [name for _, name in marks] == ["train@resnet18-42", "evaluate@resnet18-42"]
+    assert marks[1][0] - marks[0][0] >= 0.45
+    times = dvc_stage_seconds(marks, seconds)
+    assert list(times) == ["train@resnet18-42", "evaluate@resnet18-42"] and times["train@resnet18-42"] >= 0.4
+    assert sum(times.values()) == pytest.approx(seconds - marks[0][0], abs=0.15)
