@@ -1,0 +1,1 @@
+import stages  # noqa: F401  (the benchmarks import albumentations too: offline, as the stages)

@@ -37,7 +37,7 @@ from stages.lib.models import build_model
 from stages.lib.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths
 from stages.lib.synthetic import make_dataset
 from stages.lib.runtime import autocast_dtype, precision
-from stages.lib.training import make_loaders
+from stages.lib.training import make_loaders, make_optimizer
 from stages.lib.transforms import preprocess_transform, train_augment
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
@@ -113,7 +113,7 @@ def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch
     weights = torch.as_tensor(class_weights(labels, len(s.classes)), dtype=torch.float32, device=device)
     autocast, scaler = precision(s.train.precision, device)
     net = torch.compile(model) if s.compile else model
-    return net, nn.CrossEntropyLoss(weight=weights), s.optimizer(model), scaler, autocast
+    return net, nn.CrossEntropyLoss(weight=weights), make_optimizer(model, s.train, device), scaler, autocast
 
 
 # --- images and loaders ------------------------------------------------------------------------

@@ -9,12 +9,11 @@ calls `missing` and `install` before anything else.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-from packaging.utils import canonicalize_name, parse_wheel_filename
 
 LIST = Path("bench/gpu_wheels.txt")
 FOLDER = Path(".whl")
@@ -22,6 +21,19 @@ PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
 BUILD_MARK = "# build"  # PyPI has a source archive only: build a pure-Python wheel here
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503's normal form (what packaging.utils does; the stdlib only: this runs before .whl/ is unpacked)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_wheel_filename(filename: str) -> tuple[str, str]:
+    """(name, version) of `name-version[-build]-python-abi-platform.whl` (PEP 427)."""
+    parts = filename.removesuffix(".whl").split("-")
+    if len(parts) not in (5, 6):
+        raise ValueError(f"not a wheel file name: {filename}")
+    return parts[0], parts[1]
 
 
 def pins(path: Path = LIST) -> list[tuple[str, str, bool]]:
@@ -39,7 +51,7 @@ def missing(folder: Path = FOLDER, path: Path = LIST) -> list[str]:
     """`name==version` of every pin without exactly one matching wheel in `folder`."""
     found: dict[str, list[str]] = {}
     for wheel in folder.glob("*.whl"):
-        name, version, *_ = parse_wheel_filename(wheel.name)
+        name, version = parse_wheel_filename(wheel.name)
         found.setdefault(canonicalize_name(name), []).append(str(version))
     return [f"{name}=={version}" for name, version, _ in pins(path)
             if found.get(canonicalize_name(name)) != [version]]

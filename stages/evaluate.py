@@ -9,26 +9,33 @@ import torch
 
 from stages.lib import gradcam
 from stages.lib import provenance
-from stages.lib.config import Evaluate
+from stages.lib.config import Evaluate, Train
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, write_and_score
 from stages.lib.inference import load_model, predict_split
 from stages.lib.io import load_params, write_json
 from stages.lib.plotting import gradcam_grid, save_figure
-from stages.lib.runtime import describe, pick_device
+from stages.lib.runtime import channels_last, describe, pick_device, precision, resolve_workers
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
-             gradcam_path: str, e: Evaluate) -> dict:
-    """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
+             gradcam_path: str, e: Evaluate, t: Train | None = None) -> dict:
+    """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section, `t` its
+    `train` section: inference runs as training did (its precision and DataLoader workers)."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
     device = pick_device()
-    print(f"{backbone}: {describe(device, 'fp32', 0).line()}", flush=True)
+    t = t or Train(precision="fp32", num_workers=0)
+    workers = resolve_workers(t.num_workers, device)
+    autocast, _ = precision(t.precision, device)
+    print(f"{backbone}: {describe(device, t.precision, workers).line()}", flush=True)
     model.to(device)
-    outputs = {split: predict_split(model, cache_dir, split, e.batch_size, device, hflip=e.tta_hflip)
+    if channels_last(device):
+        model.to(memory_format=torch.channels_last)
+    outputs = {split: predict_split(model, cache_dir, split, e.batch_size, device, hflip=e.tta_hflip,
+                                    autocast=autocast, workers=workers)
                for split in SCORED_SPLITS}
     report = write_and_score(outputs, classes, Path(predictions_dir), e)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
@@ -75,8 +82,9 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     args = parser.parse_args()
-    e = load_params().evaluate
-    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
+    cfg = load_params()
+    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, cfg.evaluate,
+                 cfg.train)
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
         for s in SCORED_SPLITS))

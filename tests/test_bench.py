@@ -61,6 +61,7 @@ def test_gpu_bench_smoke_writes_real_and_ceiling_per_backbone(tmp_path):
     assert STAMP <= set(r) and list(r["backbones"]) == ["resnet18"] and r["workers"] == 1
     b = r["backbones"]["resnet18"]
     assert {"real_img_s", "ceiling_img_s", "real_over_ceiling", "first_batch_ms", "loader_img_s"} <= set(b)
+    assert r["batch_sizes"] == {size: {"resnet18": {"note": "more than the 12 training images"}} for size in ("64", "256")}
     assert b["real_over_ceiling"] == pytest.approx(b["real_img_s"]["median"] / b["ceiling_img_s"]["median"], rel=0.02)
 
 
@@ -85,8 +86,17 @@ def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_pa
     assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
     b = r["backbones"]["resnet18"]
     assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)
-    assert set(check["goals"]["resnet18"]) == {"real_over_ceiling_ok", "stage_matches_real_ok"}
-    assert "gpu check passed" in (results / "gpu_check.log").read_text()
+    assert b["epoch1_img_s"] == b["stage_img_s"] and "epoch2_img_s" not in b and b["first_batch_s"] >= 0  # 1 epoch
+    assert b["agreement"]["films"] == 32 and b["agreement"]["max_prob_diff"] > 0  # val + test, fp32 against bf16
+    assert set(check["goals"]["resnet18"]) == {"epoch1_ok", "real_over_ceiling_ok", "stage_matches_real_ok",
+                                               "timed_long_enough_ok", "evaluate_agrees_ok"}
+    assert check["goals"]["resnet18"]["epoch1_ok"] is None and "check" not in check["goals"]  # smoke: no time goal
+    times = {s["stage"]: s["seconds"] for s in check["pipeline"]["stages"]}
+    row = check["table"]["resnet18"]
+    assert (row["train_s"], row["evaluate_s"]) == (times["train@resnet18-42"], times["evaluate@resnet18-42"])
+    assert row["real_over_ceiling"] == b["real_over_ceiling"] and row["agreement"] == b["agreement"]["agreeing"]
+    log = (results / "gpu_check.log").read_text()
+    assert "gpu check passed" in log and "real/ceil stage/real" in log
 
 
 def test_gpu_check_refuses_an_incomplete_wheel_folder_and_still_leaves_json_and_log(tmp_path):

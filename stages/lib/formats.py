@@ -28,7 +28,18 @@ from PIL import Image
 
 from stages.lib.errors import UserError
 
-cv2.setLogLevel(0)  # a bad file gets our one-line message instead
+
+
+def _silence_opencv() -> None:
+    """A bad file gets our one-line message instead of OpenCV's log; 5.x moved the switch."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and hasattr(logging, "setLogLevel"):  # OpenCV 5
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    else:  # OpenCV 4: 0 is LOG_LEVEL_SILENT
+        cv2.setLogLevel(0)
+
+
+_silence_opencv()
 Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with a message that says which param
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 RASTER_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")  # Pillow's names (MPO: a phone's JPEG) OpenCV decodes

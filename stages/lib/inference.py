@@ -16,41 +16,51 @@ from stages.lib.config import Preprocess
 from stages.lib.data import CachedSplit
 from stages.lib.errors import UserError
 from stages.lib.models import build_model
-from stages.lib.runtime import channels_last
+from stages.lib.runtime import autotuned, channels_last
 from stages.lib.transforms import to_model_input
 
 
 @torch.no_grad()
 def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=None,
-            hflip: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+            hflip: bool = False, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion).
 
     `hflip` averages the probabilities of each image and its mirror (test-time augmentation).
+    `pad_to` fills a short last batch with blank images, whose outputs are dropped (eval mode scores
+    each image alone), so cuDNN sees one input shape. Results stay on the device until the end.
     """
     model.eval()
-    probs, labels, total_loss = [], [], 0.0
+    probs, labels = [], []
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
     for x, y in loader:
+        n = len(y)
+        if pad_to is not None and n < pad_to:
+            x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
         x = to_model_input(x, device, channels_last=channels_last(device))
         y = y.to(device, non_blocking=True)
         with autocast:
-            logits = model(x)
-            mirrored = model(x.flip(-1)) if hflip else None
+            logits = model(x)[:n]
+            mirrored = model(x.flip(-1))[:n] if hflip else None
         if criterion is not None:
-            total_loss += criterion(logits.float(), y).item() * len(y)
+            total_loss += criterion(logits.float(), y).double() * n
         p = torch.softmax(logits.float(), 1)
         if mirrored is not None:
             p = (p + torch.softmax(mirrored.float(), 1)) / 2
-        probs.append(p.cpu())
-        labels.append(y.cpu())
-    labels = torch.cat(labels).numpy()
-    return torch.cat(probs).numpy(), labels, (total_loss / len(labels) if criterion is not None else float("nan"))
+        probs.append(p)
+        labels.append(y)
+    labels = torch.cat(labels).cpu().numpy()
+    mean_loss = total_loss.item() / len(labels) if criterion is not None else float("nan")
+    return torch.cat(probs).cpu().numpy(), labels, mean_loss
 
 
-def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False):
-    """(file names, labels, probabilities [N, C]) for one cached split."""
+def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False,
+                  autocast=contextlib.nullcontext(), workers: int = 0):
+    """(file names, labels, probabilities [N, C]) for one cached split, in `autocast`'s precision."""
     data = CachedSplit(cache_dir, split)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
-    probs, labels, _ = predict(model, loader, device, hflip=hflip)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda",
+                        num_workers=workers)
+    probs, labels, _ = predict(model, loader, device, autocast, hflip=hflip,
+                               pad_to=batch_size if autotuned(device) else None)
     return data.names, labels, probs
 
 

@@ -11,12 +11,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
-from stages.lib.config import Config, validate
 from stages.lib.errors import UserError
+
+if TYPE_CHECKING:  # imported where params are read: the GPU check writes JSON before pydantic is there
+    from stages.lib.config import Config
 
 
 @contextlib.contextmanager
@@ -100,6 +102,8 @@ ParamsLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Config:
     """params.yaml, validated: every stage's one source of hyperparameters (see stages/lib/config.py)."""
+    from stages.lib.config import validate
+
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.load(f, Loader=ParamsLoader)

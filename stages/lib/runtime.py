@@ -32,6 +32,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def autotuned(device: torch.device) -> bool:
+    """Whether cuDNN picks each convolution's kernels by timing them (cudnn.benchmark, on unless
+    deterministic): once per new input shape, and with bf16/channels_last that can take seconds per
+    shape, so the loops keep one batch shape where they can."""
+    return device.type == "cuda" and torch.backends.cudnn.benchmark
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
