@@ -188,8 +188,9 @@ def card_markdown(name: str, m: dict, data: dict, research_notice: str, metrics_
     if isinstance(m.get("ood"), dict):
         shares = ", ".join(f"{k} {v:.1%}" for k, v in m["ood"].get("flagged", {}).items())
         lines += ["## Out-of-distribution flag", "",
-                  f"`cxr4-predict` flags a film whose features lie further from the training films' than "
-                  f"{m['ood'].get('keep', 0.95):.0%} of val films' do. Share flagged: {shares}.", ""]
+                  f"`cxr4-predict` flags a film that lies further from the training films (in the network's "
+                  f"features or the film's layout) than {m['ood'].get('keep', 0.95):.0%} of val films do. Share "
+                  f"flagged: {shares}.", ""]
     lines += ["## Known limitations", "",
               f"- {_n(s)} {split} images: the CIs above are that wide; a difference inside them is not evidence.",
               "- The numbers hold for data like the data above (its hospitals, devices, ages, label sources), "
@@ -224,8 +225,9 @@ def summary_lines(models_dir: str | os.PathLike, summary_dir: str | os.PathLike,
     sets = list(dict.fromkeys(k for v in shares.values() for k in v))
     if shares and sets:
         lines += ["## Out-of-distribution flag", "",
-                  "`cxr4-predict` flags a film (`ood_flag` true) whose penultimate features lie further from the "
-                  "training films' than 95% of val films' do (docs/predict.md). Share of films flagged per run:", "",
+                  "`cxr4-predict` flags a film (`ood_flag` true) that lies further from the training films (in the "
+                  "network's features or the film's layout) than 95% of val films do (docs/predict.md). Share of "
+                  "films flagged per run:", "",
                   "| Run | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
         lines += [f"| {run} | " + " | ".join(f"{v[k]:.1%}" if k in v else "" for k in sets) + " |"
                   for run, v in shares.items()] + [""]

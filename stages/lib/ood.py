@@ -11,7 +11,7 @@ Means and variances come from the train split. Each distance is put in units of 
 score is the larger, and the threshold is the val films' 95th percentile: by construction at most
 5% of val films are flagged, and the share on test says how well that holds on unseen films of the
 same kind. Energy on the logits (Liu et al. 2020) and the network's distance alone were measured
-beside it on the demo and flagged fewer non-X-ray films (docs/predict.md).
+beside it on the demo and flagged far fewer non-X-ray films (docs/predict.md).
 
 Stored beside the model as `<model>.ood.json` (written by evaluate); `cxr4-predict` finds it there.
 """
