@@ -67,7 +67,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     # Every model against every other, the ensemble and the metadata-only shortcut (its predictions
     # written by preprocess), on the same test images.
     assert len((demo / "predictions" / "shortcut" / "test.csv").read_text().splitlines()) == 1 + 16
-    comparisons = summary.split("## Paired comparisons")[1].split("## Provenance")[0]
+    comparisons = summary.split("## Paired comparisons")[1].split("\n## ")[0]
     pairs = ["resnet18 − efficientnet_b0", "resnet18 − ensemble", "efficientnet_b0 − ensemble",
              "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
@@ -216,6 +216,12 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
     history = (proj / run_paths("resnet18")["live"] / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
     assert history.splitlines()[0] == "step\tmacro_f1" and len(history.splitlines()) == 2
+
+    # The sample's SOURCES.csv names each film's licence: the data report counts them, the model card prints them.
+    licences = json.loads((proj / "metrics" / "data_report.json").read_text())["licences"]
+    assert sum(licences.values()) == 240 and [k[:9] for k in licences] == ["CC-BY-4.0", "CC-BY-3.0"]
+    card = (proj / "models" / "resnet18" / "seed42.card.md").read_text()
+    assert "; ".join(f"{k}: {v}" for k, v in licences.items()) in card
 
     run(stage_cmd("ensemble"), proj)
     run(stage_cmd("report"), proj)

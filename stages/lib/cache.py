@@ -33,6 +33,7 @@ from stages.lib.io import umask, write_json, write_text
 from stages.lib.layouts import (SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits, read_layout,
                                 unique_names)
 from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
+from stages.lib.licences import licences
 from stages.lib.provenance import data_hash, stamp
 from stages.lib.shortcut import shortcut_audit
 from stages.lib.transforms import preprocess_image, preprocess_transform
@@ -124,6 +125,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         # or a new commit alone would change the cache and retrain every model.
         data = data_hash(data_dir)
         report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
+        report["licences"] = licences(data_dir)  # the model cards print them
         meta = {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
                 "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
                 "files": file_records(staging, splits)}

@@ -130,7 +130,7 @@ def data_lines(data: dict) -> list[str]:
     lines += ["", f"- Patient grouping: {grouping} (a split drawn here keeps each patient's films in one split).",
               f"- Leakage between splits (near-duplicate films): {leakage}.",
               f"- Duplicates: {duplicates}.",
-              "- Licences of the sources: " + ("; ".join(f"{k}: {v}" for k, v in licences.items())
+              "- Licences of the sources (films each, from the data's SOURCES.csv): " + ("; ".join(f"{k}: {v}" for k, v in licences.items())
                                               if isinstance(licences, dict) and licences else
                                               "not recorded by this layout; see the data's own README and cite "
                                               "its sources (docs/notice.md)") + ".", ""]
