@@ -65,8 +65,8 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
                 probs, scores = model(x, tta)
                 lines = rows([files[i].name for i in indices], probs, classes, submission)
                 if with_ood:
-                    lines = [[*line, f"{s:.6f}", str(bool(f)).lower()]
-                             for line, s, f in zip(lines, scores, flagged(model.ood, scores))]
+                    lines = [[*line, f"{score:.6f}", str(bool(flag)).lower()]
+                             for line, score, flag in zip(lines, scores, flagged(model.ood, scores))]
                 writer.writerows(lines)
                 done += len(indices)
             bar.update(len(indices) + len(bad))
@@ -121,6 +121,9 @@ def main() -> None:
                            "default they are added when evaluate fitted one (<model>.ood.json, or in the ONNX file)")
     flag.add_argument("--no-ood", dest="ood", action="store_false", help="leave the OOD columns out")
     args = parser.parse_args()
+    if args.ood and args.submission:
+        raise UserError("--ood and --submission do not go together: the course's submission format has no OOD "
+                        "columns; drop one")
     for name in ("batch_size", "max_pixels"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")

@@ -51,3 +51,10 @@ def test_an_ood_flag_asked_for_without_a_fitted_score_is_refused(demo_project, t
     assert not (tmp_path / "p.csv").exists()
     code, _, _ = run_predict(["--model", model, "--images", images, "--out", tmp_path / "p.csv"], monkeypatch, capsys)
     assert code == 0 and (tmp_path / "p.csv").read_text().splitlines()[0] == HEADER  # no score, no OOD columns
+
+
+def test_the_ood_columns_and_the_submission_format_do_not_mix(tmp_path, monkeypatch, capsys):
+    code, _, err = run_predict(["--model", "m.pt", "--images", tmp_path, "--out", "p.csv", "--ood", "--submission"],
+                               monkeypatch, capsys)
+    assert code == 2 and err == ("error: --ood and --submission do not go together: the course's submission format "
+                                 "has no OOD columns; drop one")
