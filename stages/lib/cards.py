@@ -112,7 +112,7 @@ def recipe(m: dict) -> list[str]:
 def _data(d) -> str:
     """The data's DVC stamp as one phrase: path, hash, where the hash was read."""
     if not isinstance(d, dict):
-        return f"`{d}`"
+        return "not recorded (the data is not tracked by DVC)" if d is None else f"`{d}`"
     return f"`{d.get('path')}` (DVC hash `{d.get('md5')}`, from {d.get('from')})"
 
 
@@ -140,11 +140,15 @@ def data_lines(data: dict) -> list[str]:
 def shortcut_lines(m: dict, shortcut: dict, split: str) -> list[str]:
     if split not in shortcut or not m.get(split):
         return ["The data report has no shortcut audit for this split.", ""]
-    base, (low, _) = shortcut[split]["macro_f1"], m[split].get("macro_f1_ci95") or (None, None)
-    clear = low is not None and low > base
-    verdict = ("clearly beats it: the lower end of its 95% CI is above the shortcut's score" if clear else
-               "does NOT clearly beat it: its 95% CI reaches the shortcut's score, so its score may come from how "
-               "the files were stored (size, format, bit depth) rather than from what they show")
+    base, (low, high) = shortcut[split]["macro_f1"], m[split].get("macro_f1_ci95") or (None, None)
+    stored = "so its score may come from how the files were stored (size, format, bit depth) rather than from what they show"
+    if low is not None and low > base:
+        verdict = "clearly beats it: the lower end of its 95% CI is above the shortcut's score"
+    elif high is not None and high < base:
+        verdict = ("scores BELOW it: file metadata alone classifies these films better than this model reads them; "
+                   "the model has not shown that it reads the images")
+    else:
+        verdict = f"does NOT clearly beat it: its 95% CI reaches the shortcut's score, {stored}"
     return [f"A classifier that sees only file metadata, no pixels, scores {split} macro-F1 **{base:.3f}**; this "
             f"model {_ci(m[split], 'macro_f1')}. It {verdict}.", ""]
 
@@ -200,7 +204,8 @@ def card_markdown(name: str, m: dict, data: dict, research_notice: str, metrics_
     prov = m.get("provenance") or {}
     git = prov.get("git") or {}
     lines += ["## Provenance", "",
-              f"- Code: commit `{git.get('commit')}`" + (" (with uncommitted changes)" if git.get("dirty") else ""),
+              (f"- Code: commit `{git['commit']}`" + (" (with uncommitted changes)" if git.get("dirty") else "")
+               if git.get("commit") else "- Code: not recorded (not run in a git repository)"),
               f"- Data: {_data(prov.get('data'))}",
               "- Params: the recipe above; every value in the metrics file's `provenance`.", ""]
     return "\n".join(lines)
