@@ -7,6 +7,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from stages.lib import cards
 from stages.lib import provenance
 from stages.lib.comparisons import seed_block
 from stages.lib.config import Evaluate
@@ -52,10 +53,14 @@ def main() -> None:
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json (class list)")
     parser.add_argument("--metrics", required=True, help="detail metrics JSON to write")
     parser.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metric)")
+    cards.add_arguments(parser)
     args = parser.parse_args()
     cfg = load_params()
-    r = combine(args.backbone, cfg.seeds, args.runs, args.predictions, read_json(args.cache_meta), args.metrics,
-                args.headline, cfg.evaluate)
+    meta = read_json(args.cache_meta)
+    r = combine(args.backbone, cfg.seeds, args.runs, args.predictions, meta, args.metrics, args.headline, cfg.evaluate)
+    if args.card:
+        cards.write_card(args.card, f"{args.backbone} (seed ensemble)", args.metrics, args.data_report, args.notice,
+                         bool(meta.get("synthetic")))
     spread = f" (seeds: mean {r['seeds']['mean']['test']['macro_f1']:.4f}" + (
         f" sd {r['seeds']['sd']['test']['macro_f1']:.4f})" if r["seeds"]["sd"] else ", 1 seed)") if r["test"] else ""
     print(f"{args.backbone}, {len(cfg.seeds)} seed(s): " + " | ".join(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.lib import cards
 from stages.lib import provenance
 from stages.lib.config import Evaluate
 from stages.lib.errors import cli
@@ -39,10 +40,14 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for the ensemble's val.csv / test.csv")
     parser.add_argument("--metrics", required=True, help="detail metrics JSON to write")
     parser.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metric)")
+    cards.add_arguments(parser)
     args = parser.parse_args()
     cfg = load_params()
-    r = ensemble(cfg.backbones, cfg.seeds, args.predictions, read_json(args.cache_meta), args.out, args.metrics,
-                 args.headline, cfg.evaluate)
+    meta = read_json(args.cache_meta)
+    r = ensemble(cfg.backbones, cfg.seeds, args.predictions, meta, args.out, args.metrics, args.headline, cfg.evaluate)
+    if args.card:
+        cards.write_card(args.card, "ensemble of every run", args.metrics, args.data_report, args.notice,
+                         bool(meta.get("synthetic")))
     print(f"ensemble of {len(r['members'])} runs: " + " | ".join(
         f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS))
 

@@ -7,22 +7,25 @@ from pathlib import Path
 
 import torch
 
+from stages.lib import cards
 from stages.lib import gradcam
+from stages.lib import ood
 from stages.lib import provenance
 from stages.lib.config import Evaluate, Train
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, write_and_score
 from stages.lib.inference import load_model, predict_split
-from stages.lib.io import load_params, write_json
+from stages.lib.io import load_params, read_json, write_json
 from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.runtime import channels_last, describe, pick_device, precision, resolve_workers
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
-             gradcam_path: str, e: Evaluate, t: Train | None = None) -> dict:
+             gradcam_path: str, e: Evaluate, t: Train | None = None, ood_path: str | None = None) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section, `t` its
-    `train` section: inference runs as training did (its precision and DataLoader workers)."""
+    `train` section: inference runs as training did (its precision and DataLoader workers). With
+    `ood_path`, fit the OOD score (stages/lib/ood.py) there and record the share of films it flags."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
@@ -45,6 +48,9 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     trained = meta.get("provenance") or {"params": {}, "data": None, "git": None}  # checkpoints before the stamp
     report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e.model_dump()}, trained["data"]),
                             "trained_at": trained["git"]}
+    if ood_path is not None:
+        report["ood"] = {"flagged": ood.fit_and_save(model, backbone, cache_dir, e.batch_size, device, ood_path,
+                                                     len(classes))["flagged"], "keep": ood.KEEP}
     write_json(metrics_path, report)
     return report
 
@@ -81,10 +87,15 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, help="detail metrics JSON to write (this run's)")
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
+    parser.add_argument("--ood", help="OOD score to fit and write (JSON beside the model: <model>.ood.json)")
+    cards.add_arguments(parser)
     args = parser.parse_args()
     cfg = load_params()
     r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, cfg.evaluate,
-                 cfg.train)
+                 cfg.train, args.ood)
+    if args.card:
+        cards.write_card(args.card, f"{args.backbone}, seed {r['seed']}", args.metrics, args.data_report, args.notice,
+                         bool(read_json(Path(args.cache) / "meta.json").get("synthetic")))
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
         for s in SCORED_SPLITS))

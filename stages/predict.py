@@ -6,7 +6,9 @@
 relative to the CSV's folder). The preprocessing is the one stored in the checkpoint, so there is no
 config to keep in sync. Images are decoded and classified a batch at a time; the CSV is written whole
 or not at all. A file that is not a readable image stops the run naming it, as preprocess does
-(--on-bad-image skip: skip such files and list them instead).
+(--on-bad-image skip: skip such files and list them instead). An .onnx --model (cxr4-export) runs
+with onnxruntime. Where evaluate fitted an OOD score beside the model, each row also gets ood_score
+and ood_flag (true: the film is unlike the val films; do not trust its class).
 """
 from __future__ import annotations
 
@@ -16,42 +18,43 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from stages.lib.csv_rows import RowWriter
 from stages.lib.errors import UserError, cli
 from stages.lib.formats import MAX_PIXELS
 from stages.lib.image_files import image_batches, list_images
-from stages.lib.inference import load_model, predict
 from stages.lib.io import atomic_path
-from stages.lib.runtime import pick_device, resolve_workers
+from stages.lib.ood import flagged
+from stages.lib.runners import open_model
+from stages.lib.runtime import resolve_workers
 
 
 def predict_images(model_path: str, images: str, out: str, submission: bool = False, tta: bool = False,
                    batch_size: int = 32, max_pixels: int = MAX_PIXELS, on_bad_image: str = "error",
-                   workers: int | str = "auto") -> tuple[int, list[str]]:
+                   workers: int | str = "auto", ood: bool | None = None) -> tuple[int, list[str]]:
     """Classify every image `images` names into the CSV `out`; (images classified, skipped files' reasons).
 
     Under on_bad_image "error" the first bad file is refused (UserError naming it) and `out` is left
     as it was; under "skip" bad files are skipped, each reason printed to stderr and returned.
+    `model_path` is a checkpoint (.pt, run with torch) or a file of cxr4-export (.onnx, onnxruntime);
+    `ood` None adds OOD columns when a fitted score is found, True requires one, False leaves them out.
     """
     if not Path(model_path).is_file():
         raise UserError(f"model {model_path} not found; train one (dvc repro: models/<backbone>/seed<seed>.pt; "
                         "make demo: demo/models/...) or pull one (dvc pull, docs/remote.md)")
-    model, meta = load_model(model_path)
+    model = open_model(model_path, ood)
     # not an earlier run's CSV among the images (realpath, unlike Path.resolve, accepts a looping link)
     files = [f for f in list_images(images) if os.path.realpath(f.path) != os.path.realpath(out)]
-    device = pick_device()
-    model.to(device)
-    classes = meta["classes"]
-    batches = image_batches(files, meta["preprocess"], max_pixels, batch_size,
+    device, classes = model.device, model.classes
+    with_ood = model.ood is not None and not submission  # the submission keeps the course's format
+    batches = image_batches(files, model.preprocess, max_pixels, batch_size,
                             resolve_workers(workers, device), pin_memory=device.type == "cuda")
     done, skipped = 0, []
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f, \
             tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar:
         writer = RowWriter(f)
-        writer.writerow(header(classes, submission))
+        writer.writerow(header(classes, submission) + (["ood_score", "ood_flag"] if with_ood else []))
         for indices, x, bad in batches:
             for _, reason in bad:
                 if on_bad_image == "error":
@@ -59,8 +62,12 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
                 skipped.append(reason)
                 tqdm.write(f"skipped {reason}", file=sys.stderr)
             if x is not None:
-                probs, _, _ = predict(model, [(x, torch.zeros(len(x), dtype=torch.long))], device, hflip=tta)
-                writer.writerows(rows([files[i].name for i in indices], probs, classes, submission))
+                probs, scores = model(x, tta)
+                lines = rows([files[i].name for i in indices], probs, classes, submission)
+                if with_ood:
+                    lines = [[*line, f"{score:.6f}", str(bool(flag)).lower()]
+                             for line, score, flag in zip(lines, scores, flagged(model.ood, scores))]
+                writer.writerows(lines)
                 done += len(indices)
             bar.update(len(indices) + len(bad))
         if not done:
@@ -92,7 +99,8 @@ def workers_arg(text: str) -> int | str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True,
-                        help="checkpoint written by the train stage: models/<backbone>/seed<seed>.pt")
+                        help="checkpoint written by the train stage (models/<backbone>/seed<seed>.pt), or an ONNX "
+                             "file written by cxr4-export (.onnx, run with onnxruntime)")
     parser.add_argument("--images", required=True,
                         help="folder of images (read with its subfolders; PNG, JPEG, BMP, TIFF, DICOM), "
                              "or a CSV with a 'path' column")
@@ -107,12 +115,20 @@ def main() -> None:
                         help="processes decoding images; auto = 0 on CPU, min(8, cores) on a GPU")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help="larger images are bad files, checked before decoding (default: data.max_pixels' default)")
+    flag = parser.add_mutually_exclusive_group()
+    flag.add_argument("--ood", dest="ood", action="store_true", default=None,
+                      help="require the OOD columns (ood_score, ood_flag): refused without a fitted score; by "
+                           "default they are added when evaluate fitted one (<model>.ood.json, or in the ONNX file)")
+    flag.add_argument("--no-ood", dest="ood", action="store_false", help="leave the OOD columns out")
     args = parser.parse_args()
+    if args.ood and args.submission:
+        raise UserError("--ood and --submission do not go together: the course's submission format has no OOD "
+                        "columns; drop one")
     for name in ("batch_size", "max_pixels"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     done, skipped = predict_images(args.model, args.images, args.out, args.submission, args.tta, args.batch_size,
-                                   args.max_pixels, args.on_bad_image, args.workers)
+                                   args.max_pixels, args.on_bad_image, args.workers, args.ood)
     print(f"{done} images classified with {args.model} -> {args.out}"
           + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else ""))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.lib import cards
 from stages.lib import provenance
 from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
 from stages.lib.config import STUDY_CLASSES, Config
@@ -160,7 +161,8 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
 
 
 def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: str, data_report_path: str,
-           figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str, html_path: str) -> str:
+           figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str, html_path: str,
+           models_dir: str | None = None) -> str:
     meta = read_json(cache_meta_path)
     classes = meta["classes"]
     r = collect(cfg, classes, predictions_dir, live_dir)
@@ -208,6 +210,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
     sections = seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
     sections += sources_lines(data_report.get("sources", []))  # the study's data (make study-data) cites its datasets
+    if models_dir is not None:  # the model cards' links, the OOD flag's shares
+        sections += cards.summary_lines(models_dir, Path(summary_path).parent, cfg.backbones, cfg.seeds)
     text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
@@ -228,9 +232,10 @@ def main() -> None:
     parser.add_argument("--gradcam", required=True, help="folder of the Grad-CAM figures (embedded, not written)")
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     parser.add_argument("--html", required=True, help="the summary as one self-contained HTML file to write")
+    parser.add_argument("--models", help="folder of the models, their cards and OOD scores (linked and summarised)")
     args = parser.parse_args()
     report(load_params(), args.predictions, args.live, args.cache_meta, args.data_report, args.figures, args.curves,
-           args.gradcam, args.summary, args.html)
+           args.gradcam, args.summary, args.html, args.models)
     print(f"wrote {args.summary}, {args.html} and the figures in {args.figures}/")
 
 

@@ -14,7 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
 PROJECT_FILES = ("stages", "tools", "sources", "Makefile", "pyproject.toml", "dvc.yaml", "params.yaml", "demo/dvc.yaml",
-                 "demo/params.yaml", "demo/.dvc/config", "demo/.dvc/.gitignore", "demo/.dvcignore", "demo/.gitignore")
+                 "demo/params.yaml", "docs/notice.md", "demo/.dvc/config", "demo/.dvc/.gitignore", "demo/.dvcignore",
+                 "demo/.gitignore")
 
 
 def merge(base: dict, overrides: dict) -> dict:

@@ -1,4 +1,5 @@
 """The whole DVC pipeline on tiny settings in a temporary copy of the project."""
+import csv
 import json
 import re
 import shlex
@@ -66,7 +67,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     # Every model against every other, the ensemble and the metadata-only shortcut (its predictions
     # written by preprocess), on the same test images.
     assert len((demo / "predictions" / "shortcut" / "test.csv").read_text().splitlines()) == 1 + 16
-    comparisons = summary.split("## Paired comparisons")[1].split("## Provenance")[0]
+    comparisons = summary.split("## Paired comparisons")[1].split("\n## ")[0]
     pairs = ["resnet18 − efficientnet_b0", "resnet18 − ensemble", "efficientnet_b0 − ensemble",
              "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
@@ -135,24 +136,41 @@ def readme_commands(prefix: str) -> list[list[str]]:
     return [shlex.split(line) for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(prefix)]
 
 
-def test_the_readme_predict_commands_reproduce_evaluate_after_the_demo(demo_project, tmp_path):
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_demo(demo_project, tmp_path):
     """README's quick start: after `make demo`, cxr4-predict on the demo's test films gives evaluate's
-    probabilities, and the course's submission format."""
+    probabilities (with the OOD columns evaluate's fitted score adds), the course's submission format,
+    and, through the checked ONNX export, the same CSV from onnxruntime within 1e-4."""
     commands = readme_commands("cxr4-predict ")
-    assert len(commands) == 2 and commands[1][-1] == "--submission"
+    exports = readme_commands("cxr4-export ")
+    assert len(commands) == 3 and commands[1][-1] == "--submission" and len(exports) == 1
     outs = []
-    for argv in commands:
-        out = argv.index("--out") + 1
-        argv[out] = str(tmp_path / argv[out])  # written beside the test, not into the shared demo run
-        assert "16 images classified" in run(argv, demo_project).stdout
-        outs.append(Path(argv[out]))
+    for argv in [*commands[:2], *exports, commands[2]]:  # the README's order: the export before its ONNX predict
+        for flag in ("--out", "--model"):  # written beside the test, not into the shared demo run
+            if argv[argv.index(flag) + 1].endswith((".csv", ".onnx")) and not argv[argv.index(flag) + 1].startswith("demo"):
+                argv[argv.index(flag) + 1] = str(tmp_path / argv[argv.index(flag) + 1])
+        out = run(argv, demo_project).stdout
+        assert ("16 images classified" in out) if argv[0] == "cxr4-predict" else (
+            "checked on 16 test films of demo/cache" in out and "same predicted class on all" in out)
+        outs.append(Path(argv[argv.index("--out") + 1]))
     demo = demo_project / "demo"
-    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in outs[0].read_text().splitlines()[1:]}
+    torch_rows, onnx_rows = read_csv(outs[0]), read_csv(outs[3])
+    assert list(torch_rows[0])[-2:] == ["ood_score", "ood_flag"] and list(onnx_rows[0]) == list(torch_rows[0])
+    ours = {r["filename"]: np.array([float(v) for k, v in r.items() if k.startswith("prob_")]) for r in torch_rows}
     evaluated = (demo / run_paths("resnet18")["predictions"] / "test.csv").read_text().splitlines()[1:]
     assert len(ours) == len(evaluated) == 16
     for row in evaluated:
         name = row.split(",")[0]
         np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
+    # onnxruntime: the same rows, every number within 1e-4 of torch's, the same classes and flags
+    for t, o in zip(torch_rows, onnx_rows):
+        assert (t["filename"], t["predicted_label"], t["ood_flag"]) == (o["filename"], o["predicted_label"], o["ood_flag"])
+        numbers = [k for k in t if k.startswith("prob_")] + ["ood_score"]
+        np.testing.assert_allclose([float(o[k]) for k in numbers], [float(t[k]) for k in numbers], atol=1e-4)
 
     lines = outs[1].read_text().splitlines()
     assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 17
@@ -198,6 +216,12 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
     history = (proj / run_paths("resnet18")["live"] / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
     assert history.splitlines()[0] == "step\tmacro_f1" and len(history.splitlines()) == 2
+
+    # The sample's SOURCES.csv names each film's licence: the data report counts them, the model card prints them.
+    licences = json.loads((proj / "metrics" / "data_report.json").read_text())["licences"]
+    assert sum(licences.values()) == 240 and [k[:9] for k in licences] == ["CC-BY-4.0", "CC-BY-3.0"]
+    card = (proj / "models" / "resnet18" / "seed42.card.md").read_text()
+    assert "; ".join(f"{k}: {v}" for k, v in licences.items()) in card
 
     run(stage_cmd("ensemble"), proj)
     run(stage_cmd("report"), proj)

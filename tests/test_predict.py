@@ -106,14 +106,15 @@ def test_a_bad_csv_list_is_refused_in_one_line(tmp_path, model_path, monkeypatch
 
 def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path, monkeypatch):
     """Decoding and classifying interleave batch by batch: at no point are all images in memory."""
+    import stages.lib.runners
     import stages.predict
     from stages.lib.image_files import DecodedImages
     for i in range(5):
         write_xray(tmp_path / "new" / f"{i}.png", i)
     events = []
-    decode, classify = DecodedImages.__getitem__, stages.predict.predict
+    decode, classify = DecodedImages.__getitem__, stages.lib.runners.predict
     monkeypatch.setattr(DecodedImages, "__getitem__", lambda self, i: events.append(f"decode {i}") or decode(self, i))
-    monkeypatch.setattr(stages.predict, "predict",
+    monkeypatch.setattr(stages.lib.runners, "predict",
                         lambda model, batches, *a, **k: events.append(f"classify {len(batches[0][0])}")
                         or classify(model, batches, *a, **k))
     done, skipped = stages.predict.predict_images(str(model_path), tmp_path / "new", tmp_path / "p.csv",

@@ -37,7 +37,8 @@ def lock() -> dict[str, tuple[str, list[str]]]:
 def test_the_lock_pins_every_package_with_hashes_and_matches_pyproject():
     pins = lock()
     assert all(hashes for _, hashes in pins.values()), "pip --require-hashes needs a hash on every line"
-    direct = [Requirement(r) for r in PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["test"]]
+    extras = PYPROJECT["optional-dependencies"]
+    direct = [Requirement(r) for r in PYPROJECT["dependencies"] + extras["test"] + extras["export"]]
     for req in direct:  # a dependency added to pyproject.toml without refreshing the lock fails here
         name = canonicalize_name(req.name)
         assert name in pins and req.specifier.contains(pins[name][0]), f"{req}, locked {pins.get(name, [None])[0]}"
@@ -52,7 +53,7 @@ def test_the_lock_pins_every_package_with_hashes_and_matches_pyproject():
 
 def test_console_commands_name_existing_entry_points():
     scripts = PYPROJECT["scripts"]
-    assert {"cxr4-predict", "cxr4-demo-data"} <= set(scripts)
+    assert {"cxr4-predict", "cxr4-export", "cxr4-demo-data"} <= set(scripts)
     for target in scripts.values():
         module, attr = target.split(":")
         assert callable(getattr(importlib.import_module(module), attr)), target

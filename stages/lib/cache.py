@@ -34,6 +34,7 @@ from stages.lib.layouts import (SPLITS, Sample, check_paths, detect_layout, drop
                                 unique_names)
 from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
 from stages.lib.pool_workers import die_with_parent
+from stages.lib.licences import licences
 from stages.lib.provenance import data_hash, stamp
 from stages.lib.shortcut import shortcut_audit
 from stages.lib.staging import staging_dir
@@ -126,6 +127,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         data = data_hash(data_dir)
         report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
         report.update(cited_sources(data_dir))  # the study's data (make study-data) cites its datasets
+        report["licences"] = licences(data_dir)  # the model cards print them
         meta = {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
                 "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
                 "files": file_records(staging, splits)}

@@ -1,0 +1,69 @@
+"""Model cards: written beside every model from its metrics file (never typed), linked from the summary and
+the HTML report; blocks of issue 21's metrics (external, subgroups, temperature, coverage) when present."""
+import json
+import sys
+
+import pytest
+
+from stages.lib.cards import NOTICE, card_markdown, notice
+
+
+def ci(m, key) -> str:
+    low, high = m[f"{key}_ci95"]
+    return f"{m[key]:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_report(demo_project):
+    demo = demo_project / "demo"
+    data = json.loads((demo / "metrics" / "data_report.json").read_text())
+    summary, page = (demo / "metrics" / "summary.md").read_text(), (demo / "metrics" / "report.html").read_text()
+    for name, metrics in [("resnet18/seed42", "resnet18/seed42"), ("efficientnet_b0/seed42", "efficientnet_b0/seed42"),
+                          ("resnet18", "resnet18"), ("efficientnet_b0", "efficientnet_b0"), ("ensemble", "ensemble")]:
+        card = (demo / "models" / f"{name}.card.md").read_text()
+        m = json.loads((demo / "metrics" / f"{metrics}.json").read_text())
+        assert f"](../models/{name}.card.md)" in summary and f'href="../models/{name}.card.md"' in page
+        assert notice(NOTICE) in card and "SYNTHETIC data" in card
+        test = card.split("## Test metrics (16 images)")[1]
+        for key in ("accuracy", "macro_f1", "macro_auroc"):
+            assert f" {ci(m['test'], key)} " in test and f" {ci(m['val'], key)} " in test
+        for cls, pc in m["test"]["per_class"].items():
+            assert f"| {cls} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['auroc']:.3f} | " \
+                   f"{pc['support']} |" in test
+        for split, counts in data["counts"].items():
+            assert f"| {split} | " + " | ".join(map(str, counts.values())) + f" | {sum(counts.values())} |" in card
+        assert f"scores test macro-F1 **{data['shortcut']['test']['macro_f1']:.3f}**; this model " \
+               f"{ci(m['test'], 'macro_f1')}" in card
+        assert f"Expected calibration error (test): {m['test']['ece']:.3f}" in card
+        assert f"- Code: commit `{m['provenance']['git']['commit']}`" in card
+        assert ("## Out-of-distribution flag" in card) == ("/" in name)  # a run's card: its OOD shares
+        for block in ("## External validation", "## Subgroups", "Temperature scaling", "Conformal"):
+            assert block not in card  # not in these metrics files
+    run = (demo / "models" / "resnet18" / "seed42.card.md").read_text()
+    assert "- `train`: pretrained=False, lr=0.001," in run and "one training run (seed 42)" in run
+
+
+def test_issue_21_blocks_appear_when_the_metrics_hold_them(demo_project):
+    demo = demo_project / "demo"
+    m = json.loads((demo / "metrics" / "resnet18" / "seed42.json").read_text())
+    data = json.loads((demo / "metrics" / "data_report.json").read_text())
+    scored = {k: m["test"][k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")}
+    m |= {"external": {"hospital_b": {**scored, "per_class": m["test"]["per_class"]}},
+          "subgroups": {"sex": {"F": {**scored, "n": 7}}}, "temperature": 1.42}
+    m["test"]["coverage"] = 0.9
+    card = card_markdown("r", m, data, "notice", "m.json")
+    ext = card.split("## External validation")[1].split("## ")[0]
+    assert f"| hospital_b | 16 | {ci(m['test'], 'accuracy')} | {ci(m['test'], 'macro_f1')} | n/a [n/a, n/a] |" in ext
+    assert f"| sex: F | 7 | {ci(m['test'], 'accuracy')} |" in card.split("## Subgroups")[1]
+    assert "Temperature scaling (fitted on val): 1.42." in card and "test coverage: 0.9." in card
+
+
+def test_a_card_asked_for_a_run_with_no_metrics_is_refused(tmp_path, monkeypatch, capsys):
+    import stages.card
+    monkeypatch.setattr(sys, "argv", ["card", "--metrics", str(tmp_path / "metrics/resnet18/seed7.json"),
+                                      "--card", str(tmp_path / "seed7.card.md")])
+    with pytest.raises(SystemExit) as done:
+        stages.card.main()
+    assert done.value.code == 2 and capsys.readouterr().err.strip() == (
+        f"error: no metrics for seed7 yet ({tmp_path}/metrics/resnet18/seed7.json not found): a card is written from "
+        "them; run evaluate first (dvc repro)")
+    assert list(tmp_path.iterdir()) == []
