@@ -13,7 +13,7 @@ import sys
 from typing import Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -205,6 +205,23 @@ class Evaluate(Section):
         description="equal-width confidence bins for ECE and reliability diagrams")
     gradcam_per_class: int = Field(2, ge=1, le=16, json_schema_extra=_src("ours"),
                                    description="images per class shown with Grad-CAM")
+    alpha: float = Field(0.1, gt=0, lt=1, json_schema_extra=_src("ours"),
+                         description="conformal prediction sets hold the true class with probability >= 1 - alpha "
+                                     "(split-conformal, fitted on val; docs/calibration.md)")
+    target_sensitivity: dict[str, float] = Field(
+        default_factory=dict,
+        json_schema_extra=_allows("a mapping of classes in data.classes to numbers in (0, 1]; {} for none",
+                                  **_src("ours")),
+        description="per class, the val sensitivity its operating-point threshold must reach, e.g. {COVID-19: "
+                    "0.95}; reported on test, flagged by cxr4-predict")
+
+    @field_validator("target_sensitivity")
+    @classmethod
+    def _sensitivities(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = next((k for k, x in v.items() if not 0 < x <= 1), None)
+        if bad is not None:
+            raise refuse(f"must map each class to a sensitivity in (0, 1]; {bad} has {v[bad]}", show_value=False)
+        return v
 
 
 class Synthetic(Section):
@@ -237,6 +254,14 @@ class Config(Section):
     evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
     synthetic: Union[Synthetic, None] = Field(
         None, description="demo/params.yaml only: the synthetic films its first stage writes")
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> "Config":
+        unknown = [c for c in self.evaluate.target_sensitivity if c not in self.data.classes]
+        if unknown:
+            raise refuse(f"evaluate.target_sensitivity names {unknown[0]!r}, not in data.classes "
+                         f"{self.data.classes}; use one of those names", show_value=False)
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -301,7 +326,7 @@ def _explain(error: dict) -> str:
     loc = [str(part) for part in error["loc"] if isinstance(part, str)]
     key, value = ".".join(loc), error["input"]
     if error["type"] == "sentence":
-        return f"{key} {error['msg']}"
+        return f"{key} {error['msg']}".strip()  # a whole-file rule names its keys itself
     if error["type"] == "rule":
         rule = error["msg"]
     else:
