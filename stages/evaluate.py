@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from stages.lib import gradcam
+from stages.lib import posthoc
 from stages.lib import provenance
 from stages.lib.config import Evaluate
 from stages.lib.data import CachedSplit, verify_cache
@@ -20,8 +21,9 @@ from stages.lib.runtime import describe, pick_device
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
-             gradcam_path: str, e: Evaluate) -> dict:
-    """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section."""
+             gradcam_path: str, e: Evaluate, calibration_path: str | None = None) -> dict:
+    """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section. The post-hoc
+    fit on val (temperature, prediction sets, operating points) goes to `calibration_path`."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
@@ -31,6 +33,8 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     outputs = {split: predict_split(model, cache_dir, split, e.batch_size, device, hflip=e.tta_hflip)
                for split in SCORED_SPLITS}
     report = write_and_score(outputs, classes, Path(predictions_dir), e)
+    fitted, blocks = posthoc.fit_and_score({split: o[1:] for split, o in outputs.items()}, classes, e)
+    report.update(blocks)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
                 gradcam_path, synthetic=bool(cache_meta.get("synthetic")))
@@ -39,6 +43,7 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e.model_dump()}, trained["data"]),
                             "trained_at": trained["git"]}
     write_json(metrics_path, report)
+    write_json(calibration_path or posthoc.sidecar_path(model_path), fitted)
     return report
 
 
@@ -74,9 +79,12 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, help="detail metrics JSON to write (this run's)")
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
+    parser.add_argument("--calibration", help="the val fit to write beside the model (default: the model's path "
+                                              "with .calibration.json, where cxr4-predict looks)")
     args = parser.parse_args()
     e = load_params().evaluate
-    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e)
+    r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, e,
+                 args.calibration)
     print(f"{args.backbone}: " + " | ".join(
         f"{s} acc {r[s]['accuracy']:.4f} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden"
         for s in SCORED_SPLITS))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import provenance
+from stages.lib import posthoc, provenance
 from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
 from stages.lib.config import STUDY_CLASSES, Config
 from stages.lib.data import UNLABELED
@@ -32,6 +32,7 @@ from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
+from stages.lib.posthoc_summary import posthoc_markdown
 from stages.lib.summary import summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
@@ -176,6 +177,10 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     e = cfg.evaluate
     class_ci = {n: class_auroc_ci95(*o, e.bootstrap_resamples, e.seed) for n, o in outputs[shown].items()}
     shown_scores = {n: r.scores[n][shown] for n in models}
+    # the post-hoc fits, refitted on val with evaluate's functions (as the scores above are)
+    fits = {n: posthoc.fit_and_score({split: outputs[split][n] for split in SCORED_SPLITS}, classes, e) for n in models}
+    scaled = {n: (f["temperature"]["value"], posthoc.apply(f, outputs[shown][n][1])[0],
+                  b["temperature"][shown]["ece"]["after"]) for n, (f, b) in fits.items() if shown in b["temperature"]}
     # each backbone's seeds: one dot per seed in the comparison, one curve per seed in the training curves
     seeds = {b: {split: {k: [run[split][k] for run in block["runs"].values() if split in run and k in run[split]]
                          for k in ("accuracy", "macro_f1", "macro_auroc")} for split in SCORED_SPLITS}
@@ -192,7 +197,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
             "Confusion matrices, val split"),
         "roc_test.png": roc_grid(outputs[shown], shown_scores, classes, class_ci, colours, shown),
         "pr_test.png": pr_grid(outputs[shown], shown_scores, classes, colours, shown),
-        "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown),
+        "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown,
+                                                 scaled),
         "training_curves.png": training_curves(runs, best, colours),
     }
     synthetic = bool(meta.get("synthetic"))
@@ -205,7 +211,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     embedded += [(Path(gradcam_dir) / b / f"seed{cfg.seeds[0]}.png", captions["gradcam"][0].format(b=b),
                   captions["gradcam"][1]) for b in cfg.backbones]
     embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
-    sections = seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+    sections = (seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+                + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown))
     text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)

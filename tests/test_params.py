@@ -75,6 +75,15 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
     "duplicate classes": ("classes: [normal, bacteria, virus, COVID-19]", "classes: [normal, covid, COVID-19]",
                           "data.classes must be two or more distinct class names (no commas), e.g. [normal, pneumonia], "
                           "got ['normal', 'covid', 'COVID-19']"),
+    "alpha 1": ("  alpha: 0.1", "  alpha: 1.0", "evaluate.alpha must be a number in (0, 1), got 1.0"),
+    "alpha 0": ("  alpha: 0.1", "  alpha: 0", "evaluate.alpha must be a number in (0, 1), got 0"),
+    "target class not in data.classes": (
+        "  target_sensitivity: {}", "  target_sensitivity: {covid: 0.95}",
+        "evaluate.target_sensitivity names 'covid', not in data.classes ['normal', 'bacteria', 'virus', 'COVID-19']; "
+        "use one of those names"),
+    "target sensitivity above 1": ("  target_sensitivity: {}", "  target_sensitivity: {COVID-19: 95}",
+                                   "evaluate.target_sensitivity must map each class to a sensitivity in (0, 1]; "
+                                   "COVID-19 has 95"),
 }
 
 

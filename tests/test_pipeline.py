@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
+from conftest import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
+from stages.lib.calibration import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
 NEW_KEYS = {"balanced_accuracy", "weighted_f1", "weighted_precision", "weighted_recall", "macro_auroc",
@@ -42,8 +43,17 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         assert preds[0] == "filename,true_label,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
         probs = np.array([[float(v) for v in row.split(",")[3:]] for row in preds[1:]])
         np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+        # post-hoc fits on val, judged on test: the blocks a reader looks for, with CIs
+        assert m["temperature"]["val"]["nll"]["after"] <= m["temperature"]["val"]["nll"]["before"]
+        low, high = m["coverage"]["test"]["coverage_ci95"]
+        assert m["coverage"]["alpha"] == 0.1 and 0 <= low <= m["coverage"]["test"]["coverage"] <= high <= 1
+        assert set(m["coverage"]["test"]["per_class"]) == set(CLASS_NAMES)
+        assert set(m["operating_points"]) == {"COVID-19"} and "sensitivity_ci95" in m["operating_points"]["COVID-19"]["test"]
         if name != "ensemble":
             assert m["best_epoch"] == 1 and m["epochs_run"] == 1
+            sidecar = json.loads((demo / "models" / name / "seed42.calibration.json").read_text())
+            run_metrics = json.loads((demo / run_paths(name)["metrics"]).read_text())
+            assert sidecar["temperature"]["value"] == run_metrics["temperature"]["value"]
             assert (demo / run_paths(name)["gradcam"]).read_bytes()[:8] == PNG
             assert m["seeds"]["n"] == 1 and m["seeds"]["note"] == "1 seed: no run-to-run spread measured"
             run = json.loads((demo / run_paths(name)["metrics"]).read_text())
@@ -147,12 +157,20 @@ def test_the_readme_predict_commands_reproduce_evaluate_after_the_demo(demo_proj
         assert "16 images classified" in run(argv, demo_project).stdout
         outs.append(Path(argv[out]))
     demo = demo_project / "demo"
-    ours = {r.split(",")[0]: np.array(r.split(",")[2:], float) for r in outs[0].read_text().splitlines()[1:]}
+    # evaluate's val fit beside the model is applied: temperature, the prediction set, the COVID-19 flag
+    fitted = json.loads((demo / "models" / "resnet18" / "seed42.calibration.json").read_text())
+    lines = outs[0].read_text().splitlines()
+    assert lines[0].endswith(",prob_COVID-19,prediction_set,flag_COVID-19")
+    ours = {r.split(",")[0]: r.split(",") for r in lines[1:]}
     evaluated = (demo / run_paths("resnet18")["predictions"] / "test.csv").read_text().splitlines()[1:]
     assert len(ours) == len(evaluated) == 16
     for row in evaluated:
         name = row.split(",")[0]
-        np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
+        scaled = apply_temperature(np.array(row.split(",")[3:], float)[None], fitted["temperature"]["value"])[0]
+        np.testing.assert_allclose(np.array(ours[name][2:6], float), scaled, atol=5e-5)  # from 6-digit CSV
+        expected_set = [c for c, p in zip(CLASS_NAMES, scaled) if 1 - p <= fitted["conformal_threshold"] + 1e-9]
+        assert ours[name][6].split("|") == expected_set or (not expected_set and ours[name][6] == "")
+        assert ours[name][7] == str(int(scaled[3] >= fitted["operating_points"]["COVID-19"]["threshold"]))
 
     lines = outs[1].read_text().splitlines()
     assert lines[0] == "new_filename,normal,bacteria,virus,COVID-19" and len(lines) == 17

@@ -220,7 +220,7 @@ class Evaluate(Section):
     def _sensitivities(cls, v: dict[str, float]) -> dict[str, float]:
         bad = next((k for k, x in v.items() if not 0 < x <= 1), None)
         if bad is not None:
-            raise refuse(f"must map each class to a sensitivity in (0, 1]; {bad} has {v[bad]}", show_value=False)
+            raise refuse(f"must map each class to a sensitivity in (0, 1]; {bad} has {v[bad]:g}", show_value=False)
         return v
 
 

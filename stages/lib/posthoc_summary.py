@@ -1,0 +1,64 @@
+"""The summary's section on the post-hoc fits (docs/calibration.md): calibration before and after
+temperature scaling, prediction-set coverage and size, operating points; every number with its CI."""
+from __future__ import annotations
+
+import math
+
+
+def _num(v, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _ci(value, ci) -> str:
+    low, high = ci or (None, None)
+    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+
+
+def _before_after(block: dict) -> str:
+    return f"{_ci(block['before'], block['before_ci95'])} → {_ci(block['after'], block['after_ci95'])}"
+
+
+def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
+    """`blocks[model]`: a metrics file's temperature / coverage / operating_points blocks; `split`: the
+    scored split shown (test, or val when test labels are hidden)."""
+    if not blocks:
+        return []
+    lines = ["## Calibration, prediction sets and operating points", "",
+             "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
+             f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.", "",
+             "| Model | T | NLL | Brier score | ECE |", "|---|---:|---|---|---|"]
+    for name, b in blocks.items():
+        t = b["temperature"]
+        scored = t.get(split)
+        if scored is None:
+            continue
+        lines.append(f"| {name} | {t['value']:.2f} | {_before_after(scored['nll'])} | {_before_after(scored['brier'])} "
+                     f"| {_before_after(scored['ece'])} |")
+    alpha = next(iter(blocks.values()))["coverage"]["alpha"]
+    lines += ["", f"Prediction sets (split-conformal, alpha {alpha}): each film's set holds the true class with "
+              f"probability at least {1 - alpha:.2f} if {split} resembles val. Coverage per class is the share of that "
+              "class's films whose set holds it.", "",
+              "| Model | Coverage [95% CI] | Mean set size [95% CI] | Empty sets | Coverage per class |",
+              "|---|---|---|---:|---|"]
+    for name, b in blocks.items():
+        cov = b["coverage"].get(split)
+        if cov is None:
+            continue
+        per = ", ".join(f"{c} absent" if v.get("absent") else f"{c} {_ci(v['coverage'], v['coverage_ci95'])}"
+                        for c, v in cov["per_class"].items())
+        lines.append(f"| {name} | {_ci(cov['coverage'], cov['coverage_ci95'])} | "
+                     f"{_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |")
+    points = [(name, c, p) for name, b in blocks.items() for c, p in b["operating_points"].items()]
+    if points:
+        lines += ["", f"Operating points: the threshold reaching the target sensitivity on val, on {split}.", "",
+                  "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
+                  "|---|---|---:|---:|---|---|"]
+        for name, c, p in points:
+            s = p.get(split)
+            if p["threshold"] is None or s is None:
+                lines.append(f"| {name} | {c} | {p['target_sensitivity']} | n/a | {p.get('note') or 'not scored'} | |")
+                continue
+            lines.append(f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
+                         f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
+                         f"{_ci(s['specificity'], s['specificity_ci95'])} |")
+    return lines + [""]
