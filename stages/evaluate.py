@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from stages.lib import gradcam
-from stages.lib import posthoc
+from stages.lib import posthoc, subgroups
 from stages.lib import provenance
 from stages.lib.config import Evaluate
 from stages.lib.data import CachedSplit, verify_cache
@@ -35,6 +35,7 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     report = write_and_score(outputs, classes, Path(predictions_dir), e)
     fitted, blocks = posthoc.fit_and_score({split: o[1:] for split, o in outputs.items()}, classes, e)
     report.update(blocks)
+    report["subgroups"] = subgroup_block(cache_dir, outputs, report, classes, e)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
                 gradcam_path, synthetic=bool(cache_meta.get("synthetic")))
@@ -45,6 +46,19 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     write_json(metrics_path, report)
     write_json(calibration_path or posthoc.sidecar_path(model_path), fitted)
     return report
+
+
+def subgroup_block(cache_dir: str, outputs: dict, report: dict, classes, e: Evaluate) -> dict:
+    """The `subgroups` block: per metadata column, each value's n and metrics with CIs on test (val
+    when test labels are hidden), flagged where its macro-F1 CI lies wholly below the overall."""
+    split = "test" if report["test"] is not None else "val"
+    metadata = subgroups.read_metadata(cache_dir, split)
+    columns = subgroups.columns_to_score(metadata, e.subgroups, f"{cache_dir}/{split}.csv")
+    _, labels, probs = outputs[split]
+    overall = report[split]["macro_f1"]
+    return {"split": split, "overall_macro_f1": overall,
+            "by": subgroups.subgroup_scores(labels, probs, metadata, columns, classes, overall,
+                                            e.bootstrap_resamples, e.seed)}
 
 
 def gradcam_figure(model, backbone: str, cache_dir: str, split: str, classes, per_class: int, probs):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import posthoc, provenance
+from stages.lib import posthoc, provenance, subgroups
 from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
 from stages.lib.config import STUDY_CLASSES, Config
 from stages.lib.data import UNLABELED
@@ -32,7 +32,7 @@ from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
-from stages.lib.posthoc_summary import posthoc_markdown
+from stages.lib.posthoc_summary import posthoc_markdown, subgroups_markdown
 from stages.lib.summary import summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
@@ -160,6 +160,20 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def subgroup_blocks(cfg: Config, cache_dir: Path, r: Results, split: str, models) -> dict:
+    """Each model's `subgroups` block on the shown split, as evaluate computes it for one run."""
+    metadata = subgroups.read_metadata(cache_dir, split)
+    columns = subgroups.columns_to_score(metadata, cfg.evaluate.subgroups, f"{cache_dir}/{split}.csv")
+    e, out = cfg.evaluate, {}
+    for name in models:
+        labels, runs = r.runs[split][name]
+        overall = r.scores[name][split]["macro_f1"]
+        out[name] = {"split": split, "overall_macro_f1": overall,
+                     "by": subgroups.subgroup_scores(labels, runs.mean(0), metadata, columns, r.classes, overall,
+                                                     e.bootstrap_resamples, e.seed)}
+    return out
+
+
 def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: str, data_report_path: str,
            figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str, html_path: str) -> str:
     meta = read_json(cache_meta_path)
@@ -212,7 +226,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
                   captions["gradcam"][1]) for b in cfg.backbones]
     embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
     sections = (seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
-                + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown))
+                + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown)
+                + subgroups_markdown(subgroup_blocks(cfg, Path(cache_meta_path).parent, r, shown, models)))
     text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)

@@ -54,6 +54,11 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
             sidecar = json.loads((demo / "models" / name / "seed42.calibration.json").read_text())
             run_metrics = json.loads((demo / run_paths(name)["metrics"]).read_text())
             assert sidecar["temperature"]["value"] == run_metrics["temperature"]["value"]
+            # every film's file format and bit depth are subgroups (the demo's films: all 8-bit PNG)
+            groups = run_metrics["subgroups"]
+            assert groups["split"] == "test" and set(groups["by"]) == {"format", "bit_depth"}
+            assert groups["by"]["format"]["PNG"]["n"] == 16
+            assert groups["by"]["format"]["PNG"]["macro_f1"] == run_metrics["test"]["macro_f1"]
             assert (demo / run_paths(name)["gradcam"]).read_bytes()[:8] == PNG
             assert m["seeds"]["n"] == 1 and m["seeds"]["note"] == "1 seed: no run-to-run spread measured"
             run = json.loads((demo / run_paths(name)["metrics"]).read_text())
@@ -81,6 +86,8 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
              "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
     assert "1 seed: no run-to-run spread measured" in summary
+    for section in ("## Calibration, prediction sets and operating points", "## Subgroups"):
+        assert section in summary
 
 
 def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):

@@ -215,6 +215,19 @@ class Evaluate(Section):
         description="per class, the val sensitivity its operating-point threshold must reach, e.g. {COVID-19: "
                     "0.95}; reported on test, flagged by cxr4-predict")
 
+    subgroups: list[str] = Field(
+        default_factory=list,
+        json_schema_extra=_allows("distinct column names of manifest.csv's film metadata; [] for none", **_src("ours")),
+        description="metadata columns whose values are scored as subgroups (with n and CIs), besides every film's "
+                    "file format and bit depth, which always are")
+
+    @field_validator("subgroups")
+    @classmethod
+    def _distinct_columns(cls, v: list[str]) -> list[str]:
+        if len(set(v)) < len(v) or any(not c.strip() for c in v):
+            raise refuse("must be distinct, non-empty column names")
+        return v
+
     @field_validator("target_sensitivity")
     @classmethod
     def _sensitivities(cls, v: dict[str, float]) -> dict[str, float]:

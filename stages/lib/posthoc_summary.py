@@ -1,5 +1,6 @@
-"""The summary's section on the post-hoc fits (docs/calibration.md): calibration before and after
-temperature scaling, prediction-set coverage and size, operating points; every number with its CI."""
+"""The summary's sections on what travels beyond the test score (docs/calibration.md): calibration
+before and after temperature scaling, prediction-set coverage and size, operating points, and
+subgroups; every number with its CI."""
 from __future__ import annotations
 
 import math
@@ -62,3 +63,35 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
                          f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
                          f"{_ci(s['specificity'], s['specificity_ci95'])} |")
     return lines + [""]
+
+
+def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
+    """`blocks[model]`: a `subgroups` block (stages/lib/subgroups.py via evaluate). One table per metadata
+    column: a row per value with its n, then each model's macro-F1 [95% CI]; **below** marks an interval
+    wholly under that model's overall macro-F1."""
+    blocks = {name: b for name, b in blocks.items() if b and b["by"]}
+    if not blocks:
+        return []
+    first = next(iter(blocks.values()))
+    models = list(blocks)
+    lines = ["## Subgroups", "",
+             f"Macro-F1 [95% CI] of each subgroup of the {first['split']} films, per metadata column (file format and "
+             "bit depth always; manifest columns named in evaluate.subgroups). **below**: the subgroup's interval lies "
+             "wholly under the model's overall macro-F1 (its row in the table above): the model does worse there "
+             "than chance explains. Small subgroups have wide intervals.", ""]
+    flagged = []
+    for column, groups in first["by"].items():
+        lines += [f"`{column}`:", "", "| Value | n | " + " | ".join(models) + " |",
+                  "|---|---:|" + "---|" * len(models)]
+        for value, g in groups.items():
+            cells = []
+            for name in models:
+                s = blocks[name]["by"][column][value]
+                cells.append(_ci(s["macro_f1"], s["macro_f1_ci95"]) + (" **below**" if s["below_overall"] else ""))
+                if s["below_overall"]:
+                    flagged.append(f"{name} on {column} = {value}")
+            lines.append(f"| {value} | {g['n']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if flagged:
+        lines += [f"> **Subgroups below the overall score:** {'; '.join(flagged)}.", ""]
+    return lines
