@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.calibration import apply_temperature
@@ -54,11 +55,12 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
             sidecar = json.loads((demo / "models" / name / "seed42.calibration.json").read_text())
             run_metrics = json.loads((demo / run_paths(name)["metrics"]).read_text())
             assert sidecar["temperature"]["value"] == run_metrics["temperature"]["value"]
-            # every film's file format and bit depth are subgroups (the demo's films: all 8-bit PNG)
+            # every film's file format and bit depth are subgroups (the demo's films: 8-bit PNG and JPEG)
             groups = run_metrics["subgroups"]
             assert groups["split"] == "test" and set(groups["by"]) == {"format", "bit_depth"}
-            assert groups["by"]["format"]["PNG"]["n"] == 16
-            assert groups["by"]["format"]["PNG"]["macro_f1"] == run_metrics["test"]["macro_f1"]
+            assert set(groups["by"]["format"]) <= {"PNG", "JPEG"} and groups["by"]["bit_depth"]["8"]["n"] == 16
+            assert sum(g["n"] for g in groups["by"]["format"].values()) == 16
+            assert groups["by"]["bit_depth"]["8"]["macro_f1"] == run_metrics["test"]["macro_f1"]  # the whole split
             assert (demo / run_paths(name)["gradcam"]).read_bytes()[:8] == PNG
             assert m["seeds"]["n"] == 1 and m["seeds"]["note"] == "1 seed: no run-to-run spread measured"
             run = json.loads((demo / run_paths(name)["metrics"]).read_text())
@@ -77,7 +79,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     ens = json.loads((demo / "metrics" / "ensemble.json").read_text())
     assert f"| ensemble | {ens['test']['accuracy']:.3f} [" in test_table
     images = json.loads((demo / "metrics" / "headline" / "data.json").read_text())
-    assert images == {"images": sum(TINY_DEMO["synthetic"].values())}
+    assert images == {"images": sum(TINY_DEMO["synthetic"][s] for s in ("train", "val", "test"))}
     # Every model against every other, the ensemble and the metadata-only shortcut (its predictions
     # written by preprocess), on the same test images.
     assert len((demo / "predictions" / "shortcut" / "test.csv").read_text().splitlines()) == 1 + 16
@@ -247,3 +249,26 @@ def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
     assert len(rows) == 12 and all(r.split(",")[1] == "" for r in rows)
     summary = (proj / "metrics" / "summary.md").read_text()
     assert "| resnet18 | labels hidden |" in summary.split("## Test split")[1] and "## Per class (val)" in summary
+
+
+def test_the_demo_scores_its_shifted_external_set_with_absent_classes_absent(demo_project):
+    """external@shifted: the demo's shifted films (no COVID-19) in their own cache, scored by every run,
+    seed ensemble and the ensemble, beside the internal test with the drop and its CI."""
+    demo = demo_project / "demo"
+    block = json.loads((demo / "metrics" / "external" / "shifted.json").read_text())["external"]
+    assert block["n"] == TINY_DEMO["synthetic"]["external"] == sum(block["counts"].values())
+    assert block["absent_classes"] == ["COVID-19"] and block["counts"]["COVID-19"] == 0
+    assert set(block["models"]) == {"resnet18/seed42", "efficientnet_b0/seed42", "resnet18", "efficientnet_b0",
+                                    "ensemble"}
+    for name, m in block["models"].items():
+        assert m["per_class"]["COVID-19"]["absent"] and "recall" not in m["per_class"]["COVID-19"]
+        low, high = m["macro_f1_ci95"]
+        assert low <= m["macro_f1"] <= high
+        d = m["drop"]
+        assert d["drop"] == pytest.approx(d["test_macro_f1"] - m["macro_f1"])
+        assert d["drop_ci95"][0] <= d["drop"] <= d["drop_ci95"][1]
+        assert "coverage_ci95" in m["coverage"] and "after_ci95" in m["temperature"]["nll"]
+    rows = (demo / "external" / "shifted" / "ensemble.csv").read_text().splitlines()
+    assert len(rows) == 1 + block["n"]
+    page = (demo / "metrics" / "external" / "shifted.md").read_text()
+    assert "Absent here: COVID-19" in page and "| ensemble | " in page and "absent (" in page

@@ -244,6 +244,8 @@ class Synthetic(Section):
     train: int = Field(360, ge=8, json_schema_extra=_src("ours"), description="synthetic training films")
     val: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic validation films")
     test: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic test films")
+    external: int = Field(60, ge=4, json_schema_extra=_src("ours"),
+                          description="films of the external demo set (shifted acquisition, no COVID-19)")
 
 
 OPTIONAL_SECTIONS = {"synthetic"}  # may be absent: only demo/params.yaml has it
@@ -267,6 +269,25 @@ class Config(Section):
     evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
     synthetic: Union[Synthetic, None] = Field(
         None, description="demo/params.yaml only: the synthetic films its first stage writes")
+    external: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra=_allows("a mapping of names (letters, digits, - _ .) to DVC-tracked folders relative to "
+                                  "the project, other than data; {} for none", **_src("ours")),
+        description="external labelled datasets, each in any layout preprocess reads: preprocessed alike and scored "
+                    "by every model (dvc.yaml's external@<name>; docs/calibration.md)")
+
+    @field_validator("external")
+    @classmethod
+    def _external_sets(cls, sets: dict[str, str]) -> dict[str, str]:
+        for name, folder in sets.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise refuse(f"names {name!r}: use letters, digits, '-', '_' or '.' (it names the stage and its "
+                             "files)", show_value=False)
+            parts = folder.replace("\\", "/").strip("/").split("/")
+            if folder.startswith("/") or ".." in parts or parts[0] in ("", "data", "cache", "models"):
+                raise refuse(f"{name}: {folder!r} must be a folder inside the project other than data/ (and not "
+                             "cache/ or models/), e.g. data_external/" + name, show_value=False)
+        return sets
 
     @model_validator(mode="after")
     def _known_classes(self) -> "Config":
