@@ -1,9 +1,11 @@
 """Temperature scaling (Guo et al. 2017) on stored probabilities, and the scores that judge calibration:
 NLL, Brier score and ECE, each with a bootstrap CI, before and after.
 
-Hand-written rather than netcal: temperature scaling is one scalar fitted by a bounded 1-D search
-(scipy), a dozen lines; netcal would add torch-independent but heavy dependencies to the lock and gives
-no guarantee that the fit never raises the val NLL, which we enforce (fall back to T = 1).
+Hand-written rather than with netcal (evaluated): temperature scaling is one scalar fitted by a bounded
+1-D search (scipy, already locked), a dozen lines; netcal would be a new dependency in the lock for
+that, and we need two things around the fit anyway: stored probabilities as input (log p as logits)
+and the guarantee that the fit never raises the val NLL (fall back to T = 1). Tested in
+tests/test_posthoc.py.
 
 The networks' outputs are stored as probabilities, so the temperature divides log p: for one network
 softmax(log p / T) = softmax(logits / T) exactly; for an ensemble (the mean of several networks'
