@@ -160,6 +160,16 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def external_links(cfg: Config) -> list[str]:
+    """Where each external set's page is (its own stage writes it after this one may have run, so the
+    summary links to it rather than copying its numbers)."""
+    if not cfg.external:
+        return []
+    return ["## External validation", "", "Every model on datasets from elsewhere, beside the internal test with the "
+            "drop and its CI (stage external@<name>; docs/calibration.md):", ""] + [
+        f"- {name} (`{folder}`): [external/{name}.md](external/{name}.md)" for name, folder in cfg.external.items()] + [""]
+
+
 def subgroup_blocks(cfg: Config, cache_dir: Path, r: Results, split: str, models) -> dict:
     """Each model's `subgroups` block on the shown split, as evaluate computes it for one run."""
     metadata = subgroups.read_metadata(cache_dir, split)
@@ -227,7 +237,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
     sections = (seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
                 + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown)
-                + subgroups_markdown(subgroup_blocks(cfg, Path(cache_meta_path).parent, r, shown, models)))
+                + subgroups_markdown(subgroup_blocks(cfg, Path(cache_meta_path).parent, r, shown, models))
+                + external_links(cfg))
     text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
