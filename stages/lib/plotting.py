@@ -263,14 +263,15 @@ def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: 
                                                 ref_line=False, linestyle="--", markersize=3)
             top.get_legend().remove()
             top.set(xlabel="", ylabel="accuracy" if c == 0 else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
-            top.set_title(f"{name}: ECE {scores[name]['ece']:.3f} -> {after_ece:.3f} (T = {t:.2f})")
+            top.set_title(f"{name}: ECE {scores[name]['ece']:.3f}\nafter T = {t:.2f}: {after_ece:.3f}")  # 2 lines: fits
         counts, _ = np.histogram(confidence, bins=edges)
         bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colours[name], alpha=0.6,
                    edgecolor="white", linewidth=0.4)
         bottom.set_xlabel("confidence (top class)")
         bottom.set_ylabel("images" if c == 0 else "")
         bottom.grid(False)
-    fig.suptitle(f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin")
+    fig.suptitle(f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin"
+                 + ("\ndashed grey = after temperature scaling fitted on val" if scaled else ""))
     return fig
 
 
