@@ -34,7 +34,7 @@ def build_external_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     if not data_dir.is_dir():
         raise UserError(f"external folder {data_dir} not found; fix its path under `external` in params.yaml, or "
                         f"track it (dvc add {data_dir})")
-    layout = detect_layout(data_dir) if d.layout == "auto" else d.layout
+    layout = detect_layout(data_dir)  # its own layout, whatever data.layout says of data/
     samples = unique_names([s for ss in read_layout(data_dir, layout, d.classes).values() for s in ss])
     unlabelled = next((s for s in samples if s.label is None), None)
     if unlabelled is not None:
