@@ -166,8 +166,9 @@ def external_links(cfg: Config) -> list[str]:
     if not cfg.external:
         return []
     return ["## External validation", "", "Every model on datasets from elsewhere, beside the internal test with the "
-            "drop and its CI (stage external@<name>; docs/calibration.md):", ""] + [
-        f"- {name} (`{folder}`): [external/{name}.md](external/{name}.md)" for name, folder in cfg.external.items()] + [""]
+            "drop and its CI (stage external@<name>; docs/calibration.md):", "", "| External set | Folder | Page |",
+            "|---|---|---|"] + [f"| {name} | `{folder}` | [external/{name}.md](external/{name}.md) |"
+                                for name, folder in cfg.external.items()] + [""]
 
 
 def subgroup_blocks(cfg: Config, cache_dir: Path, r: Results, split: str, models) -> dict:

@@ -88,7 +88,8 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
              "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
     assert "1 seed: no run-to-run spread measured" in summary
-    for section in ("## Calibration, prediction sets and operating points", "## Subgroups"):
+    for section in ("## Calibration, prediction sets and operating points", "## Subgroups",
+                    "| shifted | `data_external` | [external/shifted.md](external/shifted.md) |"):
         assert section in summary
 
 
