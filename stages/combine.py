@@ -7,8 +7,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from stages.lib import cards
-from stages.lib import provenance
+from stages.lib import cards, posthoc, provenance
 from stages.lib.comparisons import seed_block
 from stages.lib.config import Evaluate
 from stages.lib.errors import UserError, cli
@@ -30,6 +29,9 @@ def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_met
         per_seed[s] = read_json(path)
     folders = [Path(predictions_dir) / "seeds" / f"seed{s}" for s in seeds]
     report, runs = score_mean(folders, classes, Path(predictions_dir), e)
+    # the seed ensemble's own fit, on the mean of its runs' val probabilities (in its metrics: `fitted`)
+    report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in runs.items()}, classes, e)
+    report.update(blocks)
     report["seeds"] = seed_block(per_seed, *runs["test"], e.bootstrap_resamples, e.seed)
     # One number for the table: the median run's; every seed's own is in `seeds`.
     report["best_epoch"] = statistics.median_low(m["best_epoch"] for m in per_seed.values())

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.lib import cards
-from stages.lib import provenance
+from stages.lib import cards, posthoc, provenance
 from stages.lib.config import Evaluate
 from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, score_mean
@@ -23,8 +22,11 @@ def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: 
     """Average every run's per-image probabilities; write predictions and metrics like evaluate."""
     classes = cache_meta["classes"]
     runs = run_folders(predictions_dir, backbones, seeds)
-    scores, _ = score_mean(list(runs.values()), classes, Path(out_dir), e)
+    scores, probs = score_mean(list(runs.values()), classes, Path(out_dir), e)
     report = {"members": list(runs), **scores}
+    # fitted on the mean of every run's val probabilities (in its metrics: `fitted`)
+    report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in probs.items()}, classes, e)
+    report.update(blocks)
     report["provenance"] = provenance.stamp({"backbones": list(backbones), "seeds": list(seeds),
                                              "evaluate": e.model_dump()}, cache_meta.get("data"))
     write_json(metrics_path, report)

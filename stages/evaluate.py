@@ -7,10 +7,7 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import cards
-from stages.lib import gradcam
-from stages.lib import ood
-from stages.lib import provenance
+from stages.lib import cards, gradcam, ood, posthoc, provenance, subgroups
 from stages.lib.config import Evaluate, Train
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
@@ -22,10 +19,12 @@ from stages.lib.runtime import channels_last, describe, pick_device, precision, 
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
-             gradcam_path: str, e: Evaluate, t: Train | None = None, ood_path: str | None = None) -> dict:
+             gradcam_path: str, e: Evaluate, t: Train | None = None, ood_path: str | None = None,
+             calibration_path: str | None = None) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section, `t` its
     `train` section: inference runs as training did (its precision and DataLoader workers). With
-    `ood_path`, fit the OOD score (stages/lib/ood.py) there and record the share of films it flags."""
+    `ood_path`, fit the OOD score (stages/lib/ood.py) there and record the share of films it flags.
+    The post-hoc fit on val (temperature, prediction sets, operating points) goes to `calibration_path`."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
@@ -41,6 +40,9 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
                                     autocast=autocast, workers=workers)
                for split in SCORED_SPLITS}
     report = write_and_score(outputs, classes, Path(predictions_dir), e)
+    fitted, blocks = posthoc.fit_and_score({split: o[1:] for split, o in outputs.items()}, classes, e)
+    report.update(blocks)
+    report["subgroups"] = subgroup_block(cache_dir, outputs, report, classes, e)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
                 gradcam_path, synthetic=bool(cache_meta.get("synthetic")))
@@ -52,7 +54,21 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
         report["ood"] = {"flagged": ood.fit_and_save(model, backbone, cache_dir, e.batch_size, device, ood_path,
                                                      len(classes))["flagged"], "keep": ood.KEEP}
     write_json(metrics_path, report)
+    write_json(calibration_path or posthoc.sidecar_path(model_path), fitted)
     return report
+
+
+def subgroup_block(cache_dir: str, outputs: dict, report: dict, classes, e: Evaluate) -> dict:
+    """The `subgroups` block: per metadata column, each value's n and metrics with CIs on test (val
+    when test labels are hidden), flagged where its macro-F1 CI lies wholly below the overall."""
+    split = "test" if report["test"] is not None else "val"
+    metadata = subgroups.read_metadata(cache_dir, split)
+    columns = subgroups.columns_to_score(metadata, e.subgroups, f"{cache_dir}/{split}.csv")
+    _, labels, probs = outputs[split]
+    overall = report[split]["macro_f1"]
+    return {"split": split, "overall_macro_f1": overall,
+            "by": subgroups.subgroup_scores(labels, probs, metadata, columns, classes, overall,
+                                            e.bootstrap_resamples, e.seed)}
 
 
 def gradcam_figure(model, backbone: str, cache_dir: str, split: str, classes, per_class: int, probs):
@@ -88,11 +104,13 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     parser.add_argument("--ood", help="OOD score to fit and write (JSON beside the model: <model>.ood.json)")
+    parser.add_argument("--calibration", help="the val fit to write beside the model (default: the model's path "
+                                              "with .calibration.json, where cxr4-predict looks)")
     cards.add_arguments(parser)
     args = parser.parse_args()
     cfg = load_params()
     r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, cfg.evaluate,
-                 cfg.train, args.ood)
+                 cfg.train, args.ood, args.calibration)
     if args.card:
         cards.write_card(args.card, f"{args.backbone}, seed {r['seed']}", args.metrics, args.data_report, args.notice,
                          bool(read_json(Path(args.cache) / "meta.json").get("synthetic")))

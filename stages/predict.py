@@ -4,7 +4,10 @@
 
 --images is a folder, read with its subfolders, or a CSV with a `path` column (relative paths are
 relative to the CSV's folder). The preprocessing is the one stored in the checkpoint, so there is no
-config to keep in sync. Images are decoded and classified a batch at a time; the CSV is written whole
+config to keep in sync. The val fit saved beside the model by evaluate (<model>.calibration.json:
+temperature, prediction-set threshold, operating points) is found from --model and applied: the
+probabilities are temperature-scaled, and each row gets its prediction set (`bacteria|virus`) and a
+flag per operating point (docs/calibration.md). Images are decoded and classified a batch at a time; the CSV is written whole
 or not at all. A file that is not a readable image stops the run naming it, as preprocess does
 (--on-bad-image skip: skip such files and list them instead). An .onnx --model (cxr4-export) runs
 with onnxruntime. Where evaluate fitted an OOD score beside the model, each row also gets ood_score
@@ -20,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from stages.lib import posthoc
+from stages.lib.conformal import set_names
 from stages.lib.csv_rows import RowWriter
 from stages.lib.errors import UserError, cli
 from stages.lib.formats import MAX_PIXELS
@@ -48,13 +53,14 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
     files = [f for f in list_images(images) if os.path.realpath(f.path) != os.path.realpath(out)]
     device, classes = model.device, model.classes
     with_ood = model.ood is not None and not submission  # the submission keeps the course's format
+    fitted = model.fitted  # the val fit (None for a model evaluated before the fit existed)
     batches = image_batches(files, model.preprocess, max_pixels, batch_size,
                             resolve_workers(workers, device), pin_memory=device.type == "cuda")
     done, skipped = 0, []
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f, \
             tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar:
         writer = RowWriter(f)
-        writer.writerow(header(classes, submission) + (["ood_score", "ood_flag"] if with_ood else []))
+        writer.writerow(header(classes, submission, fitted) + (["ood_score", "ood_flag"] if with_ood else []))
         for indices, x, bad in batches:
             for _, reason in bad:
                 if on_bad_image == "error":
@@ -63,7 +69,7 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
                 tqdm.write(f"skipped {reason}", file=sys.stderr)
             if x is not None:
                 probs, scores = model(x, tta)
-                lines = rows([files[i].name for i in indices], probs, classes, submission)
+                lines = rows([files[i].name for i in indices], probs, classes, submission, fitted)
                 if with_ood:
                     lines = [[*line, f"{score:.6f}", str(bool(flag)).lower()]
                              for line, score, flag in zip(lines, scores, flagged(model.ood, scores))]
@@ -75,16 +81,30 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
     return done, skipped
 
 
-def header(classes, submission: bool) -> list[str]:
-    return ["new_filename", *classes] if submission else ["filename", "predicted_label", *[f"prob_{c}" for c in classes]]
+def header(classes, submission: bool, fitted: dict | None = None) -> list[str]:
+    if submission:
+        return ["new_filename", *classes]
+    extra = ["prediction_set", *[f"flag_{c}" for c in _flagged(fitted)]] if fitted else []
+    return ["filename", "predicted_label", *[f"prob_{c}" for c in classes], *extra]
 
 
-def rows(names, probs: np.ndarray, classes, submission: bool) -> list[list]:
-    """Per image: the predicted class and every probability, or the course's one-hot submission row."""
+def _flagged(fitted: dict) -> list[str]:
+    """The classes with a fitted operating point, in output order."""
+    return [c for c in fitted["classes"] if (fitted["operating_points"].get(c) or {}).get("threshold") is not None]
+
+
+def rows(names, probs: np.ndarray, classes, submission: bool, fitted: dict | None = None) -> list[list]:
+    """Per image: the predicted class and every probability, or the course's one-hot submission row.
+    With a val fit: temperature-scaled probabilities, the prediction set and the operating-point flags
+    (1 = at or above the class's threshold)."""
+    extra = [[] for _ in names]
+    if fitted:
+        probs, sets, flags = posthoc.apply(fitted, probs)
+        extra = [[s, *[int(flags[c][i]) for c in _flagged(fitted)]] for i, s in enumerate(set_names(sets, classes))]
     best = probs.argmax(1)
     if submission:
         return [[name, *[int(k == b) for k in range(len(classes))]] for name, b in zip(names, best)]
-    return [[name, classes[int(b)], *[f"{v:.6f}" for v in p]] for name, b, p in zip(names, best, probs)]
+    return [[name, classes[int(b)], *[f"{v:.6f}" for v in p], *x] for name, b, p, x in zip(names, best, probs, extra)]
 
 
 def workers_arg(text: str) -> int | str:
@@ -129,7 +149,9 @@ def main() -> None:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     done, skipped = predict_images(args.model, args.images, args.out, args.submission, args.tta, args.batch_size,
                                    args.max_pixels, args.on_bad_image, args.workers, args.ood)
-    print(f"{done} images classified with {args.model} -> {args.out}"
+    fit = (f" (temperature, prediction sets and flags from {posthoc.sidecar_path(args.model)})"
+           if posthoc.sidecar_path(args.model).is_file() else "")
+    print(f"{done} images classified with {args.model}{fit} -> {args.out}"
           + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else ""))
 
 

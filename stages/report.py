@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import cards
-from stages.lib import provenance
+from stages.lib import cards, posthoc, provenance, subgroups
 from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
 from stages.lib.config import STUDY_CLASSES, Config
 from stages.lib.data import UNLABELED
@@ -33,6 +32,7 @@ from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
+from stages.lib.posthoc_summary import posthoc_markdown, subgroups_markdown
 from stages.lib.summary import sources_lines, summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
@@ -160,6 +160,31 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def external_links(cfg: Config) -> list[str]:
+    """Where each external set's page is (its own stage writes it after this one may have run, so the
+    summary links to it rather than copying its numbers)."""
+    if not cfg.external:
+        return []
+    return ["## External validation", "", "Every model on datasets from elsewhere, beside the internal test with the "
+            "drop and its CI (stage external@<name>; docs/calibration.md):", "", "| External set | Folder | Page |",
+            "|---|---|---|"] + [f"| {name} | `{folder}` | [external/{name}.md](external/{name}.md) |"
+                                for name, folder in cfg.external.items()] + [""]
+
+
+def subgroup_blocks(cfg: Config, cache_dir: Path, r: Results, split: str, models) -> dict:
+    """Each model's `subgroups` block on the shown split, as evaluate computes it for one run."""
+    metadata = subgroups.read_metadata(cache_dir, split)
+    columns = subgroups.columns_to_score(metadata, cfg.evaluate.subgroups, f"{cache_dir}/{split}.csv")
+    e, out = cfg.evaluate, {}
+    for name in models:
+        labels, runs = r.runs[split][name]
+        overall = r.scores[name][split]["macro_f1"]
+        out[name] = {"split": split, "overall_macro_f1": overall,
+                     "by": subgroups.subgroup_scores(labels, runs.mean(0), metadata, columns, r.classes, overall,
+                                                     e.bootstrap_resamples, e.seed)}
+    return out
+
+
 def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: str, data_report_path: str,
            figures_dir: str, curves_dir: str, gradcam_dir: str, summary_path: str, html_path: str,
            models_dir: str | None = None) -> str:
@@ -179,6 +204,10 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     e = cfg.evaluate
     class_ci = {n: class_auroc_ci95(*o, e.bootstrap_resamples, e.seed) for n, o in outputs[shown].items()}
     shown_scores = {n: r.scores[n][shown] for n in models}
+    # the post-hoc fits, refitted on val with evaluate's functions (as the scores above are)
+    fits = {n: posthoc.fit_and_score({split: outputs[split][n] for split in SCORED_SPLITS}, classes, e) for n in models}
+    scaled = {n: (f["temperature"]["value"], posthoc.apply(f, outputs[shown][n][1])[0],
+                  b["temperature"][shown]["ece"]["after"]) for n, (f, b) in fits.items() if shown in b["temperature"]}
     # each backbone's seeds: one dot per seed in the comparison, one curve per seed in the training curves
     seeds = {b: {split: {k: [run[split][k] for run in block["runs"].values() if split in run and k in run[split]]
                          for k in ("accuracy", "macro_f1", "macro_auroc")} for split in SCORED_SPLITS}
@@ -195,7 +224,8 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
             "Confusion matrices, val split"),
         "roc_test.png": roc_grid(outputs[shown], shown_scores, classes, class_ci, colours, shown),
         "pr_test.png": pr_grid(outputs[shown], shown_scores, classes, colours, shown),
-        "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown),
+        "reliability_test.png": reliability_grid(outputs[shown], shown_scores, e.calibration_bins, colours, shown,
+                                                 scaled),
         "training_curves.png": training_curves(runs, best, colours),
     }
     synthetic = bool(meta.get("synthetic"))
@@ -208,7 +238,10 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     embedded += [(Path(gradcam_dir) / b / f"seed{cfg.seeds[0]}.png", captions["gradcam"][0].format(b=b),
                   captions["gradcam"][1]) for b in cfg.backbones]
     embedded = [(os.path.relpath(p, Path(summary_path).parent), title, caption) for p, title, caption in embedded]
-    sections = seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+    sections = (seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
+                + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown)
+                + subgroups_markdown(subgroup_blocks(cfg, Path(cache_meta_path).parent, r, shown, models))
+                + external_links(cfg))
     sections += sources_lines(data_report.get("sources", []))  # the study's data (make study-data) cites its datasets
     if models_dir is not None:  # the model cards' links, the OOD flag's shares
         sections += cards.summary_lines(models_dir, Path(summary_path).parent, cfg.backbones, cfg.seeds)

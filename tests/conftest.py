@@ -124,7 +124,7 @@ def run_paths(backbone: str, seed: int = 42) -> dict[str, str]:
 # The demo at the smallest size that still has every class in every split: the session's one run
 # of the whole pipeline through `make demo`, which the tests read (copy it before changing it).
 TINY_DEMO = {
-    "synthetic": {"train": 32, "val": 16, "test": 16},
+    "synthetic": {"train": 32, "val": 16, "test": 16, "external": 16},
     "preprocess": {"img_size": 32},
     "data": {"min_val": 4},
     "backbones": ["resnet18", "efficientnet_b0"],

@@ -1,6 +1,7 @@
 """Every layout gives the same samples; val/test splits are seeded, stratified and grouped by patient."""
 import csv
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from stages.lib.cache import build_cache
 from stages.lib.config import STUDY_CLASSES, Preprocess
 from stages.lib.data import UNLABELED, read_cache_index
 from stages.lib.errors import UserError
+from stages.lib.evaluation import read_predictions
+from stages.lib.metrics import classification_metrics
+from stages.lib.subgroups import columns_to_score, read_metadata, subgroup_scores
 from stages.lib.layouts import detect_layout, ensure_splits, kaggle_sample, read_layout
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
@@ -21,7 +25,7 @@ def rearrange(real: Path, root: Path, layout: str) -> Path:
     """Copy the real images into `layout` under root, using SOURCES.csv's original names and patients."""
     with open(real / "SOURCES.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    manifest = ["path,label,split,patient_id"]
+    manifest = ["path,label,split,patient_id,source"]  # source: film metadata (subgroups)
     for r in rows:
         src = real / f"{r['split']}_images" / r["new_filename"]
         if layout == "folders":
@@ -33,7 +37,7 @@ def rearrange(real: Path, root: Path, layout: str) -> Path:
             dest = root / "chest_xray" / r["split"] / folder / Path(r["original_path"]).name
         else:
             dest = root / "images" / r["new_filename"]
-            manifest.append(f"images/{r['new_filename']},{r['label']},{r['split']},{r['patient_group']}")
+            manifest.append(f"images/{r['new_filename']},{r['label']},{r['split']},{r['patient_group']},{r['repo']}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
     if layout == "manifest":
@@ -45,13 +49,38 @@ def rearrange(real: Path, root: Path, layout: str) -> Path:
 def test_real_images_in_every_layout_give_the_course_counts(tmp_path, real_data, layout):
     data = rearrange(real_data, tmp_path / "data", layout)
     assert detect_layout(data) == layout
-    report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, data_params(), workers=2)
+    report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, data_params(), workers=2,
+                         shortcut_dir=tmp_path / "shortcut")
     per_split = {"train": 40, "val": 10, "test": 10}
     assert report["layout"] == layout and report["splits_made"] == {}
     assert report["counts"] == {s: dict.fromkeys(("normal", "bacteria", "virus", "COVID-19"), n) for s, n in per_split.items()}
     assert report["leakage"]["summary"] is None  # the sample is split by patient; patients are known here
     pairs = report["leakage"]["pairs"]
     assert set(pairs) == {"train/val", "train/test", "val/test"} and not any(any(v.values()) for v in pairs.values())
+    if layout == "manifest":
+        per_source_table_on_real_films(real_data, tmp_path)
+
+
+def per_source_table_on_real_films(real: Path, tmp_path: Path):
+    """The manifest's `source` column (SOURCES.csv's repo) reaches the cache as film metadata, and the
+    subgroup table scores each source of the real test films; the model is the shortcut audit's
+    metadata-only forest (cheap, and the point: on these films the source alone carries the class)."""
+    metadata = read_metadata(tmp_path / "cache", "test")
+    assert set(metadata) == {"format", "bit_depth", "source"}
+    _, labels, probs = read_predictions(tmp_path / "shortcut" / "test.csv", list(STUDY_CLASSES))
+    overall = classification_metrics(labels, probs.argmax(1), STUDY_CLASSES)["macro_f1"]
+    table = subgroup_scores(labels, probs, metadata, columns_to_score(metadata, ["source"], "test"), STUDY_CLASSES,
+                            overall, 200, 0)
+    with open(real / "SOURCES.csv", newline="") as f:
+        expected = Counter(r["repo"] for r in csv.DictReader(f) if r["split"] == "test")
+    assert {v: g["n"] for v, g in table["source"].items()} == expected
+    covid = table["source"]["ml-workgroup/covid-19-image-repository"]  # the study's COVID-19 films: one hospital
+    assert covid["per_class_n"] == {"normal": 0, "bacteria": 0, "virus": 0, "COVID-19": 10}
+    for column in ("format", "bit_depth", "source"):
+        assert sum(g["n"] for g in table[column].values()) == 40
+        for g in table[column].values():
+            low, high = g["macro_f1_ci95"]
+            assert low <= g["macro_f1"] <= high and g["below_overall"] == (high < overall)
 
 
 def test_kaggle_file_names_give_class_and_patient(tmp_path):
@@ -122,7 +151,8 @@ def test_hidden_label_test_set_is_cached_with_empty_labels(tmp_path):
     (data / "test_data.csv").write_text("new_filename\n" + "\n".join(names) + "\n")
     report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, data_params(min_val=1), workers=1)
     assert report["counts"]["test"] == {"normal": 0, "bacteria": 0, "virus": 0, "COVID-19": 0, "unlabeled": 4}
-    assert (tmp_path / "cache" / "test.csv").read_text().splitlines() == ["filename,label"] + [f"{n}," for n in names]
+    assert (tmp_path / "cache" / "test.csv").read_text().splitlines() == ["filename,label,format,bit_depth"] + [
+        f"{n},,PNG,8" for n in names]  # the built-in film metadata (subgroups) after the empty label
     cached, labels, classes = read_cache_index(tmp_path / "cache", "test")
     assert cached == names and labels.tolist() == [UNLABELED] * 4 and classes == list(STUDY_CLASSES)
     assert np.load(tmp_path / "cache" / "test.npy").shape == (4, 32, 32)

@@ -78,6 +78,15 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
     "caps not the study's classes": ("virus: null, COVID-19: null}", "virus: null, covid: 5}",
                                      "assemble.max_per_class must map normal, bacteria, virus, COVID-19 (in that order) to "
                                      "null or an integer >= 1, got {{'normal': None, 'bacteria': None, 'virus': None, 'covid': 5}}"),
+    "alpha 1": ("  alpha: 0.1", "  alpha: 1.0", "evaluate.alpha must be a number in (0, 1), got 1.0"),
+    "alpha 0": ("  alpha: 0.1", "  alpha: 0", "evaluate.alpha must be a number in (0, 1), got 0"),
+    "target class not in data.classes": (
+        "  target_sensitivity: {}", "  target_sensitivity: {covid: 0.95}",
+        "evaluate.target_sensitivity names 'covid', not in data.classes ['normal', 'bacteria', 'virus', 'COVID-19']; "
+        "use one of those names"),
+    "target sensitivity above 1": ("  target_sensitivity: {}", "  target_sensitivity: {COVID-19: 95}",
+                                   "evaluate.target_sensitivity must map each class to a sensitivity in (0, 1]; "
+                                   "COVID-19 has 95"),
 }
 
 

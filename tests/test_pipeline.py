@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from conftest import ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
+from conftest import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
+from stages.lib.calibration import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
 NEW_KEYS = {"balanced_accuracy", "weighted_f1", "weighted_precision", "weighted_recall", "macro_auroc",
@@ -43,8 +45,23 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         assert preds[0] == "filename,true_label,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
         probs = np.array([[float(v) for v in row.split(",")[3:]] for row in preds[1:]])
         np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+        # post-hoc fits on val, judged on test: the blocks a reader looks for, with CIs
+        assert m["temperature"]["val"]["nll"]["after"] <= m["temperature"]["val"]["nll"]["before"]
+        low, high = m["coverage"]["test"]["coverage_ci95"]
+        assert m["coverage"]["alpha"] == 0.1 and 0 <= low <= m["coverage"]["test"]["coverage"] <= high <= 1
+        assert set(m["coverage"]["test"]["per_class"]) == set(CLASS_NAMES)
+        assert set(m["operating_points"]) == {"COVID-19"} and "sensitivity_ci95" in m["operating_points"]["COVID-19"]["test"]
         if name != "ensemble":
             assert m["best_epoch"] == 1 and m["epochs_run"] == 1
+            sidecar = json.loads((demo / "models" / name / "seed42.calibration.json").read_text())
+            run_metrics = json.loads((demo / run_paths(name)["metrics"]).read_text())
+            assert sidecar["temperature"]["value"] == run_metrics["temperature"]["value"]
+            # every film's file format and bit depth are subgroups (the demo's films: 8-bit PNG and JPEG)
+            groups = run_metrics["subgroups"]
+            assert groups["split"] == "test" and set(groups["by"]) == {"format", "bit_depth"}
+            assert set(groups["by"]["format"]) <= {"PNG", "JPEG"} and groups["by"]["bit_depth"]["8"]["n"] == 16
+            assert sum(g["n"] for g in groups["by"]["format"].values()) == 16
+            assert groups["by"]["bit_depth"]["8"]["macro_f1"] == run_metrics["test"]["macro_f1"]  # the whole split
             assert (demo / run_paths(name)["gradcam"]).read_bytes()[:8] == PNG
             assert m["seeds"]["n"] == 1 and m["seeds"]["note"] == "1 seed: no run-to-run spread measured"
             run = json.loads((demo / run_paths(name)["metrics"]).read_text())
@@ -63,7 +80,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     ens = json.loads((demo / "metrics" / "ensemble.json").read_text())
     assert f"| ensemble | {ens['test']['accuracy']:.3f} [" in test_table
     images = json.loads((demo / "metrics" / "headline" / "data.json").read_text())
-    assert images == {"images": sum(TINY_DEMO["synthetic"].values())}
+    assert images == {"images": sum(TINY_DEMO["synthetic"][s] for s in ("train", "val", "test"))}
     # Every model against every other, the ensemble and the metadata-only shortcut (its predictions
     # written by preprocess), on the same test images.
     assert len((demo / "predictions" / "shortcut" / "test.csv").read_text().splitlines()) == 1 + 16
@@ -72,6 +89,9 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
              "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
     assert "1 seed: no run-to-run spread measured" in summary
+    for section in ("## Calibration, prediction sets and operating points", "## Subgroups",
+                    "| shifted | `data_external` | [external/shifted.md](external/shifted.md) |"):
+        assert section in summary
 
 
 def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):
@@ -160,15 +180,25 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
     demo = demo_project / "demo"
     torch_rows, onnx_rows = read_csv(outs[0]), read_csv(outs[3])
     assert list(torch_rows[0])[-2:] == ["ood_score", "ood_flag"] and list(onnx_rows[0]) == list(torch_rows[0])
-    ours = {r["filename"]: np.array([float(v) for k, v in r.items() if k.startswith("prob_")]) for r in torch_rows}
+    # evaluate's val fit beside the model is applied: temperature, the prediction set, the COVID-19 flag
+    fitted = json.loads((demo / "models" / "resnet18" / "seed42.calibration.json").read_text())
+    assert list(torch_rows[0])[-5:-2] == ["prob_COVID-19", "prediction_set", "flag_COVID-19"]
+    ours = {r["filename"]: r for r in torch_rows}
     evaluated = (demo / run_paths("resnet18")["predictions"] / "test.csv").read_text().splitlines()[1:]
     assert len(ours) == len(evaluated) == 16
     for row in evaluated:
         name = row.split(",")[0]
-        np.testing.assert_allclose(ours[name], np.array(row.split(",")[3:], float), atol=1e-5)
-    # onnxruntime: the same rows, every number within 1e-4 of torch's, the same classes and flags
+        scaled = apply_temperature(np.array(row.split(",")[3:], float)[None], fitted["temperature"]["value"])[0]
+        ours_probs = np.array([float(ours[name][f"prob_{c}"]) for c in CLASS_NAMES])
+        np.testing.assert_allclose(ours_probs, scaled, atol=5e-5)  # from 6-digit CSV
+        expected_set = [c for c, p in zip(CLASS_NAMES, scaled) if 1 - p <= fitted["conformal_threshold"] + 1e-9]
+        assert ours[name]["prediction_set"].split("|") == expected_set or (
+            not expected_set and ours[name]["prediction_set"] == "")
+        assert ours[name]["flag_COVID-19"] == str(int(scaled[3] >= fitted["operating_points"]["COVID-19"]["threshold"]))
+    # onnxruntime: the same rows, every number within 1e-4 of torch's, the same classes, sets and flags
     for t, o in zip(torch_rows, onnx_rows):
-        assert (t["filename"], t["predicted_label"], t["ood_flag"]) == (o["filename"], o["predicted_label"], o["ood_flag"])
+        same = ("filename", "predicted_label", "prediction_set", "flag_COVID-19", "ood_flag")
+        assert [t[k] for k in same] == [o[k] for k in same]
         numbers = [k for k in t if k.startswith("prob_")] + ["ood_score"]
         np.testing.assert_allclose([float(o[k]) for k in numbers], [float(t[k]) for k in numbers], atol=1e-4)
 
@@ -246,3 +276,26 @@ def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
     assert len(rows) == 12 and all(r.split(",")[1] == "" for r in rows)
     summary = (proj / "metrics" / "summary.md").read_text()
     assert "| resnet18 | labels hidden |" in summary.split("## Test split")[1] and "## Per class (val)" in summary
+
+
+def test_the_demo_scores_its_shifted_external_set_with_absent_classes_absent(demo_project):
+    """external@shifted: the demo's shifted films (no COVID-19) in their own cache, scored by every run,
+    seed ensemble and the ensemble, beside the internal test with the drop and its CI."""
+    demo = demo_project / "demo"
+    block = json.loads((demo / "metrics" / "external" / "shifted.json").read_text())["external"]
+    assert block["n"] == TINY_DEMO["synthetic"]["external"] == sum(block["counts"].values())
+    assert block["absent_classes"] == ["COVID-19"] and block["counts"]["COVID-19"] == 0
+    assert set(block["models"]) == {"resnet18/seed42", "efficientnet_b0/seed42", "resnet18", "efficientnet_b0",
+                                    "ensemble"}
+    for name, m in block["models"].items():
+        assert m["per_class"]["COVID-19"]["absent"] and "recall" not in m["per_class"]["COVID-19"]
+        low, high = m["macro_f1_ci95"]
+        assert low <= m["macro_f1"] <= high
+        d = m["drop"]
+        assert d["drop"] == pytest.approx(d["test_macro_f1"] - m["macro_f1"])
+        assert d["drop_ci95"][0] <= d["drop"] <= d["drop_ci95"][1]
+        assert "coverage_ci95" in m["coverage"] and "after_ci95" in m["temperature"]["nll"]
+    rows = (demo / "external" / "shifted" / "ensemble.csv").read_text().splitlines()
+    assert len(rows) == 1 + block["n"]
+    page = (demo / "metrics" / "external" / "shifted.md").read_text()
+    assert "Absent here: COVID-19" in page and "| ensemble | " in page and "absent (" in page

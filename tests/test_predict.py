@@ -192,3 +192,38 @@ def test_a_missing_model_or_image_source_is_refused_saying_where_they_come_from(
     code, _, err = run_predict(["--model", model_path, "--images", tmp_path / "one.png", "--out", "p.csv"],
                                monkeypatch, capsys)
     assert code == 2 and err.startswith(f"error: {tmp_path}/one.png is neither a folder nor a .csv list")
+
+
+def test_the_val_fit_beside_the_model_gives_scaled_probabilities_sets_and_flags(tmp_path, model_path, monkeypatch,
+                                                                              capsys):
+    """evaluate's <model>.calibration.json is found from --model alone: temperature applied, each film's
+    prediction set and operating-point flag written; one for other classes is refused by name."""
+    import json
+    import shutil
+
+    from stages.lib.calibration import apply_temperature
+    from stages.lib.inference import load_model
+
+    model = shutil.copy(model_path, tmp_path / "seed42.pt")
+    fitted = {"version": 1, "classes": list(STUDY_CLASSES), "temperature": {"value": 0.5}, "alpha": 0.1,
+              "conformal_threshold": 0.8, "operating_points": {"COVID-19": {"threshold": 0.25}, "virus": {"threshold": None}}}
+    (tmp_path / "seed42.calibration.json").write_text(json.dumps(fitted))
+    for i in range(3):
+        write_xray(tmp_path / "new" / f"{i}.png", i)
+    code, out, _ = run_predict(["--model", model, "--images", tmp_path / "new", "--out", tmp_path / "p.csv"],
+                               monkeypatch, capsys)
+    assert code == 0 and "seed42.calibration.json" in out
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == HEADER + ",prediction_set,flag_COVID-19"
+    net, _ = load_model(model)
+    for line in lines[1:]:
+        name, _, *rest = line.split(",")
+        scaled = apply_temperature(expected_probs(net, tmp_path / "new" / name)[None], 0.5)[0]
+        np.testing.assert_allclose(np.array(rest[:4], float), scaled, atol=2e-6)
+        assert rest[4] == "|".join(c for c, p in zip(STUDY_CLASSES, scaled) if p >= 0.2)
+        assert rest[5] == str(int(scaled[3] >= 0.25))
+
+    (tmp_path / "seed42.calibration.json").write_text(json.dumps({**fitted, "classes": ["normal", "pneumonia"]}))
+    code, _, err = run_predict(["--model", model, "--images", tmp_path / "new", "--out", tmp_path / "p.csv"],
+                               monkeypatch, capsys)
+    assert code == 2 and "seed42.calibration.json does not belong to" in err and err.count("\n") == 0

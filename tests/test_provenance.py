@@ -9,13 +9,15 @@ from conftest import ROOT, TINY_DEMO, run, run_paths
 from stages.lib.io import ParamsLoader
 from tools.demo_pipeline import demo_pipeline
 
-DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs"}  # demo/params.yaml's header
+DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs",  # demo/params.yaml's header
+             "evaluate.target_sensitivity", "external"}
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
-        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        nested = isinstance(value, dict) and key not in ("target_sensitivity", "external")  # params that are mappings
+        out.update(flat(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}": value})
     return out
 
 

@@ -79,7 +79,9 @@ def demo_outputs() -> list[str]:
     paths = []
     for stage in pipeline["stages"].values():
         if "foreach" in stage:
-            body, items = stage["do"], [{"${item}": str(i)} for i in lookup(stage["foreach"])]
+            over = lookup(stage["foreach"])  # a list (${item}), or a mapping (${key}: ${item})
+            body, items = stage["do"], ([{"${key}": str(k), "${item}": str(v)} for k, v in over.items()]
+                                        if isinstance(over, dict) else [{"${item}": str(i)} for i in over])
         elif "matrix" in stage:
             axes = {k: lookup(v) if isinstance(v, str) else v for k, v in stage["matrix"].items()}
             body, items = stage, [{f"${{item.{k}}}": str(v) for k, v in zip(axes, combo)}

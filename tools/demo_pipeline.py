@@ -27,10 +27,11 @@ HEADER = """\
 """
 SYNTHESIZE = {
     "cmd": ("python -m tools.make_demo_data data --seed ${synthetic.seed} --train ${synthetic.train} "
-            "--val ${synthetic.val} --test ${synthetic.test}"),
+            "--val ${synthetic.val} --test ${synthetic.test} --external data_external "
+            "--external-size ${synthetic.external}"),
     "deps": ["../tools/make_demo_data.py", "../stages/lib/synthetic.py"],
     "params": ["synthetic"],
-    "outs": ["data"],
+    "outs": ["data", "data_external"],  # data_external: the shifted external set (params `external`)
 }
 
 

@@ -1,9 +1,10 @@
-"""Write the synthetic demo dataset (course layout) to a folder: python -m tools.make_demo_data data"""
+"""Write the synthetic demo dataset (course layout) to a folder: python -m tools.make_demo_data data
+[--external data_external --external-size 60]: also a shifted external set (manifest layout, no COVID-19)."""
 from __future__ import annotations
 
 import argparse
 
-from stages.lib.synthetic import make_dataset
+from stages.lib.synthetic import make_dataset, make_external
 
 
 def main() -> None:
@@ -13,10 +14,15 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=90)
     parser.add_argument("--test", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--external", help="folder for the external set drawn with the shifted acquisition")
+    parser.add_argument("--external-size", type=int, default=60)
     args = parser.parse_args()
     counts = make_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed)
     for split, c in counts.items():
         print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if args.external:
+        c = make_external(args.external, args.external_size, seed=args.seed)
+        print("external (shifted): " + ", ".join(f"{k} {v}" for k, v in c.items()))
 
 
 if __name__ == "__main__":

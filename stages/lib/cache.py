@@ -30,8 +30,8 @@ from stages.lib.evaluation import predictions_csv
 from stages.lib.formats import BadImage, load_gray
 from stages.lib.input_notes import first_frames, ids_differing_by_case
 from stages.lib.io import umask, write_json, write_text
-from stages.lib.layouts import (SPLITS, Sample, check_paths, detect_layout, drop_repeats, ensure_splits, read_layout,
-                                unique_names)
+from stages.lib.layouts import (BUILT_IN_METADATA, SPLITS, Sample, check_paths, detect_layout, drop_repeats,
+                                ensure_splits, read_layout, unique_names)
 from stages.lib.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
 from stages.lib.pool_workers import die_with_parent
 from stages.lib.licences import licences
@@ -118,7 +118,8 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         report = {"layout": layout, **checks}
         start = time.perf_counter()
         for split, ss in splits.items():
-            _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes)
+            _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes,
+                         [facts[row_of[s.name, s.path]] for s in ss])
         timings["write_cache"] += time.perf_counter() - start
         images.close()
         (staging / "all.npy").unlink()
@@ -290,7 +291,7 @@ def _check_classes(splits: dict[str, list[Sample]], data_dir: Path, classes) -> 
 
 
 def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], samples: list[Sample],
-                 classes) -> None:
+                 classes, facts: list[dict]) -> None:
     array_path, index_path = cache_files(staging, split)
     with open(array_path, "wb") as out:  # plain writes, not a memory map: see _Staged
         _npy_header(out, (len(rows),) + images.shape[1:])
@@ -298,9 +299,12 @@ def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], sa
             out.write(images[rows[start:start + 256]])
     buf = io.StringIO()
     writer = RowWriter(buf)
-    writer.writerow(["filename", "label"])
-    # A hidden-label test image has an empty label.
-    writer.writerows([s.name, "" if s.label is None else class_name(s.label, classes)] for s in samples)
+    # Film metadata after the label: the built-in file facts, then a manifest's extra columns
+    # (stages/lib/subgroups.py reads them). A hidden-label test image has an empty label.
+    extra = [c for c, _ in samples[0].metadata] if samples else []
+    writer.writerow(["filename", "label", *BUILT_IN_METADATA, *extra])
+    writer.writerows([s.name, "" if s.label is None else class_name(s.label, classes),
+                      *[f[k] for k in BUILT_IN_METADATA], *[v for _, v in s.metadata]] for s, f in zip(samples, facts))
     write_text(index_path, buf.getvalue())
 
 

@@ -13,7 +13,7 @@ import sys
 from typing import Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -205,6 +205,36 @@ class Evaluate(Section):
         description="equal-width confidence bins for ECE and reliability diagrams")
     gradcam_per_class: int = Field(2, ge=1, le=16, json_schema_extra=_src("ours"),
                                    description="images per class shown with Grad-CAM")
+    alpha: float = Field(0.1, gt=0, lt=1, json_schema_extra=_src("ours"),
+                         description="conformal prediction sets hold the true class with probability >= 1 - alpha "
+                                     "(split-conformal, fitted on val; docs/calibration.md)")
+    target_sensitivity: dict[str, float] = Field(
+        default_factory=dict,
+        json_schema_extra=_allows("a mapping of classes in data.classes to numbers in (0, 1]; {} for none",
+                                  **_src("ours")),
+        description="per class, the val sensitivity its operating-point threshold must reach, e.g. {COVID-19: "
+                    "0.95}; reported on test, flagged by cxr4-predict")
+
+    subgroups: list[str] = Field(
+        default_factory=list,
+        json_schema_extra=_allows("distinct column names of manifest.csv's film metadata; [] for none", **_src("ours")),
+        description="metadata columns whose values are scored as subgroups (with n and CIs), besides every film's "
+                    "file format and bit depth, which always are")
+
+    @field_validator("subgroups")
+    @classmethod
+    def _distinct_columns(cls, v: list[str]) -> list[str]:
+        if len(set(v)) < len(v) or any(not c.strip() for c in v):
+            raise refuse("must be distinct, non-empty column names")
+        return v
+
+    @field_validator("target_sensitivity")
+    @classmethod
+    def _sensitivities(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = next((k for k, x in v.items() if not 0 < x <= 1), None)
+        if bad is not None:
+            raise refuse(f"must map each class to a sensitivity in (0, 1]; {bad} has {v[bad]:g}", show_value=False)
+        return v
 
 
 class Synthetic(Section):
@@ -214,6 +244,8 @@ class Synthetic(Section):
     train: int = Field(360, ge=8, json_schema_extra=_src("ours"), description="synthetic training films")
     val: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic validation films")
     test: int = Field(90, ge=4, json_schema_extra=_src("ours"), description="synthetic test films")
+    external: int = Field(60, ge=4, json_schema_extra=_src("ours"),
+                          description="films of the external demo set (shifted acquisition, no COVID-19)")
 
 
 class Assemble(Section):
@@ -264,6 +296,33 @@ class Config(Section):
         None, description="demo/params.yaml only: the synthetic films its first stage writes")
     assemble: Union[Assemble, None] = Field(
         None, description="params.yaml only: the study's data assembled from its public sources")
+    external: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra=_allows("a mapping of names (letters, digits, - _ .) to DVC-tracked folders relative to "
+                                  "the project, other than data; {} for none", **_src("ours")),
+        description="external labelled datasets, each in any layout preprocess reads: preprocessed alike and scored "
+                    "by every model (dvc.yaml's external@<name>; docs/calibration.md)")
+
+    @field_validator("external")
+    @classmethod
+    def _external_sets(cls, sets: dict[str, str]) -> dict[str, str]:
+        for name, folder in sets.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise refuse(f"names {name!r}: use letters, digits, '-', '_' or '.' (it names the stage and its "
+                             "files)", show_value=False)
+            parts = folder.replace("\\", "/").strip("/").split("/")
+            if folder.startswith("/") or ".." in parts or parts[0] in ("", "data", "cache", "models"):
+                raise refuse(f"{name}: {folder!r} must be a folder inside the project other than data/ (and not "
+                             "cache/ or models/), e.g. data_external/" + name, show_value=False)
+        return sets
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> "Config":
+        unknown = [c for c in self.evaluate.target_sensitivity if c not in self.data.classes]
+        if unknown:
+            raise refuse(f"evaluate.target_sensitivity names {unknown[0]!r}, not in data.classes "
+                         f"{self.data.classes}; use one of those names", show_value=False)
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -328,7 +387,7 @@ def _explain(error: dict) -> str:
     loc = [str(part) for part in error["loc"] if isinstance(part, str)]
     key, value = ".".join(loc), error["input"]
     if error["type"] == "sentence":
-        return f"{key} {error['msg']}"
+        return f"{key} {error['msg']}".strip()  # a whole-file rule names its keys itself
     if error["type"] == "rule":
         rule = error["msg"]
     else:

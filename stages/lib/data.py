@@ -2,7 +2,8 @@
 
 Cache layout written by the preprocess stage (one array per split trains fast and keeps DVC quick):
     <split>.npy    uint8 [N, S, S], one grayscale channel, memory-mapped during training
-    <split>.csv    filename,label  (label empty for an image of a hidden-label test set)
+    <split>.csv    filename,label,format,bit_depth[,a manifest's metadata columns]  (label empty for an
+                   image of a hidden-label test set)
     meta.json      classes (data.classes, in order), image size, preprocessing params, counts, and per
                    file its shape/rows, dtype and SHA-256, which `verify_cache` checks before a model is built
 Reading the dataset folder (layouts, formats) lives in layouts.py and formats.py.

@@ -7,7 +7,8 @@
                     pneumonia when data.classes has it) and patient from the file name
                     (personN_bacteria_M.jpeg), plus an optional COVID-19 folder (covid/, covid-19/
                     or covid19/ beside chest_xray/, flat or with split folders)
-- manifest:         manifest.csv with path,label and optional split, patient_id columns
+- manifest:         manifest.csv with path,label and optional split, patient_id columns; any other
+                    column (source, sex, age, view...) is film metadata, kept for subgroup metrics
 
 Labels are indices into `data.classes` (`classes` below); a label outside it is refused naming
 the file. Readers only parse; `check_paths` then refuses paths that escape the data folder and
@@ -44,6 +45,7 @@ class Sample:
     label: int | None     # index into data.classes; None in a hidden-label test set
     patient: str | None = None
     source: str = ""      # where it was listed, for messages (file:line)
+    metadata: tuple[tuple[str, str], ...] = ()  # (column, value) of a manifest's extra columns
 
 
 def label_key(text: str) -> str:
@@ -276,10 +278,11 @@ def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found; the manifest layout needs {MANIFEST} with path,label columns")
     columns, rows = read_csv(csv_path)
-    unknown = set(columns) - {"path", "label", "split", "patient_id"}
-    if "path" not in columns or "label" not in columns or unknown:
+    if "path" not in columns or "label" not in columns:
         raise UserError(f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
-                        "optionally split,patient_id")
+                        "optionally split,patient_id and film metadata columns")
+    extra = [c for c in columns if c not in MANIFEST_COLUMNS]
+    _check_metadata_columns(csv_path, columns, extra)
     out: dict[str, list[Sample]] = {}
     for line, row in rows:
         where = f"{csv_path}:{line}"
@@ -292,12 +295,30 @@ def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
                             f"({', '.join(classes)}; only test rows may leave it empty); fix the label or add "
                             "the class to data.classes")
         out.setdefault(split, []).append(Sample(data_dir / row["path"], row["path"], label,
-                                                row.get("patient_id") or None, where))
+                                                row.get("patient_id") or None, where,
+                                                tuple((c, row.get(c, "")) for c in extra)))
     if not out:
         raise UserError(f"{csv_path} lists no images; add rows")
     if "split" not in columns:
         out["train"] = out.pop("train", [])  # no splits given: ensure_splits makes val and test
     return out
+
+
+MANIFEST_COLUMNS = ("path", "label", "split", "patient_id")
+BUILT_IN_METADATA = ("format", "bit_depth")  # every film's, from its file (stages/lib/subgroups.py)
+
+
+def _check_metadata_columns(csv_path: Path, columns: tuple[str, ...], extra: list[str]) -> None:
+    """Extra manifest columns are film metadata; refuse a nameless, repeated or built-in one."""
+    if "" in columns:
+        raise UserError(f"{csv_path}: column {columns.index('') + 1} has no name; name it or delete it")
+    repeated = next((c for c in columns if columns.count(c) > 1), None)
+    if repeated:
+        raise UserError(f"{csv_path}: column {repeated!r} appears twice; keep one")
+    clash = next((c for c in extra if c in BUILT_IN_METADATA or c in ("filename",)), None)
+    if clash:
+        raise UserError(f"{csv_path}: column {clash!r} is a name the cache uses for every film; rename it "
+                        f"(e.g. {clash}_given)")
 
 
 # --- checks and splits ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class Exportable(nn.Module):
 
 
 def export(members: list[tuple[nn.Module, dict]], out: str | os.PathLike, films: np.ndarray, films_from: str,
-           ood: dict | None, reference) -> dict:
+           ood: dict | None, reference, fitted: dict | None = None) -> dict:
     """Write `members` (models with their checkpoint metadata) as one ONNX graph to `out`, checked on
     `films` (uint8 [N, 1, S, S]) against `reference(films) -> probabilities` (the PyTorch path); the
     file is replaced only when the check passes. Returns the check's figures."""
@@ -84,6 +84,8 @@ def export(members: list[tuple[nn.Module, dict]], out: str | os.PathLike, films:
              "cxr4.provenance": json.dumps([m.get("provenance") for _, m in members], default=str)}
     if ood is not None and len(members) == 1:
         props["cxr4.ood"] = json.dumps(ood)
+    if fitted is not None and len(members) == 1:  # evaluate's val fit (temperature, sets, operating points)
+        props["cxr4.calibration"] = json.dumps(fitted)
     with atomic_path(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
@@ -138,6 +140,7 @@ class OnnxModel:
         self.preprocess = Preprocess.model_validate(json.loads(props["cxr4.preprocess"]))
         self.members = json.loads(props["cxr4.members"])
         self.ood = json.loads(props["cxr4.ood"]) if "cxr4.ood" in props else None
+        self.fitted = json.loads(props["cxr4.calibration"]) if "cxr4.calibration" in props else None
         self.session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
     def run(self, films: np.ndarray) -> list[np.ndarray]:
@@ -148,7 +151,7 @@ class OnnxModel:
 def export_models(model_paths: list[str], out: str, cache_dir: str, images: str | None) -> dict:
     """Load the checkpoints (one preprocessing and class list for all), gather the films that check the
     export, and export; returns the check's figures and where its films came from."""
-    from stages.lib import ood
+    from stages.lib import ood, posthoc
     from stages.lib.data import CachedSplit, verify_cache
     from stages.lib.inference import load_model, predict
 
@@ -178,7 +181,8 @@ def export_models(model_paths: list[str], out: str, cache_dir: str, images: str 
 
     fitted = ood.ood_path(first)
     stats = ood.load(fitted) if len(members) == 1 and fitted.is_file() else None
-    check = export(members, out, films, where, stats, reference)
+    calibration = posthoc.load(first, meta0["classes"]) if len(members) == 1 else None
+    check = export(members, out, films, where, stats, reference, calibration)
     return {**check, "from": where}
 
 

@@ -230,9 +230,12 @@ def _class_panel(ax, cls, labels, c, drawn, xlabel, ylabel, legend_title):
 
 @styled
 def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, dict], bins: int,
-                     colours: dict[str, str] | None = None, split: str = "test"):
+                     colours: dict[str, str] | None = None, split: str = "test",
+                     scaled: dict[str, tuple[float, np.ndarray, float]] | None = None):
     """Per model: accuracy vs mean top-class confidence over `bins` equal-width bins (empty bins have no
-    point) and, under it, how many images each bin holds; ECE (from `scores[model]["ece"]`) in the title."""
+    point) and, under it, how many images each bin holds; ECE (from `scores[model]["ece"]`) in the title.
+    `scaled[model] = (temperature, temperature-scaled probabilities, their ECE)` adds the curve after
+    temperature scaling (dashed, grey) and its ECE to the title; the bars stay those before."""
     colours = colours or model_colours(outputs)
     n = len(outputs)
     cols = min(n, 3)
@@ -253,13 +256,22 @@ def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: 
         top.set(xlabel="", ylabel="accuracy" if c == 0 else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
         top.tick_params(labelbottom=False)
         top.set_title(f"{name}: ECE {scores[name]['ece']:.3f}")
+        if scaled and name in scaled:
+            t, after, after_ece = scaled[name]
+            CalibrationDisplay.from_predictions(after.argmax(1) == labels, after.max(1), n_bins=bins,
+                                                strategy="uniform", ax=top, name=f"T = {t:.2f}", color="0.35",
+                                                ref_line=False, linestyle="--", markersize=3)
+            top.get_legend().remove()
+            top.set(xlabel="", ylabel="accuracy" if c == 0 else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
+            top.set_title(f"{name}: ECE {scores[name]['ece']:.3f}\nafter T = {t:.2f}: {after_ece:.3f}")  # 2 lines: fits
         counts, _ = np.histogram(confidence, bins=edges)
         bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colours[name], alpha=0.6,
                    edgecolor="white", linewidth=0.4)
         bottom.set_xlabel("confidence (top class)")
         bottom.set_ylabel("images" if c == 0 else "")
         bottom.grid(False)
-    fig.suptitle(f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin")
+    fig.suptitle(f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin"
+                 + ("\ndashed grey = after temperature scaling fitted on val" if scaled else ""))
     return fig
 
 
@@ -401,7 +413,8 @@ def figure_captions(shown: str, resamples: int) -> dict[str, tuple[str, str]]:
                         "average precision; dotted line = the class's prevalence (a classifier without skill)."),
         "reliability_test.png": (f"Reliability, {shown}", "Accuracy against the top class's mean confidence in "
                                  "equal-width bins (diagonal = perfectly calibrated); bars under each panel = images "
-                                 "per bin; ECE in the title."),
+                                 "per bin; ECE in the title. Dashed grey: after temperature scaling fitted on val "
+                                 "(T and the ECE after in the title; docs/calibration.md)."),
         "training_curves.png": ("Training curves", "Loss, macro-F1 and accuracy per epoch on train (top) and val "
                                 "(bottom), shared y axis per column; star = the epoch whose weights were kept "
                                 "(best val macro-F1)."),

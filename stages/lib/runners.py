@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from stages.lib import ood as ood_lib
+from stages.lib import posthoc
 from stages.lib.errors import UserError
 from stages.lib.inference import load_model, predict
 from stages.lib.runtime import pick_device
@@ -16,6 +17,7 @@ class Runner:
     classes: list[str]
     preprocess: object
     ood: dict | None     # the fitted OOD score, or None
+    fitted: dict | None  # evaluate's val fit (stages/lib/posthoc.py), or None
     device: torch.device
 
     def __call__(self, x: torch.Tensor, hflip: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -32,6 +34,7 @@ class TorchRunner(Runner):
         self.model.to(self.device)
         fitted = ood_lib.ood_path(path)
         self.ood = ood_lib.load(fitted) if fitted.is_file() else None
+        self.fitted = posthoc.load(path, self.classes)
         self.missing_ood = f"no fitted OOD score beside {path} ({fitted}); run evaluate (dvc repro)"
 
     def __call__(self, x, hflip):
@@ -46,6 +49,7 @@ class OnnxRunner(Runner):
         from stages.lib.onnx_files import OnnxModel
         self.model = OnnxModel(path)
         self.classes, self.preprocess, self.ood = self.model.classes, self.model.preprocess, self.model.ood
+        self.fitted = self.model.fitted
         self.device = torch.device("cpu")
         self.missing_ood = (f"{path} carries no fitted OOD score (an ensemble, or exported before evaluate fitted "
                             "one); pass --no-ood, or export a single model after evaluate")

@@ -1,0 +1,102 @@
+"""External validation: a labelled dataset from elsewhere, preprocessed with the study's settings into
+its own cache (one split, `external`), scored by every model, and compared with the internal test.
+
+Any layout preprocess reads is accepted; its splits are pooled (all of it is external test data) and
+its labels must be in data.classes (the layout readers refuse others, naming the file or folder). A
+class of data.classes with no film here is reported as absent, never as a score of 0; the internal
+test score it is compared with is taken over the same classes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib.cache import SYNTHETIC_MARKER, _bad, _decode_all, _swap_in, _write_split
+from stages.lib.config import Data, Preprocess
+from stages.lib.data import file_records
+from stages.lib.errors import UserError
+from stages.lib.io import umask, write_json
+from stages.lib.layouts import check_paths, detect_layout, read_layout, unique_names
+from stages.lib.metrics import _macro_f1_batch, macro_f1
+from stages.lib.provenance import data_hash
+
+SPLIT = "external"  # the one split of an external cache: <cache>/external.npy, external.csv
+
+
+def build_external_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, p: Preprocess, d: Data,
+                         workers: int | None = None) -> dict:
+    """Preprocess every labelled film under `data_dir` into `out_dir` (swapped in whole); its meta."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"external folder {data_dir} not found; fix its path under `external` in params.yaml, or "
+                        f"track it (dvc add {data_dir})")
+    layout = detect_layout(data_dir)  # its own layout, whatever data.layout says of data/
+    samples = unique_names([s for ss in read_layout(data_dir, layout, d.classes).values() for s in ss])
+    unlabelled = next((s for s in samples if s.label is None), None)
+    if unlabelled is not None:
+        raise UserError(f"{unlabelled.source or unlabelled.path}: {unlabelled.name} has no label; an external set "
+                        "is scored, so every film needs one")
+    missing = {e.path for e in _bad(check_paths(samples, data_dir), d.on_bad_image)}
+    samples = [s for s in samples if s.path not in missing]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    staging.chmod(0o777 & ~umask())
+    try:
+        images, facts, _ = _decode_all(samples, staging / "all.npy", p, d, workers)
+        keep = [i for i, f in enumerate(facts) if f is not None]
+        if not keep:
+            raise UserError(f"{data_dir}: no readable image; nothing to score")
+        kept = [samples[i] for i in keep]
+        _write_split(staging, SPLIT, images, keep, kept, d.classes, [facts[i] for i in keep])
+        images.close()
+        (staging / "all.npy").unlink()
+        counts = {c: sum(s.label == k for s in kept) for k, c in enumerate(d.classes)}
+        meta = {"classes": list(d.classes), "preprocess": p.model_dump(), "layout": layout,
+                "counts": {SPLIT: counts}, "synthetic": (data_dir / SYNTHETIC_MARKER).exists(),
+                "data": data_hash(data_dir), "files": file_records(staging, [SPLIT])}
+        write_json(staging / "meta.json", meta)
+        _swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def absent_classes(labels: np.ndarray, classes) -> list[str]:
+    return [c for k, c in enumerate(classes) if not (labels == k).any()]
+
+
+def mark_absent(metrics: dict, probs: np.ndarray, classes, absent: list[str]) -> dict:
+    """A split_metrics dict with each absent class's entry replaced by {absent, support 0, how many
+    films the model called that class}: no recall, F1 or AUROC exists for it, and 0 would be a lie."""
+    predicted = probs.argmax(1)
+    for c in absent:
+        metrics["per_class"][c] = {"absent": True, "support": 0, "predicted_as": int((predicted == classes.index(c)).sum()),
+                                   "note": "no film of this class in the external set: not scored"}
+    return metrics
+
+
+def restrict(labels: np.ndarray, probs: np.ndarray, present: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The films whose true class is in `present` (the internal test, over the external set's classes)."""
+    mine = np.isin(labels, present)
+    return labels[mine], probs[mine]
+
+
+def drop(test: tuple[np.ndarray, np.ndarray], external: tuple[np.ndarray, np.ndarray], resamples: int,
+         seed: int) -> dict:
+    """Internal test macro-F1 minus external macro-F1 (over the classes the external set has), with a
+    95% bootstrap CI of the difference: each set's films resampled independently (they are other
+    films), the two draws of a resample paired by index."""
+    (yt, pt), (ye, pe) = test, external
+    point_t, point_e = macro_f1(yt, pt.argmax(1)), macro_f1(ye, pe.argmax(1))
+    out = {"test_macro_f1": point_t, "external_macro_f1": point_e, "drop": point_t - point_e, "drop_ci95": [None, None]}
+    if resamples and len(yt) and len(ye):
+        rng = np.random.default_rng(seed)
+        it = rng.integers(0, len(yt), (resamples, len(yt)))
+        ie = rng.integers(0, len(ye), (resamples, len(ye)))
+        draws = _macro_f1_batch(yt[it], pt[it]) - _macro_f1_batch(ye[ie], pe[ie])
+        out["drop_ci95"] = [float(v) for v in np.percentile(draws, [2.5, 97.5])]
+    return out

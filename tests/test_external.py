@@ -1,0 +1,76 @@
+"""External validation without a pipeline run: the external cache, refusals, absent classes, the drop."""
+import numpy as np
+import pytest
+
+from conftest import data_params, manifest_tree, write_xray
+from stages.lib.config import STUDY_CLASSES, Preprocess
+from stages.lib.data import CachedSplit, verify_cache
+from stages.lib.errors import UserError
+from stages.lib.external import SPLIT, build_external_cache, drop, mark_absent, restrict
+from stages.lib.io import load_params
+from stages.lib.metrics import split_metrics
+from stages.lib.synthetic import make_external
+
+P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
+
+
+def test_an_external_set_is_pooled_into_its_own_verified_cache(tmp_path):
+    data = manifest_tree(tmp_path / "ext")  # train, val and test rows: all of it is external test data
+    meta = build_external_cache(data, tmp_path / "cache_ext", P, data_params(), workers=1)
+    assert verify_cache(tmp_path / "cache_ext") == meta
+    films = CachedSplit(tmp_path / "cache_ext", SPLIT)
+    assert len(films) == 16 and films[0][0].shape == (1, 32, 32)
+    assert meta["counts"][SPLIT] == dict.fromkeys(STUDY_CLASSES, 4)
+
+
+def test_the_shifted_demo_generator_has_no_covid_and_flatter_films(tmp_path):
+    counts = make_external(tmp_path / "ext", 12, seed=0, workers=1)
+    assert counts["COVID-19"] == 0 and sum(counts.values()) == 12
+    meta = build_external_cache(tmp_path / "ext", tmp_path / "c", P, data_params(), workers=1)
+    assert meta["layout"] == "manifest" and meta["synthetic"]
+
+
+def test_an_external_folder_with_an_unknown_class_is_refused_naming_it(tmp_path):
+    for i, folder in enumerate(["normal", "tuberculosis"]):
+        write_xray(tmp_path / "ext" / "train" / folder / f"{i}.png", i)
+    with pytest.raises(UserError) as err:
+        build_external_cache(tmp_path / "ext", tmp_path / "c", P, data_params(), workers=1)
+    assert str(err.value).startswith(f"{tmp_path / 'ext' / 'train' / 'tuberculosis'}: folder name 'tuberculosis' "
+                                     "is not one of data.classes")
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_absent_class_is_reported_absent_not_zero():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    probs = np.eye(4)[[0, 1, 2, 0, 3, 2]] * 0.9 + 0.025
+    m = mark_absent(split_metrics(labels, probs, STUDY_CLASSES, 50, 0), probs, STUDY_CLASSES, ["COVID-19"])
+    assert m["per_class"]["COVID-19"] == {"absent": True, "support": 0, "predicted_as": 1,
+                                          "note": "no film of this class in the external set: not scored"}
+    assert m["macro_f1"] == pytest.approx(np.mean([1, 2 / 3, 1]))  # over the three classes present
+
+
+def test_the_drop_compares_the_same_classes_with_a_ci():
+    rng = np.random.default_rng(0)
+    yt = np.repeat(np.arange(4), 50)
+    pt = np.eye(4)[yt] * 0.9 + 0.025  # internal test: all right
+    ye = np.repeat(np.arange(3), 50)
+    wrong = rng.random(150) < 0.4
+    pe = np.eye(4)[np.where(wrong, (ye + 1) % 3, ye)] * 0.9 + 0.025  # external: 40% wrong, no COVID-19
+    test = restrict(yt, pt, [0, 1, 2])
+    assert len(test[0]) == 150
+    d = drop(test, (ye, pe), 300, 0)
+    assert d["test_macro_f1"] == 1.0 and d["drop"] == pytest.approx(1 - d["external_macro_f1"])
+    assert 0 < d["drop_ci95"][0] <= d["drop"] <= d["drop_ci95"][1]
+
+
+@pytest.mark.parametrize("external,message", [
+    ("{data: data}", "external data: 'data' must be a folder inside the project other than data/"),
+    ("{'a b': ext}", "external names 'a b': use letters, digits"),
+])
+def test_bad_external_params_are_refused_naming_them(tmp_path, external, message):
+    from conftest import ROOT
+    text = (ROOT / "params.yaml").read_text().replace("external: {}", f"external: {external}")
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UserError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)

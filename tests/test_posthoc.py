@@ -1,0 +1,130 @@
+"""Post-hoc fits on val (temperature, conformal sets, operating points): worked examples, the
+guarantees a user relies on (coverage near 1 - alpha, val NLL never raised), and the blocks' shape."""
+import numpy as np
+import pytest
+
+from stages.lib import calibration, conformal, operating_points, posthoc
+from stages.lib.config import Evaluate
+from stages.lib.metrics import expected_calibration_error
+
+CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
+E = Evaluate(bootstrap_resamples=300, seed=0, calibration_bins=10)
+
+
+def demo_like(n: int, seed: int, sharpness: float = 1.0):
+    """Labels and softmax probabilities of a model with some skill over 4 classes; `sharpness` > 1
+    makes it overconfident (logits scaled up after the labels are drawn from the true ones)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, 4))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in true])
+    shown = np.exp(sharpness * logits)
+    return labels, shown / shown.sum(1, keepdims=True)
+
+
+def test_lac_threshold_on_a_worked_example():
+    # 9 val images whose true class got 0.9, 0.8, ..., 0.1: scores 0.1 ... 0.9. alpha 0.2:
+    # ceil((9 + 1) * 0.8) = 8 -> the 8th smallest score, 0.8 (= np.quantile(scores, 8/9, method="higher")).
+    p_true = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    probs = np.column_stack([p_true, 1 - p_true, np.zeros(9), np.zeros(9)])
+    fitted = conformal.fit_threshold(np.zeros(9, int), probs, 0.2)
+    assert fitted == {"threshold": pytest.approx(0.8), "note": None}
+    # a class is in the set when its probability is at least 1 - 0.8 = 0.2
+    sets = conformal.prediction_sets(np.array([[0.5, 0.3, 0.15, 0.05], [0.19, 0.81, 0, 0], [0.2, 0.2, 0.2, 0.4]]),
+                                     fitted["threshold"])
+    assert conformal.set_names(sets, CLASSES) == ["normal|bacteria", "bacteria", "normal|bacteria|virus|COVID-19"]
+
+
+def test_too_small_a_val_for_alpha_gives_every_class():
+    fitted = conformal.fit_threshold(np.zeros(5, int), np.full((5, 4), 0.25), 0.1)  # ceil(6 * 0.9) = 6 > 5
+    assert fitted["threshold"] == 1.0 and "too few" in fitted["note"]
+    assert conformal.prediction_sets(np.array([[1.0, 0, 0, 0]]), 1.0).all()
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.2])
+def test_test_coverage_ci_contains_one_minus_alpha_on_demo_like_data(alpha):
+    val, test = demo_like(1000, 5), demo_like(1500, 6)  # one draw: holds in ~95% of draws
+    fitted = posthoc.fit(*val, CLASSES, E.model_copy(update={"alpha": alpha}))
+    cov = posthoc.score(fitted, *test, E)["coverage"]
+    low, high = cov["coverage_ci95"]
+    assert low <= 1 - alpha <= high and low <= cov["coverage"] <= high
+    assert 1 <= cov["mean_set_size"] < 4  # informative: not every class every time
+    assert sum(c["n"] for c in cov["per_class"].values()) == 1500
+
+
+def test_coverage_averaged_over_many_val_draws_is_one_minus_alpha():
+    """The guarantee is on average over val draws: 1 - alpha <= E[coverage] < 1 - alpha + 1 / (n + 1)."""
+    covered = []
+    for seed in range(40):
+        (yv, pv), (yt, pt) = demo_like(99, 100 + seed), demo_like(300, 200 + seed)
+        _, sets, _ = posthoc.apply(posthoc.fit(yv, pv, CLASSES, E), pt)
+        covered.append(sets[np.arange(len(yt)), yt].mean())
+    assert 0.9 - 0.01 <= np.mean(covered) <= 0.9 + 1 / 100 + 0.01
+
+
+def test_per_class_coverage_reports_an_absent_class_as_absent():
+    labels = np.array([0, 0, 1, 1])
+    sets = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]], bool)
+    cov = conformal.coverage_scores(labels, sets, CLASSES, 50, 0)
+    assert cov["coverage"] == 0.75 and cov["mean_set_size"] == 1.25
+    assert cov["per_class"]["normal"]["coverage"] == 0.5 and cov["per_class"]["bacteria"]["coverage"] == 1.0
+    assert cov["per_class"]["virus"] == {"n": 0, "absent": True}
+
+
+@pytest.mark.parametrize("sharpness,seed", [(3.0, 0), (0.4, 1), (1.0, 2), (1.0, 3)])
+def test_temperature_never_raises_val_nll_and_undoes_over_or_under_confidence(sharpness, seed):
+    labels, probs = demo_like(300, seed, sharpness)
+    t = calibration.fit_temperature(labels, probs)
+    after = calibration.apply_temperature(probs, t["value"])
+    assert calibration.nll(labels, after) <= calibration.nll(labels, probs) + 1e-12
+    assert t["val_nll_after"] == pytest.approx(calibration.nll(labels, after))
+    if sharpness != 1.0:  # the fitted T undoes the scaling of the logits, roughly
+        assert t["value"] == pytest.approx(sharpness, rel=0.35)
+    np.testing.assert_allclose(after.sum(1), 1)
+
+
+def test_temperature_falls_back_to_one_when_nothing_lowers_the_nll():
+    t = calibration.fit_temperature(np.array([0, 1]), np.full((2, 4), 0.25))  # uniform: every T gives log 4
+    assert t["value"] == 1.0 and t["note"].startswith("no temperature lowers")
+
+
+def test_temperature_on_logits_equals_softmax_of_scaled_logits():
+    logits = np.array([[2.0, 0.5, -1.0, 0.0]])
+    p = np.exp(logits) / np.exp(logits).sum()
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum()
+    np.testing.assert_allclose(calibration.apply_temperature(p, 2.0), expected)
+
+
+def test_batched_ece_and_brier_match_their_definitions():
+    labels, probs = demo_like(200, 4)
+    assert calibration.ece(labels, probs, 10) == pytest.approx(expected_calibration_error(labels, probs, 10)[0])
+    onehot = np.eye(4)[labels]
+    assert calibration.brier(labels, probs) == pytest.approx(((probs - onehot) ** 2).sum(1).mean())
+
+
+def test_operating_point_on_a_worked_example():
+    # 5 val COVID-19 films scored 0.9 ... 0.5; target 0.8: ceil(0.8 * 5) = 4th highest, 0.6.
+    labels = np.array([3, 3, 3, 3, 3, 0, 0])
+    probs = np.zeros((7, 4))
+    probs[:, 3] = [0.9, 0.8, 0.7, 0.6, 0.5, 0.65, 0.1]
+    probs[:, 0] = 1 - probs[:, 3]
+    assert operating_points.fit_threshold(labels, probs, 3, 0.8) == {"threshold": 0.6, "note": None}
+    s = operating_points.operating_scores(labels, probs, 3, 0.6, 100, 0)
+    assert (s["sensitivity"], s["specificity"], s["n_positive"], s["n_negative"]) == (0.8, 0.5, 5, 2)
+    assert s["sensitivity_ci95"][0] <= 0.8 <= s["sensitivity_ci95"][1]
+    assert operating_points.fit_threshold(labels, probs, 1, 0.9)["threshold"] is None  # no bacteria in val
+
+
+def test_blocks_have_the_names_a_reader_looks_for():
+    e = E.model_copy(update={"target_sensitivity": {"COVID-19": 0.9}})
+    outputs = {"val": demo_like(200, 5), "test": demo_like(200, 6)}
+    fitted, out = posthoc.fit_and_score(outputs, CLASSES, e)
+    assert set(out) == {"temperature", "coverage", "operating_points"}
+    assert "test" in out["coverage"] and "val" not in out["coverage"]  # val coverage is in-sample
+    assert set(out["coverage"]["test"]["per_class"]) == set(CLASSES)
+    for key in ("nll", "brier", "ece"):
+        block = out["temperature"]["val"][key]
+        assert block["after_ci95"][0] <= block["after"] <= block["after_ci95"][1]
+    assert out["temperature"]["val"]["nll"]["after"] <= out["temperature"]["val"]["nll"]["before"]
+    point = out["operating_points"]["COVID-19"]
+    assert point["val"]["sensitivity"] >= 0.9 and point["threshold"] == fitted["operating_points"]["COVID-19"]["threshold"]
