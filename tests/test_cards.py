@@ -36,8 +36,19 @@ def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_rep
         assert f"Expected calibration error (test): {m['test']['ece']:.3f}" in card
         assert f"- Code: commit `{m['provenance']['git']['commit']}`" in card
         assert ("## Out-of-distribution flag" in card) == ("/" in name)  # a run's card: its OOD shares
-        for block in ("## External validation", "## Subgroups", "Temperature scaling", "Conformal"):
-            assert block not in card  # not in these metrics files
+        # issue 21's blocks, as the metrics file holds them: temperature and coverage on test, subgroups
+        t, c = m["temperature"], m["coverage"]["test"]
+        assert f"Temperature scaling, T = {t['value']:.3f} fitted on val" in card
+        nll = t["test"]["nll"]
+        assert f"- NLL: {nll['before']:.3f} [{nll['before_ci95'][0]:.3f}, {nll['before_ci95'][1]:.3f}] -> " \
+               f"{nll['after']:.3f} [{nll['after_ci95'][0]:.3f}, {nll['after_ci95'][1]:.3f}]" in card
+        assert f"test coverage {c['coverage']:.3f} [{c['coverage_ci95'][0]:.3f}, {c['coverage_ci95'][1]:.3f}]" in card
+        if "subgroups" in m:
+            sub = card.split("## Subgroups")[1].split("\n## ")[0]
+            for column, groups in m["subgroups"]["by"].items():
+                for group, g in groups.items():
+                    assert f"| {column}: {group} | " in sub and ci(g, "macro_f1") in sub
+        assert "## External validation" not in card  # external sets have metrics files of their own
     run = (demo / "models" / "resnet18" / "seed42.card.md").read_text()
     assert "- `train`: pretrained=False, lr=0.001," in run and "one training run (seed 42)" in run
 
@@ -47,14 +58,20 @@ def test_issue_21_blocks_appear_when_the_metrics_hold_them(demo_project):
     m = json.loads((demo / "metrics" / "resnet18" / "seed42.json").read_text())
     data = json.loads((demo / "metrics" / "data_report.json").read_text())
     scored = {k: m["test"][k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")}
-    m |= {"external": {"hospital_b": {**scored, "per_class": m["test"]["per_class"]}},
-          "subgroups": {"sex": {"F": {**scored, "n": 7}}}, "temperature": 1.42}
-    m["test"]["coverage"] = 0.9
+    m |= {"external": {"hospital_b": {**scored, "per_class": m["test"]["per_class"]}}}
+    m.pop("subgroups", None)
     card = card_markdown("r", m, data, "notice", "m.json")
     ext = card.split("## External validation")[1].split("## ")[0]
     assert f"| hospital_b | 16 | {ci(m['test'], 'accuracy')} | {ci(m['test'], 'macro_f1')} | n/a [n/a, n/a] |" in ext
+    assert "## Subgroups" not in card
+    m["subgroups"] = {"split": "test", "overall_macro_f1": 0.9,
+                      "by": {"sex": {"F": {**scored, "n": 7, "below_overall": True}}}}
+    card = card_markdown("r", m, data, "notice", "m.json")
     assert f"| sex: F | 7 | {ci(m['test'], 'accuracy')} |" in card.split("## Subgroups")[1]
-    assert "Temperature scaling (fitted on val): 1.42." in card and "test coverage: 0.9." in card
+    assert "**Wholly below it (95% CI): sex: F.**" in card
+    for key in ("temperature", "coverage"):
+        m.pop(key)
+    assert "Temperature scaling" not in card_markdown("r", m, data, "notice", "m.json")
 
 
 def test_a_card_asked_for_a_run_with_no_metrics_is_refused(tmp_path, monkeypatch, capsys):

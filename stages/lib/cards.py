@@ -153,6 +153,33 @@ def shortcut_lines(m: dict, shortcut: dict, split: str) -> list[str]:
             f"model {_ci(m[split], 'macro_f1')}. It {verdict}.", ""]
 
 
+def posthoc_lines(m: dict, split: str) -> list[str]:
+    """Temperature scaling (before -> after on `split`) and the conformal sets' coverage, as the metrics
+    file's `temperature` and `coverage` blocks (stages/lib/posthoc.py) hold them; nothing without them."""
+    lines = []
+    t = m.get("temperature")
+    if isinstance(t, dict) and isinstance(t.get(split), dict):
+        scored = t[split]
+        lines += ["", f"Temperature scaling, T = {_f(t.get('value'))} fitted on val; {split} before -> after "
+                      "(95% CI):", ""]
+        for key, title in (("nll", "NLL"), ("brier", "Brier score"), ("ece", "ECE")):
+            b = scored.get(key) or {}
+            lines.append(f"- {title}: {_f(b.get('before'))} {_pair(b.get('before_ci95'))} -> "
+                         f"{_f(b.get('after'))} {_pair(b.get('after_ci95'))}")
+    c = m.get("coverage")
+    if isinstance(c, dict) and isinstance(c.get(split), dict):
+        cov = c[split]
+        lines += ["", f"Conformal prediction sets at alpha {c.get('alpha')} (target coverage {_f(c.get('target'))}): "
+                      f"{split} coverage {_f(cov.get('coverage'))} {_pair(cov.get('coverage_ci95'))}, mean set size "
+                      f"{_f(cov.get('mean_set_size'))} {_pair(cov.get('mean_set_size_ci95'))}."]
+    return lines + ([""] if lines else [])
+
+
+def _pair(ci) -> str:
+    low, high = ci or (None, None)
+    return f"[{_f(low)}, {_f(high)}]"
+
+
 def card_markdown(name: str, m: dict, data: dict, research_notice: str, metrics_link: str,
                   synthetic: bool = False) -> str:
     split = "test" if m.get("test") else "val"
@@ -178,16 +205,19 @@ def card_markdown(name: str, m: dict, data: dict, research_notice: str, metrics_
     lines += ["| Class | Precision | Recall | F1 | AUROC | Images |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {c} | {_f(pc.get('precision'))} | {_f(pc.get('recall'))} | {_f(pc.get('f1'))} | "
               f"{_f(pc.get('auroc'))} | {pc.get('support')} |" for c, pc in s["per_class"].items()] + [""]
-    for key, title in (("external", "External validation"), ("subgroups", "Subgroups")):
-        if isinstance(m.get(key), dict):
-            lines += [f"## {title}", ""] + (metric_rows(m[key], "Set" if key == "external" else "Subgroup")
-                                            or [f"`{key}`: {m[key]}", ""])
+    if isinstance(m.get("external"), dict):
+        lines += ["## External validation", ""] + (metric_rows(m["external"], "Set") or [f"`external`: {m['external']}", ""])
+    if isinstance(m.get("subgroups"), dict):
+        sub = m["subgroups"]
+        flagged = [f"{c}: {g}" for c, groups in sub.get("by", {}).items() for g, v in groups.items()
+                   if v.get("below_overall")]
+        lines += ["## Subgroups", "", f"On {sub.get('split', split)}; overall macro-F1 {_f(sub.get('overall_macro_f1'))}."
+                  + (f" **Wholly below it (95% CI): {', '.join(flagged)}.**" if flagged else
+                     " No subgroup's macro-F1 CI lies wholly below it."), ""]
+        lines += metric_rows(sub.get("by", {}), "Subgroup")
     lines += ["## Calibration", "", f"Expected calibration error ({split}): {_f(s.get('ece'))} "
               "(0: the predicted probability of the predicted class matches how often it is right)."]
-    if m.get("temperature") is not None:
-        lines.append(f"Temperature scaling (fitted on val): {m['temperature']}.")
-    if s.get("coverage") is not None:
-        lines.append(f"Conformal prediction sets, {split} coverage: {s['coverage']}.")
+    lines += posthoc_lines(m, split)
     lines += ["", "## Shortcut audit", ""] + shortcut_lines(m, data.get("shortcut") or {}, split)
     if isinstance(m.get("ood"), dict):
         shares = ", ".join(f"{k} {v:.1%}" for k, v in m["ood"].get("flagged", {}).items())
