@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=common.RESULTS / "quality.json")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic films, 32 px, one epoch")
     args = parser.parse_args()
-    start = time.perf_counter()
+    start, stamp = time.perf_counter(), common.stamp()  # the code as copied, not as it is an hour later
     with common.tempdir() as tmp:
         tmp = Path(tmp)
         if args.smoke:
@@ -132,7 +132,7 @@ def main() -> None:
         params = yaml.safe_load((tmp / "project" / "params.yaml").read_text())
         result = {"data": source, "smoke": args.smoke, "protocol": {k: params[k] for k in ("preprocess", "train")},
                   **measure(tmp / "project", args.backbones, args.seeds, seconds, params["evaluate"]["bootstrap_resamples"]),
-                  "stage_seconds": seconds, "wall_s": round(time.perf_counter() - start, 1), **common.stamp()}
+                  "stage_seconds": seconds, "wall_s": round(time.perf_counter() - start, 1), **stamp}
     result["goal"] = {b: {"gain_at_least": GOAL_GAIN, "met": r["seed_ensemble_gain"] >= GOAL_GAIN}
                       for b, r in result["backbones"].items()}
     path = common.save("quality", result, args.out)
