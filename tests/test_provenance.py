@@ -1,5 +1,6 @@
 """Every number attributable: the demo is its own pipeline, locks match params, results carry a stamp."""
 import json
+import os
 import subprocess
 
 import torch
@@ -113,3 +114,18 @@ def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "stages")                 # a stage runs in a subfolder (demo/)
     state = git_state()
     assert (state["dirty"], state["modified"]) == (True, ["stages/a.py", "zz.py"])
+
+
+def test_a_git_that_names_the_commit_but_fails_status_stamps_dirty_unknown(tmp_path, monkeypatch):
+    """Empty output from a failed `git status` is no evidence of a clean tree: "unknown", and the summary says so."""
+    from stages.lib.provenance import git_state, markdown
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nif [ "$1" = rev-parse ]; then echo 0123abcd; exit 0; fi\n'
+                    'echo "fatal: index file corrupt" >&2; exit 128\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    state = git_state()
+    assert state["commit"] == "0123abcd" and state["dirty"] == "unknown" and state["modified"] == []
+    code = markdown({"git": state, "data": None, "params": {}})[2]
+    assert code.startswith("- Code: commit `0123abcd` (uncommitted changes unknown") and "clean" not in code
