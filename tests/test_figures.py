@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import skip_unless_ci
 from stages.lib import gradcam
 from stages.lib.errors import UserError
 from stages.lib.html_report import html_report
@@ -313,8 +314,16 @@ def test_html_report_inlines_every_image_and_refuses_a_missing_one(tmp_path):
 # --- the report in a real browser -------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                    "(apt-get install chromium; .ci/run installs it): the HTML report is unchecked")
+
+
+@pytest.fixture
+def chromium():
+    if CHROMIUM is None:
+        skip_unless_ci("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it): "
+                       "the HTML report is unchecked")
+
+
+needs_chromium = pytest.mark.usefixtures("chromium")
 # Headless, no GPU, no background traffic of the browser's own, and no host resolves.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",

@@ -193,3 +193,17 @@ def test_code_deps_follow_imports_in_functions_relative_ones_and_package_inits(t
     deps = sorted(used - {"stages/lib/c.py"})
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "python -m stages.run --x y", "deps": deps}}}))
     assert missing_deps(tmp_path / "dvc.yaml", tmp_path) == {"s": ["stages/lib/c.py"]}
+
+
+def test_a_missing_requirement_skips_locally_and_fails_in_ci(monkeypatch):
+    """Real films and Chromium: a skip with its reason on a developer's machine, a failure in CI."""
+    import pytest
+    from conftest import skip_unless_ci
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no films here"):
+        skip_unless_ci("no films here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI: no films here"):
+        skip_unless_ci("no films here")
+    assert "exit 1" in (ROOT / ".ci" / "run").read_text().split("could not install chromium, which CI requires")[1]
