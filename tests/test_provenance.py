@@ -1,10 +1,13 @@
 """Every number attributable: the demo is its own pipeline, locks match params, results carry a stamp."""
+import csv
 import json
 import os
 import subprocess
 
+import pytest
 import torch
 import yaml
+from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import ROOT, TINY_DEMO, run, run_paths
 from stages.lib.io import ParamsLoader
@@ -66,8 +69,12 @@ def test_a_fresh_clone_attributes_its_results_to_the_params_that_made_them(tmp_p
     for name, stage in lock["stages"].items():
         for key, value in flat(stage["params"]["params.yaml"]).items():
             assert params[key] == value, f"demo/dvc.lock stage {name}: {key} {value!r} != params {params[key]!r}"
+    # the committed headline is the committed predictions' score, recomputed here (scikit-learn)
     headline = json.loads((clone / "demo" / "metrics" / "headline" / "resnet18.json").read_text())
-    assert 0 <= headline["test"]["macro_f1"] <= 1
+    rows = list(csv.DictReader((clone / "demo" / "predictions" / "resnet18" / "test.csv").open()))
+    y, pred = [r["true_label"] for r in rows], [r["predicted_label"] for r in rows]
+    assert headline["test"]["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-9)
+    assert headline["test"]["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-9)
 
 
 def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
