@@ -1,13 +1,14 @@
 """DVC stages: one module per stage in dvc.yaml; the reusable code lives in stages.lib.
 
-Importing this package pins the CPU kernels before torch starts (docs/design.md, "Reproducibility"):
+Importing this package pins the CPU kernels before torch runs one (docs/design.md, "Reproducibility"):
 oneDNN (convolutions), MKL (matrix products) and ATen's own loops pick their code by the CPU's
-instruction set, and AVX-512 and AVX2 kernels add in other orders, so a CPU training run took other
-paths on an AVX2 machine than on an AVX-512 one and ended elsewhere (the demo's ResNet-18: test
-macro-F1 0.971 against 0.865). AVX2 is the widest set every x86-64 CPU of the last decade has. An
-environment variable already set wins: ONEDNN_MAX_CPU_ISA=ALL MKL_CBWR=AUTO ATEN_CPU_CAPABILITY=default
-(or avx512) gives the fastest kernels, with results that hold on that kind of CPU only. Thread counts
-change results too; `make demo` and the tests pin them (OMP_NUM_THREADS=2).
+instruction set, and AVX-512 and AVX2 kernels add in other orders, so the same training run ends
+elsewhere on another CPU. AVX2 is the widest set every x86-64 CPU of the last decade has; MKL_CBWR
+also holds MKL to one code path on Intel and AMD alike. This does not pin everything: oneDNN also
+sizes its blocks by the CPU's caches, which no setting fixes (README says how far results move).
+An environment variable already set wins: ONEDNN_MAX_CPU_ISA=ALL MKL_CBWR=AUTO
+ATEN_CPU_CAPABILITY=avx512 gives the fastest kernels of an AVX-512 machine. The thread count changes
+results too: `make demo` and the tests run with 2 threads (Makefile, tests/conftest.py).
 """
 import os
 

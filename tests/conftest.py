@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The thread count changes CPU results; the tests (and the stages they start) run with 2, as `make demo`
+# does, before anything starts torch. stages/__init__.py pins the instruction set.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "2")
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
 PROJECT_FILES = ("stages", "tools", "Makefile", "pyproject.toml", "dvc.yaml", "params.yaml", "demo/dvc.yaml",
