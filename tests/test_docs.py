@@ -45,3 +45,11 @@ def test_the_stated_gpu_requirement_is_the_locked_torch_build():
     for page in (ROOT / "README.md", ROOT / "docs" / "gpu.md"):
         text = " ".join(page.read_text().split())
         assert f"torch {locked}" in text and "CUDA 13.0" in text and "compute capability 7.5 or newer" in text
+
+
+def test_the_readme_comparison_example_is_the_committed_demo_summarys():
+    """README's paired-comparison example is a line of demo/metrics/summary.md, not a made-up one."""
+    readme, summary = (ROOT / "README.md").read_text(), (ROOT / "demo" / "metrics" / "summary.md").read_text()
+    example = re.search(r"the demo's `(resnet18 − densenet121 = [^`]+)`", readme.replace("\n", " ")).group(1)
+    assert f"- {example}\n" in summary, f"README's example is not in demo/metrics/summary.md: {example}"
+    assert f"    {example}\n" in (ROOT / "docs" / "seeds.md").read_text()
