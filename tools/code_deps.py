@@ -10,6 +10,7 @@ modulefinder would also walk torch and every other installed package; only stage
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -76,18 +77,18 @@ def stage_modules(pipeline: dict) -> dict[str, str]:
 
 
 def missing_deps(dvc_yaml: Path, root: Path = ROOT) -> dict[str, list[str]]:
-    """{stage: the project files its module imports that its deps lack}, for stages lacking any. Deps are
-    read relative to dvc.yaml's folder (demo/dvc.yaml names ../stages/...)."""
+    """{stage: the project files its module imports that its deps lack}, for stages lacking any, named
+    as dvc.yaml would name them (relative to its folder: demo/dvc.yaml says ../stages/...)."""
     pipeline = yaml.safe_load(dvc_yaml.read_text())
+    here = dvc_yaml.parent.resolve()
     out = {}
     for name, module in stage_modules(pipeline).items():
         stage = pipeline["stages"][name]
-        deps = {(dvc_yaml.parent / d).resolve() for d in stage.get("do", stage).get("deps", [])}
+        deps = {(here / d).resolve() for d in stage.get("do", stage).get("deps", [])}
         lacking = sorted(f for f in code_files(module, root) if (root / f).resolve() not in deps)
         if lacking:
-            out[name] = [Path(*[".."] * (len(dvc_yaml.parent.resolve().relative_to(root.resolve()).parts))) / f
-                         if dvc_yaml.parent.resolve() != root.resolve() else f for f in lacking]
-    return {k: [str(p) for p in v] for k, v in out.items()}
+            out[name] = [os.path.relpath(root / f, here) for f in lacking]
+    return out
 
 
 def main() -> int:
