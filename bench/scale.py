@@ -13,7 +13,11 @@ data sections, the given val split kept, leaks only warned about) in a fresh pro
                other: the rest of the wall time outside the decoding phase
   wall_s       the whole build; img_s_per_core = n / (wall_s * workers)
   peak_rss_mb  the stage process's peak resident set (VmHWM), beside the peaks of its anonymous
-               and file-backed parts (sampled every 10 ms) and the largest worker's peak
+               and file-backed parts (sampled every 10 ms); worker_peak_rss_mb: each worker's own
+               peak (VmHWM), summed, which counts the pages a forked worker shares with the stage
+               once per process; peak_pss_mb: the peak of the stage's and its workers' summed PSS
+               (a shared page divided among them): the memory they hold at once
+  repeats      each N is run that many times (3, as every benchmark): times are medians, memory maxima
   cache_mb     the cache on disk
 `growth` gives per part the exponent b of t ~ n^b between the two largest N and the part at 130k
 images extrapolated with max(b, 1) (linearly for a part under 50 ms); `extrapolated_100k_s` adds
@@ -27,7 +31,7 @@ import csv
 import json
 import math
 import os
-import resource
+import statistics
 import shutil
 import subprocess
 import sys
@@ -85,28 +89,80 @@ def select(folder: Path, n: int) -> dict[str, int]:
 # --- one N, in its own process ---------------------------------------------------------------------
 
 class RssSampler(threading.Thread):
-    """Peaks of this process's resident set, anonymous and file-backed, every `interval` s."""
+    """Every `interval` s: peaks of this process's resident set, anonymous and file-backed; each worker
+    process's own peak RSS (its VmHWM, kept by the kernel, read until it exits); and the peaks of
+    the workers' summed PSS and of this process's plus theirs (PSS shares a page among the processes
+    that map it, so the sum is what the stage holds at once)."""
 
     FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
 
     def __init__(self, interval: float = 0.01):
         super().__init__(daemon=True)
         self.interval, self.peaks, self.done = interval, dict.fromkeys(self.FIELDS, 0), threading.Event()
+        self.worker_hwm: dict[int, int] = {}  # pid -> its VmHWM in kB
+        self.workers_pss = self.total_pss = 0
 
     def run(self) -> None:
         while not self.done.wait(self.interval):
-            for field, kb in status(self.FIELDS).items():
-                self.peaks[field] = max(self.peaks[field], kb)
+            self.sample()
+
+    def sample(self) -> None:
+        for field, kb in status(self.FIELDS).items():
+            self.peaks[field] = max(self.peaks[field], kb)
+        workers_pss = 0
+        for pid in children():
+            hwm, pss = status(["VmHWM"], pid).get("VmHWM"), pss_kb(pid)
+            if hwm is None or pss is None:  # it exited between the listing and the read
+                continue
+            self.worker_hwm[pid] = max(self.worker_hwm.get(pid, 0), hwm)
+            workers_pss += pss
+        self.workers_pss = max(self.workers_pss, workers_pss)
+        self.total_pss = max(self.total_pss, workers_pss + (pss_kb("self") or 0))
 
 
-def status(fields) -> dict[str, int]:
-    """kB values of /proc/self/status lines."""
+def status(fields, pid="self") -> dict[str, int]:
+    """kB values of /proc/<pid>/status lines ({} when the process is gone)."""
     out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
         key, _, value = line.partition(":")
         if key in fields:
             out[key] = int(value.split()[0])
     return out
+
+
+def pss_kb(pid) -> int | None:
+    """Proportional set size of a process from /proc/<pid>/smaps_rollup; None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def children() -> list[int]:
+    """The preprocess workers: this process's children that it forked (their command line is its own),
+    whichever of its threads started them; not the git that provenance runs, nor multiprocessing's
+    resource tracker (both exec'd)."""
+    pids, own = [], _cmdline("self")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return [p for p in pids if _cmdline(p) == own]
+
+
+def _cmdline(pid) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 def folder_mb(path: Path) -> float:
@@ -132,6 +188,7 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
     wall = time.perf_counter() - start
     sampler.done.set()
     sampler.join()
+    sampler.sample()  # the pool has shut down: its workers' last peaks were read while they ran
     n = sum(sum(c.values()) for c in report["counts"].values())
     kb = 1 / 1024
     parts = {k: round(cache.timings[k], 3) for k in (*PER_IMAGE, *SERIAL[:-1])}
@@ -142,10 +199,27 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
         "peak_rss_mb": round(status(["VmHWM"])["VmHWM"] * kb, 1), "rss_after_imports_mb": round(baseline * kb, 1),
         "peak_rss_anon_mb": round(sampler.peaks["RssAnon"] * kb, 1),
         "peak_rss_file_mb": round((sampler.peaks["RssFile"] + sampler.peaks["RssShmem"]) * kb, 1),
-        "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb, 1),
+        # each worker's own peak, summed (RUSAGE_CHILDREN took the git child's, which inherits the parent's)
+        "worker_peak_rss_mb": round(sum(sampler.worker_hwm.values()) * kb, 1),
+        "workers_seen": len(sampler.worker_hwm),
+        "workers_peak_pss_mb": round(sampler.workers_pss * kb, 1),
+        "peak_pss_mb": round(sampler.total_pss * kb, 1),  # the stage's process and its workers together
         "cache_mb": folder_mb(work / "cache"),
         "near_duplicate_pairs": sum(len(p["near_duplicates"]) for p in report["leakage"]["pairs"].values()),
     }
+
+
+def combine_repeats(runs: list[dict]) -> dict:
+    """One row from `repeats` runs of one N: each time (and part) its median over the runs, each
+    memory figure its largest, the wall times of every run beside them."""
+    row = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and key not in ("n", "workers", "near_duplicate_pairs"):
+            values = [r[key] for r in runs]
+            row[key] = max(values) if key.endswith("_mb") or key == "workers_seen" else round(statistics.median(values), 3)
+    row["parts_s"] = {k: round(statistics.median(r["parts_s"][k] for r in runs), 3) for k in runs[0]["parts_s"]}
+    row["img_s_per_core"] = round(row["n"] / (row["wall_s"] * row["workers"]), 2)
+    return {**row, "repeats": len(runs), "wall_s_runs": [r["wall_s"] for r in runs]}
 
 
 def measure_in_child(data: Path, work: Path, workers: int, params: dict) -> dict:
@@ -186,6 +260,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cxr4-scale"), help="films and caches (films kept for reuse)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="preprocess worker processes")
     parser.add_argument("--smoke", action="store_true", help="N of 30 and 60 in a temporary folder: checks the script")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per N (default 3; 2 with --smoke)")
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/scale.json)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)  # one N, in a fresh process
     parser.add_argument("--params", type=json.loads, default=None, help=argparse.SUPPRESS)
@@ -200,6 +275,8 @@ def main() -> None:
     params = {"preprocess": s.preprocess.model_dump(), "data": s.data.model_dump()}  # JSON for the child process
     if len(args.sizes) < 2 and not args.smoke:
         raise UserError("--sizes: give at least two N to fit how each part grows")
+    repeats = args.repeats or (2 if args.smoke else common.MIN_REPEATS)
+    common.check_repeats(repeats, args.smoke)
     start = time.perf_counter()
     with common.tempdir() as tmp:
         work = Path(tmp) if args.smoke else args.work
@@ -208,11 +285,15 @@ def main() -> None:
         rows = []
         for n in sizes:
             select(folder, n)
-            shutil.rmtree(work / "cache", ignore_errors=True)
-            rows.append(measure_in_child(folder, work, args.workers, params))
+            runs = []
+            for _ in range(repeats):
+                shutil.rmtree(work / "cache", ignore_errors=True)
+                runs.append(measure_in_child(folder, work, args.workers, params))
+            rows.append(combine_repeats(runs))
             r = rows[-1]
             print(f"n {r['n']:6d}: {r['wall_s']:7.1f} s, {r['img_s_per_core']:6.1f} img/s/core, peak RSS {r['peak_rss_mb']:.0f} MB "
-                  f"(anon {r['peak_rss_anon_mb']:.0f}, file {r['peak_rss_file_mb']:.0f}), cache {r['cache_mb']:.0f} MB, "
+                  f"(anon {r['peak_rss_anon_mb']:.0f}, file {r['peak_rss_file_mb']:.0f}), workers' peaks summed "
+                  f"{r['worker_peak_rss_mb']:.0f} MB, PSS with workers {r['peak_pss_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB, "
                   f"parts {r['parts_s']}", flush=True)
         shutil.rmtree(work / "cache", ignore_errors=True)
     g = growth(rows)
@@ -220,8 +301,9 @@ def main() -> None:
     result = {
         "sizes": rows, "growth": g, "extrapolated_100k_s": extrapolate(g), "target": {**TARGET, "cores": TARGET_CORES},
         "throughput_spread": round(max(rates) / min(rates) - 1, 3), "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "max_peak_pss_mb": max(r["peak_pss_mb"] for r in rows),
         "films": "SYNTHETIC (stages/lib/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB", "smoke": args.smoke,
-        "img_size": s.img_size, "elapsed_s": round(time.perf_counter() - start, 1), **common.stamp(),
+        "img_size": s.img_size, "elapsed_s": round(time.perf_counter() - start, 1), **common.stamp(repeats),
     }
     path = common.save("scale", result, args.out)
     print(f"growth {g}\nextrapolated to 100k + 15k + 15k on {TARGET_CORES} cores: {result['extrapolated_100k_s']} s -> {path}")

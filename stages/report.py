@@ -152,8 +152,8 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     split = rows[0]["split"]
     lines = ["## Paired comparisons", "",
              f"Differences on the same {split} images (A − B), with a paired bootstrap 95% CI that resamples the "
-             "images and, for a backbone with several seeds, the seeds of its ensemble. A CI that contains 0 means "
-             "the data cannot tell the two apart.", ""]
+             "images; a backbone with several seeds is its seed ensemble, one fixed model (the seeds' spread is "
+             "the Seeds section's). A CI that contains 0 means the data cannot tell the two apart.", ""]
     for key in COMPARED:
         lines += [f"{split.capitalize()} {NAMES[key]}:", ""] + [f"- {sentence(r['a'], r['b'], key, r[key])}"
                                                                  for r in rows] + [""]
@@ -245,7 +245,9 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     sections += sources_lines(data_report.get("sources", []))  # the study's data (make study-data) cites its datasets
     if models_dir is not None:  # the model cards' links, the OOD flag's shares
         sections += cards.summary_lines(models_dir, Path(summary_path).parent, cfg.backbones, cfg.seeds)
-    text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections)
+    versus = {row["a"]: row["macro_f1"] for row in r.comparisons if row["b"] == SHORTCUT}
+    text = summary_markdown(r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections,
+                            versus)
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(summary_path, text)
     write_text(html_path, html_report(text, Path(summary_path).parent, "CXR-4 results"))

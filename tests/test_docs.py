@@ -45,3 +45,48 @@ def test_the_stated_gpu_requirement_is_the_locked_torch_build():
     for page in (ROOT / "README.md", ROOT / "docs" / "gpu.md"):
         text = " ".join(page.read_text().split())
         assert f"torch {locked}" in text and "CUDA 13.0" in text and "compute capability 7.5 or newer" in text
+
+
+def test_the_readme_comparison_example_is_the_committed_demo_summarys():
+    """README's paired-comparison example is a line of demo/metrics/summary.md, not a made-up one."""
+    readme, summary = (ROOT / "README.md").read_text(), (ROOT / "demo" / "metrics" / "summary.md").read_text()
+    example = re.search(r"the demo's `(resnet18 − densenet121 = [^`]+)`", readme.replace("\n", " ")).group(1)
+    assert f"- {example}\n" in summary, f"README's example is not in demo/metrics/summary.md: {example}"
+    assert f"    {example}\n" in (ROOT / "docs" / "seeds.md").read_text()
+
+
+def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
+    """Each figure README states about speed, scale and real films recomputes from bench/results/."""
+    import json
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    results = {n: json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text())
+               for n in ("loader", "epoch", "scale", "quality")}
+    loader, epoch, scale, quality = results.values()
+    assert f"{loader['speedup']:.1f}x the study's images/s" in readme
+    assert f"1/{epoch['speedup']:.2f} of its time ({epoch['breakdown']['speedup_if_data_were_free']:.2f}x" in readme
+    rates = [r["img_s_per_core"] for r in scale["sizes"]]
+    assert f"{min(rates):.0f}-{max(rates):.0f} images/s per core" in readme
+    assert f"~{scale['extrapolated_100k_s'] / 60:.0f} min projected" in readme
+    assert scale["max_peak_rss_mb"] < 1024 and "its own process under 1 GB" in readme
+    names = {"resnet18": "ResNet-18", "densenet121": "DenseNet-121", "efficientnet_b0": "EfficientNet-B0",
+             "convnext_tiny": "ConvNeXt-Tiny"}
+    for b, r in quality["backbones"].items():
+        assert f"{names[b]} {r['test_macro_f1']['mean']:.3f} ± {r['test_macro_f1']['sd']:.3f}" in readme
+    gains = [r["seed_ensemble_gain"] for r in quality["backbones"].values()]
+    assert f"add {min(gains):+.3f} to {max(gains):+.3f}" in readme
+    assert f"scores {quality['shortcut_test_macro_f1']:.3f}" in readme
+
+
+def test_the_scale_figures_in_docs_are_the_committed_scale_json():
+    import json
+
+    doc = " ".join((ROOT / "docs" / "benchmarks.md").read_text().split())
+    scale = json.loads((ROOT / "bench" / "results" / "scale.json").read_text())
+    g, cores = scale["growth"], scale["target"]["cores"]
+    assert " / ".join(f"{r['img_s_per_core']:.1f}" for r in scale["sizes"]) + " img/s per core" in doc
+    assert "peaks at " + " / ".join(f"{r['peak_rss_mb']:.0f}" for r in scale["sizes"]) + " MB RSS" in doc
+    assert f"~{scale['extrapolated_100k_s']:.0f} s in all: decoding and CLAHE ~{g['decode_clahe']['at_130k_s'] / cores:.0f} s" in doc
+    assert f"hashing ~{g['hashing']['at_130k_s'] / cores:.0f} s, the leakage check ~{g['leakage']['at_130k_s']:.0f} s" in doc
+    serial = sum(g[p]["at_130k_s"] for p in ("layout", "shortcut", "write_cache", "report", "other"))
+    assert f"the other parts in the stage's one process ~{serial:.0f} s" in doc

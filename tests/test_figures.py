@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import skip_unless_ci
 from stages.lib import gradcam
 from stages.lib.errors import UserError
 from stages.lib.html_report import html_report
@@ -281,6 +282,22 @@ def test_summary_places_the_seed_and_comparison_sections_after_the_shortcut_audi
     assert order == sorted(order) and "| resnet18 | 2 | 42: 0.500, 7: 0.600 |" in text
 
 
+def test_the_shortcut_warning_follows_the_paired_comparison_the_one_rule(results):
+    """A model beats the shortcut when its paired CI against it lies above 0 (comparisons.beats), whatever
+    its own unpaired CI says; a model with no comparison is not said to beat it."""
+    from stages.lib.comparisons import verdict
+
+    _, scores = results
+    assert all(scores[m]["test"]["macro_f1_ci95"][0] > SHORTCUT["test"]["macro_f1"] for m in MODELS[2:])
+    paired = {m: {"difference": 0.2, "ci95": ci, "verdict": verdict(ci)}
+              for m, ci in (("resnet18", [0.05, 0.3]), ("efficientnet_b0", [-0.01, 0.3]), ("ensemble", [0.0, 0.3]))}
+    audit = summary(results, versus_shortcut=paired).split("## Shortcut audit")[1].split("\n## ")[0]
+    warned = {m for m in MODELS if f"WARNING: {m} does not clearly beat the metadata-only shortcut" in audit}
+    assert warned == {"densenet121", "efficientnet_b0", "ensemble"}
+    assert "paired: efficientnet_b0 − shortcut = +0.200 [−0.010, +0.300]: not distinguishable)" in audit
+    assert "paired: not compared)" in audit
+
+
 def test_html_report_inlines_every_image_and_refuses_a_missing_one(tmp_path):
     (tmp_path / "plots").mkdir()
     png = tmp_path / "plots" / "a.png"
@@ -297,8 +314,16 @@ def test_html_report_inlines_every_image_and_refuses_a_missing_one(tmp_path):
 # --- the report in a real browser -------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                    "(apt-get install chromium; .ci/run installs it): the HTML report is unchecked")
+
+
+@pytest.fixture
+def chromium():
+    if CHROMIUM is None:
+        skip_unless_ci("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it): "
+                       "the HTML report is unchecked")
+
+
+needs_chromium = pytest.mark.usefixtures("chromium")
 # Headless, no GPU, no background traffic of the browser's own, and no host resolves.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",

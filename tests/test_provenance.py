@@ -1,9 +1,13 @@
 """Every number attributable: the demo is its own pipeline, locks match params, results carry a stamp."""
+import csv
 import json
+import os
 import subprocess
 
+import pytest
 import torch
 import yaml
+from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import ROOT, TINY_DEMO, run, run_paths
 from stages.lib.io import ParamsLoader
@@ -68,8 +72,12 @@ def test_a_fresh_clone_attributes_its_results_to_the_params_that_made_them(tmp_p
     for name, stage in lock["stages"].items():
         for key, value in flat(stage["params"]["params.yaml"]).items():
             assert params[key] == value, f"demo/dvc.lock stage {name}: {key} {value!r} != params {params[key]!r}"
+    # the committed headline is the committed predictions' score, recomputed here (scikit-learn)
     headline = json.loads((clone / "demo" / "metrics" / "headline" / "resnet18.json").read_text())
-    assert 0 <= headline["test"]["macro_f1"] <= 1
+    rows = list(csv.DictReader((clone / "demo" / "predictions" / "resnet18" / "test.csv").open()))
+    y, pred = [r["true_label"] for r in rows], [r["predicted_label"] for r in rows]
+    assert headline["test"]["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-9)
+    assert headline["test"]["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-9)
 
 
 def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
@@ -116,3 +124,18 @@ def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "stages")                 # a stage runs in a subfolder (demo/)
     state = git_state()
     assert (state["dirty"], state["modified"]) == (True, ["stages/a.py", "zz.py"])
+
+
+def test_a_git_that_names_the_commit_but_fails_status_stamps_dirty_unknown(tmp_path, monkeypatch):
+    """Empty output from a failed `git status` is no evidence of a clean tree: "unknown", and the summary says so."""
+    from stages.lib.provenance import git_state, markdown
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nif [ "$1" = rev-parse ]; then echo 0123abcd; exit 0; fi\n'
+                    'echo "fatal: index file corrupt" >&2; exit 128\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    state = git_state()
+    assert state["commit"] == "0123abcd" and state["dirty"] == "unknown" and state["modified"] == []
+    code = markdown({"git": state, "data": None, "params": {}})[2]
+    assert code.startswith("- Code: commit `0123abcd` (uncommitted changes unknown") and "clean" not in code

@@ -169,3 +169,44 @@ def test_the_demo_remote_gives_a_colleague_its_data_and_trained_models(demo_proj
         assert same_tree(proj / "demo" / out, colleague / "demo" / out), out
     # the resume checkpoints come along, so nothing is retrained
     assert "Data and pipelines are up to date" in run(["dvc", "status"], colleague / "demo").stdout
+
+
+def test_every_stage_depends_on_all_project_code_it_imports():
+    """dvc.yaml and demo/dvc.yaml list, for each stage, every file under stages/ and tools/ its command
+    imports, directly or not: an edit to one must make `dvc status` show the stage."""
+    from tools.code_deps import missing_deps
+
+    lacking = {f"{path.relative_to(ROOT)}, stage {stage}": files
+               for path in (ROOT / "dvc.yaml", ROOT / "demo" / "dvc.yaml") for stage, files in missing_deps(path).items()}
+    assert not lacking, ("stages lack deps on code they import; add them to dvc.yaml, then run "
+                         "python -m tools.demo_pipeline:\n" + "\n".join(f"  {k}: {', '.join(v)}" for k, v in lacking.items()))
+
+
+def test_code_deps_follow_imports_in_functions_relative_ones_and_package_inits(tmp_path):
+    from tools.code_deps import code_files, missing_deps
+
+    files = {"stages/__init__.py": "", "stages/lib/__init__.py": "", "stages/run.py": "def main():\n    from stages.lib import a\n",
+             "stages/lib/a.py": "from . import b\nimport numpy\n", "stages/lib/b.py": "from .c import X\n",
+             "stages/lib/c.py": "X = 1\n", "stages/lib/unused.py": ""}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    used = set(files) - {"stages/lib/unused.py"}
+    assert code_files("stages.run", tmp_path) == used
+    deps = sorted(used - {"stages/lib/c.py"})
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "python -m stages.run --x y", "deps": deps}}}))
+    assert missing_deps(tmp_path / "dvc.yaml", tmp_path) == {"s": ["stages/lib/c.py"]}
+
+
+def test_a_missing_requirement_skips_locally_and_fails_in_ci(monkeypatch):
+    """Real films and Chromium: a skip with its reason on a developer's machine, a failure in CI."""
+    import pytest
+    from conftest import skip_unless_ci
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no films here"):
+        skip_unless_ci("no films here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI: no films here"):
+        skip_unless_ci("no films here")
+    assert "exit 1" in (ROOT / ".ci" / "run").read_text().split("could not install chromium, which CI requires")[1]

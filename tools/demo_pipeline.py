@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from stages.lib.io import write_text
+from tools.code_deps import code_files
 
 TOP = Path("dvc.yaml")
 DEMO = Path("demo/dvc.yaml")
@@ -29,7 +30,8 @@ SYNTHESIZE = {
     "cmd": ("python -m tools.make_demo_data data --seed ${synthetic.seed} --train ${synthetic.train} "
             "--val ${synthetic.val} --test ${synthetic.test} --external data_external "
             "--external-size ${synthetic.external}"),
-    "deps": ["../tools/make_demo_data.py", "../stages/lib/synthetic.py"],
+    # the code it runs, from its imports (tools/code_deps.py), as every stage lists it
+    "deps": [f"../{f}" for f in sorted(code_files("tools.make_demo_data"), key=lambda f: (f != "tools/make_demo_data.py", f))],
     "params": ["synthetic"],
     "outs": ["data", "data_external"],  # data_external: the shifted external set (params `external`)
 }

@@ -3,8 +3,11 @@
 - `seed_block`: a backbone's runs side by side: each seed's headline numbers, their mean and sd,
   and a pooled 95% CI for one run (a bootstrap that draws the images and, each time, one seed).
 - `paired_difference`: model A minus model B on the same images, with a 95% CI from a paired
-  bootstrap: each resample draws the images once for both sides and, for a side with several
-  seeds, which of its seeds make up its seed ensemble. `verdict` reads the CI.
+  bootstrap: each resample draws the images once for both sides. A side with several seeds is its
+  seed ensemble, one fixed model (the mean of all its runs), so only the images are resampled; the
+  seed-to-seed spread is the seed block's. (Redrawing the seeds with replacement scored ensembles of
+  one or two members, worse than the ensemble compared: a CI centred below its point.) `verdict`
+  reads the CI; `beats` is the one rule for "A beats B", the metadata-only shortcut included.
 
 Both reuse the batched statistics of stages.lib.metrics (tested there against scikit-learn).
 """
@@ -63,24 +66,34 @@ def pooled_ci(y: np.ndarray, runs: np.ndarray, statistic, resamples: int, seed: 
 
 
 def paired_difference(labels: np.ndarray, runs_a: np.ndarray, runs_b: np.ndarray, resamples: int,
-                      seed: int) -> dict:
-    """{statistic: {"difference", "ci95", "verdict"}} of A − B, each side's seed ensemble (the mean of
-    its runs [seeds, N, C]) scored on the same labelled images; the CI resamples images and seeds."""
-    y, (a, b) = labels[labels != UNLABELED], (r[:, labels != UNLABELED] for r in (runs_a, runs_b))
+                      seed: int, keys: tuple[str, ...] = COMPARED) -> dict:
+    """{statistic: {"difference", "ci95", "median", "verdict"}} of A − B on the same labelled images, each
+    side its seed ensemble (the mean of its runs [seeds, N, C]) taken as one fixed model: the CI resamples
+    the images only, the same draw for both sides. `median` is the bootstrap's, a check that the
+    interval is centred on the point."""
+    known = labels != UNLABELED
+    y, a, b = labels[known], runs_a[:, known].mean(0), runs_b[:, known].mean(0)
     out = {}
-    for key in COMPARED:
+    for key in keys:
         stat = CI_STATISTICS[key]
-        point = float(stat(y[None], a.mean(0)[None])[0] - stat(y[None], b.mean(0)[None])[0])
+        point = float(stat(y[None], a[None])[0] - stat(y[None], b[None])[0])
         rng = np.random.default_rng(seed)
         diffs = []
-        for n in _chunks(resamples, (len(a) + len(b)) * a.shape[1] * a.shape[2]):
+        for n in _chunks(resamples, 2 * a.shape[0] * a.shape[1]):
             idx = rng.integers(0, len(y), (n, len(y)))
-            sides = [np.take_along_axis(r[rng.integers(0, len(r), (n, len(r)))].mean(1), idx[..., None], axis=1)
-                     for r in (a, b)]
-            diffs.append(stat(y[idx], sides[0]) - stat(y[idx], sides[1]))
-        ci = _interval(np.concatenate(diffs) if diffs else np.array([]))
-        out[key] = {"difference": point if np.isfinite(point) else None, "ci95": ci, "verdict": verdict(ci)}
+            diffs.append(stat(y[idx], a[idx]) - stat(y[idx], b[idx]))
+        draws = np.concatenate(diffs) if diffs else np.array([])
+        ci = _interval(draws)
+        finite = draws[np.isfinite(draws)]
+        out[key] = {"difference": point if np.isfinite(point) else None, "ci95": ci,
+                    "median": float(np.median(finite)) if len(finite) else None, "verdict": verdict(ci)}
     return out
+
+
+def beats(d: dict) -> bool:
+    """The one rule for "A beats B" (a network the metadata-only shortcut, everywhere the project says
+    so): the paired 95% CI of A − B on macro-F1 lies above 0. `d` is paired_difference's macro_f1 entry."""
+    return d["verdict"] == "A better"
 
 
 def verdict(ci: list) -> str:

@@ -17,6 +17,7 @@ import yaml
 SOURCE_PATHSPECS = (":(top,glob)**/*.py", ":(top,glob)**/dvc.yaml", ":(top,glob)**/params.yaml",
                     ":(top)requirements.txt", ":(top)pyproject.toml", ":(top,glob).dvc/plots/*")
 MAX_LISTED = 10
+UNKNOWN = "unknown"  # `dirty` when git status gave no answer
 
 
 def _git(*args: str) -> str | None:
@@ -40,12 +41,15 @@ def changed_paths(porcelain_z: str) -> list[str]:
 
 
 def git_state() -> dict:
-    """{"commit", "dirty", "modified"} for the checkout the stage runs in; nulls outside git."""
+    """{"commit", "dirty", "modified"} for the checkout the stage runs in; nulls outside git; `dirty` is
+    "unknown" when git names the commit but `git status` then fails."""
     commit = (_git("rev-parse", "HEAD") or "").strip() or None
     if commit is None:
         return {"commit": None, "dirty": None, "modified": [], "note": "not a git checkout with a commit"}
-    modified = changed_paths(_git("status", "--porcelain", "-z", "--untracked-files=no", "--",
-                                  *SOURCE_PATHSPECS) or "")
+    status = _git("status", "--porcelain", "-z", "--untracked-files=no", "--", *SOURCE_PATHSPECS)
+    if status is None:  # failed or timed out: no answer is not "nothing modified"
+        return {"commit": commit, "dirty": UNKNOWN, "modified": [], "note": "git status failed: changes unknown"}
+    modified = changed_paths(status)
     return {"commit": commit, "dirty": bool(modified), "modified": modified[:MAX_LISTED]}
 
 
@@ -81,8 +85,9 @@ def stamp(params: dict, data: dict | None) -> dict:
 def markdown(stamp_: dict) -> list[str]:
     """The stamp as a few Markdown lines for the summary."""
     git, data = stamp_["git"], stamp_["data"]
-    code = (f"commit `{git['commit']}`" + (" with uncommitted changes to " + ", ".join(git["modified"])
-                                             if git["dirty"] else " (clean)")) if git["commit"] else git["note"]
+    changes = {True: " with uncommitted changes to " + ", ".join(git["modified"]), False: " (clean)",
+               UNKNOWN: f" (uncommitted changes unknown: {git.get('note')})"}
+    code = f"commit `{git['commit']}`{changes[git['dirty']]}" if git["commit"] else git["note"]
     source = f"`{data['path']}` md5 `{data['md5']}` (from {data['from']})" if data else "not tracked by DVC"
     return ["## Provenance", "", f"- Code: {code}", f"- Data: {source}",
             "- Params: the `params` block of each `metrics/<model>.json` (all of them below).", "",

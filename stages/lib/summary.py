@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from stages.lib.comparisons import beats, sentence
 from stages.lib.plotting import ENSEMBLE, SYNTHETIC_MARK
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
@@ -53,27 +54,28 @@ def split_table(scores: dict[str, dict], training: dict[str, dict], split: str,
     return lines + [""]
 
 
-def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str) -> list[str]:
+def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str, versus: dict | None = None) -> list[str]:
     """The metadata-only baseline beside the networks, and a loud line for each that does not beat it.
 
-    "Clearly" means the network's 95% CI for macro-F1 stays above the baseline's point estimate.
+    `versus[model]`: the paired comparison model − shortcut on macro-F1 (comparisons.paired_difference);
+    "beats" is comparisons.beats, the one rule README and docs use too. A model not compared is not
+    said to beat it.
     """
     if split not in shortcut:
         return []
-    base = shortcut[split]["macro_f1"]
+    base, versus = shortcut[split]["macro_f1"], versus or {}
     recall = ", ".join(f"{c} {r:.2f}" for c, r in shortcut[split]["per_class_recall"].items())
     lines = ["## Shortcut audit", "",
              f"A random forest that sees only file metadata ({', '.join(shortcut.get('features', []))}), no pixels, "
              f"reaches {split} macro-F1 **{base:.3f}** (recall per class: {recall}). Scores near it may come from "
-             f"how the images were stored rather than from what they show.", ""]
+             f"how the images were stored rather than from what they show. A model beats it when the paired 95% CI "
+             f"of its difference on the same images lies above 0.", ""]
     for name, s in scores.items():
-        m = s[split]
-        if m is None:
+        if s[split] is None or (name in versus and beats(versus[name])):
             continue
-        low = m["macro_f1_ci95"][0]
-        if low is None or low <= base:
-            lines += [f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
-                      f"{_with_ci(m, 'macro_f1')} vs {base:.3f}).", ""]  # one quote each, not one run-on paragraph
+        said = sentence(name, "shortcut", "macro_f1", versus[name]) if name in versus else "not compared"
+        lines += [f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
+                  f"{_with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).", ""]  # one quote each
     return lines
 
 
@@ -99,14 +101,16 @@ def figure_lines(figures: list[tuple[str, str, str]]) -> list[str]:
 
 def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
                      figures: list[tuple[str, str, str]], study: dict[str, tuple[float, float]],
-                     shortcut: dict | None = None, shown: str = "test", sections: list[str] | None = None) -> str:
+                     shortcut: dict | None = None, shown: str = "test", sections: list[str] | None = None,
+                     versus_shortcut: dict | None = None) -> str:
     """The results section: tables per split with CIs, shortcut audit, further sections, per class, figures.
 
     `scores[model][split]`: the split's metrics dict (None when its labels are hidden); `training[model]`:
     best_epoch and epochs_run; `figures`: (path relative to the summary, title, caption); `study[model] =
     (val accuracy, val macro-F1)`; `shortcut`: the data report's shortcut audit; `shown`: the split of the
     per-class table and the verdicts (val when test labels are hidden); `sections`: ready Markdown lines
-    (the report stage's seeds and paired comparisons), placed after the shortcut audit.
+    (the report stage's seeds and paired comparisons), placed after the shortcut audit; `versus_shortcut`:
+    each model's paired macro-F1 comparison with the shortcut, which decides the audit's warnings.
     """
     shortcut = shortcut or {}
     lines = ["# Results", ""]
@@ -122,7 +126,7 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
         lines += [f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')}).",
                   ""]
-    lines += shortcut_lines(scores, shortcut, shown)
+    lines += shortcut_lines(scores, shortcut, shown, versus_shortcut)
     lines += sections or []
     lines += per_class_table(scores, classes, shown)
     lines += figure_lines(figures)
