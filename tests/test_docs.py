@@ -90,3 +90,25 @@ def test_the_scale_figures_in_docs_are_the_committed_scale_json():
     assert f"hashing ~{g['hashing']['at_130k_s'] / cores:.0f} s, the leakage check ~{g['leakage']['at_130k_s']:.0f} s" in doc
     serial = sum(g[p]["at_130k_s"] for p in ("layout", "shortcut", "write_cache", "report", "other"))
     assert f"the other parts in the stage's one process ~{serial:.0f} s" in doc
+
+
+def test_the_readme_demo_table_is_the_committed_demo_metrics():
+    """Every number of README's demo table recomputes from demo/metrics/ (the committed run)."""
+    import json
+
+    readme = (ROOT / "README.md").read_text()
+    metrics = ROOT / "demo" / "metrics"
+    for name in ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny", "ensemble"):
+        m = json.loads((metrics / f"{name}.json").read_text())
+        t = m["test"]
+
+        def ci(key):
+            return f"{t[key]:.3f} [{t[f'{key}_ci95'][0]:.3f}, {t[f'{key}_ci95'][1]:.3f}]"
+
+        label = "ensemble (mean of the four)" if name == "ensemble" else name
+        assert (f"| {label} | {ci('accuracy')} | {ci('macro_f1')} | {t['macro_auroc']:.3f} | "
+                f"{m['val']['macro_f1']:.3f} |") in readme, name
+    shortcut = json.loads((metrics / "data_report.json").read_text())["shortcut"]
+    assert (f"| file metadata only (shortcut audit) | | {shortcut['test']['macro_f1']:.3f} | | "
+            f"{shortcut['val']['macro_f1']:.3f} |") in readme
+    assert len(readme.splitlines()) < 200
