@@ -76,7 +76,7 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
                           "data.classes must be two or more distinct class names (no commas), e.g. [normal, pneumonia], "
                           "got ['normal', 'covid', 'COVID-19']"),
     "caps not the study's classes": ("virus: null, COVID-19: null}", "virus: null, covid: 5}",
-                                     "assemble.max_per_class must map normal, bacteria, virus, COVID-19 (in that order) to "
+                                     "assemble.max_per_class must map normal, bacteria, virus, COVID-19 to "
                                      "null or an integer >= 1, got {{'normal': None, 'bacteria': None, 'virus': None, 'covid': 5}}"),
     "alpha 1": ("  alpha: 0.1", "  alpha: 1.0", "evaluate.alpha must be a number in (0, 1), got 1.0"),
     "alpha 0": ("  alpha: 0.1", "  alpha: 0", "evaluate.alpha must be a number in (0, 1), got 0"),
@@ -121,3 +121,11 @@ def test_a_refused_param_stops_the_stage_before_any_work(tmp_path, monkeypatch, 
                                             "1024, got 100000\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
+
+
+def test_per_class_caps_are_read_in_any_key_order():
+    """A tool that rewrites params.yaml may sort a mapping's keys; the caps mean the same."""
+    from stages.lib.config import Assemble
+
+    caps = Assemble.model_validate({"max_per_class": {"virus": None, "COVID-19": 3, "bacteria": None, "normal": 5}})
+    assert list(caps.max_per_class.items()) == [("normal", 5), ("bacteria", None), ("virus", None), ("COVID-19", 3)]

@@ -268,9 +268,10 @@ class Assemble(Section):
     @field_validator("max_per_class")
     @classmethod
     def _four_caps(cls, caps: dict) -> dict:
-        if list(caps) != list(STUDY_CLASSES) or any(v is not None and v < 1 for v in caps.values()):
-            raise refuse("must map normal, bacteria, virus, COVID-19 (in that order) to null or an integer >= 1")
-        return caps
+        # a mapping's key order means nothing in YAML (a tool that rewrites params.yaml may sort it)
+        if sorted(caps) != sorted(STUDY_CLASSES) or any(v is not None and v < 1 for v in caps.values()):
+            raise refuse("must map normal, bacteria, virus, COVID-19 to null or an integer >= 1")
+        return {c: caps[c] for c in STUDY_CLASSES}
 
 
 OPTIONAL_SECTIONS = {"synthetic", "assemble"}  # may be absent: synthetic is demo/params.yaml's, assemble the top's
