@@ -24,7 +24,7 @@ from stages.lib.data import read_cache_index, verify_cache
 from stages.lib.errors import UserError
 from stages.lib.staging import remove_stale
 from test_predict import model_path, run_predict  # noqa: F401  (a fixture and a helper)
-from tests.test_formats import gradient, write_dicom
+from test_formats import gradient, write_dicom
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 ODD = ["a\rb.png", "new\nline.png", "com,ma.png", 'quo"te.png', "-dash.png"]
@@ -53,7 +53,7 @@ def test_any_file_name_round_trips_through_the_cache_index(tmp_path):
     assert len(names) == 12 and {f"train/{STUDY_CLASSES[i // 3]}/{n}" for i, n in enumerate(ODD)} <= set(names)
     # the ordinary rows are written exactly as before (no quotes): only the row with a \r is quoted
     text = (tmp_path / "cache" / "train.csv").read_bytes().decode()
-    assert '"train/normal/a\rb.png","normal"\n' in text and "\ntrain/virus/f7.png,virus\n" in text
+    assert '"train/normal/a\rb.png","normal",' in text and "\ntrain/virus/f7.png,virus," in text
 
 
 def test_predict_writes_a_csv_that_reads_back_one_row_per_image(tmp_path, model_path, monkeypatch, capsys):  # noqa: F811

@@ -123,7 +123,7 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     run(["git", "add", "-A"], proj)
     run(["git", "commit", "-qm", "demo results"], proj)
     backbones = TINY_DEMO["backbones"]
-    downstream = ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
+    downstream = ({"ensemble", "report", "external@shifted"} | {f"combine@{b}" for b in backbones}
                   | {f"{s}@{b}-42" for s in ("train", "evaluate") for b in backbones})
     lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], demo).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr

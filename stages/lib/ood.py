@@ -7,8 +7,8 @@ distance; Lee et al. 2018 use the full covariance, which a few hundred films can
 - of the network's penultimate features (the input of the head's Linear layer);
 - of the preprocessed film itself: its 8 x 8 thumbnail scaled to mean 0 and sd 1 (its layout: a
   lateral view, a page of text, a photo, noise), which a briefly trained network may not separate.
-Means and variances come from the train split. Each distance is put in units of its val spread, the
-score is the larger, and the threshold is the val films' 95th percentile: by construction at most
+Means and variances come from the train split. Each distance is put in units of its val tail (median at 0, its
+95th percentile on val at 1), the score is the larger, and the threshold is the val films' 95th percentile: by construction at most
 5% of val films are flagged, and the share on test says how well that holds on unseen films of the
 same kind. Energy on the logits (Liu et al. 2020) and the network's distance alone were measured
 beside it on the demo and flagged far fewer non-X-ray films (docs/predict.md).
@@ -91,7 +91,7 @@ def _distance(stats: dict, features: np.ndarray) -> np.ndarray:
 
 
 def _parts(stats: dict, net: np.ndarray, films: np.ndarray) -> np.ndarray:
-    """[N, 2]: both distances, each centred and scaled by its val median and interquartile range."""
+    """[N, 2]: both distances, each centred on its val median and scaled so its val 95th percentile is 1."""
     d = np.stack([_distance(stats["net"], net), _distance(stats["film"], film_features(films))], 1)
     return (d - np.asarray(stats["centre"])) / np.asarray(stats["spread"])
 
@@ -108,8 +108,10 @@ def fit(train: dict, val: dict, val_films: np.ndarray, n_classes: int) -> dict:
     stats = {"kind": KIND, **{k: _fit_distance(train[k][known].astype(np.float64), train["labels"][known], n_classes)
                               for k in ("net", "film")}, "centre": [0.0, 0.0], "spread": [1.0, 1.0]}
     d = _parts(stats, val["net"], val_films)
-    q1, median, q3 = np.quantile(d, [0.25, 0.5, 0.75], axis=0)
-    stats["centre"], stats["spread"] = median.tolist(), np.maximum(q3 - q1, 1e-6).tolist()
+    # Each distance in units of its own val tail (its KEEP quantile sits at 1), so a part whose val films
+    # spread widely (a weak network's features) cannot hide the other part's signal under its outliers.
+    median, tail = np.median(d, axis=0), np.quantile(d, KEEP, axis=0, method="higher")
+    stats["centre"], stats["spread"] = median.tolist(), np.maximum(tail - median, 1e-6).tolist()
     val_scores = score(stats, val["net"], val_films)
     return {**stats, "threshold": float(np.quantile(val_scores, KEEP, method="higher")), "keep": KEEP}
 
