@@ -134,7 +134,7 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     # A second seed runs only its own train and evaluate stages, then combines: each backbone's result is
     # now its two-seed ensemble, with the seeds' spread beside it.
     more = run(["dvc", "exp", "run", "-S", "seeds=[42,2]"], demo).stdout
-    assert stages_run(more) == ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
+    assert stages_run(more) == ({"ensemble", "report", "external@shifted"} | {f"combine@{b}" for b in backbones}
                                 | {f"{s}@{b}-2" for s in ("train", "evaluate") for b in backbones})
     m = json.loads((demo / "metrics" / "resnet18.json").read_text())
     assert m["seeds"]["n"] == 2 and set(m["seeds"]["runs"]) == {"42", "2"} and "note" not in m["seeds"]
@@ -244,6 +244,9 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     run(stage_cmd("combine", "resnet18"), proj)
     m = json.loads((proj / "metrics" / "resnet18.json").read_text())
     assert all(m["test"]["per_class"][c]["support"] == 10 for c in ("normal", "bacteria", "virus", "COVID-19"))
+    # split-conformal sets on real films: the test coverage's 95% CI holds 1 - alpha (0.925 [0.825, 1.0] here)
+    low, high = m["coverage"]["test"]["coverage_ci95"]
+    assert m["coverage"]["alpha"] == 0.1 and low <= 0.9 <= high
     history = (proj / run_paths("resnet18")["live"] / "plots" / "metrics" / "val" / "macro_f1.tsv").read_text()
     assert history.splitlines()[0] == "step\tmacro_f1" and len(history.splitlines()) == 2
 
