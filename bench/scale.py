@@ -242,8 +242,9 @@ def growth(sizes: list[dict]) -> dict:
     for part in (*PER_IMAGE, *SERIAL):
         t0, t1 = small["parts_s"][part], large["parts_s"][part]
         b = math.log(t1 / t0) / math.log(large["n"] / small["n"]) if min(t0, t1) > 0 and large["n"] > small["n"] else None
-        used = 1.0 if b is None or t1 < NOISE_S else max(b, 1.0)
-        out[part] = {"exponent": None if b is None else round(b, 2), "exponent_used": round(used, 2),
+        # rounded before use, so that the JSON's exponent reproduces its own extrapolation
+        used = round(1.0 if b is None or t1 < NOISE_S else max(b, 1.0), 2)
+        out[part] = {"exponent": None if b is None else round(b, 2), "exponent_used": used,
                      "at_130k_s": round(t1 * (target / large["n"]) ** used, 1)}
     return out
 
