@@ -165,7 +165,7 @@ def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, m
     """{set: {model: its `external` entry}} for each external set in params: every run (with its val fit
     and OOD share from models/, as evaluate wrote them), each seed ensemble and the ensemble (their
     fits refitted on val, as combine and ensemble fit them), scored from the runs' predictions with
-    evaluate's function (stages/lib/external.py `score`)."""
+    evaluate's function (stages/lib/external_scores.py `score`)."""
     if not cfg.external:
         return {}
     e, classes = cfg.evaluate, r.classes
