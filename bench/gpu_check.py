@@ -48,7 +48,7 @@ from stages.lib.io import write_json
 ROOT = Path(__file__).resolve().parents[1]
 # The demo project (demo/: its generated dvc.yaml and params) with the code it runs.
 PROJECT_FILES = ("stages", "tools", "docs/notice.md", "dvc.yaml", "params.yaml", ".dvc/plots", "demo/dvc.yaml", "demo/params.yaml",
-                 "demo/.dvc/config", "demo/.dvcignore", "demo/.gitignore")
+                 "demo/.dvc/config", "demo/.dvcignore", "demo/.gitignore", "demo/cache_external/README.md")
 DEMO = "demo"
 # Over demo/params.yaml (from scratch, lr 1e-3): the study's image size, 2 epochs, and enough films
 # that an epoch lasts seconds on an H200 (5 s for DenseNet-121 and ~2 s for ResNet-18 at ~1000 img/s).

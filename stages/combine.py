@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 from stages.lib import cards, posthoc, provenance
+from stages.lib import external_scores as ext
 from stages.lib.comparisons import seed_block
 from stages.lib.config import Evaluate
 from stages.lib.errors import UserError, cli
@@ -17,8 +18,9 @@ from stages.lib.metrics import headline
 
 
 def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_meta: dict, metrics_path: str,
-            headline_path: str, e: Evaluate) -> dict:
-    """Score the seed ensemble of `backbone` over `seeds`; write its predictions and metrics."""
+            headline_path: str, e: Evaluate, external: list[str] = ()) -> dict:
+    """Score the seed ensemble of `backbone` over `seeds` (on test and on each set in `external`, from
+    its runs' predictions); write its predictions and metrics."""
     classes = cache_meta["classes"]
     per_seed = {}
     for s in seeds:
@@ -32,6 +34,7 @@ def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_met
     # the seed ensemble's own fit, on the mean of its runs' val probabilities (in its metrics: `fitted`)
     report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in runs.items()}, classes, e)
     report.update(blocks)
+    report["external"] = ext.score_runs(folders, external, classes, report["fitted"], _mean(runs["test"]), e)
     report["seeds"] = seed_block(per_seed, *runs["test"], e.bootstrap_resamples, e.seed)
     # One number for the table: the median run's; every seed's own is in `seeds`.
     report["best_epoch"] = statistics.median_low(m["best_epoch"] for m in per_seed.values())
@@ -43,6 +46,11 @@ def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_met
     write_json(metrics_path, report)
     write_json(headline_path, headline(report))
     return report
+
+
+def _mean(labels_runs):
+    labels, probs = labels_runs
+    return labels, probs.mean(0)
 
 
 @cli
@@ -59,7 +67,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_params()
     meta = read_json(args.cache_meta)
-    r = combine(args.backbone, cfg.seeds, args.runs, args.predictions, meta, args.metrics, args.headline, cfg.evaluate)
+    r = combine(args.backbone, cfg.seeds, args.runs, args.predictions, meta, args.metrics, args.headline, cfg.evaluate,
+                list(cfg.external))
     if args.card:
         cards.write_card(args.card, f"{args.backbone} (seed ensemble)", args.metrics, args.data_report, args.notice,
                          bool(meta.get("synthetic")))

@@ -1,10 +1,12 @@
-"""Stage `ensemble`: the mean of every run's probabilities (backbones x seeds), scored like a backbone."""
+"""Stage `ensemble`: the mean of every run's probabilities (backbones x seeds), scored like a backbone
+(on test and on each external set named in params)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from stages.lib import cards, posthoc, provenance
+from stages.lib import external_scores as ext
 from stages.lib.config import Evaluate
 from stages.lib.errors import cli
 from stages.lib.evaluation import SCORED_SPLITS, score_mean
@@ -18,7 +20,7 @@ def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path
 
 
 def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: str, metrics_path: str,
-             headline_path: str, e: Evaluate) -> dict:
+             headline_path: str, e: Evaluate, external: list[str] = ()) -> dict:
     """Average every run's per-image probabilities; write predictions and metrics like evaluate."""
     classes = cache_meta["classes"]
     runs = run_folders(predictions_dir, backbones, seeds)
@@ -27,6 +29,9 @@ def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: 
     # fitted on the mean of every run's val probabilities (in its metrics: `fitted`)
     report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in probs.items()}, classes, e)
     report.update(blocks)
+    labels, test_runs = probs["test"]
+    report["external"] = ext.score_runs(list(runs.values()), external, classes, report["fitted"],
+                                        (labels, test_runs.mean(0)), e)
     report["provenance"] = provenance.stamp({"backbones": list(backbones), "seeds": list(seeds),
                                              "evaluate": e.model_dump()}, cache_meta.get("data"))
     write_json(metrics_path, report)
@@ -46,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_params()
     meta = read_json(args.cache_meta)
-    r = ensemble(cfg.backbones, cfg.seeds, args.predictions, meta, args.out, args.metrics, args.headline, cfg.evaluate)
+    r = ensemble(cfg.backbones, cfg.seeds, args.predictions, meta, args.out, args.metrics, args.headline, cfg.evaluate,
+                 list(cfg.external))
     if args.card:
         cards.write_card(args.card, "ensemble of every run", args.metrics, args.data_report, args.notice,
                          bool(meta.get("synthetic")))

@@ -1,5 +1,6 @@
 """Stage `evaluate@<backbone>-<seed>`: one run's best checkpoint -> its metrics
-(metrics/<backbone>/seed<seed>.json), per-image predictions and Grad-CAM examples."""
+(metrics/<backbone>/seed<seed>.json), per-image predictions and Grad-CAM examples; each external set
+named in params (its cache from external@<name>) scored as test is (block `external`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,25 +9,29 @@ from pathlib import Path
 import torch
 
 from stages.lib import cards, gradcam, ood, posthoc, provenance, subgroups
+from stages.lib import external_scores as ext
 from stages.lib.config import Evaluate, Train
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS, write_and_score
+from stages.lib.evaluation import SCORED_SPLITS, predictions_csv, write_and_score
 from stages.lib.inference import load_model, predict_split
-from stages.lib.io import load_params, read_json, write_json
+from stages.lib.io import load_params, read_json, write_json, write_text
 from stages.lib.plotting import gradcam_grid, save_figure
 from stages.lib.runtime import channels_last, describe, pick_device, precision, resolve_workers
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
              gradcam_path: str, e: Evaluate, t: Train | None = None, ood_path: str | None = None,
-             calibration_path: str | None = None) -> dict:
+             calibration_path: str | None = None, external: list[str] = (), external_dir: str = "cache_external") -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section, `t` its
     `train` section: inference runs as training did (its precision and DataLoader workers). With
     `ood_path`, fit the OOD score (stages/lib/ood.py) there and record the share of films it flags.
-    The post-hoc fit on val (temperature, prediction sets, operating points) goes to `calibration_path`."""
+    The post-hoc fit on val (temperature, prediction sets, operating points) goes to `calibration_path`.
+    Each set in `external` (its cache `external_dir`/<name>) is scored as test: predictions in
+    `predictions_dir`/external/<name>.csv, numbers in the block `external`."""
     cache_meta = verify_cache(cache_dir)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
+    caches = ext.open_caches(external_dir, external, cache_meta)  # refused before any inference
     model, meta = load_model(model_path, backbone, cache_meta["preprocess"], classes)
     device = pick_device()
     t = t or Train(precision="fp32", num_workers=0)
@@ -42,6 +47,14 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     report = write_and_score(outputs, classes, Path(predictions_dir), e)
     fitted, blocks = posthoc.fit_and_score({split: o[1:] for split, o in outputs.items()}, classes, e)
     report.update(blocks)
+    test = (outputs["test"][1], outputs["test"][2])
+    report["external"] = {}
+    for name, (ext_cache, ext_split) in caches.items():
+        names, labels, probs = predict_split(model, str(ext_cache), ext_split, e.batch_size, device,
+                                             hflip=e.tta_hflip, autocast=autocast, workers=workers)
+        write_text(Path(predictions_dir) / f"{ext.predictions_split(name)}.csv",
+                   predictions_csv(names, labels, probs, classes))
+        report["external"][name] = {**ext.facts(ext_cache), **ext.score(labels, probs, classes, fitted, test, e)}
     report["subgroups"] = subgroup_block(cache_dir, outputs, report, classes, e)
     shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
     save_figure(gradcam_figure(model, backbone, cache_dir, shown, classes, e.gradcam_per_class, outputs[shown][2]),
@@ -51,8 +64,12 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
     report["provenance"] = {**provenance.stamp({**trained["params"], "evaluate": e.model_dump()}, trained["data"]),
                             "trained_at": trained["git"]}
     if ood_path is not None:
-        report["ood"] = {"flagged": ood.fit_and_save(model, backbone, cache_dir, e.batch_size, device, ood_path,
-                                                     len(classes))["flagged"], "keep": ood.KEEP}
+        others = {ext.predictions_split(name): (str(c), split) for name, (c, split) in caches.items()}
+        shares = ood.fit_and_save(model, backbone, cache_dir, e.batch_size, device, ood_path, len(classes),
+                                  others=others)["flagged"]
+        report["ood"] = {"flagged": shares, "keep": ood.KEEP}
+        for name in caches:
+            report["external"][name]["ood"] = {"flagged": shares[ext.predictions_split(name)], "keep": ood.KEEP}
     write_json(metrics_path, report)
     write_json(calibration_path or posthoc.sidecar_path(model_path), fitted)
     return report
@@ -104,13 +121,16 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="folder for val.csv and test.csv")
     parser.add_argument("--gradcam", required=True, help="Grad-CAM figure (PNG) to write")
     parser.add_argument("--ood", help="OOD score to fit and write (JSON beside the model: <model>.ood.json)")
+    parser.add_argument("--external", default="cache_external",
+                        help="folder of the external sets' caches (<name>/, from external@<name>); those named in "
+                             "params.yaml `external` are scored")
     parser.add_argument("--calibration", help="the val fit to write beside the model (default: the model's path "
                                               "with .calibration.json, where cxr4-predict looks)")
     cards.add_arguments(parser)
     args = parser.parse_args()
     cfg = load_params()
     r = evaluate(args.backbone, args.cache, args.model, args.metrics, args.predictions, args.gradcam, cfg.evaluate,
-                 cfg.train, args.ood, args.calibration)
+                 cfg.train, args.ood, args.calibration, list(cfg.external), args.external)
     if args.card:
         cards.write_card(args.card, f"{args.backbone}, seed {r['seed']}", args.metrics, args.data_report, args.notice,
                          bool(read_json(Path(args.cache) / "meta.json").get("synthetic")))

@@ -3,10 +3,10 @@ and metrics/summary.md: every model's numbers with CIs, each backbone's seeds, a
 comparisons of the models with each other, the ensemble and the metadata-only shortcut; and the
 summary again as one self-contained HTML file (metrics/report.html).
 
-The numbers are recomputed from the per-image predictions with the functions combine and ensemble
-use (`score_split`, `seed_block`, seeded bootstraps), so they match metrics/<model>.json exactly;
-reading those JSON files instead would need a dependency on metrics/, where this stage writes
-summary.md.
+The numbers are recomputed from the per-image predictions with the functions evaluate, combine and
+ensemble use (`score_split`, `seed_block`, external `score`, seeded bootstraps), so they match
+metrics/<model>.json exactly; reading those JSON files instead would need a dependency on metrics/,
+where this stage writes summary.md.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import cards, posthoc, provenance, subgroups
+from stages.lib import cards, ood, posthoc, provenance, subgroups
+from stages.lib import external_scores as ext
 from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
 from stages.lib.config import STUDY_CLASSES, Config
 from stages.lib.data import UNLABELED
@@ -32,7 +33,7 @@ from stages.lib.metrics import class_auroc_ci95, confusion
 from stages.lib.models import BACKBONES
 from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
-from stages.lib.posthoc_summary import posthoc_markdown, subgroups_markdown
+from stages.lib.posthoc_summary import external_markdown, posthoc_markdown, subgroups_markdown
 from stages.lib.summary import sources_lines, summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
@@ -160,15 +161,32 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
-def external_links(cfg: Config) -> list[str]:
-    """Where each external set's page is (its own stage writes it after this one may have run, so the
-    summary links to it rather than copying its numbers)."""
+def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, models_dir: str | None) -> dict:
+    """{set: {model: its `external` entry}} for each external set in params: every run (with its val fit
+    and OOD share from models/, as evaluate wrote them), each seed ensemble and the ensemble (their
+    fits refitted on val, as combine and ensemble fit them), scored from the runs' predictions with
+    evaluate's function (stages/lib/external_scores.py `score`)."""
     if not cfg.external:
-        return []
-    return ["## External validation", "", "Every model on datasets from elsewhere, beside the internal test with the "
-            "drop and its CI (stage external@<name>; docs/calibration.md):", "", "| External set | Folder | Page |",
-            "|---|---|---|"] + [f"| {name} | `{folder}` | [external/{name}.md](external/{name}.md) |"
-                                for name, folder in cfg.external.items()] + [""]
+        return {}
+    e, classes = cfg.evaluate, r.classes
+    runs = {f"{b}/seed{s}": (b, i, Path(predictions_dir) / b / "seeds" / f"seed{s}")
+            for b in cfg.backbones for i, s in enumerate(cfg.seeds)}
+    out: dict[str, dict] = {name: {} for name in cfg.external}
+    if models_dir is not None:
+        for run, (b, i, folder) in runs.items():
+            model = Path(models_dir) / f"{run}.pt"
+            fitted = posthoc.load(model, classes)
+            shares = read_json(ood.ood_path(model))["flagged"] if ood.ood_path(model).is_file() else {}
+            labels, test = r.runs["test"][b]
+            for name, m in ext.score_runs([folder], cfg.external, classes, fitted, (labels, test[i]), e).items():
+                share = shares.get(ext.predictions_split(name))
+                out[name][run] = {**m, **({"ood": {"flagged": share}} if share is not None else {})}
+    for model in [*cfg.backbones, "ensemble"]:
+        folders = [f for run, (b, _, f) in runs.items() if model in (b, "ensemble")]
+        for name, m in ext.score_runs(folders, cfg.external, classes, fits[model][0], _mean(r.runs["test"][model]),
+                                      e).items():
+            out[name][model] = m
+    return out
 
 
 def subgroup_blocks(cfg: Config, cache_dir: Path, r: Results, split: str, models) -> dict:
@@ -241,7 +259,7 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     sections = (seeds_markdown(r.seeds, r.scores) + comparisons_markdown(r.comparisons)
                 + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown)
                 + subgroups_markdown(subgroup_blocks(cfg, Path(cache_meta_path).parent, r, shown, models))
-                + external_links(cfg))
+                + external_markdown(external_blocks(cfg, r, fits, predictions_dir, models_dir), cfg.external))
     sections += sources_lines(data_report.get("sources", []))  # the study's data (make study-data) cites its datasets
     if models_dir is not None:  # the model cards' links, the OOD flag's shares
         sections += cards.summary_lines(models_dir, Path(summary_path).parent, cfg.backbones, cfg.seeds)

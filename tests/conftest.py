@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
 PROJECT_FILES = ("stages", "tools", "sources", "Makefile", "pyproject.toml", "dvc.yaml", "params.yaml", "demo/dvc.yaml",
                  "demo/params.yaml", "docs/notice.md", "demo/.dvc/config", "demo/.dvc/.gitignore", "demo/.dvcignore",
-                 "demo/.gitignore")
+                 "demo/.gitignore", "cache_external/README.md", "demo/cache_external/README.md")
 
 
 def merge(base: dict, overrides: dict) -> dict:

@@ -87,8 +87,8 @@ def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_pa
     check = r["check"]
     assert check["ok"] is True and check["pipeline"]["runner"] == "stages"
     assert [s["stage"] for s in check["pipeline"]["stages"]] == [
-        "synthesize", "preprocess", "train@resnet18-42", "evaluate@resnet18-42", "combine@resnet18", "ensemble",
-        "external@shifted", "report"]
+        "synthesize", "preprocess", "external@shifted", "train@resnet18-42", "evaluate@resnet18-42", "combine@resnet18",
+        "ensemble", "report"]
     assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
     b = r["backbones"]["resnet18"]
     assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)

@@ -48,7 +48,15 @@ def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_rep
             for column, groups in m["subgroups"]["by"].items():
                 for group, g in groups.items():
                     assert f"| {column}: {group} | " in sub and ci(g, "macro_f1") in sub
-        assert "## External validation" not in card  # external sets have metrics files of their own
+        # the demo's external set, as the card's own metrics file holds it (issue 22: external metrics with CIs)
+        x = m["external"]["shifted"]
+        ext = card.split("## External validation")[1].split("\n## ")[0]
+        assert f"| shifted | {x['n']} | {ci(x, 'accuracy')} | {ci(x, 'macro_f1')} | " in ext
+        d = x["drop"]
+        assert f"{d['drop']:.3f} [{d['drop_ci95'][0]:.3f}, {d['drop_ci95'][1]:.3f}]" in ext and "COVID-19 absent" in ext
+        assert ("ood" in x) == ("OOD flag" in ext) == ("/" in name)  # a run has an OOD score, an ensemble none
+        if "ood" in x:
+            assert f"OOD flag {x['ood']['flagged']:.1%} of its films" in ext
     run = (demo / "models" / "resnet18" / "seed42.card.md").read_text()
     assert "- `train`: pretrained=False, lr=0.001," in run and "one training run (seed 42)" in run
 
@@ -58,11 +66,18 @@ def test_issue_21_blocks_appear_when_the_metrics_hold_them(demo_project):
     m = json.loads((demo / "metrics" / "resnet18" / "seed42.json").read_text())
     data = json.loads((demo / "metrics" / "data_report.json").read_text())
     scored = {k: m["test"][k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")}
-    m |= {"external": {"hospital_b": {**scored, "per_class": m["test"]["per_class"]}}}
+    per_class = {**m["test"]["per_class"], "COVID-19": {"absent": True, "support": 0, "predicted_as": 2}}
+    m |= {"external": {"hospital_b": {**scored, "per_class": per_class, "absent_classes": ["COVID-19"],
+                                      "drop": {"test_macro_f1": 0.9, "external_macro_f1": 0.7, "drop": 0.2,
+                                               "drop_ci95": [0.05, 0.35]}}}}
     m.pop("subgroups", None)
     card = card_markdown("r", m, data, "notice", "m.json")
     ext = card.split("## External validation")[1].split("## ")[0]
-    assert f"| hospital_b | 16 | {ci(m['test'], 'accuracy')} | {ci(m['test'], 'macro_f1')} | n/a [n/a, n/a] |" in ext
+    n = sum(c["support"] for c in per_class.values())
+    assert f"| hospital_b | {n} | {ci(m['test'], 'accuracy')} | {ci(m['test'], 'macro_f1')} | n/a [n/a, n/a] |" in ext
+    assert "from the internal test 0.900 to 0.700: 0.200 [0.050, 0.350] (over the classes present; absent here: " \
+           "COVID-19)" in ext and "COVID-19 absent." in ext and "COVID-19 0." not in ext and "OOD" not in ext
+    assert "## External validation" not in card_markdown("r", {**m, "external": {}}, data, "notice", "m.json")
     assert "## Subgroups" not in card
     m["subgroups"] = {"split": "test", "overall_macro_f1": 0.9,
                       "by": {"sex": {"F": {**scored, "n": 7, "below_overall": True}}}}

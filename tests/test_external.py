@@ -1,12 +1,15 @@
-"""External validation without a pipeline run: the external cache, refusals, absent classes, the drop."""
+"""External validation without a pipeline run: the external cache, refusals, absent classes, the drop, one
+model scored on a set as evaluate, combine and ensemble score it."""
 import numpy as np
 import pytest
 
 from conftest import data_params, manifest_tree, write_xray
+from stages.lib import posthoc
 from stages.lib.config import STUDY_CLASSES, Preprocess
 from stages.lib.data import CachedSplit, verify_cache
 from stages.lib.errors import UserError
-from stages.lib.external import SPLIT, build_external_cache, drop, mark_absent, restrict
+from stages.lib.external import SPLIT, build_external_cache
+from stages.lib.external_scores import drop, mark_absent, open_caches, restrict, score
 from stages.lib.io import load_params
 from stages.lib.metrics import split_metrics
 from stages.lib.synthetic import make_external
@@ -74,3 +77,36 @@ def test_bad_external_params_are_refused_naming_them(tmp_path, external, message
     with pytest.raises(UserError) as err:
         load_params(tmp_path / "params.yaml")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_set_not_preprocessed_or_preprocessed_otherwise_is_refused_before_scoring(tmp_path):
+    with pytest.raises(UserError) as err:
+        open_caches(tmp_path, ["kaggle"], {"preprocess": P.model_dump(), "classes": list(STUDY_CLASSES)})
+    assert str(err.value) == (f"{tmp_path / 'kaggle'} not found: the external set 'kaggle' (params.yaml `external`) is "
+                              "not preprocessed yet; run dvc repro external@kaggle")
+    meta = build_external_cache(manifest_tree(tmp_path / "ext"), tmp_path / "kaggle", P, data_params(), workers=1)
+    assert open_caches(tmp_path, ["kaggle"], meta) == {"kaggle": (tmp_path / "kaggle", SPLIT)}
+    other = {"preprocess": {**P.model_dump(), "img_size": 64}, "classes": list(STUDY_CLASSES)}
+    with pytest.raises(UserError) as err:
+        open_caches(tmp_path, ["kaggle"], other)
+    assert "preprocessed with" in str(err.value) and str(err.value).endswith("rerun dvc repro external@kaggle")
+
+
+def test_a_model_on_an_external_set_gets_test_s_numbers_absent_classes_and_the_drop():
+    rng = np.random.default_rng(1)
+    e = load_params().evaluate.model_copy(update={"bootstrap_resamples": 200})
+    yv = np.repeat(np.arange(4), 30)
+    pv = np.clip(np.eye(4)[yv] * 0.7 + rng.random((120, 4)) * 0.3, 1e-3, None)
+    fitted = posthoc.fit(yv, pv / pv.sum(1, keepdims=True), STUDY_CLASSES, e)
+    ye = np.repeat(np.arange(3), 20)  # no COVID-19
+    pe = np.clip(np.eye(4)[ye] * 0.5 + rng.random((60, 4)) * 0.5, 1e-3, None)
+    pe /= pe.sum(1, keepdims=True)
+    m = score(ye, pe, STUDY_CLASSES, fitted, (yv, pv / pv.sum(1, keepdims=True)), e)
+    assert m["n"] == 60 and m["counts"] == {"normal": 20, "bacteria": 20, "virus": 20, "COVID-19": 0}
+    assert m["absent_classes"] == ["COVID-19"] and m["per_class"]["COVID-19"]["absent"]
+    assert m["macro_f1_ci95"][0] <= m["macro_f1"] <= m["macro_f1_ci95"][1]
+    assert m["drop"]["external_macro_f1"] == m["macro_f1"]  # both over the classes present
+    assert m["drop"]["drop_ci95"][0] <= m["drop"]["drop"] <= m["drop"]["drop_ci95"][1]
+    assert set(m["temperature"]["ece"]) >= {"before", "after", "after_ci95"} and "coverage_ci95" in m["coverage"]
+    hidden = score(ye, pe, STUDY_CLASSES, fitted, (np.full(5, -1), pv[:5]), e)
+    assert hidden["drop"] is None and hidden["macro_f1"] == m["macro_f1"]  # test labels hidden: no drop

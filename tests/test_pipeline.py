@@ -90,7 +90,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
     assert "1 seed: no run-to-run spread measured" in summary
     for section in ("## Calibration, prediction sets and operating points", "## Subgroups",
-                    "| shifted | `data_external` | [external/shifted.md](external/shifted.md) |"):
+                    "## External validation\n", f"### shifted\n\n{TINY_DEMO['synthetic']['external']} films from `data_external`"):
         assert section in summary
 
 
@@ -123,18 +123,18 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     run(["git", "add", "-A"], proj)
     run(["git", "commit", "-qm", "demo results"], proj)
     backbones = TINY_DEMO["backbones"]
-    downstream = ({"ensemble", "report", "external@shifted"} | {f"combine@{b}" for b in backbones}
+    downstream = ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
                   | {f"{s}@{b}-42" for s in ("train", "evaluate") for b in backbones})
     lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], demo).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr
     assert stages_run(lr) == downstream
     clahe = run(["dvc", "exp", "run", "-S", "preprocess.clahe_clip_limit=2.0"], demo).stdout
-    assert stages_run(clahe) == {"preprocess"} | downstream
+    assert stages_run(clahe) == {"preprocess", "external@shifted"} | downstream  # the external set: preprocessed alike
 
     # A second seed runs only its own train and evaluate stages, then combines: each backbone's result is
     # now its two-seed ensemble, with the seeds' spread beside it.
     more = run(["dvc", "exp", "run", "-S", "seeds=[42,2]"], demo).stdout
-    assert stages_run(more) == ({"ensemble", "report", "external@shifted"} | {f"combine@{b}" for b in backbones}
+    assert stages_run(more) == ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
                                 | {f"{s}@{b}-2" for s in ("train", "evaluate") for b in backbones})
     m = json.loads((demo / "metrics" / "resnet18.json").read_text())
     assert m["seeds"]["n"] == 2 and set(m["seeds"]["runs"]) == {"42", "2"} and "note" not in m["seeds"]
@@ -285,22 +285,38 @@ def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
 
 def test_the_demo_scores_its_shifted_external_set_with_absent_classes_absent(demo_project):
     """external@shifted: the demo's shifted films (no COVID-19) in their own cache, scored by every run,
-    seed ensemble and the ensemble, beside the internal test with the drop and its CI."""
+    seed ensemble and the ensemble as test (their metrics' block `external`), and the summary's table
+    beside the internal test: every number in it is the metrics file's."""
     demo = demo_project / "demo"
-    block = json.loads((demo / "metrics" / "external" / "shifted.json").read_text())["external"]
-    assert block["n"] == TINY_DEMO["synthetic"]["external"] == sum(block["counts"].values())
-    assert block["absent_classes"] == ["COVID-19"] and block["counts"]["COVID-19"] == 0
-    assert set(block["models"]) == {"resnet18/seed42", "efficientnet_b0/seed42", "resnet18", "efficientnet_b0",
-                                    "ensemble"}
-    for name, m in block["models"].items():
+    summary = (demo / "metrics" / "summary.md").read_text()
+    section = summary.split("## External validation")[1].split("\n## ")[0]
+    assert "Absent here: COVID-19" in section
+    runs = ["resnet18/seed42", "efficientnet_b0/seed42"]
+    for name in [*runs, "resnet18", "efficientnet_b0", "ensemble"]:
+        m = json.loads((demo / "metrics" / f"{name}.json").read_text())["external"]["shifted"]
+        assert m["n"] == TINY_DEMO["synthetic"]["external"] == sum(m["counts"].values())
+        assert m["absent_classes"] == ["COVID-19"] and m["counts"]["COVID-19"] == 0
         assert m["per_class"]["COVID-19"]["absent"] and "recall" not in m["per_class"]["COVID-19"]
         low, high = m["macro_f1_ci95"]
         assert low <= m["macro_f1"] <= high
         d = m["drop"]
         assert d["drop"] == pytest.approx(d["test_macro_f1"] - m["macro_f1"])
         assert d["drop_ci95"][0] <= d["drop"] <= d["drop_ci95"][1]
-        assert "coverage_ci95" in m["coverage"] and "after_ci95" in m["temperature"]["nll"]
-    rows = (demo / "external" / "shifted" / "ensemble.csv").read_text().splitlines()
-    assert len(rows) == 1 + block["n"]
-    page = (demo / "metrics" / "external" / "shifted.md").read_text()
-    assert "Absent here: COVID-19" in page and "| ensemble | " in page and "absent (" in page
+        ece, cov = m["temperature"]["ece"], m["coverage"]
+        share = f"{m['ood']['flagged']:.1%}" if name in runs else "n/a"
+        assert (f"| {name} | {d['test_macro_f1']:.3f} | {m['macro_f1']:.3f} [{low:.3f}, {high:.3f}] | "
+                f"{d['drop']:.3f} [{d['drop_ci95'][0]:.3f}, {d['drop_ci95'][1]:.3f}] | {ece['before']:.3f} → "
+                f"{ece['after']:.3f} | {cov['coverage']:.3f} [{cov['coverage_ci95'][0]:.3f}, {cov['coverage_ci95'][1]:.3f}]"
+                f" | {share} |") in section
+        recall = " | ".join(f"{v['recall']:.3f}" for c, v in m["per_class"].items() if c != "COVID-19")
+        assert f"| {name} | {recall} | absent ({m['per_class']['COVID-19']['predicted_as']} called COVID-19) |" in section
+    # the OOD flag's shares: on test and on the external set, per run, as its metrics file holds them
+    ood = summary.split("## Out-of-distribution flag")[1].split("\n## ")[0]
+    assert "| Run | val | test | external/shifted |" in ood
+    for run_name in runs:
+        m = json.loads((demo / "metrics" / f"{run_name}.json").read_text())
+        shares = m["ood"]["flagged"]
+        assert shares["external/shifted"] == m["external"]["shifted"]["ood"]["flagged"]
+        assert f"| {run_name} | {shares['val']:.1%} | {shares['test']:.1%} | {shares['external/shifted']:.1%} |" in ood
+    rows = (demo / "predictions" / "resnet18" / "seeds" / "seed42" / "external" / "shifted.csv").read_text().splitlines()
+    assert len(rows) == 1 + TINY_DEMO["synthetic"]["external"]

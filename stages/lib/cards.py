@@ -175,6 +175,29 @@ def posthoc_lines(m: dict, split: str) -> list[str]:
     return lines + ([""] if lines else [])
 
 
+def external_lines(sets: dict) -> list[str]:
+    """Each external set (the metrics file's `external` block): the headline metrics with CIs, the drop
+    from the internal test with its CI, calibration and coverage there, the OOD flag's share, and
+    recall per class with an absent class shown as absent."""
+    lines = ["## External validation", "",
+             "Labelled films from elsewhere, preprocessed as the training data and scored as test (docs/calibration.md).",
+             ""] + metric_rows(sets, "Set")
+    for name, x in sets.items():
+        d, t, c = x.get("drop") or {}, (x.get("temperature") or {}).get("ece") or {}, x.get("coverage") or {}
+        absent = x.get("absent_classes") or []
+        lines.append(f"- {name}: drop in macro-F1 from the internal test "
+                     + (f"{_f(d.get('test_macro_f1'))} to {_f(d.get('external_macro_f1'))}: {_f(d.get('drop'))} "
+                        f"{_pair(d.get('drop_ci95'))}" if d else "n/a (test labels hidden)")
+                     + (f" (over the classes present; absent here: {', '.join(absent)})" if absent else "")
+                     + f"; ECE {_f(t.get('before'))} -> {_f(t.get('after'))} after temperature scaling; prediction-set "
+                     f"coverage {_f(c.get('coverage'))} {_pair(c.get('coverage_ci95'))}"
+                     + (f"; OOD flag {x['ood']['flagged']:.1%} of its films" if isinstance(x.get("ood"), dict) else "")
+                     + ". Recall per class: " + ", ".join(
+                         f"{k} absent" if v.get("absent") else f"{k} {_f(v.get('recall'))}"
+                         for k, v in (x.get("per_class") or {}).items()) + ".")
+    return lines + [""]
+
+
 def _pair(ci) -> str:
     low, high = ci or (None, None)
     return f"[{_f(low)}, {_f(high)}]"
@@ -205,8 +228,8 @@ def card_markdown(name: str, m: dict, data: dict, research_notice: str, metrics_
     lines += ["| Class | Precision | Recall | F1 | AUROC | Images |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {c} | {_f(pc.get('precision'))} | {_f(pc.get('recall'))} | {_f(pc.get('f1'))} | "
               f"{_f(pc.get('auroc'))} | {pc.get('support')} |" for c, pc in s["per_class"].items()] + [""]
-    if isinstance(m.get("external"), dict):
-        lines += ["## External validation", ""] + (metric_rows(m["external"], "Set") or [f"`external`: {m['external']}", ""])
+    if isinstance(m.get("external"), dict) and m["external"]:
+        lines += external_lines(m["external"])
     if isinstance(m.get("subgroups"), dict):
         sub = m["subgroups"]
         flagged = [f"{c}: {g}" for c, groups in sub.get("by", {}).items() for g, v in groups.items()
@@ -243,14 +266,14 @@ def card_markdown(name: str, m: dict, data: dict, research_notice: str, metrics_
 
 def summary_lines(models_dir: str | os.PathLike, summary_dir: str | os.PathLike, backbones, seeds) -> list[str]:
     """The summary's links to every model card, and the share of films each run's OOD score flags on each
-    set its `<model>.ood.json` records (val and test; further sets, e.g. external ones, as they are added)."""
+    set its `<model>.ood.json` records (val, test and each external set, `external/<name>`)."""
     models_dir = Path(models_dir)
 
     def link(label: str, path: Path) -> str:
         return f"[{label}]({os.path.relpath(path, summary_dir)})"
 
-    lines = ["## Model cards", "", "Each model's card: intended use, data, recipe, test metrics with CIs per class, "
-             "calibration, the shortcut audit, limitations and provenance, written from its metrics file.", ""]
+    lines = ["## Model cards", "", "Each model's card: intended use, data, recipe, test and external metrics with CIs per "
+             "class, calibration, the shortcut audit, limitations and provenance, written from its metrics file.", ""]
     for b in backbones:
         runs = ", ".join(link(f"seed {s}", models_dir / b / f"seed{s}.card.md") for s in seeds)
         lines.append(f"- {link(b, models_dir / f'{b}.card.md')} (its seed ensemble; runs: {runs})")

@@ -1,10 +1,10 @@
-"""External validation: a labelled dataset from elsewhere, preprocessed with the study's settings into
-its own cache (one split, `external`), scored by every model, and compared with the internal test.
+"""External validation, the cache: a labelled dataset from elsewhere preprocessed with the study's
+settings into its own cache (one split, `external`; stage external@<name>). Scoring it, as test is,
+is stages/lib/external_scores.py's (evaluate, combine, ensemble and report use it without this
+module's preprocessing code).
 
 Any layout preprocess reads is accepted; its splits are pooled (all of it is external test data) and
-its labels must be in data.classes (the layout readers refuse others, naming the file or folder). A
-class of data.classes with no film here is reported as absent, never as a score of 0; the internal
-test score it is compared with is taken over the same classes.
+its labels must be in data.classes (the layout readers refuse others, naming the file or folder).
 """
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from stages.lib.cache import SYNTHETIC_MARKER, _bad, _decode_all, _swap_in, _write_split
 from stages.lib.config import Data, Preprocess
 from stages.lib.data import file_records
 from stages.lib.errors import UserError
 from stages.lib.io import umask, write_json
 from stages.lib.layouts import check_paths, detect_layout, read_layout, unique_names
-from stages.lib.metrics import _macro_f1_batch, macro_f1
 from stages.lib.provenance import data_hash
 
-SPLIT = "external"  # the one split of an external cache: <cache>/external.npy, external.csv
-
+SPLIT = "external"  # the one split of an external cache: <cache>/external.npy, external.csv (its meta.json's counts)
 
 def build_external_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, p: Preprocess, d: Data,
                          workers: int | None = None) -> dict:
@@ -63,40 +59,3 @@ def build_external_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta
-
-
-def absent_classes(labels: np.ndarray, classes) -> list[str]:
-    return [c for k, c in enumerate(classes) if not (labels == k).any()]
-
-
-def mark_absent(metrics: dict, probs: np.ndarray, classes, absent: list[str]) -> dict:
-    """A split_metrics dict with each absent class's entry replaced by {absent, support 0, how many
-    films the model called that class}: no recall, F1 or AUROC exists for it, and 0 would be a lie."""
-    predicted = probs.argmax(1)
-    for c in absent:
-        metrics["per_class"][c] = {"absent": True, "support": 0, "predicted_as": int((predicted == classes.index(c)).sum()),
-                                   "note": "no film of this class in the external set: not scored"}
-    return metrics
-
-
-def restrict(labels: np.ndarray, probs: np.ndarray, present: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The films whose true class is in `present` (the internal test, over the external set's classes)."""
-    mine = np.isin(labels, present)
-    return labels[mine], probs[mine]
-
-
-def drop(test: tuple[np.ndarray, np.ndarray], external: tuple[np.ndarray, np.ndarray], resamples: int,
-         seed: int) -> dict:
-    """Internal test macro-F1 minus external macro-F1 (over the classes the external set has), with a
-    95% bootstrap CI of the difference: each set's films resampled independently (they are other
-    films), the two draws of a resample paired by index."""
-    (yt, pt), (ye, pe) = test, external
-    point_t, point_e = macro_f1(yt, pt.argmax(1)), macro_f1(ye, pe.argmax(1))
-    out = {"test_macro_f1": point_t, "external_macro_f1": point_e, "drop": point_t - point_e, "drop_ci95": [None, None]}
-    if resamples and len(yt) and len(ye):
-        rng = np.random.default_rng(seed)
-        it = rng.integers(0, len(yt), (resamples, len(yt)))
-        ie = rng.integers(0, len(ye), (resamples, len(ye)))
-        draws = _macro_f1_batch(yt[it], pt[it]) - _macro_f1_batch(ye[ie], pe[ie])
-        out["drop_ci95"] = [float(v) for v in np.percentile(draws, [2.5, 97.5])]
-    return out

@@ -121,14 +121,17 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
 
 
 def fit_and_save(model, backbone: str, cache_dir: str, batch_size: int, device, out: str | os.PathLike,
-                 n_classes: int, splits=("val", "test")) -> dict:
-    """Fit on train (distances) and val (scale, threshold); record the share flagged on each of `splits`
-    (the sets the summary reports: a caller with more scored sets, e.g. external ones, scores them with
-    `score` and adds their shares under `flagged`)."""
+                 n_classes: int, splits=("val", "test"), others: dict[str, tuple[str, str]] | None = None) -> dict:
+    """Fit on train (distances) and val (scale, threshold); record under `flagged` the share flagged on
+    each of `splits` and of `others` ({key: (another cache, its split)}, e.g. the external sets under
+    "external/<name>"): the shares the summary reports."""
     feats = {s: split_features(model, backbone, cache_dir, s, batch_size, device) for s in ("train", *splits)}
     films = {s: np.asarray(CachedSplit(cache_dir, s).images)[:, None] for s in splits}
+    for key, (other_cache, split) in (others or {}).items():
+        feats[key] = split_features(model, backbone, other_cache, split, batch_size, device)
+        films[key] = np.asarray(CachedSplit(other_cache, split).images)[:, None]
     stats = fit(feats["train"], feats["val"], films["val"], n_classes)
-    stats["flagged"] = {s: float(flagged(stats, score(stats, feats[s]["net"], films[s])).mean()) for s in splits}
+    stats["flagged"] = {s: float(flagged(stats, score(stats, feats[s]["net"], films[s])).mean()) for s in films}
     write_json(out, stats)
     return stats
 

@@ -97,38 +97,43 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
     return lines
 
 
-def external_markdown(block: dict, shown: list[str]) -> list[str]:
-    """The page of one external set (`block`: metrics/external/<name>.json's `external`): each model in
-    `shown` (the seed ensembles and the all-model ensemble; every run is in the JSON) with its internal
-    test and external macro-F1 side by side, the drop and its CI, and the external calibration and
-    coverage; then recall per class, an absent class marked absent."""
-    models = block["models"]
-    absent = block["absent_classes"]
-    counts = ", ".join(f"{c} {n}" for c, n in block["counts"].items())
-    lines = [f"# External validation: {block['name']}", ""]
-    if block.get("synthetic"):
-        lines += ["> **SYNTHETIC FILMS.** The numbers show the pipeline works, nothing about medicine.", ""]
-    lines += [f"{block['n']} films from `{block['path']}` ({block['layout']} layout; {counts}), preprocessed as the "
-              "internal data and scored by every model. " + (f"Absent here: {', '.join(absent)}; the internal test "
-                                                              "macro-F1 beside it is over the same classes. "
-                                                              if absent else "") +
-              "Drop = internal test − external, with a 95% bootstrap CI (each set's films resampled); a CI above 0 "
-              "means the model does worse on these films than chance explains (docs/calibration.md).", "",
-              "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | External accuracy "
-              "[95% CI] | ECE before → after T | Prediction-set coverage [95% CI] |",
-              "|---|---:|---|---|---|---|---|"]
-    for name in shown:
-        m = models[name]
-        d = m.get("drop") or {}
-        t, cov = m["temperature"]["ece"], m["coverage"]
-        lines.append(f"| {name} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
-                     f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_ci(m['accuracy'], m['accuracy_ci95'])} | "
-                     f"{_num(t['before'])} → {_num(t['after'])} | {_ci(cov['coverage'], cov['coverage_ci95'])} |")
-    lines += ["", "Recall per class on the external films:", "",
-              "| Model | " + " | ".join(block["counts"]) + " |", "|---|" + "---:|" * len(block["counts"])]
-    for name in shown:
-        per = models[name]["per_class"]
-        lines.append(f"| {name} | " + " | ".join(
-            f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
-            for c in block["counts"]) + " |")
-    return lines + [""]
+def external_markdown(sets: dict[str, dict[str, dict]], folders: dict[str, str]) -> list[str]:
+    """The summary's External validation section. `sets[name][model]`: that model's entry of the
+    `external` block (stages/lib/external.py `score`, plus `ood` for a run), `folders[name]` the set's
+    folder. Per set: each model's internal test and external macro-F1 side by side, the drop and its
+    CI, ECE before -> after temperature scaling, prediction-set coverage and the OOD flag's share; then
+    recall per class, an absent class shown as absent."""
+    if not sets:
+        return []
+    lines = ["## External validation", "",
+             "Every model on labelled films from elsewhere, preprocessed as the internal data (stage "
+             "external@<name>) and scored as test (each metrics file's block `external`). Drop = internal test − "
+             "external macro-F1 over the classes the external set has, with a 95% bootstrap CI: the model is the "
+             "same in both scores, the films are not (each set's films resampled on its own); a CI wholly above 0 "
+             "means the model does worse on these films than chance explains. An ensemble has no OOD score of its "
+             "own: its runs' rows give theirs (docs/calibration.md).", ""]
+    for name, models in sets.items():
+        first = next(iter(models.values()))
+        counts = ", ".join(f"{c} {n}" for c, n in first["counts"].items())
+        absent = first["absent_classes"]
+        lines += [f"### {name}", "",
+                  f"{first['n']} films from `{folders.get(name, '?')}` ({counts})."
+                  + (f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same "
+                     "classes." if absent else ""), "",
+                  "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
+                  "| Prediction-set coverage [95% CI] | OOD flagged |", "|---|---:|---|---|---|---|---:|"]
+        for model, m in models.items():
+            d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
+            share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
+            lines.append(f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
+                         f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
+                         f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |")
+        lines += ["", f"Recall per class on {name}:", "",
+                  "| Model | " + " | ".join(first["counts"]) + " |", "|---|" + "---:|" * len(first["counts"])]
+        for model, m in models.items():
+            per = m["per_class"]
+            lines.append(f"| {model} | " + " | ".join(
+                f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
+                for c in first["counts"]) + " |")
+        lines.append("")
+    return lines
