@@ -62,12 +62,12 @@ quality: $(STAMP)
 
 # The wheels a CUDA machine without a registry lacks (Python 3.12, manylinux x86_64) -> .whl/ (git-ignored).
 gpu-wheels: $(STAMP)
-	$(BIN)/python -m bench.wheels
+	$(BIN)/python -m tools.gpu.wheels
 
 # On that machine, with .whl/ carried: the pipeline on the GPU end to end, then bench.gpu (<= 8 min).
 # No venv there: its own python3 has torch.
 gpu-check:
-	$(PYTHON) -m bench.gpu_check
+	$(PYTHON) -m tools.gpu.gpu_check
 
 # Back to what was cloned: every file in demo/ that git does not track goes, ignored ones included
 # (synthetic data, cache, models, checkpoints, metrics, plots, predictions, DVCLive logs, DVC's cache and

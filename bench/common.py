@@ -27,18 +27,18 @@ from albumentations.pytorch import ToTensorV2
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from stages.lib.cache import build_cache
-from stages.lib.config import Augment, Data, Preprocess, Train
-from stages.lib.data import CachedSplit, balanced_sampler, class_weights
-from stages.lib.errors import UserError
-from stages.lib.io import load_params, write_json
-from stages.lib.layouts import read_course_split
-from stages.lib.models import build_model
-from stages.lib.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths
-from stages.lib.synthetic import make_dataset
-from stages.lib.runtime import autocast_dtype, precision
-from stages.lib.training import make_loaders, make_optimizer
-from stages.lib.transforms import preprocess_transform, train_augment
+from stages.lib.data.cache import build_cache
+from stages.lib.params.schema import Augment, Data, Preprocess, Train
+from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
+from stages.lib.core.errors import UserError
+from stages.lib.core.files import load_params, write_json
+from stages.lib.data.layouts import read_course_split
+from stages.lib.model.registry import build_model
+from stages.lib.core.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths
+from stages.lib.data.synthetic import make_dataset
+from stages.lib.model.runtime import autocast_dtype, precision
+from stages.lib.model.training import make_loaders, make_optimizer
+from stages.lib.data.transforms import preprocess_transform, train_augment
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
 RESULTS = Path("bench/results")

@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from bench import common
-from stages.lib.data import class_weights
-from stages.lib.errors import cli
-from stages.lib.inference import predict
-from stages.lib.training import train_one_epoch, validate
+from stages.lib.data.dataset import class_weights
+from stages.lib.core.errors import cli
+from stages.lib.model.inference import predict
+from stages.lib.model.training import train_one_epoch, validate
 
 CPU = torch.device("cpu")
 NO_AUTOCAST = contextlib.nullcontext()

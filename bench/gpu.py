@@ -19,7 +19,7 @@ real and ceiling at larger batches under `batch_sizes`, to show what the small b
 With `--live`, each backbone's train stage DVCLive log is set beside `real`: its epoch-1 and
 epoch-2 img/s, time to its first batch, and `stage_over_real` (its last epoch over `real`).
 With `--models`, each backbone's trained model scores the cache's val and test films in fp32 and in
-the train precision, judged by stages.lib.agreement (`agreement`).
+the train precision, judged by stages.lib.model.agreement (`agreement`).
 """
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from bench import common
-from stages.lib.agreement import agreement
-from stages.lib.errors import UserError, cli
-from stages.lib.inference import load_model, predict_split
-from stages.lib.io import read_json
-from stages.lib.models import BACKBONES
-from stages.lib.runtime import pick_device, precision, seed_everything
-from stages.lib.training import train_one_epoch
+from stages.lib.model.agreement import agreement
+from stages.lib.core.errors import UserError, cli
+from stages.lib.model.inference import load_model, predict_split
+from stages.lib.core.files import read_json
+from stages.lib.model.registry import BACKBONES
+from stages.lib.model.runtime import pick_device, precision, seed_everything
+from stages.lib.model.training import train_one_epoch
 
 SMOKE_SIZES = {"train": 12, "val": 4, "test": 4}
 OTHER_BATCH_SIZES = (64, 256)

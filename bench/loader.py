@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from bench import common
-from stages.lib.errors import cli
-from stages.lib.transforms import to_model_input
+from stages.lib.core.errors import cli
+from stages.lib.data.transforms import to_model_input
 
 SMOKE_SIZES = {"train": 12, "val": 4, "test": 4}
 

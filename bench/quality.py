@@ -26,10 +26,10 @@ from pathlib import Path
 import yaml
 
 from bench import common
-from bench.gpu_check import merge
-from stages.lib.comparisons import beats, paired_difference, sentence
-from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import read_runs
+from tools.gpu.gpu_check import merge
+from stages.lib.results.comparisons import beats, paired_difference, sentence
+from stages.lib.core.errors import UserError, cli
+from stages.lib.results.evaluation import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stages", "tools", "docs/notice.md", "dvc.yaml", "params.yaml")  # the model cards quote the notice

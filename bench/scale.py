@@ -39,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from stages.lib.errors import UserError, cli
+from stages.lib.core.errors import UserError, cli
 
 TARGET = {"train": 100_000, "val": 15_000, "test": 15_000}
 TARGET_CORES = 16
@@ -59,7 +59,7 @@ def split_sizes(n: int) -> dict[str, int]:
 
 def films(work: Path, n_max: int) -> Path:
     """A course-layout folder of at least `n_max` synthetic films (made once, then reused)."""
-    from stages.lib.synthetic import make_dataset
+    from stages.lib.data.synthetic import make_dataset
 
     folder, marker = work / "films", work / "films" / "SCALE.json"
     sizes = split_sizes(n_max)
@@ -174,8 +174,8 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
 
     Called in a fresh process that imports what the stage imports (not bench.common), so its
     memory is the stage's."""
-    from stages.lib import cache
-    from stages.lib.config import Data, Preprocess
+    from stages.lib.data import cache
+    from stages.lib.params.schema import Data, Preprocess
 
     baseline = status(["VmRSS"])["VmRSS"]
     sampler = RssSampler()
@@ -303,7 +303,7 @@ def main() -> None:
         "sizes": rows, "growth": g, "extrapolated_100k_s": extrapolate(g), "target": {**TARGET, "cores": TARGET_CORES},
         "throughput_spread": round(max(rates) / min(rates) - 1, 3), "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
         "max_peak_pss_mb": max(r["peak_pss_mb"] for r in rows),
-        "films": "SYNTHETIC (stages/lib/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB", "smoke": args.smoke,
+        "films": "SYNTHETIC (stages/lib/data/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB", "smoke": args.smoke,
         "img_size": s.img_size, "elapsed_s": round(time.perf_counter() - start, 1), **common.stamp(repeats),
     }
     path = common.save("scale", result, args.out)

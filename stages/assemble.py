@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.lib.assembly import assemble
-from stages.lib.errors import UserError, cli
-from stages.lib.io import load_params
+from stages.lib.study.assembly import assemble
+from stages.lib.core.errors import UserError, cli
+from stages.lib.core.files import load_params
 
 
 @cli

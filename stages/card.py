@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.lib import cards
-from stages.lib.errors import cli
+from stages.lib.report import cards
+from stages.lib.core.errors import cli
 
 
 @cli

@@ -7,14 +7,16 @@ import argparse
 import statistics
 from pathlib import Path
 
-from stages.lib import cards, posthoc, provenance
-from stages.lib import external_scores as ext
-from stages.lib.comparisons import seed_block
-from stages.lib.config import Evaluate
-from stages.lib.errors import UserError, cli
-from stages.lib.evaluation import SCORED_SPLITS, score_mean
-from stages.lib.io import load_params, read_json, write_json
-from stages.lib.metrics import headline
+from stages.lib.core import provenance
+from stages.lib.report import cards
+from stages.lib.results import posthoc
+from stages.lib.results import external_scores as ext
+from stages.lib.results.comparisons import seed_block
+from stages.lib.params.schema import Evaluate
+from stages.lib.core.errors import UserError, cli
+from stages.lib.results.evaluation import SCORED_SPLITS, score_mean
+from stages.lib.core.files import load_params, read_json, write_json
+from stages.lib.results.metrics import headline
 
 
 def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_meta: dict, metrics_path: str,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.lib import cards, posthoc, provenance
-from stages.lib import external_scores as ext
-from stages.lib.config import Evaluate
-from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS, score_mean
-from stages.lib.io import load_params, read_json, write_json
-from stages.lib.metrics import headline
+from stages.lib.core import provenance
+from stages.lib.report import cards
+from stages.lib.results import posthoc
+from stages.lib.results import external_scores as ext
+from stages.lib.params.schema import Evaluate
+from stages.lib.core.errors import cli
+from stages.lib.results.evaluation import SCORED_SPLITS, score_mean
+from stages.lib.core.files import load_params, read_json, write_json
+from stages.lib.results.metrics import headline
 
 
 def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path]:

@@ -8,16 +8,19 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import cards, gradcam, ood, posthoc, provenance, subgroups
-from stages.lib import external_scores as ext
-from stages.lib.config import Evaluate, Train
-from stages.lib.data import CachedSplit, verify_cache
-from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS, predictions_csv, write_and_score
-from stages.lib.inference import load_model, predict_split
-from stages.lib.io import load_params, read_json, write_json, write_text
-from stages.lib.plotting import gradcam_grid, save_figure
-from stages.lib.runtime import channels_last, describe, pick_device, precision, resolve_workers
+from stages.lib.core import provenance
+from stages.lib.model import gradcam
+from stages.lib.report import cards
+from stages.lib.results import ood, posthoc, subgroups
+from stages.lib.results import external_scores as ext
+from stages.lib.params.schema import Evaluate, Train
+from stages.lib.data.dataset import CachedSplit, verify_cache
+from stages.lib.core.errors import cli
+from stages.lib.results.evaluation import SCORED_SPLITS, predictions_csv, write_and_score
+from stages.lib.model.inference import load_model, predict_split
+from stages.lib.core.files import load_params, read_json, write_json, write_text
+from stages.lib.report.plots import gradcam_grid, save_figure
+from stages.lib.model.runtime import channels_last, describe, pick_device, precision, resolve_workers
 
 
 def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, predictions_dir: str,
@@ -25,7 +28,7 @@ def evaluate(backbone: str, cache_dir: str, model_path: str, metrics_path: str, 
              calibration_path: str | None = None, external: list[str] = (), external_dir: str = "cache_external") -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section, `t` its
     `train` section: inference runs as training did (its precision and DataLoader workers). With
-    `ood_path`, fit the OOD score (stages/lib/ood.py) there and record the share of films it flags.
+    `ood_path`, fit the OOD score (stages/lib/results/ood.py) there and record the share of films it flags.
     The post-hoc fit on val (temperature, prediction sets, operating points) goes to `calibration_path`.
     Each set in `external` (its cache `external_dir`/<name>) is scored as test: predictions in
     `predictions_dir`/external/<name>.csv, numbers in the block `external`."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib.errors import cli
-from stages.lib.onnx_files import export_models
+from stages.lib.core.errors import cli
+from stages.lib.model.onnx_files import export_models
 
 
 @cli

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib import external as ext
-from stages.lib.config import Config
-from stages.lib.data import verify_cache
-from stages.lib.errors import UserError, cli
-from stages.lib.io import load_params, read_json
+from stages.lib.data import external as ext
+from stages.lib.params.schema import Config
+from stages.lib.data.dataset import verify_cache
+from stages.lib.core.errors import UserError, cli
+from stages.lib.core.files import load_params, read_json
 
 
 def external(cfg: Config, data_dir: str, cache_dir: str, cache_meta: dict) -> dict:

@@ -23,16 +23,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from stages.lib import posthoc
-from stages.lib.conformal import set_names
-from stages.lib.csv_rows import RowWriter
-from stages.lib.errors import UserError, cli
-from stages.lib.formats import MAX_PIXELS
-from stages.lib.image_files import image_batches, list_images
-from stages.lib.io import atomic_path
-from stages.lib.ood import flagged
-from stages.lib.runners import open_model
-from stages.lib.runtime import resolve_workers
+from stages.lib.results import posthoc
+from stages.lib.results.conformal import set_names
+from stages.lib.core.csv_rows import RowWriter
+from stages.lib.core.errors import UserError, cli
+from stages.lib.data.formats import MAX_PIXELS
+from stages.lib.data.image_files import image_batches, list_images
+from stages.lib.core.files import atomic_path
+from stages.lib.results.ood import flagged
+from stages.lib.model.runners import open_model
+from stages.lib.model.runtime import resolve_workers
 
 
 def predict_images(model_path: str, images: str, out: str, submission: bool = False, tta: bool = False,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib.cache import build_cache
-from stages.lib.data_report import headline, shortcut_headline
-from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS
-from stages.lib.io import load_params, write_json
+from stages.lib.data.cache import build_cache
+from stages.lib.audit.data_report import headline, shortcut_headline
+from stages.lib.core.errors import cli
+from stages.lib.results.evaluation import SCORED_SPLITS
+from stages.lib.core.files import load_params, write_json
 
 
 @cli

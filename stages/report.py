@@ -20,21 +20,23 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import cards, ood, posthoc, provenance, subgroups
-from stages.lib import external_scores as ext
-from stages.lib.comparisons import COMPARED, paired_difference, seed_block, sentence
-from stages.lib.config import STUDY_CLASSES, Config
-from stages.lib.data import UNLABELED
-from stages.lib.errors import cli
-from stages.lib.evaluation import SCORED_SPLITS, read_predictions, read_runs, score_split
-from stages.lib.io import load_params, read_json, write_text
-from stages.lib.html_report import html_report
-from stages.lib.metrics import class_auroc_ci95, confusion
-from stages.lib.models import BACKBONES
-from stages.lib.plotting import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
+from stages.lib.core import provenance
+from stages.lib.report import cards
+from stages.lib.results import ood, posthoc, subgroups
+from stages.lib.results import external_scores as ext
+from stages.lib.results.comparisons import COMPARED, paired_difference, seed_block, sentence
+from stages.lib.params.schema import STUDY_CLASSES, Config
+from stages.lib.data.dataset import UNLABELED
+from stages.lib.core.errors import cli
+from stages.lib.results.evaluation import SCORED_SPLITS, read_predictions, read_runs, score_split
+from stages.lib.core.files import load_params, read_json, write_text
+from stages.lib.report.html import html_report
+from stages.lib.results.metrics import class_auroc_ci95, confusion
+from stages.lib.model.registry import BACKBONES
+from stages.lib.report.plots import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
                                  reliability_grid, roc_grid, save_figure, training_curves)
-from stages.lib.posthoc_summary import external_markdown, posthoc_markdown, subgroups_markdown
-from stages.lib.summary import sources_lines, summary_markdown
+from stages.lib.report.posthoc_summary import external_markdown, posthoc_markdown, subgroups_markdown
+from stages.lib.report.summary import sources_lines, summary_markdown
 
 SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
 NAMES = {"macro_f1": "macro-F1", "macro_auroc": "macro AUROC"}
@@ -165,7 +167,7 @@ def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, m
     """{set: {model: its `external` entry}} for each external set in params: every run (with its val fit
     and OOD share from models/, as evaluate wrote them), each seed ensemble and the ensemble (their
     fits refitted on val, as combine and ensemble fit them), scored from the runs' predictions with
-    evaluate's function (stages/lib/external_scores.py `score`)."""
+    evaluate's function (stages/lib/results/external_scores.py `score`)."""
     if not cfg.external:
         return {}
     e, classes = cfg.evaluate, r.classes

@@ -9,17 +9,17 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from stages.lib import distributed
-from stages.lib.checkpoints import (fingerprint, load_checkpoint, load_resume_state, save_checkpoint, save_resume_state,
+from stages.lib.model import distributed
+from stages.lib.model.checkpoints import (fingerprint, load_checkpoint, load_resume_state, save_checkpoint, save_resume_state,
                                     trim_live_logs)
-from stages.lib.config import Config, Train
-from stages.lib.errors import UserError, cli
-from stages.lib.data import verify_cache
-from stages.lib.io import load_params
-from stages.lib.models import build_model, ensure_pretrained, spec
-from stages.lib import provenance
-from stages.lib.runtime import describe, seed_everything
-from stages.lib.training import fit, make_loaders
+from stages.lib.params.schema import Config, Train
+from stages.lib.core.errors import UserError, cli
+from stages.lib.data.dataset import verify_cache
+from stages.lib.core.files import load_params
+from stages.lib.model.registry import build_model, ensure_pretrained, spec
+from stages.lib.core import provenance
+from stages.lib.model.runtime import describe, seed_everything
+from stages.lib.model.training import fit, make_loaders
 
 
 def check_run(backbone: str, cache_dir: str, t: Train) -> dict:

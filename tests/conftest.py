@@ -62,7 +62,7 @@ def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small synthetic course-layout dataset (real-size images, few of them)."""
-    from stages.lib.synthetic import make_dataset
+    from stages.lib.data.synthetic import make_dataset
 
     out = tmp_path_factory.mktemp("tiny") / "data"
     make_dataset(out, {"train": 32, "val": 12, "test": 12}, seed=3, fractions=(0.25, 0.25, 0.25, 0.25))
@@ -184,8 +184,8 @@ def course_tree(root: Path, per_split=(("train", 3), ("val", 1), ("test", 1))) -
 
 def data_params(**overrides):
     """params.yaml's `data` section with some values changed, validated."""
-    from stages.lib.config import Data
-    from stages.lib.io import load_params
+    from stages.lib.params.schema import Data
+    from stages.lib.core.files import load_params
 
     return Data.model_validate({**load_params(ROOT / "params.yaml").data.model_dump(), **overrides})
 

@@ -18,14 +18,14 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, run
-from stages.lib.assembly import assemble, cap
-from stages.lib.cache import build_cache
-from stages.lib.config import STUDY_CLASSES, Assemble, Data, Preprocess
-from stages.lib.errors import UserError
-from stages.lib.io import umask
-from stages.lib.layouts import detect_layout, read_layout
-from stages.lib.study_sources import Film
-from stages.lib.summary import sources_lines
+from stages.lib.study.assembly import assemble, cap
+from stages.lib.data.cache import build_cache
+from stages.lib.params.schema import STUDY_CLASSES, Assemble, Data, Preprocess
+from stages.lib.core.errors import UserError
+from stages.lib.core.files import umask
+from stages.lib.data.layouts import detect_layout, read_layout
+from stages.lib.study.sources import Film
+from stages.lib.report.summary import sources_lines
 from tools.pin_sources import pin
 
 KERMANY, HANNOVER = "ChestXRay2017.zip", "covid-19-image-repository.tar.gz"

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from conftest import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
-from stages.lib.checkpoints import fingerprint
-from stages.lib.cache import build_cache
-from stages.lib.config import STUDY_CLASSES, Preprocess
-from stages.lib.data import DAMAGED, verify_cache
-from stages.lib.errors import UserError
-from stages.lib.layouts import read_course_split, read_layout
+from stages.lib.model.checkpoints import fingerprint
+from stages.lib.data.cache import build_cache
+from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.data.dataset import DAMAGED, verify_cache
+from stages.lib.core.errors import UserError
+from stages.lib.data.layouts import read_course_split, read_layout
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FIX = "rerun `dvc repro preprocess --force`"

@@ -52,7 +52,7 @@ def test_epoch_bench_smoke_breaks_the_headline_epoch_into_model_and_loader_parts
 
 def test_benches_refuse_fewer_than_three_repeats_outside_smoke():
     from bench.common import check_repeats
-    from stages.lib.errors import UserError
+    from stages.lib.core.errors import UserError
 
     with pytest.raises(UserError, match="at least 3 times"):
         check_repeats(2, smoke=False)
@@ -81,7 +81,7 @@ def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
 
 def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_path):
     results = tmp_path / "results"
-    run(["python", "-m", "bench.gpu_check", "--smoke", "--runner", "stages", "--results", str(results),
+    run(["python", "-m", "tools.gpu.gpu_check", "--smoke", "--runner", "stages", "--results", str(results),
          "--wheels", str(tmp_path / "no-wheels")], ROOT)
     r = json.loads((results / "gpu.json").read_text())
     check = r["check"]
@@ -109,7 +109,7 @@ def test_gpu_check_refuses_an_incomplete_wheel_folder_and_still_leaves_json_and_
     wheels = tmp_path / "whl"
     wheels.mkdir()
     (wheels / "albumentations-2.0.8-py3-none-any.whl").write_bytes(b"")
-    proc = run(["python", "-m", "bench.gpu_check", "--smoke", "--results", str(tmp_path), "--wheels", str(wheels)],
+    proc = run(["python", "-m", "tools.gpu.gpu_check", "--smoke", "--results", str(tmp_path), "--wheels", str(wheels)],
                ROOT, check=False)
     assert proc.returncode == 2
     error = json.loads((tmp_path / "gpu.json").read_text())["check"]["error"]
@@ -118,7 +118,7 @@ def test_gpu_check_refuses_an_incomplete_wheel_folder_and_still_leaves_json_and_
 
 
 def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
-    from bench.wheels import missing, pins
+    from tools.gpu.wheels import missing, pins
 
     listed = tmp_path / "list.txt"
     listed.write_text("# comment\nfoo-bar==1.0\nbaz==2.0  # build\nqux==3.0\n")
@@ -130,11 +130,11 @@ def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
 
 
 def test_wheel_list_pins_what_requirements_pin():
-    from bench.wheels import pins
+    from tools.gpu.wheels import pins
 
     pinned = dict(line.split(" ")[0].split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
                   if "==" in line and not line.startswith("#"))  # the lock: "name==version \"
-    carried = {name: version for name, version, _ in pins(ROOT / "bench" / "gpu_wheels.txt")}
+    carried = {name: version for name, version, _ in pins(ROOT / "tools" / "gpu" / "gpu_wheels.txt")}
     for name in ("albumentations", "dvc", "dvclive", "pydicom", "grad-cam"):
         assert carried[name] == pinned[name]
 
@@ -148,7 +148,7 @@ def _dvc_stages(folder) -> dict:
 
 @pytest.mark.parametrize("folder", [".", "demo"])
 def test_stage_commands_expand_the_project_pipelines_as_dvc_does(folder):
-    from bench.gpu_check import stage_commands
+    from tools.gpu.gpu_check import stage_commands
 
     root = ROOT / folder
     ours = stage_commands(yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((root / "params.yaml").read_text()))
@@ -158,7 +158,7 @@ def test_stage_commands_expand_the_project_pipelines_as_dvc_does(folder):
 
 
 def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
-    from bench.gpu_check import stage_commands
+    from tools.gpu.gpu_check import stage_commands
 
     params = {"sizes": [32, 64], "opt": {"lr": 0.1}, "runs": {"a": {"n": 1}, "b": {"n": 2}}}
     pipeline = {"stages": {
@@ -198,8 +198,8 @@ def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
 
 
 def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
-    from stages.lib import cache
-    from stages.lib.config import Preprocess
+    from stages.lib.data import cache
+    from stages.lib.params.schema import Preprocess
 
     data = course_tree(tmp_path / "data")
     p = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=8)
@@ -217,7 +217,7 @@ def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
 
 
 def test_near_pairs_match_brute_force_across_blocks(monkeypatch):
-    from stages.lib import leakage
+    from stages.lib.audit import leakage
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (50, 32), dtype=np.uint8)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from stages.lib.cards import NOTICE, card_markdown, notice
+from stages.lib.report.cards import NOTICE, card_markdown, notice
 
 
 def ci(m, key) -> str:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY, make_project, merge, preprocess, run, run_paths, stage_cmd, write_xray
-from stages.lib.errors import UserError
-from stages.lib.layouts import read_layout
+from stages.lib.core.errors import UserError
+from stages.lib.data.layouts import read_layout
 
 KAGGLE = ("chest_xray/train/NORMAL/IM-0001-0001.jpeg", "chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg",
           "chest_xray/train/PNEUMONIA/person2_virus_2.jpeg")

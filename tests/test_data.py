@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib.config import STUDY_CLASSES as CLASSES
-from stages.lib.data import balanced_sampler, class_weights
-from stages.lib.formats import read_gray_uint8
-from stages.lib.layouts import read_course_split
-from stages.lib.errors import UserError
+from stages.lib.params.schema import STUDY_CLASSES as CLASSES
+from stages.lib.data.dataset import balanced_sampler, class_weights
+from stages.lib.data.formats import read_gray_uint8
+from stages.lib.data.layouts import read_course_split
+from stages.lib.core.errors import UserError
 
 HEADER = "new_filename,normal,bacteria,virus,COVID-19\n"
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import TINY, make_project, merge, run, run_paths, stage_cmd
-from stages.lib.data import balanced_sampler
-from stages.lib.distributed import RankShard
+from stages.lib.data.dataset import balanced_sampler
+from stages.lib.model.distributed import RankShard
 
 TRAIN = stage_cmd("train", "resnet18")
 RUN = run_paths("resnet18")
@@ -75,8 +75,8 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
 
 def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
     import stages.train
-    from stages.lib.config import Train
-    from stages.lib.errors import UserError
+    from stages.lib.params.schema import Train
+    from stages.lib.core.errors import UserError
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(stages.train.distributed, "launch", lambda *a: pytest.fail("launched anyway"))

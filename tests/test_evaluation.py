@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from stages.ensemble import ensemble
-from stages.lib import gradcam
-from stages.lib.config import STUDY_CLASSES as CLASSES, Evaluate
-from stages.lib.errors import UserError
-from stages.lib.evaluation import predictions_csv, read_predictions
-from stages.lib.io import read_json, write_text
-from stages.lib.models import BACKBONES, build_model
+from stages.lib.model import gradcam
+from stages.lib.params.schema import STUDY_CLASSES as CLASSES, Evaluate
+from stages.lib.core.errors import UserError
+from stages.lib.results.evaluation import predictions_csv, read_predictions
+from stages.lib.core.files import read_json, write_text
+from stages.lib.model.registry import BACKBONES, build_model
 
 E = Evaluate(bootstrap_resamples=50, seed=0, calibration_bins=10)
 

@@ -8,8 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from stages.lib import onnx_files, posthoc
-from stages.lib.errors import UserError
+from stages.lib.model import onnx_files
+from stages.lib.results import posthoc
+from stages.lib.core.errors import UserError
 from test_predict import run_predict
 
 

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 from conftest import data_params, manifest_tree, write_xray
-from stages.lib import posthoc
-from stages.lib.config import STUDY_CLASSES, Preprocess
-from stages.lib.data import CachedSplit, verify_cache
-from stages.lib.errors import UserError
-from stages.lib.external import SPLIT, build_external_cache
-from stages.lib.external_scores import drop, mark_absent, open_caches, restrict, score
-from stages.lib.io import load_params
-from stages.lib.metrics import split_metrics
-from stages.lib.synthetic import make_external
+from stages.lib.results import posthoc
+from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.data.dataset import CachedSplit, verify_cache
+from stages.lib.core.errors import UserError
+from stages.lib.data.external import SPLIT, build_external_cache
+from stages.lib.results.external_scores import drop, mark_absent, open_caches, restrict, score
+from stages.lib.core.files import load_params
+from stages.lib.results.metrics import split_metrics
+from stages.lib.data.synthetic import make_external
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 

@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 
 from conftest import skip_unless_ci
-from stages.lib import gradcam
-from stages.lib.errors import UserError
-from stages.lib.html_report import html_report
-from stages.lib.metrics import CI_STATISTICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
-from stages.lib.models import build_model
-from stages.lib.plotting import (COLUMN, PAGE, SYNTHETIC_MARK, comparison, confusion_grid, gradcam_grid,
+from stages.lib.model import gradcam
+from stages.lib.core.errors import UserError
+from stages.lib.report.html import html_report
+from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
+from stages.lib.model.registry import build_model
+from stages.lib.report.plots import (COLUMN, PAGE, SYNTHETIC_MARK, comparison, confusion_grid, gradcam_grid,
                                  model_colours, pr_grid, reliability_grid, roc_grid, save_figure, training_curves)
-from stages.lib.summary import summary_markdown
+from stages.lib.report.summary import summary_markdown
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
 MODELS = ["resnet18", "densenet121", "efficientnet_b0", "ensemble"]
@@ -285,7 +285,7 @@ def test_summary_places_the_seed_and_comparison_sections_after_the_shortcut_audi
 def test_the_shortcut_warning_follows_the_paired_comparison_the_one_rule(results):
     """A model beats the shortcut when its paired CI against it lies above 0 (comparisons.beats), whatever
     its own unpaired CI says; a model with no comparison is not said to beat it."""
-    from stages.lib.comparisons import verdict
+    from stages.lib.results.comparisons import verdict
 
     _, scores = results
     assert all(scores[m]["test"]["macro_f1_ci95"][0] > SHORTCUT["test"]["macro_f1"] for m in MODELS[2:])

@@ -11,8 +11,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from stages.lib import formats
-from stages.lib.formats import BadImage, load_gray
+from stages.lib.data import formats
+from stages.lib.data.formats import BadImage, load_gray
 
 ROWS, COLS = 40, 60  # not square, so a transpose would show
 

@@ -77,12 +77,12 @@ def test_gpu_check_starts_with_only_torch_pyyaml_and_the_standard_library(tmp_pa
     env = _sitecustomized(tmp_path, BLOCKER.format(blocked=BARE))
     blocked = subprocess.run([sys.executable, "-c", "import cv2"], env=env, capture_output=True, text=True)
     assert "blocked by the test" in blocked.stderr  # the hook works
-    helped = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--help"], env=env, cwd=ROOT,
+    helped = subprocess.run([sys.executable, "-m", "tools.gpu.gpu_check", "--help"], env=env, cwd=ROOT,
                             capture_output=True, text=True)
     assert helped.returncode == 0 and "usage:" in helped.stdout and "--results" in helped.stdout, helped.stderr
     # Started for real: no .whl/, so it probes this (bare) Python, finds what is missing and says what to carry.
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--smoke", "--results", str(results),
+    proc = subprocess.run([sys.executable, "-m", "tools.gpu.gpu_check", "--smoke", "--results", str(results),
                            "--wheels", str(tmp_path / "no-wheels")], env=env, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     check = json.loads((results / "gpu.json").read_text())["check"]
@@ -147,7 +147,7 @@ def _batches(n: int, size: int = 4):
 
 
 def test_training_and_validation_read_the_device_as_often_for_3_batches_as_for_12(monkeypatch):
-    from stages.lib.training import train_one_epoch, validate
+    from stages.lib.model.training import train_one_epoch, validate
 
     def reads(n_batches: int) -> tuple[collections.Counter, collections.Counter]:
         net = _small_net()
@@ -173,7 +173,7 @@ def test_training_and_validation_read_the_device_as_often_for_3_batches_as_for_1
 # --- 4. one batch shape where cuDNN autotunes -----------------------------------------------------------
 
 def test_padding_the_last_batch_to_one_shape_leaves_every_prediction_as_it_was():
-    from stages.lib.inference import predict
+    from stages.lib.model.inference import predict
 
     net = _small_net().eval()
     batches = _batches(2, size=4) + _batches(1, size=3)  # a short last batch
@@ -191,9 +191,9 @@ def test_padding_the_last_batch_to_one_shape_leaves_every_prediction_as_it_was()
 
 def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path, monkeypatch):
     from test_training import NO_AUGMENT, SEED, tiny_cache
-    from stages.lib import training
-    from stages.lib.config import Train
-    from stages.lib.errors import UserError
+    from stages.lib.model import training
+    from stages.lib.params.schema import Train
+    from stages.lib.core.errors import UserError
 
     cache = str(tiny_cache(tmp_path / "cache"))  # 24 training images
     t = Train(batch_size=5, num_workers=0)
@@ -207,7 +207,7 @@ def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path
 # --- 6. evaluate's mixed precision against fp32 ------------------------------------------------------------
 
 def test_the_agreement_rule_counts_films_that_keep_their_class_and_probabilities():
-    from stages.lib.agreement import agreement
+    from stages.lib.model.agreement import agreement
 
     ref = np.tile([[0.7, 0.1, 0.1, 0.1]], (200, 1))
     near = ref + [[-0.008, 0.008, 0, 0]]  # every probability within 0.01: agrees
@@ -222,9 +222,9 @@ def test_the_agreement_rule_counts_films_that_keep_their_class_and_probabilities
 
 
 def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
-    from stages.lib.agreement import MAX_PROB_DIFF, MIN_AGREEING, agreement
-    from stages.lib.inference import predict
-    from stages.lib.models import build_model
+    from stages.lib.model.agreement import MAX_PROB_DIFF, MIN_AGREEING, agreement
+    from stages.lib.model.inference import predict
+    from stages.lib.model.registry import build_model
 
     torch.manual_seed(0)
     net = build_model("resnet18", 4, 0.0, pretrained=False).eval()
@@ -246,7 +246,7 @@ def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
 # --- 8. the check's table: each dvc stage's wall time from `dvc repro`'s output --------------------------
 
 def test_the_check_times_each_stage_from_dvc_repros_running_stage_lines(tmp_path):
-    from bench.gpu_check import Log, dvc_stage_seconds, run
+    from tools.gpu.gpu_check import Log, dvc_stage_seconds, run
 
     marks = []
     script = "echo \"Running stage 'train@resnet18-42':\"; sleep 0.5; echo \"Running stage 'evaluate@resnet18-42':\""

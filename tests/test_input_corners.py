@@ -8,7 +8,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 
-from stages.lib.formats import BadImage, load_gray, to_uint8
+from stages.lib.data.formats import BadImage, load_gray, to_uint8
 from test_formats import gradient, write_dicom
 
 

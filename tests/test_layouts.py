@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import course_tree, data_params, write_xray
-from stages.lib.cache import build_cache
-from stages.lib.config import STUDY_CLASSES, Preprocess
-from stages.lib.data import UNLABELED, read_cache_index
-from stages.lib.errors import UserError
-from stages.lib.evaluation import read_predictions
-from stages.lib.metrics import classification_metrics
-from stages.lib.subgroups import columns_to_score, read_metadata, subgroup_scores
-from stages.lib.layouts import detect_layout, ensure_splits, kaggle_sample, read_layout
+from stages.lib.data.cache import build_cache
+from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.data.dataset import UNLABELED, read_cache_index
+from stages.lib.core.errors import UserError
+from stages.lib.results.evaluation import read_predictions
+from stages.lib.results.metrics import classification_metrics
+from stages.lib.results.subgroups import columns_to_score, read_metadata, subgroup_scores
+from stages.lib.data.layouts import detect_layout, ensure_splits, kaggle_sample, read_layout
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FOLDER_NAMES = {"normal": "Normal", "bacteria": "BACTERIA", "virus": "virus", "COVID-19": "Covid-19"}

@@ -3,8 +3,8 @@ import pytest
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, classification_report,
                              precision_recall_fscore_support, roc_auc_score)
 
-from stages.lib.config import STUDY_CLASSES as CLASSES
-from stages.lib.metrics import (CI_STATISTICS, classification_metrics, confusion, expected_calibration_error,
+from stages.lib.params.schema import STUDY_CLASSES as CLASSES
+from stages.lib.results.metrics import (CI_STATISTICS, classification_metrics, confusion, expected_calibration_error,
                                 macro_auroc, macro_f1, split_metrics)
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 3])

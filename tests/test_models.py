@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib.errors import UserError
-from stages.lib.models import BACKBONES, build_model, head
+from stages.lib.core.errors import UserError
+from stages.lib.model.registry import BACKBONES, build_model, head
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
@@ -49,9 +49,9 @@ def test_cached_pretrained_weights_are_loaded_not_random(tmp_path, monkeypatch):
 
 
 def test_a_new_backbone_is_one_record(monkeypatch):
-    from stages.lib import gradcam
-    from stages.lib.config import Config
-    from stages.lib.models import Backbone, gradcam_layer
+    from stages.lib.model import gradcam
+    from stages.lib.params.schema import Config
+    from stages.lib.model.registry import Backbone, gradcam_layer
     monkeypatch.setitem(BACKBONES, "resnet34", Backbone("IMAGENET1K_V1", "fc", 0, "layer4.2"))
     assert Config.model_validate({**Config().model_dump(), "backbones": ["resnet34"]}).backbones == ["resnet34"]
     model = build_model("resnet34", num_classes=3, dropout=0.2, pretrained=False).eval()

@@ -18,11 +18,11 @@ import torch
 from pydicom.data import get_testdata_file
 
 from conftest import ROOT, course_tree, data_params, write_xray
-from stages.lib.cache import build_cache
-from stages.lib.config import STUDY_CLASSES, Preprocess
-from stages.lib.data import read_cache_index, verify_cache
-from stages.lib.errors import UserError
-from stages.lib.staging import remove_stale
+from stages.lib.data.cache import build_cache
+from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.data.dataset import read_cache_index, verify_cache
+from stages.lib.core.errors import UserError
+from stages.lib.core.staging import remove_stale
 from test_predict import model_path, run_predict  # noqa: F401  (a fixture and a helper)
 from test_formats import gradient, write_dicom
 
@@ -72,9 +72,9 @@ def test_predict_writes_a_csv_that_reads_back_one_row_per_image(tmp_path, model_
 
 SLOW_PREPROCESS = """
 import sys, time
-from stages.lib import cache
-from stages.lib.config import Data, Preprocess
-from stages.lib.io import load_params
+from stages.lib.data import cache
+from stages.lib.params.schema import Data, Preprocess
+from stages.lib.core.files import load_params
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})
@@ -83,7 +83,7 @@ decode = cache._process
 def slow(path):
     time.sleep(0.3)
     return decode(path)
-slow.__module__, slow.__qualname__ = "stages.lib.cache", "_process"  # pickled by name into the workers
+slow.__module__, slow.__qualname__ = "stages.lib.data.cache", "_process"  # pickled by name into the workers
 cache._process = slow
 root = sys.argv[1]
 cache.build_cache(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
@@ -147,7 +147,7 @@ def test_a_staging_folder_in_use_is_not_removed(tmp_path):
 # --- 8. old or edited checkpoints ------------------------------------------------------------------
 
 def _checkpoint(tmp_path, spoil=None) -> Path:
-    from stages.lib.models import build_model
+    from stages.lib.model.registry import build_model
     meta = {"backbone": "resnet18", "classes": list(STUDY_CLASSES), "preprocess": P32.model_dump(), "dropout": 0.1}
     meta = copy.deepcopy(meta)
     if spoil:
@@ -175,7 +175,7 @@ def test_a_checkpoint_missing_or_mistyping_what_the_model_needs_is_refused_namin
 
 
 def test_a_complete_old_checkpoint_runs_at_its_own_image_size(tmp_path):
-    from stages.lib.inference import load_model
+    from stages.lib.model.inference import load_model
     model, meta = load_model(_checkpoint(tmp_path))  # only the four keys: no seed, epoch or provenance
     assert meta["preprocess"] == P32 and meta["preprocess"].img_size == 32
 

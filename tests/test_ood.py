@@ -4,7 +4,7 @@ import csv
 import json
 import shutil
 
-from stages.lib.synthetic import NOT_XRAYS, write_not_xrays
+from stages.lib.data.synthetic import NOT_XRAYS, write_not_xrays
 from test_predict import HEADER, run_predict
 
 

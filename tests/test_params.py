@@ -4,9 +4,9 @@ import sys
 import pytest
 
 from conftest import ROOT, stage_cmd
-from stages.lib.config import Assemble, Config, params_table, sections
-from stages.lib.errors import UserError
-from stages.lib.io import load_params
+from stages.lib.params.schema import Assemble, Config, params_table, sections
+from stages.lib.core.errors import UserError
+from stages.lib.core.files import load_params
 
 STUDY = (ROOT / "params.yaml").read_text()
 
@@ -25,7 +25,7 @@ def test_committed_params_are_the_declared_defaults():
 
 def test_every_param_is_documented_in_docs_params_md():
     doc = (ROOT / "docs" / "params.md").read_text()
-    assert params_table() in doc, "regenerate the table: python -m stages.lib.config docs/params.md"
+    assert params_table() in doc, "regenerate the table: python -m stages.lib.params.schema docs/params.md"
     assert all(f"| `{key}` |" in doc for key, _, sub in sections() if sub is None)
 
 
@@ -67,7 +67,7 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
     "train.backbones": ("train:\n", "train:\n  backbones: [resnet18]\n",
                         "train.backbones moved to the top level: write `backbones: [...]` beside `train:`, not inside it"),
     "backbone without a record": ("backbones: [resnet18,", "backbones: [vgg16, resnet18,",
-                                  "backbones lists 'vgg16', which has no record in stages/lib/models.py (records: resnet18, "
+                                  "backbones lists 'vgg16', which has no record in stages/lib/model/registry.py (records: resnet18, "
                                   "densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name"),
     "missing key": ("  lr: 5.0e-5\n", "", "train.lr is missing; add it (default: {{lr: 5.0e-05}}). Every param must be "
                                           "in {path}, where DVC tracks it"),
@@ -125,7 +125,7 @@ def test_a_refused_param_stops_the_stage_before_any_work(tmp_path, monkeypatch, 
 
 def test_per_class_caps_are_read_in_any_key_order():
     """A tool that rewrites params.yaml may sort a mapping's keys; the caps mean the same."""
-    from stages.lib.config import Assemble
+    from stages.lib.params.schema import Assemble
 
     caps = Assemble.model_validate({"max_per_class": {"virus": None, "COVID-19": 3, "bacteria": None, "normal": 5}})
     assert list(caps.max_per_class.items()) == [("normal", 5), ("bacteria", None), ("virus", None), ("COVID-19", 3)]

@@ -3,9 +3,9 @@ guarantees a user relies on (coverage near 1 - alpha, val NLL never raised), and
 import numpy as np
 import pytest
 
-from stages.lib import calibration, conformal, operating_points, posthoc
-from stages.lib.config import Evaluate
-from stages.lib.metrics import expected_calibration_error
+from stages.lib.results import calibration, conformal, operating_points, posthoc
+from stages.lib.params.schema import Evaluate
+from stages.lib.results.metrics import expected_calibration_error
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
 E = Evaluate(bootstrap_resamples=300, seed=0, calibration_bins=10)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import write_xray
-from stages.lib.checkpoints import save_checkpoint
-from stages.lib.config import STUDY_CLASSES, Preprocess
-from stages.lib.formats import load_gray
-from stages.lib.models import build_model
-from stages.lib.transforms import preprocess_image, preprocess_transform, to_model_input
+from stages.lib.model.checkpoints import save_checkpoint
+from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.data.formats import load_gray
+from stages.lib.model.registry import build_model
+from stages.lib.data.transforms import preprocess_image, preprocess_transform, to_model_input
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 HEADER = "filename,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
@@ -68,7 +68,7 @@ def test_a_folder_is_read_with_its_subfolders_and_rows_named_by_their_path(tmp_p
         assert code == 0 and out.strip() == f"3 images classified with {model_path} -> {images / 'p.csv'}"
     rows = read_rows(images / "p.csv")
     assert list(rows) == ["a/deeper/y.png", "a/x.png", "b.png"]
-    from stages.lib.inference import load_model
+    from stages.lib.model.inference import load_model
     model, _ = load_model(model_path)
     for name, probs in rows.items():
         np.testing.assert_allclose(probs, expected_probs(model, images / name), atol=2e-6)
@@ -106,15 +106,15 @@ def test_a_bad_csv_list_is_refused_in_one_line(tmp_path, model_path, monkeypatch
 
 def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path, monkeypatch):
     """Decoding and classifying interleave batch by batch: at no point are all images in memory."""
-    import stages.lib.runners
+    import stages.lib.model.runners
     import stages.predict
-    from stages.lib.image_files import DecodedImages
+    from stages.lib.data.image_files import DecodedImages
     for i in range(5):
         write_xray(tmp_path / "new" / f"{i}.png", i)
     events = []
-    decode, classify = DecodedImages.__getitem__, stages.lib.runners.predict
+    decode, classify = DecodedImages.__getitem__, stages.lib.model.runners.predict
     monkeypatch.setattr(DecodedImages, "__getitem__", lambda self, i: events.append(f"decode {i}") or decode(self, i))
-    monkeypatch.setattr(stages.lib.runners, "predict",
+    monkeypatch.setattr(stages.lib.model.runners, "predict",
                         lambda model, batches, *a, **k: events.append(f"classify {len(batches[0][0])}")
                         or classify(model, batches, *a, **k))
     done, skipped = stages.predict.predict_images(str(model_path), tmp_path / "new", tmp_path / "p.csv",
@@ -201,8 +201,8 @@ def test_the_val_fit_beside_the_model_gives_scaled_probabilities_sets_and_flags(
     import json
     import shutil
 
-    from stages.lib.calibration import apply_temperature
-    from stages.lib.inference import load_model
+    from stages.lib.results.calibration import apply_temperature
+    from stages.lib.model.inference import load_model
 
     model = shutil.copy(model_path, tmp_path / "seed42.pt")
     fitted = {"version": 1, "classes": list(STUDY_CLASSES), "temperature": {"value": 0.5}, "alpha": 0.1,

@@ -10,7 +10,7 @@ import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import ROOT, TINY_DEMO, run, run_paths
-from stages.lib.io import ParamsLoader
+from stages.lib.core.files import ParamsLoader
 from tools.demo_pipeline import demo_pipeline
 
 DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs",  # demo/params.yaml's header
@@ -111,7 +111,7 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
 
 def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
     """git's porcelain lines start with a space for an unstaged change: the path keeps its first letter."""
-    from stages.lib.provenance import git_state
+    from stages.lib.core.provenance import git_state
     for name in ("stages/a.py", "old.py", "notes.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
@@ -128,7 +128,7 @@ def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
 
 def test_a_git_that_names_the_commit_but_fails_status_stamps_dirty_unknown(tmp_path, monkeypatch):
     """Empty output from a failed `git status` is no evidence of a clean tree: "unknown", and the summary says so."""
-    from stages.lib.provenance import git_state, markdown
+    from stages.lib.core.provenance import git_state, markdown
     fake = tmp_path / "bin" / "git"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\nif [ "$1" = rev-parse ]; then echo 0123abcd; exit 0; fi\n'

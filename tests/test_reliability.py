@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, make_project, merge, run, run_paths, stage_cmd
-from stages.lib.errors import UserError
-from stages.lib.io import write_json
+from stages.lib.core.errors import UserError
+from stages.lib.core.files import write_json
 
 ONE = merge(TINY, {"preprocess": {"img_size": 64}, "backbones": ["resnet18"], "train": {"epochs": 3}})
 
@@ -111,7 +111,7 @@ TRAIN_ARGS = stage_cmd("train", "resnet18")[3:]
 ])
 def test_train_refuses_an_impossible_run_before_any_work(tmp_path, monkeypatch, capsys, params, message):
     import stages.train
-    from stages.lib.data import file_records
+    from stages.lib.data.dataset import file_records
     import numpy as np
     (tmp_path / "cache").mkdir()
     np.save(tmp_path / "cache/train.npy", np.zeros((30, 32, 32), np.uint8))  # a valid cache of 30 blank films
@@ -127,12 +127,12 @@ def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
     import stages.train
     argv = stage_cmd("train", "vit_b16")[3:]
     code, err = stage_main(stages.train, argv, tmp_path, monkeypatch, {}, capsys)
-    assert code == 2 and err == ("error: unknown backbone 'vit_b16'; stages/lib/models.py has records for resnet18, "
+    assert code == 2 and err == ("error: unknown backbone 'vit_b16'; stages/lib/model/registry.py has records for resnet18, "
                                  "densenet121, efficientnet_b0, convnext_tiny")
 
 
 def test_non_finite_loss_stops_naming_epoch_and_batch():
-    from stages.lib.training import train_one_epoch
+    from stages.lib.model.training import train_one_epoch
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4))
     loader = [(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))] * 3
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -146,7 +146,7 @@ def test_non_finite_loss_stops_naming_epoch_and_batch():
 
 WRITER = """
 import sys
-from stages.lib.io import write_json
+from stages.lib.core.files import write_json
 big = [list(range(2000))] * 50
 i = 0
 while True:
@@ -183,9 +183,9 @@ def test_full_disk_fails_clearly_and_keeps_the_previous_file(tmp_path, monkeypat
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_path):
-    from stages.lib.checkpoints import save_checkpoint
-    from stages.lib.inference import load_model
-    from stages.lib.models import build_model
+    from stages.lib.model.checkpoints import save_checkpoint
+    from stages.lib.model.inference import load_model
+    from stages.lib.model.registry import build_model
     meta = {"backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "dropout": 0.1,
             "preprocess": {"img_size": 32, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 2}}
     path = tmp_path / "resnet18.pt"
@@ -205,9 +205,9 @@ OLD_META = {  # what the train stage wrote before the typed config (no runtime r
 
 
 def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
-    from stages.lib.config import Preprocess
-    from stages.lib.inference import load_model
-    from stages.lib.models import build_model
+    from stages.lib.params.schema import Preprocess
+    from stages.lib.model.inference import load_model
+    from stages.lib.model.registry import build_model
     model = build_model("resnet18", 4, 0.1, pretrained=False)
     torch.save({"state_dict": model.state_dict(), "meta": OLD_META}, tmp_path / "old.pt")
     loaded, meta = load_model(tmp_path / "old.pt", "resnet18", OLD_META["preprocess"], OLD_META["classes"])
@@ -225,8 +225,8 @@ def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
 ])
 def test_a_checkpoint_that_cannot_be_used_is_refused_saying_how_to_retrain(tmp_path, spoil, message):
     import copy
-    from stages.lib.inference import load_model
-    from stages.lib.models import build_model
+    from stages.lib.model.inference import load_model
+    from stages.lib.model.registry import build_model
     ckpt = {"state_dict": build_model("resnet18", 4, 0.1, pretrained=False).state_dict(), "meta": copy.deepcopy(OLD_META)}
     spoil(ckpt)
     torch.save(ckpt, tmp_path / "old.pt")
@@ -255,13 +255,13 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
     ("fp32", CUDA, True, torch.float32),
 ])
 def test_precision_picks_the_autocast_dtype(monkeypatch, precision, device, bf16, expected):
-    from stages.lib.runtime import autocast_dtype
+    from stages.lib.model.runtime import autocast_dtype
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert autocast_dtype(precision, device) == expected
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
-    from stages.lib.runtime import autocast_dtype
+    from stages.lib.model.runtime import autocast_dtype
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     with pytest.raises(UserError, match="train.precision bf16: Tesla T4 has no bf16; use auto or fp16"):
@@ -269,6 +269,6 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
 
 
 def test_cpu_runs_fp32_without_a_scaler():
-    from stages.lib.runtime import precision
+    from stages.lib.model.runtime import precision
     ctx, scaler = precision("fp16", CPU)
     assert isinstance(ctx, contextlib.nullcontext) and not scaler.is_enabled()

@@ -4,9 +4,9 @@ import statistics
 import numpy as np
 import pytest
 
-from stages.lib.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
-from stages.lib.config import STUDY_CLASSES as CLASSES
-from stages.lib.metrics import CI_STATISTICS, split_metrics
+from stages.lib.results.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
+from stages.lib.params.schema import STUDY_CLASSES as CLASSES
+from stages.lib.results.metrics import CI_STATISTICS, split_metrics
 
 
 def score(labels: np.ndarray, probs: np.ndarray) -> dict:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from conftest import manifest_tree
-from stages.lib.config import STUDY_CLASSES
-from stages.lib.errors import UserError
-from stages.lib.layouts import read_layout
-from stages.lib.posthoc_summary import subgroups_markdown
-from stages.lib.subgroups import columns_to_score, subgroup_scores
+from stages.lib.params.schema import STUDY_CLASSES
+from stages.lib.core.errors import UserError
+from stages.lib.data.layouts import read_layout
+from stages.lib.report.posthoc_summary import subgroups_markdown
+from stages.lib.results.subgroups import columns_to_score, subgroup_scores
 
 
 def with_columns(root, header: str, cell) -> None:

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib import training
-from stages.lib.config import Augment, Train
-from stages.lib.inference import predict
-from stages.lib.runtime import describe
-from stages.lib.training import EpochResult, fit, make_loaders
+from stages.lib.model import training
+from stages.lib.params.schema import Augment, Train
+from stages.lib.model.inference import predict
+from stages.lib.model.runtime import describe
+from stages.lib.model.training import EpochResult, fit, make_loaders
 
 CPU = torch.device("cpu")
 SEED = 42

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib import transforms as T
-from stages.lib.config import Augment, Preprocess
+from stages.lib.data import transforms as T
+from stages.lib.params.schema import Augment, Preprocess
 
 PRE = Preprocess(img_size=64)
 AUG = Augment()  # the study's

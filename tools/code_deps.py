@@ -22,7 +22,7 @@ PACKAGES = ("stages", "tools")  # the project's code; everything else is a locke
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
-    """stages.lib.io -> stages/lib/io.py (or a package's __init__.py); None outside the project."""
+    """stages.lib.core.files -> stages/lib/core/files.py (or a package's __init__.py); None outside the project."""
     if name.split(".")[0] not in PACKAGES:
         return None
     base = root.joinpath(*name.split("."))
@@ -76,6 +76,11 @@ def stage_modules(pipeline: dict) -> dict[str, str]:
     return out
 
 
+def _covered(path: Path, deps: set[Path]) -> bool:
+    """A file is a dep when dvc.yaml lists it or a folder holding it (DVC hashes a folder dep whole)."""
+    return path in deps or any(parent in deps for parent in path.parents)
+
+
 def missing_deps(dvc_yaml: Path, root: Path = ROOT) -> dict[str, list[str]]:
     """{stage: the project files its module imports that its deps lack}, for stages lacking any, named
     as dvc.yaml would name them (relative to its folder: demo/dvc.yaml says ../stages/...)."""
@@ -85,7 +90,7 @@ def missing_deps(dvc_yaml: Path, root: Path = ROOT) -> dict[str, list[str]]:
     for name, module in stage_modules(pipeline).items():
         stage = pipeline["stages"][name]
         deps = {(here / d).resolve() for d in stage.get("do", stage).get("deps", [])}
-        lacking = sorted(f for f in code_files(module, root) if (root / f).resolve() not in deps)
+        lacking = sorted(f for f in code_files(module, root) if not _covered((root / f).resolve(), deps))
         if lacking:
             out[name] = [os.path.relpath(root / f, here) for f in lacking]
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.lib.io import write_text
+from stages.lib.core.files import write_text
 from tools.code_deps import code_files
 
 TOP = Path("dvc.yaml")

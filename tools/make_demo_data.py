@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib.synthetic import make_dataset, make_external
+from stages.lib.data.synthetic import make_dataset, make_external
 
 
 def main() -> None:

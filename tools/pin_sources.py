@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.lib.errors import UserError, cli
-from stages.lib.io import write_text
-from stages.lib.study_sources import PIN_LINE, UNKNOWN, sha256_file
+from stages.lib.core.errors import UserError, cli
+from stages.lib.core.files import write_text
+from stages.lib.study.sources import PIN_LINE, UNKNOWN, sha256_file
 
 
 def pin(sums: Path) -> list[str]:

@@ -1,0 +1,1 @@
+"""What the data report says about the data: leakage, the shortcut audit, counts and image statistics, unusual inputs, licences."""

@@ -1,0 +1,427 @@
+"""Dataset layouts under the data folder -> the same sample records for every layout.
+
+- course:           {train,val,test}_images/ + {train,val,test}_data.csv (new_filename + one-hot
+                    columns; a test CSV with only new_filename is a hidden-label test set)
+- folders:          {train,val,test}/<class>/*  (torchvision ImageFolder style)
+- kaggle-pneumonia: [chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*, class (bacteria/virus, or
+                    pneumonia when data.classes has it) and patient from the file name
+                    (personN_bacteria_M.jpeg), plus an optional COVID-19 folder (covid/, covid-19/
+                    or covid19/ beside chest_xray/, flat or with split folders)
+- manifest:         manifest.csv with path,label and optional split, patient_id columns; any other
+                    column (source, sex, age, view...) is film metadata, kept for subgroup metrics
+
+Labels are indices into `data.classes` (`classes` below); a label outside it is refused naming
+the file. Readers only parse; `check_paths` then refuses paths that escape the data folder and
+finds missing files, and `ensure_splits` makes the val (and, for a manifest without splits, the
+test) split.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from stages.lib.core.errors import UserError
+from stages.lib.data.formats import BadImage
+
+SPLITS = ("train", "val", "test")
+LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
+MANIFEST = "manifest.csv"
+OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
+COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
+# Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
+LABEL_ALIASES = {"bacterial": "bacteria", "viral": "virus", "covid": "covid19"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path            # the image file
+    name: str             # how the cache index and predictions name it (unique within a split)
+    label: int | None     # index into data.classes; None in a hidden-label test set
+    patient: str | None = None
+    source: str = ""      # where it was listed, for messages (file:line)
+    metadata: tuple[tuple[str, str], ...] = ()  # (column, value) of a manifest's extra columns
+
+
+def label_key(text: str) -> str:
+    """How a label is compared: 'COVID-19', 'covid' and 'Covid_19' are one class."""
+    key = re.sub(r"[-_\s]", "", text.strip().lower())
+    return LABEL_ALIASES.get(key, key)
+
+
+def parse_label(text: str, classes) -> int | None:
+    """The index of `text` in `classes`, or None when it names none of them."""
+    keys = [label_key(c) for c in classes]
+    return keys.index(label_key(text)) if label_key(text) in keys else None
+
+
+def outside(label: str, classes) -> str:
+    return f"label {label!r} is not one of data.classes ({', '.join(classes)})"
+
+
+# --- detection -----------------------------------------------------------------------------------
+
+def detect_layout(data_dir: Path) -> str:
+    if (data_dir / MANIFEST).is_file():
+        return "manifest"
+    if (data_dir / "train_data.csv").is_file():
+        return "course"
+    if _kaggle_root(data_dir) is not None:
+        return "kaggle-pneumonia"
+    if (data_dir / "train").is_dir():
+        return "folders"
+    raise UserError(f"{data_dir}: no known layout (course train_data.csv, folders train/<class>/, Kaggle "
+                    f"chest_xray/, or {MANIFEST}); arrange the data as README 'Bring your own data' shows "
+                    "or set data.layout")
+
+
+def read_layout(data_dir: Path, layout: str, classes) -> dict[str, list[Sample]]:
+    """Samples per split for `layout`, labelled over `classes`; a split the data lacks is absent."""
+    readers = {"course": read_course, "folders": read_folders, "kaggle-pneumonia": read_kaggle,
+               "manifest": read_manifest}
+    if layout not in readers:
+        raise UserError(f"data.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return readers[layout](data_dir, classes)
+
+
+# --- course --------------------------------------------------------------------------------------
+
+def read_course(data_dir: Path, classes) -> dict[str, list[Sample]]:
+    return {split: read_course_split(data_dir, split, classes) for split in SPLITS
+            if split == "train" or (data_dir / f"{split}_data.csv").is_file()}
+
+
+def read_course_split(data_dir: str | os.PathLike, split: str, classes) -> list[Sample]:
+    """Parse `<split>_data.csv`: new_filename plus one-hot columns named by `classes` (only
+    new_filename for a hidden test set)."""
+    data_dir = Path(data_dir)
+    csv_path = data_dir / f"{split}_data.csv"
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path} not found; the course layout needs {split}_data.csv beside {split}_images/")
+    columns, rows = read_csv(csv_path)
+    hidden = split == "test" and columns == ("new_filename",)
+    expected = ("new_filename", *classes)
+    missing = [c for c in expected if c not in columns]
+    if missing and not hidden:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
+                        f"{','.join(expected)} (data.classes; a hidden-label test CSV may have new_filename only)")
+    samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden, classes) for line, row in rows]
+    if not samples:
+        raise UserError(f"{csv_path} lists no images; add rows or remove the split")
+    return samples
+
+
+def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs, cells stripped; an undecodable file is a UserError."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
+            _check_separator(csv_path, columns)
+            rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
+                    for line, r in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{csv_path}: not a UTF-8 CSV file ({err.__class__.__name__}); save it as UTF-8 CSV") from err
+    return columns, rows
+
+
+def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
+    """A CSV saved with another separator (Excel in many locales writes ';') has one long column."""
+    if len(columns) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+            if sep in columns[0]:
+                raise UserError(f"{csv_path}: its columns are separated by {name}, not commas; "
+                                "save it as comma-separated CSV")
+
+
+def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool, classes) -> Sample:
+    name = row["new_filename"]
+    where = f"{csv_path}:{line}"
+    label = None
+    if not hidden:
+        onehot = [_zero_or_one(row[c], c, where, name) for c in classes]
+        if sorted(onehot) != [0] * (len(classes) - 1) + [1]:
+            raise UserError(f"{where}: row for {name!r} must have exactly one 1 among {', '.join(classes)}, "
+                            f"got {onehot}; fix its label")
+        label = onehot.index(1)
+    return Sample(path=image_dir / name, name=name, label=label, source=where)
+
+
+def _zero_or_one(text: str, column: str, where: str, name: str) -> int:
+    """A one-hot cell: exactly 0 or 1 (also written 0.0, 1.0); a soft label, 0.9, inf or nan is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        raise UserError(f"{where}: label columns must be 0 or 1, got {column} = {text!r} in the row for {name!r}; "
+                        "fix the row (soft labels are not supported)")
+    return int(value)
+
+
+# --- folders and Kaggle --------------------------------------------------------------------------
+
+def files_in(folder: Path) -> list[Path]:
+    """Every file under `folder` but the ones operating systems leave behind. A file that is not an
+    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it;
+    so is a broken or looping file link. Linked folders are followed; one that leads back to a
+    folder it is in is refused."""
+    found = []
+
+    def walk(folder: Path, above: tuple[Path, ...]) -> None:
+        real = folder.resolve()
+        if real in above:
+            raise UserError(f"{folder}: a symlink loop (it leads back to {real}); remove the link")
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or p.name.lower() in OS_CLUTTER:
+                continue
+            if p.is_dir():
+                walk(p, above + (real,))
+            else:
+                found.append(p)
+
+    walk(folder, ())
+    return sorted(found)
+
+
+def _subdirs(folder: Path, name: str | None = None) -> list[Path]:
+    """Subfolders (named `name`, ignoring case). Names that differ only in case (NORMAL/ and
+    normal/, Train/ and train/) are all returned: keeping one would silently drop the other's images."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and (name is None or p.name.lower() == name)]
+
+
+def read_folders(data_dir: Path, classes) -> dict[str, list[Sample]]:
+    out = {}
+    for split_dir in _subdirs(data_dir):
+        split = split_dir.name.lower()
+        if split not in SPLITS:
+            continue
+        samples = out.setdefault(split, [])
+        for folder in _subdirs(split_dir):
+            label = parse_label(folder.name, classes)
+            if label is None:
+                raise UserError(f"{folder}: folder name {folder.name!r} is not one of data.classes "
+                                f"({', '.join(classes)}); rename or remove it, or add the class to data.classes")
+            samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in files_in(folder)]
+    if "train" not in out:
+        raise UserError(f"{data_dir}: the folders layout needs train/<class>/ folders")
+    return out
+
+
+def _kaggle_root(data_dir: Path) -> Path | None:
+    # The Kaggle zip unpacks to chest_xray/ and, in some versions, chest_xray/chest_xray/.
+    for root in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"):
+        classes = {p.name.lower() for train in _subdirs(root, "train") for p in _subdirs(train)}
+        if "normal" in classes and "pneumonia" in classes:
+            return root
+    return None
+
+
+def kaggle_sample(path: Path, data_dir: Path, classes) -> Sample:
+    """NORMAL/IM-0115-0001.jpeg -> normal, IM-0115; PNEUMONIA/person1_bacteria_1.jpeg -> bacteria
+    (or pneumonia, when that is one of `classes`), person1."""
+    name = path.relative_to(data_dir).as_posix()
+    stem = path.stem.lower()
+    if path.parent.name.lower() == "normal" or parse_label("pneumonia", classes) is not None:
+        label = path.parent.name.lower()
+    elif "bacteria" in stem or "virus" in stem:
+        label = "bacteria" if "bacteria" in stem else "virus"
+    else:
+        raise UserError(f"{path}: a PNEUMONIA file name must contain 'bacteria' or 'virus' (e.g. "
+                        "person1_bacteria_1.jpeg); rename it or move it out of the data folder")
+    index = parse_label(label, classes)
+    if index is None:
+        raise UserError(f"{path}: {outside(label, classes)}; add it to data.classes or move the file out of the data folder")
+    m = re.match(r"(person\d+)_|(?:normal2-)?(im-\d+)", stem)
+    patient = (m.group(1) or m.group(2).upper()) if m else None
+    return Sample(path, name, index, patient)
+
+
+def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
+    root = _kaggle_root(data_dir)
+    if root is None:
+        raise UserError(f"{data_dir}: kaggle-pneumonia needs chest_xray/train/NORMAL and chest_xray/train/PNEUMONIA")
+    out = {}
+    for split in SPLITS:
+        for split_dir in _subdirs(root, split):
+            out.setdefault(split, []).extend(kaggle_sample(p, data_dir, classes) for d in ("normal", "pneumonia")
+                                             for folder in _subdirs(split_dir, d) for p in files_in(folder))
+    # Every COVID folder is read (covid/ and COVID-19/ side by side are both COVID-19 images).
+    for covid in [p for p in _subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
+        images = files_in(covid)
+        if not images:
+            continue
+        label = parse_label("COVID-19", classes)
+        if label is None:
+            raise UserError(f"{images[0]}: {outside('COVID-19', classes)}; add it to data.classes "
+                            f"or move {covid} out of the data folder")
+        split_dirs = [p for p in _subdirs(covid) if p.name.lower() in SPLITS]
+        # A flat COVID folder goes to train; ensure_splits then carves val from it by patient.
+        for folder in split_dirs or [covid]:
+            split = folder.name.lower() if split_dirs else "train"
+            out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), label)
+                                             for p in files_in(folder))
+    return out
+
+
+# --- manifest ------------------------------------------------------------------------------------
+
+def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
+    csv_path = data_dir / MANIFEST
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path} not found; the manifest layout needs {MANIFEST} with path,label columns")
+    columns, rows = read_csv(csv_path)
+    if "path" not in columns or "label" not in columns:
+        raise UserError(f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
+                        "optionally split,patient_id and film metadata columns")
+    extra = [c for c in columns if c not in MANIFEST_COLUMNS]
+    _check_metadata_columns(csv_path, columns, extra)
+    out: dict[str, list[Sample]] = {}
+    for line, row in rows:
+        where = f"{csv_path}:{line}"
+        split = row.get("split", "").lower() or "train"
+        if split not in SPLITS:
+            raise UserError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; fix the row")
+        label = parse_label(row["label"], classes) if row["label"] else None
+        if label is None and (row["label"] or split != "test"):
+            raise UserError(f"{where}: label {row['label']!r} of {row['path']!r} is not one of data.classes "
+                            f"({', '.join(classes)}; only test rows may leave it empty); fix the label or add "
+                            "the class to data.classes")
+        out.setdefault(split, []).append(Sample(data_dir / row["path"], row["path"], label,
+                                                row.get("patient_id") or None, where,
+                                                tuple((c, row.get(c, "")) for c in extra)))
+    if not out:
+        raise UserError(f"{csv_path} lists no images; add rows")
+    if "split" not in columns:
+        out["train"] = out.pop("train", [])  # no splits given: ensure_splits makes val and test
+    return out
+
+
+MANIFEST_COLUMNS = ("path", "label", "split", "patient_id")
+BUILT_IN_METADATA = ("format", "bit_depth")  # every film's, from its file (stages/lib/results/subgroups.py)
+
+
+def _check_metadata_columns(csv_path: Path, columns: tuple[str, ...], extra: list[str]) -> None:
+    """Extra manifest columns are film metadata; refuse a nameless, repeated or built-in one."""
+    if "" in columns:
+        raise UserError(f"{csv_path}: column {columns.index('') + 1} has no name; name it or delete it")
+    repeated = next((c for c in columns if columns.count(c) > 1), None)
+    if repeated:
+        raise UserError(f"{csv_path}: column {repeated!r} appears twice; keep one")
+    clash = next((c for c in extra if c in BUILT_IN_METADATA or c in ("filename",)), None)
+    if clash:
+        raise UserError(f"{csv_path}: column {clash!r} is a name the cache uses for every film; rename it "
+                        f"(e.g. {clash}_given)")
+
+
+# --- checks and splits ---------------------------------------------------------------------------
+
+def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
+    """Refuse any path that leaves the data folder (also through symlinks); return the missing files.
+
+    A symlink into DVC's cache (`cache.type symlink`) is inside the project, so it is allowed.
+    """
+    roots = [data_dir.resolve(), (data_dir.parent / ".dvc" / "cache").resolve()]
+    missing = []
+    for s in samples:
+        listed = Path(s.name)
+        where = s.source or s.path
+        if listed.is_absolute() or ".." in listed.parts:
+            raise UserError(f"{where}: {s.name!r} escapes the data folder {data_dir}; use a path relative to it")
+        try:
+            real = s.path.resolve()
+        except (RuntimeError, OSError):  # Python raises RuntimeError for a loop before 3.13, OSError after
+            missing.append(BadImage(f"{where}: {s.path} is a symlink loop; point the link at the image or remove it", s.path))
+            continue
+        if not any(real.is_relative_to(r) for r in roots):
+            raise UserError(f"{where}: {s.path} resolves to {real}, outside the data folder {data_dir}; "
+                            "copy the file into the data folder instead of linking it")
+        if not real.is_file():
+            missing.append(BadImage(f"{where}: image {s.path} not found; fix the path or add the image", s.path))
+    return missing
+
+
+def drop_repeats(splits: dict[str, list[Sample]], classes) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:
+    """Keep one listing of a file listed twice in a split, and return the repeats per split as
+    [first listing, repeat] for the data report. One file with two labels (in one split or two)
+    is refused: it would train, or be scored, under both."""
+    first: dict[Path, Sample] = {}
+    kept: dict[str, list[Sample]] = {}
+    repeats: dict[str, list[list[str]]] = {}
+    for split, samples in splits.items():
+        here: dict[Path, Sample] = {}
+        for s in samples:
+            key = _real(s.path)
+            other = first.setdefault(key, s)
+            if None not in (other.label, s.label) and other.label != s.label:
+                raise UserError(f"{other.source or other.path} and {s.source or s.path} give {s.path} two labels "
+                                f"({classes[other.label]}, {classes[s.label]}); keep only the right one")
+            if key in here:
+                repeats.setdefault(split, []).append([here[key].source or str(here[key].path), s.source or str(s.path)])
+            else:
+                here[key] = s
+        kept[split] = list(here.values())
+    return kept, repeats
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symlink loop: check_paths reports it
+        return path
+
+
+def patient_of(s: Sample) -> str:
+    return s.patient or f"file:{s.name}"  # unknown patient: each image is its own group
+
+
+def split_off(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split `samples` into (rest, held-out ~fraction), stratified by class, no patient in both."""
+    labels = np.array([-1 if s.label is None else s.label for s in samples])
+    groups = [patient_of(s) for s in samples]
+    # A tiny set gets fewer, larger folds: sklearn needs a class with at least n_splits members.
+    n_folds = min(max(2, round(1 / fraction)), len(set(groups)), int(np.bincount(labels + 1).max()))
+    if n_folds < 2:
+        raise UserError(f"cannot split {len(samples)} image(s) of {len(set(groups))} patient(s) into train and a "
+                        "held-out split; add images or provide the val/test split")
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    _, held = next(folds.split(np.zeros(len(samples)), labels, groups))
+    held = set(held.tolist())
+    return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
+
+
+def ensure_splits(splits: dict[str, list[Sample]], p) -> tuple[dict[str, list[Sample]], dict]:
+    """Make the test split (when none is given) and the val split (when missing or below data.min_val)
+    from train, seeded, stratified and grouped by patient; `p` is params' `data`. Returns the splits
+    and what was done."""
+    seed, notes = p.seed, {}
+    train = list(splits.get("train", []))
+    if len(train) < 2:
+        raise UserError("the training split has fewer than 2 images; add training data")
+    test = splits.get("test")
+    if test is None:
+        train, test = split_off(train, p.test_fraction, seed)
+        notes["test"] = f"split from train (data.test_fraction {p.test_fraction}, grouped by patient)"
+    val = splits.get("val", [])
+    if len(val) < p.min_val:
+        train, val = split_off(train + val, p.val_fraction, seed)
+        notes["val"] = (f"given val had {len(splits.get('val', []))} images (< data.min_val {p.min_val}); "
+                        f"split from train (data.val_fraction {p.val_fraction}, grouped by patient)")
+    return {"train": train, "val": val, "test": test}, notes
+
+
+def unique_names(samples: list[Sample]) -> list[Sample]:
+    """Give repeated names (same file name in two folders) a numeric suffix so index rows stay unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in samples:
+        n = seen[s.name] = seen.get(s.name, 0) + 1
+        out.append(s if n == 1 else replace(s, name=f"{s.name}#{n}"))
+    return out

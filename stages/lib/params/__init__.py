@@ -1,0 +1,1 @@
+"""The typed params schema (docs/params.md is generated from it)."""

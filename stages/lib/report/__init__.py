@@ -1,0 +1,1 @@
+"""What a reader sees: figures, the summary, the HTML report, model cards."""

@@ -1,0 +1,1 @@
+"""The study's data from its public sources (make study-data)."""

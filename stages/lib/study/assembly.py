@@ -1,0 +1,158 @@
+"""The study's data folder from its two sources: exact duplicates dropped, per-class caps drawn by
+whole patients, a seeded patient-grouped split, and a `manifest` layout that preprocess reads
+(manifest.csv), with SOURCES.csv (each film's origin and licence) and assembly.json (what was kept
+and left out, and why). Same sources and params, same bytes (docs/study-data.md)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib.params.schema import STUDY_CLASSES
+from stages.lib.audit.data_report import ASSEMBLY
+from stages.lib.core.errors import UserError
+from stages.lib.core.files import umask
+from stages.lib.data.layouts import MANIFEST, Sample, split_off
+from stages.lib.study.sources import (DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover,
+                                      read_kermany)
+
+MARKER = ASSEMBLY  # what was kept and why; also says that the folder is ours to replace
+
+
+def drop_duplicates(films: list[Film]) -> tuple[list[Film], list[dict]]:
+    """One film per set of identical bytes (the first by path); a set whose copies disagree on the
+    class is dropped whole, since neither label can be trusted."""
+    by_hash: dict[str, list[Film]] = defaultdict(list)
+    for f in sorted(films, key=lambda f: f.path):
+        by_hash[f.sha256].append(f)
+    kept, dropped = [], []
+    for copies in by_hash.values():
+        if len({f.label for f in copies}) > 1:
+            dropped.append({"sha256": copies[0].sha256, "kept": None, "dropped": [f.path for f in copies],
+                            "why": "identical films with different classes"})
+        else:
+            kept.append(copies[0])
+            if len(copies) > 1:
+                dropped.append({"sha256": copies[0].sha256, "kept": copies[0].path,
+                                "dropped": [f.path for f in copies[1:]], "why": "identical film"})
+    return sorted(kept, key=lambda f: f.path), dropped
+
+
+def cap(films: list[Film], caps: dict[str, int | None], seed: int) -> list[Film]:
+    """At most caps[class] films of each class, drawn as whole patients in a seeded order (a patient
+    who would overflow the cap is passed over for a smaller one)."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in STUDY_CLASSES:
+        mine = [f for f in films if f.label == label]
+        limit = caps.get(label)
+        if limit is None or len(mine) <= limit:
+            kept += mine
+            continue
+        patients: dict[str, list[Film]] = defaultdict(list)
+        for f in mine:
+            patients[f.patient].append(f)
+        total = 0
+        for p in rng.permutation(sorted(patients)).tolist():
+            if total + len(patients[p]) <= limit:
+                kept += patients[p]
+                total += len(patients[p])
+    return sorted(kept, key=lambda f: f.path)
+
+
+def split(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
+    """{path: split}: test, then val from the rest, stratified by class, no patient in two splits
+    (layouts.split_off: scikit-learn's StratifiedGroupKFold)."""
+    samples = [Sample(Path(f.path), f.path, STUDY_CLASSES.index(f.label), f.patient) for f in films]
+    rest, test = split_off(samples, test_fraction, seed)
+    train, val = split_off(rest, val_fraction / (1 - test_fraction), seed)
+    return {s.name: name for name, part in (("train", train), ("val", val), ("test", test)) for s in part}
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
+    """Check both sources against their pins, then build `out` (replaced whole, or left as it was on
+    any failure). `a` is params.yaml's `assemble` section. Returns assembly.json's content."""
+    sources = {"kermany": kermany, "hannover": hannover}
+    label = {"kermany": "Kermany 2018 source", "hannover": "Hannover COVID-19 source"}
+    pins = {name: check_pinned(label[name], path, sums) for name, path in sources.items()}
+    if out.exists() and not (out / MARKER).is_file():
+        raise UserError(f"{out} exists and was not assembled from the sources (no {out / MARKER}); move it away "
+                        "first (your own data: README 'Bring your own data')")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.assembling."))
+    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; data/ gets a folder's usual permissions
+    try:
+        films = read_kermany(kermany, staging)
+        hannover_films, left_out = read_hannover(hannover, staging)
+        read = films + hannover_films
+        unique, duplicates = drop_duplicates(read)
+        kept = cap(unique, a.max_per_class, a.seed)
+        splits = split(kept, a.val_fraction, a.test_fraction, a.seed)
+        kept_paths = {f.path for f in kept}
+        for f in read:
+            if f.path not in kept_paths:
+                (staging / f.path).unlink(missing_ok=True)
+        summary = _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a)
+        _write_tables(staging, kept, splits, {n: import_url(p) for n, p in sources.items()})
+        (staging / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], urls: dict[str, str]) -> None:
+    manifest = [[f.path, f.label, splits[f.path], f.patient] for f in kept]
+    (staging / MANIFEST).write_text(_csv(["path", "label", "split", "patient_id"], manifest), encoding="utf-8")
+    origins = [[f.path, f.dataset, f.original, urls[f.dataset], DATASETS[f.dataset].doi,
+                DATASETS[f.dataset].licence, f.sha256] for f in kept]
+    (staging / SOURCES_CSV).write_text(
+        _csv(["path", "dataset", "original", "url", "doi", "licence", "sha256"], origins), encoding="utf-8")
+
+
+def _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
+    counts = {s: dict(sorted(Counter(f.label for f in kept if splits[f.path] == s).items(),
+                             key=lambda kv: STUDY_CLASSES.index(kv[0]))) for s in ("train", "val", "test")}
+    return {
+        "sources": {n: {"file": str(p), "sha256": pins[n], "url": import_url(p), "doi": DATASETS[n].doi,
+                        "licence": DATASETS[n].licence, "citation": DATASETS[n].citation,
+                        "films_read": sum(f.dataset == n for f in read),
+                        "films_kept": sum(f.dataset == n for f in kept)} for n, p in sources.items()},
+        "params": a.model_dump(),
+        "counts": counts,
+        "left_out": {"hannover": {why: len(paths) for why, paths in left_out.items()},
+                     "duplicates": sum(len(d["dropped"]) for d in duplicates),
+                     "over the per-class caps": len(unique) - len(kept)},
+        "duplicates": duplicates,
+        "hannover_left_out": left_out,
+    }
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace `out` by `staging` with renames: a kill leaves the old folder or the new one."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        if out.exists():
+            os.replace(out, old)
+        os.replace(staging, out)
+    except OSError as err:
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise UserError(f"cannot write {out}: {err.strerror}; check free disk space and permissions") from err
+    shutil.rmtree(old, ignore_errors=True)
