@@ -27,6 +27,7 @@ import yaml
 
 from bench import common
 from tools.gpu.gpu_check import merge
+from stages.lib.core.names import seed_run
 from stages.lib.results.comparisons import beats, paired_difference, sentence
 from stages.lib.core.errors import UserError, cli
 from stages.lib.results.evaluation import read_runs
@@ -81,7 +82,7 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
     out = {}
     for b in backbones:
         m = json.loads((project / "metrics" / f"{b}.json").read_text())
-        runs = read_runs([project / "predictions" / b / "seeds" / f"seed{s}" for s in seeds], "test", classes)[2]
+        runs = read_runs([seed_run(project / "predictions" / b, s) for s in seeds], "test", classes)[2]
         block = m["seeds"]
         mean = block["mean"]["test"]["macro_f1"]
         versus = paired_difference(labels, runs, shortcut, resamples, 0)["macro_f1"]
@@ -99,7 +100,7 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
             "best_epochs": {s: h["best_epoch"] for s, h in block["runs"].items()},
         }
     ensemble = json.loads((project / "metrics" / "ensemble.json").read_text())
-    every = read_runs([project / "predictions" / b / "seeds" / f"seed{s}" for b in backbones for s in seeds], "test",
+    every = read_runs([seed_run(project / "predictions" / b, s) for b in backbones for s in seeds], "test",
                       classes)[2].mean(0, keepdims=True)  # the all-run ensemble: one fixed model, as the report's
     versus = paired_difference(labels, every, shortcut, resamples, 0)["macro_f1"]
     short = json.loads((project / "metrics" / "data_report.json").read_text())["shortcut"]["test"]["macro_f1"]

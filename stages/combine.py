@@ -14,7 +14,8 @@ from stages.lib.results import external_scores as ext
 from stages.lib.results.comparisons import seed_block
 from stages.lib.params.schema import Evaluate
 from stages.lib.core.errors import UserError, cli
-from stages.lib.results.evaluation import SCORED_SPLITS, score_mean
+from stages.lib.results.evaluation import score_mean
+from stages.lib.core.names import seed_run, SCORED_SPLITS
 from stages.lib.core.files import load_params, read_json, write_json
 from stages.lib.results.metrics import headline
 
@@ -31,7 +32,7 @@ def combine(backbone: str, seeds, runs_dir: str, predictions_dir: str, cache_met
             raise UserError(f"{path} not found: seed {s} of {backbone} has not been evaluated; "
                             f"run dvc repro evaluate@{backbone}-{s}")
         per_seed[s] = read_json(path)
-    folders = [Path(predictions_dir) / "seeds" / f"seed{s}" for s in seeds]
+    folders = [seed_run(predictions_dir, s) for s in seeds]
     report, runs = score_mean(folders, classes, Path(predictions_dir), e)
     # the seed ensemble's own fit, on the mean of its runs' val probabilities (in its metrics: `fitted`)
     report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in runs.items()}, classes, e)

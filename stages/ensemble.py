@@ -11,14 +11,15 @@ from stages.lib.results import posthoc
 from stages.lib.results import external_scores as ext
 from stages.lib.params.schema import Evaluate
 from stages.lib.core.errors import cli
-from stages.lib.results.evaluation import SCORED_SPLITS, score_mean
+from stages.lib.results.evaluation import score_mean
+from stages.lib.core.names import seed_run, SCORED_SPLITS
 from stages.lib.core.files import load_params, read_json, write_json
 from stages.lib.results.metrics import headline
 
 
 def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path]:
     """{"<backbone>/seed<seed>": its evaluate stage's predictions folder} for every run."""
-    return {f"{b}/seed{s}": Path(predictions_dir) / b / "seeds" / f"seed{s}" for b in backbones for s in seeds}
+    return {f"{b}/seed{s}": seed_run(Path(predictions_dir) / b, s) for b in backbones for s in seeds}
 
 
 def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: str, metrics_path: str,

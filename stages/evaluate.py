@@ -16,7 +16,8 @@ from stages.lib.results import external_scores as ext
 from stages.lib.params.schema import Evaluate, Train
 from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.core.errors import cli
-from stages.lib.results.evaluation import SCORED_SPLITS, predictions_csv, write_and_score
+from stages.lib.results.evaluation import predictions_csv, write_and_score
+from stages.lib.core.names import SCORED_SPLITS
 from stages.lib.model.inference import load_model, predict_split
 from stages.lib.core.files import load_params, read_json, write_json, write_text
 from stages.lib.report.plots import gradcam_grid, save_figure

@@ -25,10 +25,10 @@ from stages.lib.report import cards
 from stages.lib.results import ood, posthoc, subgroups
 from stages.lib.results import external_scores as ext
 from stages.lib.results.comparisons import COMPARED, paired_difference, seed_block, sentence
-from stages.lib.params.schema import STUDY_CLASSES, Config
-from stages.lib.data.dataset import UNLABELED
+from stages.lib.params.schema import Config
+from stages.lib.core.names import seed_run, ENSEMBLE, SCORED_SPLITS, SHORTCUT, STUDY_CLASSES, UNLABELED
 from stages.lib.core.errors import cli
-from stages.lib.results.evaluation import SCORED_SPLITS, read_predictions, read_runs, score_split
+from stages.lib.results.evaluation import read_predictions, read_runs, score_split
 from stages.lib.core.files import load_params, read_json, write_text
 from stages.lib.report.html import html_report
 from stages.lib.results.metrics import class_auroc_ci95, confusion
@@ -38,7 +38,6 @@ from stages.lib.report.plots import (comparison, confusion_grid, curves_csv, fig
 from stages.lib.report.posthoc_summary import external_markdown, posthoc_markdown, subgroups_markdown
 from stages.lib.report.summary import sources_lines, summary_markdown
 
-SHORTCUT = "shortcut"  # predictions/shortcut/: the metadata-only classifier of the data report
 NAMES = {"macro_f1": "macro-F1", "macro_auroc": "macro AUROC"}
 
 
@@ -70,20 +69,20 @@ def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str
     the mean of its runs: a backbone of its seeds, the ensemble of every run (as the ensemble stage)."""
     e, backbones, seeds = cfg.evaluate, cfg.backbones, cfg.seeds
     r = Results(classes=classes)
-    folders = {b: [Path(predictions_dir) / b / "seeds" / f"seed{s}" for s in seeds] for b in backbones}
-    folders["ensemble"] = [f for b in backbones for f in folders[b]]
+    folders = {b: [seed_run(Path(predictions_dir) / b, s) for s in seeds] for b in backbones}
+    folders[ENSEMBLE] = [f for b in backbones for f in folders[b]]
     folders[SHORTCUT] = [Path(predictions_dir) / SHORTCUT]
     for split in SCORED_SPLITS:
         r.runs[split] = {name: read_runs(f, split, classes)[1:] for name, f in folders.items()}
         # The ensemble's members are different networks, not exchangeable seeds: the comparisons take it as
         # one fixed model (resampling its members would score ensembles of one backbone repeated).
-        labels, runs = r.runs[split]["ensemble"]
-        r.runs[split]["ensemble"] = (labels, runs.mean(0, keepdims=True))
+        labels, runs = r.runs[split][ENSEMBLE]
+        r.runs[split][ENSEMBLE] = (labels, runs.mean(0, keepdims=True))
         r.outputs[split] = {}
         for name, (labels, runs) in r.runs[split].items():
             known = labels != UNLABELED
             r.outputs[split][name] = (labels[known], runs.mean(0)[known])
-    for name in [*backbones, "ensemble"]:
+    for name in [*backbones, ENSEMBLE]:
         r.scores[name] = {split: score_split(*_mean(r.runs[split][name]), classes, e) for split in SCORED_SPLITS}
 
     for b in backbones:
@@ -107,8 +106,8 @@ def compare(r: Results, backbones, e) -> list[dict]:
     """Every pair of backbones, each backbone against the ensemble and the shortcut, and the ensemble
     against the shortcut: paired differences on the shown split's labelled images."""
     split = shown_split(r)
-    pairs = [*combinations(backbones, 2), *((b, "ensemble") for b in backbones),
-             *((m, SHORTCUT) for m in [*backbones, "ensemble"])]
+    pairs = [*combinations(backbones, 2), *((b, ENSEMBLE) for b in backbones),
+             *((m, SHORTCUT) for m in [*backbones, ENSEMBLE])]
     rows = []
     for a, b in pairs:
         (labels, runs_a), (_, runs_b) = r.runs[split][a], r.runs[split][b]
@@ -215,7 +214,7 @@ def report(cfg: Config, predictions_dir: str, live_dir: str, cache_meta_path: st
     # The study's val numbers are comparable only over its four classes.
     study = {name: BACKBONES[name].study_val for name in cfg.backbones
              if BACKBONES[name].study_val and tuple(classes) == STUDY_CLASSES}
-    models = [*cfg.backbones, "ensemble"]
+    models = [*cfg.backbones, ENSEMBLE]
     outputs = {split: {m: r.outputs[split][m] for m in models} for split in SCORED_SPLITS}
 
     colours = model_colours(models)  # backbones in params order, then the ensemble: the same in every figure

@@ -20,7 +20,8 @@ from PIL import Image
 from conftest import ROOT, run
 from stages.lib.study.assembly import assemble, cap
 from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import STUDY_CLASSES, Assemble, Data, Preprocess
+from stages.lib.params.schema import Assemble, Data, Preprocess
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask
 from stages.lib.data.layouts import detect_layout, read_layout

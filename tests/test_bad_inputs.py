@@ -15,7 +15,8 @@ import yaml
 from conftest import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
 from stages.lib.model.checkpoints import fingerprint
 from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.params.schema import Preprocess
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.dataset import DAMAGED, verify_cache
 from stages.lib.core.errors import UserError
 from stages.lib.data.layouts import read_course_split, read_layout

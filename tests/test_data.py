@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib.params.schema import STUDY_CLASSES as CLASSES
+from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.data.dataset import balanced_sampler, class_weights
 from stages.lib.data.formats import read_gray_uint8
 from stages.lib.data.layouts import read_course_split

@@ -4,7 +4,8 @@ import torch
 
 from stages.ensemble import ensemble
 from stages.lib.model import gradcam
-from stages.lib.params.schema import STUDY_CLASSES as CLASSES, Evaluate
+from stages.lib.params.schema import Evaluate
+from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.core.errors import UserError
 from stages.lib.results.evaluation import predictions_csv, read_predictions
 from stages.lib.core.files import read_json, write_text

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import data_params, manifest_tree, write_xray
 from stages.lib.results import posthoc
-from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.params.schema import Preprocess
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.core.errors import UserError
 from stages.lib.data.external import SPLIT, build_external_cache

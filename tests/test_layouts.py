@@ -9,8 +9,9 @@ import pytest
 
 from conftest import course_tree, data_params, write_xray
 from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import STUDY_CLASSES, Preprocess
-from stages.lib.data.dataset import UNLABELED, read_cache_index
+from stages.lib.params.schema import Preprocess
+from stages.lib.core.names import STUDY_CLASSES, UNLABELED
+from stages.lib.data.dataset import read_cache_index
 from stages.lib.core.errors import UserError
 from stages.lib.results.evaluation import read_predictions
 from stages.lib.results.metrics import classification_metrics

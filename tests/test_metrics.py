@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, classification_report,
                              precision_recall_fscore_support, roc_auc_score)
 
-from stages.lib.params.schema import STUDY_CLASSES as CLASSES
+from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.results.metrics import (CI_STATISTICS, classification_metrics, confusion, expected_calibration_error,
                                 macro_auroc, macro_f1, split_metrics)
 

@@ -19,7 +19,8 @@ from pydicom.data import get_testdata_file
 
 from conftest import ROOT, course_tree, data_params, write_xray
 from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.params.schema import Preprocess
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.dataset import read_cache_index, verify_cache
 from stages.lib.core.errors import UserError
 from stages.lib.core.staging import remove_stale

@@ -10,7 +10,8 @@ import torch
 
 from conftest import write_xray
 from stages.lib.model.checkpoints import save_checkpoint
-from stages.lib.params.schema import STUDY_CLASSES, Preprocess
+from stages.lib.params.schema import Preprocess
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.formats import load_gray
 from stages.lib.model.registry import build_model
 from stages.lib.data.transforms import preprocess_image, preprocess_transform, to_model_input

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stages.lib.results.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
-from stages.lib.params.schema import STUDY_CLASSES as CLASSES
+from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.results.metrics import CI_STATISTICS, split_metrics
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import manifest_tree
-from stages.lib.params.schema import STUDY_CLASSES
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.core.errors import UserError
 from stages.lib.data.layouts import read_layout
 from stages.lib.report.posthoc_summary import subgroups_markdown

@@ -7,20 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-UNLABELED = "unlabeled"
+from stages.lib.core.names import UNLABELED_CLASS
+
 ASSEMBLY = "assembly.json"  # in a data folder that `make study-data` assembled (stages/lib/study/assembly.py)
 
 
 def class_name(label: int | None, classes) -> str:
-    return UNLABELED if label is None else classes[label]
+    return UNLABELED_CLASS if label is None else classes[label]
 
 
 def split_counts(labels: list[int | None], classes) -> dict:
     """{class: n} with every class (0 when absent), plus `unlabeled` only when there are such images."""
     n = Counter(class_name(y, classes) for y in labels)
     out = {c: n[c] for c in classes}
-    if n[UNLABELED]:
-        out[UNLABELED] = n[UNLABELED]
+    if n[UNLABELED_CLASS]:
+        out[UNLABELED_CLASS] = n[UNLABELED_CLASS]
     return out
 
 
@@ -35,7 +36,7 @@ def image_stats(rows: list[tuple[dict, int | None]], classes) -> dict:
     for facts, label in rows:
         by_class.setdefault(class_name(label, classes), []).append(facts)
     out = {}
-    for name in [c for c in (*classes, UNLABELED) if c in by_class]:
+    for name in [c for c in (*classes, UNLABELED_CLASS) if c in by_class]:
         facts = by_class[name]
         out[name] = {
             "formats": dict(sorted(Counter(f["format"] for f in facts).items())),

@@ -3,7 +3,7 @@ several frames or pages (the first is used), and patient ids that differ only by
 (kept apart: ids are compared exactly, docs/data.md)."""
 from __future__ import annotations
 
-from stages.lib.data.layouts import SPLITS
+from stages.lib.core.names import SPLITS
 
 
 def first_frames(records: dict[str, list[dict]]) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score, recall_score
 
-from stages.lib.results.evaluation import SCORED_SPLITS
+from stages.lib.core.names import SCORED_SPLITS
 
 NUMERIC = ("width", "height", "channels", "bit_depth", "file_bytes")
 # Each tree is grown to purity on a bootstrap sample of at most this many images: uncapped, the 200

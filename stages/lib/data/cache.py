@@ -23,15 +23,15 @@ from tqdm.auto import tqdm
 
 from stages.lib.params.schema import Data, Preprocess
 from stages.lib.core.csv_rows import RowWriter
-from stages.lib.data.dataset import UNLABELED, cache_files, file_records
+from stages.lib.data.dataset import cache_files, file_records
+from stages.lib.core.names import SPLITS, UNLABELED
 from stages.lib.audit.data_report import cited_sources, class_name, image_stats, split_counts
 from stages.lib.core.errors import UserError
 from stages.lib.results.evaluation import predictions_csv
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.audit.input_notes import first_frames, ids_differing_by_case
 from stages.lib.core.files import umask, write_json, write_text
-from stages.lib.data.layouts import (BUILT_IN_METADATA, SPLITS, Sample, check_paths, detect_layout, drop_repeats,
-                                ensure_splits, read_layout, unique_names)
+from stages.lib.data.layouts import BUILT_IN_METADATA, Sample, check_paths, detect_layout, drop_repeats, ensure_splits, read_layout, unique_names
 from stages.lib.audit.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
 from stages.lib.core.pool_workers import die_with_parent
 from stages.lib.audit.licences import licences

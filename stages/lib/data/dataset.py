@@ -21,9 +21,8 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import UNLABELED
 
-# A hidden-label test image has an empty label in <split>.csv and this label in memory.
-UNLABELED = -1
 
 
 # --- cache -------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import SPLITS
 from stages.lib.data.formats import BadImage
 
-SPLITS = ("train", "val", "test")
 LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
 MANIFEST = "manifest.csv"
 OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store

@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from stages.lib.params.schema import STUDY_CLASSES as CLASSES
-from stages.lib.data.layouts import SPLITS
+from stages.lib.core.names import SPLITS, STUDY_CLASSES as CLASSES
 
 CANVAS = 256  # drawing resolution; the result is resized to the final image size
 DEFAULT_FRACTIONS = (0.27, 0.40, 0.25, 0.08)  # normal, bacteria, virus, COVID-19

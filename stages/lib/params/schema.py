@@ -18,8 +18,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import STUDY_CLASSES
 
-STUDY_CLASSES = ("normal", "bacteria", "virus", "COVID-19")
 STUDY_BACKBONES = ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 

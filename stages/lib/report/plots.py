@@ -35,12 +35,12 @@ from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
 from stages.lib.core.files import atomic_path  # noqa: E402
+from stages.lib.core.names import ENSEMBLE  # noqa: E402
 
 PAGE, COLUMN = 7.0, 3.5  # inches: a journal's page and column width
 DPI = 300                # print resolution at those widths
 # Okabe & Ito (2008), the order of .dvc/plots/by_model.json's range; the ensemble is always black.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
-ENSEMBLE = "ensemble"
 ENSEMBLE_COLOUR = "#000000"
 HEATMAP = "inferno"      # perceptually uniform, readable in grey scale
 HEATMAP_ALPHA = 0.45     # the anatomy stays visible under the map

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from stages.lib.results.comparisons import beats, sentence
-from stages.lib.report.plots import ENSEMBLE, SYNTHETIC_MARK
+from stages.lib.report.plots import SYNTHETIC_MARK
+from stages.lib.core.names import ENSEMBLE, SHORTCUT
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 
@@ -73,7 +74,7 @@ def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str, versus: 
     for name, s in scores.items():
         if s[split] is None or (name in versus and beats(versus[name])):
             continue
-        said = sentence(name, "shortcut", "macro_f1", versus[name]) if name in versus else "not compared"
+        said = sentence(name, SHORTCUT, "macro_f1", versus[name]) if name in versus else "not compared"
         lines += [f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
                   f"{_with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).", ""]  # one quote each
     return lines

@@ -17,7 +17,7 @@ import statistics
 
 import numpy as np
 
-from stages.lib.data.dataset import UNLABELED
+from stages.lib.core.names import UNLABELED
 from stages.lib.results.metrics import CI_STATISTICS, HEADLINE
 
 COMPARED = ("macro_f1", "macro_auroc")  # the differences the report states

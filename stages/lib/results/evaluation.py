@@ -14,13 +14,12 @@ import numpy as np
 
 from stages.lib.params.schema import Evaluate
 from stages.lib.core.csv_rows import RowWriter
-from stages.lib.data.dataset import UNLABELED
+from stages.lib.core.names import SCORED_SPLITS, UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_text
 from stages.lib.results.metrics import split_metrics
 
 
-SCORED_SPLITS = ("val", "test")  # train is never scored after training
 
 
 def write_and_score(outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray]], classes, out_dir: Path,

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stages.lib.data.dataset import UNLABELED, CachedSplit
+from stages.lib.data.dataset import CachedSplit
+from stages.lib.core.names import UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_json
 from stages.lib.model.registry import head

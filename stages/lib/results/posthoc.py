@@ -14,7 +14,7 @@ import numpy as np
 
 from stages.lib.results import calibration, conformal, operating_points
 from stages.lib.params.schema import Evaluate
-from stages.lib.data.dataset import UNLABELED
+from stages.lib.core.names import UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json
 

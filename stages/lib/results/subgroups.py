@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from stages.lib.data.dataset import UNLABELED, cache_files
+from stages.lib.data.dataset import cache_files
+from stages.lib.core.names import UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, macro_auroc, macro_f1

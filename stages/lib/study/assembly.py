@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.params.schema import STUDY_CLASSES
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.audit.data_report import ASSEMBLY
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask

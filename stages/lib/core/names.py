@@ -1,0 +1,24 @@
+"""Names shared across rooms, each declared once beside its meaning, and where one seed's run lives.
+
+Imported wherever they are used, so no module imports another only for a constant.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+STUDY_CLASSES = ("normal", "bacteria", "virus", "COVID-19")
+SPLITS = ("train", "val", "test")
+SCORED_SPLITS = ("val", "test")  # train is never scored after training
+# A hidden-label film has an empty label in <split>.csv, this label index in memory ...
+UNLABELED = -1
+# ... and this class name in the data report's counts.
+UNLABELED_CLASS = "unlabeled"
+# The models beside the backbones in comparisons: the mean of every run's probabilities, and the
+# metadata-only classifier of the data report (predictions/shortcut/).
+ENSEMBLE = "ensemble"
+SHORTCUT = "shortcut"
+
+
+def seed_run(folder: str | Path, seed: int) -> Path:
+    """One seed's predictions folder under a backbone's: `<folder>/seeds/seed<seed>` (dvc.yaml's evaluate outs)."""
+    return Path(folder) / "seeds" / f"seed{seed}"
