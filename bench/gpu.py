@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import math
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from bench import common
+from stages.lib.core import live_logs
 from stages.lib.model.agreement import agreement
 from stages.lib.core.errors import UserError, cli
 from stages.lib.model.inference import load_model, predict_split
@@ -106,14 +106,8 @@ def bench_backbone(backbone: str, s: common.Settings, cache: Path, device: torch
 
 def stage_log(live: Path, backbone: str, seed: int) -> dict:
     """The train stage's own per-epoch figures from its DVCLive log ({} without one)."""
-    def column(name: str) -> list[float]:
-        path = live / backbone / f"seed{seed}" / "plots" / "metrics" / "train" / f"{name}.tsv"
-        if not path.is_file():
-            return []
-        with open(path, newline="") as f:
-            return [float(row[name]) for row in csv.DictReader(f, delimiter="\t")]
-
-    img_s, first = column("images_per_s"), column("first_batch_s")
+    run = live / backbone / f"seed{seed}"
+    img_s, first = live_logs.column(run, "images_per_s"), live_logs.column(run, "first_batch_s")
     if not img_s:
         return {}
     out = {"stage_img_s": round(img_s[-1], 1), "epoch1_img_s": round(img_s[0], 1)}

@@ -11,7 +11,6 @@ where this stage writes summary.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.core import provenance
+from stages.lib.core import live_logs, provenance
 from stages.lib.report import cards
 from stages.lib.results import ood, posthoc, subgroups
 from stages.lib.results import external_scores as ext
@@ -54,16 +53,6 @@ class Results:
     comparisons: list = field(default_factory=list)   # paired differences on the shown split
 
 
-def read_history(live_dir: Path) -> dict[str, dict[str, list]]:
-    """{split: {metric: [(epoch, value), ...]}} from DVCLive's per-metric TSV files."""
-    history: dict[str, dict[str, list]] = {}
-    for tsv in sorted((live_dir / "plots" / "metrics").glob("*/*.tsv")):
-        with open(tsv, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        history.setdefault(tsv.parent.name, {})[tsv.stem] = [(int(r["step"]), float(r[tsv.stem])) for r in rows]
-    return history
-
-
 def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str) -> Results:
     """Score every model and run, read the training logs, and compare the models pairwise. A model is
     the mean of its runs: a backbone of its seeds, the ensemble of every run (as the ensemble stage)."""
@@ -93,7 +82,7 @@ def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str
             per_seed[s] = {split: score_split(r.runs[split][b][0], r.runs[split][b][1][i], classes, e)
                            for split in SCORED_SPLITS} | {"best_epoch": summary.get("best_epoch"),
                                                            "epochs_run": summary.get("epochs_run")}
-            r.histories[b if len(seeds) == 1 else f"{b}/seed{s}"] = read_history(live)
+            r.histories[b if len(seeds) == 1 else f"{b}/seed{s}"] = live_logs.history(live)
         r.seeds[b] = seed_block(per_seed, *r.runs["test"][b], e.bootstrap_resamples, e.seed)
         epochs = [m for m in per_seed.values() if m["best_epoch"] is not None]
         if epochs:

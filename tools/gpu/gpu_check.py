@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 
 from tools.gpu import wheels
+from stages.lib.core import live_logs
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
 
@@ -238,8 +239,7 @@ def dvc_stage_seconds(marks: list[tuple[float, str]], total: float) -> dict:
 def outputs(project: Path, backbones: list[str], seed: int, epochs: int) -> dict:
     """What the pipeline should have left, found or not (one seed: the check's)."""
     def epochs_logged(b: str) -> int:
-        tsv = project / "dvclive" / b / f"seed{seed}" / "plots" / "metrics" / "train" / "images_per_s.tsv"
-        return len(tsv.read_text().splitlines()) - 1 if tsv.is_file() else 0
+        return len(live_logs.column(project / "dvclive" / b / f"seed{seed}", "images_per_s"))
 
     found = {"metrics/summary.md": (project / "metrics" / "summary.md").is_file(),
              "metrics/data_report.json": (project / "metrics" / "data_report.json").is_file(),

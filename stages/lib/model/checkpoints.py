@@ -8,7 +8,6 @@ every file loads with torch.load(weights_only=True).
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from stages.lib.model.checkpoint_meta import check_meta
 from stages.lib.core.errors import UserError
+from stages.lib.core import live_logs
 from stages.lib.core.files import atomic_path, write_text
 
 
@@ -104,13 +104,11 @@ def load_resume_state(path: str | os.PathLike, fp: str) -> tuple[dict | None, st
 
 def trim_live_logs(live_dir: str | os.PathLike, last_epoch: int) -> None:
     """Drop DVCLive rows logged after `last_epoch` (an epoch the kill cut short of its checkpoint)."""
-    for tsv in Path(live_dir).glob("plots/metrics/**/*.tsv"):
-        with open(tsv, newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t"))
-        step = rows[0].index("step") if rows else 0
-        kept = rows[:1] + [r for r in rows[1:] if int(r[step]) <= last_epoch]
+    for tsv in live_logs.metric_files(live_dir):
+        rows = live_logs.read_rows(tsv)
+        kept = live_logs.rows_up_to(rows, last_epoch)
         if len(kept) != len(rows):
-            write_text(tsv, "".join("\t".join(r) + "\n" for r in kept))
+            write_text(tsv, live_logs.as_tsv(kept))
 
 
 # --- random state: everything a resumed run needs to draw what the uninterrupted run drew -------
