@@ -31,7 +31,8 @@ from stages.lib.data.cache import build_cache
 from stages.lib.params.schema import Augment, Data, Preprocess, Train
 from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
 from stages.lib.core.errors import UserError
-from stages.lib.core.files import load_params, write_json
+from stages.lib.core.files import write_json
+from stages.lib.params.loader import load_params
 from stages.lib.data.layouts import read_course_split
 from stages.lib.model.registry import build_model
 from stages.lib.core.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths

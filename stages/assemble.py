@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stages.lib.study.assembly import assemble
 from stages.lib.core.errors import UserError, cli
-from stages.lib.core.files import load_params
+from stages.lib.params.loader import load_params
 
 
 @cli

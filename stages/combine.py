@@ -16,7 +16,8 @@ from stages.lib.params.schema import Evaluate
 from stages.lib.core.errors import UserError, cli
 from stages.lib.results.evaluation import score_mean
 from stages.lib.core.names import seed_run, SCORED_SPLITS
-from stages.lib.core.files import load_params, read_json, write_json
+from stages.lib.core.files import read_json, write_json
+from stages.lib.params.loader import load_params
 from stages.lib.results.metrics import headline
 
 

@@ -19,7 +19,8 @@ from stages.lib.core.errors import cli
 from stages.lib.results.evaluation import predictions_csv, write_and_score
 from stages.lib.core.names import SCORED_SPLITS
 from stages.lib.model.inference import load_model, predict_split
-from stages.lib.core.files import load_params, read_json, write_json, write_text
+from stages.lib.params.loader import load_params
+from stages.lib.core.files import read_json, write_json, write_text
 from stages.lib.report.plots import gradcam_grid, save_figure
 from stages.lib.model.runtime import channels_last, describe, pick_device, precision, resolve_workers
 

@@ -10,7 +10,8 @@ from stages.lib.data import external as ext
 from stages.lib.params.schema import Config
 from stages.lib.data.dataset import verify_cache
 from stages.lib.core.errors import UserError, cli
-from stages.lib.core.files import load_params, read_json
+from stages.lib.params.loader import load_params
+from stages.lib.core.files import read_json
 
 
 def external(cfg: Config, data_dir: str, cache_dir: str, cache_meta: dict) -> dict:

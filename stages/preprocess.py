@@ -8,7 +8,8 @@ from stages.lib.data.cache import build_cache
 from stages.lib.audit.data_report import headline, shortcut_headline
 from stages.lib.core.errors import cli
 from stages.lib.core.names import SCORED_SPLITS
-from stages.lib.core.files import load_params, write_json
+from stages.lib.core.files import write_json
+from stages.lib.params.loader import load_params
 
 
 @cli

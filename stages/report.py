@@ -28,7 +28,8 @@ from stages.lib.params.schema import Config
 from stages.lib.core.names import seed_run, ENSEMBLE, SCORED_SPLITS, SHORTCUT, STUDY_CLASSES, UNLABELED
 from stages.lib.core.errors import cli
 from stages.lib.results.evaluation import read_predictions, read_runs, score_split
-from stages.lib.core.files import load_params, read_json, write_text
+from stages.lib.core.files import read_json, write_text
+from stages.lib.params.loader import load_params
 from stages.lib.report.html import html_report
 from stages.lib.results.metrics import class_auroc_ci95, confusion
 from stages.lib.model.registry import BACKBONES

@@ -15,7 +15,7 @@ from stages.lib.model.checkpoints import (fingerprint, load_checkpoint, load_res
 from stages.lib.params.schema import Config, Train
 from stages.lib.core.errors import UserError, cli
 from stages.lib.data.dataset import verify_cache
-from stages.lib.core.files import load_params
+from stages.lib.params.loader import load_params
 from stages.lib.model.registry import build_model, ensure_pretrained, spec
 from stages.lib.core import provenance
 from stages.lib.model.runtime import describe, seed_everything

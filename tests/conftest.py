@@ -185,7 +185,7 @@ def course_tree(root: Path, per_split=(("train", 3), ("val", 1), ("test", 1))) -
 def data_params(**overrides):
     """params.yaml's `data` section with some values changed, validated."""
     from stages.lib.params.schema import Data
-    from stages.lib.core.files import load_params
+    from stages.lib.params.loader import load_params
 
     return Data.model_validate({**load_params(ROOT / "params.yaml").data.model_dump(), **overrides})
 

@@ -11,7 +11,7 @@ from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.core.errors import UserError
 from stages.lib.data.external import SPLIT, build_external_cache
 from stages.lib.results.external_scores import drop, mark_absent, open_caches, restrict, score
-from stages.lib.core.files import load_params
+from stages.lib.params.loader import load_params
 from stages.lib.results.metrics import split_metrics
 from stages.lib.data.synthetic import make_external
 

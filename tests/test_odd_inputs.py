@@ -75,7 +75,7 @@ SLOW_PREPROCESS = """
 import sys, time
 from stages.lib.data import cache
 from stages.lib.params.schema import Data, Preprocess
-from stages.lib.core.files import load_params
+from stages.lib.params.loader import load_params
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})

@@ -10,7 +10,7 @@ import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import ROOT, TINY_DEMO, run, run_paths
-from stages.lib.core.files import ParamsLoader
+from stages.lib.params.loader import ParamsLoader
 from tools.demo_pipeline import demo_pipeline
 
 DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs",  # demo/params.yaml's header

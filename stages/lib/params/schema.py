@@ -1,38 +1,22 @@
 """Every param of params.yaml, declared once: type, default (the study's), allowed values, meaning.
 
-`stages.lib.core.files.load_params` validates params.yaml against `Config` before any work starts, and
-stages read `cfg.train.lr`. Validation is strict: a quoted "0.1" or "false" is refused, never
+`stages.lib.params.loader.load_params` checks params.yaml against `Config` before any work starts
+(stages/lib/params/messages.py words what it refuses), and stages read `cfg.train.lr`. Validation is strict: a quoted "0.1" or "false" is refused, never
 converted, and every key must be present (a default used silently would be a value DVC does not
-track). docs/params.md is generated from the descriptions here (`python -m stages.lib.params.schema`).
+track). docs/params.md is generated from the descriptions here (`python -m stages.lib.params.docs`).
 """
 from __future__ import annotations
 
-import difflib
 import re
-import sys
-from typing import Literal, Union, get_args, get_origin
+from typing import Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES
 
 STUDY_BACKBONES = ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
-# Keys that no longer exist, and what to write instead.
-REMOVED = {
-    "train.amp": "train.amp was removed: train.precision is the one mixed-precision knob (auto | bf16 | fp16 | "
-                 "fp32; amp: false is precision: fp32); delete train.amp",
-    "train.backbones": "train.backbones moved to the top level: write `backbones: [...]` beside `train:`, "
-                       "not inside it",
-    "train.seed": "train.seed moved to the top level as a list: write `seeds: [42]` beside `backbones:` (one "
-                  "training run per backbone and seed)",
-}
-
 
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", validate_default=True, allow_inf_nan=False)
@@ -344,134 +328,3 @@ class Config(Section):
         if not names or len(set(names)) < len(names):
             raise refuse("must be a non-empty list of distinct names")
         return names
-
-
-def validate(raw, source: str = "params.yaml") -> Config:
-    """The Config in `raw` (params.yaml as read), or a UserError: one line naming `source`, the
-    dotted key and the fix. Keys are checked first (removed, unknown, missing), then values."""
-    _check_keys(raw, Config, "", source)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(f"{source}: {_explain(err.errors()[0])}") from None
-
-
-def _check_keys(raw, model: type[BaseModel], prefix: str, source: str) -> None:
-    where = prefix.rstrip(".") or "the file"
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: {where} must be a mapping of keys (see docs/params.md), got {raw!r}")
-    fields = model.model_fields
-    for key in raw:
-        dotted = f"{prefix}{key}"
-        if dotted in REMOVED:
-            raise UserError(f"{source}: {REMOVED[dotted]}")
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"did you mean {prefix}{close[0]}?" if close else f"{where} has {', '.join(fields)}"
-            raise UserError(f"{source}: unknown key {dotted}; {hint}")
-    for key, field in fields.items():
-        dotted = f"{prefix}{key}"
-        if key not in raw and dotted in OPTIONAL_SECTIONS:
-            continue
-        if key not in raw:
-            default = field.get_default(call_default_factory=True)
-            default = default.model_dump() if isinstance(default, BaseModel) else default
-            raise UserError(f"{source}: {dotted} is missing; add it (default: {_yaml({key: default})}). "
-                            f"Every param must be in {source}, where DVC tracks it")
-        sub = _section(field)
-        if sub is not None and raw[key] is not None:
-            _check_keys(raw[key], sub, f"{dotted}.", source)
-
-
-def _explain(error: dict) -> str:
-    """'<dotted key> must be <rule>, got <value>' for one pydantic error."""
-    loc = [str(part) for part in error["loc"] if isinstance(part, str)]
-    key, value = ".".join(loc), error["input"]
-    if error["type"] == "sentence":
-        return f"{key} {error['msg']}".strip()  # a whole-file rule names its keys itself
-    if error["type"] == "rule":
-        rule = error["msg"]
-    else:
-        rule = f"must be {allowed(_field(loc))}" if _field(loc) else error["msg"].replace("Input should be", "must be")
-    quoted = isinstance(value, str) and re.fullmatch(r"[-+.\deE]+|true|false", value.strip(), re.IGNORECASE)
-    return f"{key} {rule}, got {value!r}" + ("; write it without quotes" if quoted else "")
-
-
-def _field(loc: list[str]) -> FieldInfo | None:
-    model, field = Config, None
-    for part in loc:
-        field = model.model_fields.get(part) if model is not None else None
-        if field is None:
-            return None
-        model = _section(field)
-    return field
-
-
-def allowed(field: FieldInfo) -> str:
-    """What a field accepts, from its declaration: 'an integer from 32 to 1024'."""
-    if field.json_schema_extra and "allowed" in field.json_schema_extra:
-        return field.json_schema_extra["allowed"]
-    kind = field.annotation
-    if get_origin(kind) is Literal:
-        return "one of " + ", ".join(map(str, get_args(kind)))
-    noun = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, getattr(kind, "__name__", str(kind)))
-    limits = {k: getattr(m, k) for m in field.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
-    if "ge" in limits and "le" in limits:
-        return f"{noun} from {limits['ge']} to {limits['le']}"
-    low = f"[{limits['ge']}" if "ge" in limits else f"({limits['gt']}" if "gt" in limits else ""
-    high = f"{limits['le']}]" if "le" in limits else f"{limits['lt']})" if "lt" in limits else ""
-    if low and high:
-        return f"{noun} in {low}, {high}"
-    return " ".join([noun] + [f"{op} {limits[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                              if k in limits])
-
-
-def _section(field: FieldInfo) -> type[BaseModel] | None:
-    kinds = [k for k in get_args(field.annotation) if k is not type(None)] or [field.annotation]  # Optional[X] -> X
-    return kinds[0] if isinstance(kinds[0], type) and issubclass(kinds[0], BaseModel) else None
-
-
-def sections(model: type[BaseModel] = Config, prefix: str = ""):
-    """(dotted key, FieldInfo, sub-model or None) for every param, depth first, in declaration order."""
-    for name, field in model.model_fields.items():
-        sub = _section(field)
-        yield prefix + name, field, sub
-        if sub is not None:
-            yield from sections(sub, f"{prefix}{name}.")
-
-
-def params_table() -> str:
-    """The Markdown table of docs/params.md: every param with its default, where that default comes
-    from (the study's report, its code, or our choice), the allowed values and the meaning."""
-    defaults = Config(synthetic=Synthetic(), assemble=Assemble()).model_dump()
-    rows = ["| param | default | source | allowed | meaning |", "|---|---|---|---|---|"]
-    for key, field, sub in sections():
-        if sub is None:
-            value = defaults
-            for part in key.split("."):
-                value = value[part]
-            source = (field.json_schema_extra or {}).get("source", "")
-            rows.append(f"| `{key}` | `{_yaml(value)}` | {source} | {allowed(field)} | {field.description} |")
-    return "\n".join(rows) + "\n"
-
-
-def _yaml(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).removesuffix("\n...\n").strip()
-
-
-def write_table(path: str) -> None:
-    """Replace the params table in the Markdown file at `path` (from its header row to the first line
-    that is not a table row) with today's."""
-    lines = open(path, encoding="utf-8").read().split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("| param |"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    text = "\n".join(lines[:start]) + "\n" + params_table() + "\n".join(lines[end:])
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-if __name__ == "__main__":  # python -m stages.lib.params.schema [docs/params.md]: print the table, or update the file's
-    if len(sys.argv) > 1:
-        write_table(sys.argv[1])
-    else:
-        sys.stdout.write(params_table())
