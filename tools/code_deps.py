@@ -66,6 +66,15 @@ def code_files(module: str, root: Path = ROOT) -> set[str]:
     return {p.relative_to(root).as_posix() for p in seen.values()}
 
 
+def dep_list(module: str, root: Path = ROOT) -> list[str]:
+    """dvc.yaml's code deps for `python -m <module>`: its own file first, the package __init__ files, then
+    each room of stages/lib it imports as one folder (stages/lib/<room>), as dvc.yaml lists them."""
+    files = sorted(code_files(module, root))
+    own = root.joinpath(*module.split(".")).with_suffix(".py").relative_to(root).as_posix()
+    rooms = sorted({"/".join(f.split("/")[:3]) for f in files if f.startswith("stages/lib/") and f.count("/") == 3})
+    return [own] + [f for f in files if f != own and not any(f.startswith(r + "/") for r in rooms)] + rooms
+
+
 def stage_modules(pipeline: dict) -> dict[str, str]:
     """{stage name: the module its cmd runs with `python -m`}."""
     out = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from stages.lib.core.files import write_text
-from tools.code_deps import code_files
+from tools.code_deps import dep_list
 
 TOP = Path("dvc.yaml")
 DEMO = Path("demo/dvc.yaml")
@@ -31,7 +31,7 @@ SYNTHESIZE = {
             "--val ${synthetic.val} --test ${synthetic.test} --external data_external "
             "--external-size ${synthetic.external}"),
     # the code it runs, from its imports (tools/code_deps.py), as every stage lists it
-    "deps": [f"../{f}" for f in sorted(code_files("tools.make_demo_data"), key=lambda f: (f != "tools/make_demo_data.py", f))],
+    "deps": [f"../{f}" for f in dep_list("tools.make_demo_data")],
     "params": ["synthetic"],
     "outs": ["data", "data_external"],  # data_external: the shifted external set (params `external`)
 }
