@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from bench import common
-from tools.gpu.gpu_check import merge
 from stages.lib.core.names import seed_run
+from tools.project_copy import copy_project, merge
 from stages.lib.results.comparisons import beats, paired_difference, sentence
 from stages.lib.core.errors import UserError, cli
 from stages.lib.results.evaluation import read_runs
@@ -41,12 +41,7 @@ GOAL_GAIN = 0.02  # the seed ensemble over the mean single seed, test macro-F1
 
 
 def make_project(dest: Path, data: Path, overrides: dict) -> None:
-    for name in PROJECT_FILES:
-        src, to = ROOT / name, dest / name
-        to.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, to, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy2(src, to)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(dest, PROJECT_FILES, {"params.yaml": overrides}, ROOT)
     (dest / "data").symlink_to(data.resolve(), target_is_directory=True)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tools.project_copy import copy_project, merge  # noqa: F401 (merge: for the tests)
+
 # The thread count changes CPU results; the tests (and the stages they start) run with 2, as `make demo`
 # does, before anything starts torch. stages/__init__.py pins the instruction set.
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -23,12 +25,6 @@ PROJECT_FILES = ("stages", "tools", "sources", "Makefile", "pyproject.toml", "dv
                  "demo/.gitignore", "cache_external/README.md", "demo/cache_external/README.md")
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    """`base` with `overrides` written over it, section by section."""
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
 
 # Tiny settings: 32 px, one epoch, two backbones, no ImageNet download; the tiny data's val is kept.
 TINY = {
@@ -90,18 +86,7 @@ def make_project(dest: Path, data: Path | None, overrides: dict, git: bool = Tru
     `overrides` go over params.yaml, `demo` over demo/params.yaml. With git, the copy is a git
     repository with DVC initialised (the demo a DVC project of its own) and everything committed.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    for params_file, changes in (("params.yaml", overrides), ("demo/params.yaml", demo or {})):
-        if changes:
-            params = merge(yaml.safe_load((ROOT / params_file).read_text()), changes)
-            (dest / params_file).write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(dest, PROJECT_FILES, {"params.yaml": overrides, "demo/params.yaml": demo or {}}, ROOT)
     if data is not None:
         shutil.copytree(data, dest / "data")
     if git:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 import yaml
 
 from tools.gpu import wheels
+from tools.project_copy import copy_project, merge
 from stages.lib.core import live_logs
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
@@ -187,28 +187,12 @@ def probe(env: dict) -> tuple[dict, dict]:
     return modules, device
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 def make_project(dest: Path, smoke: bool) -> dict:
     """Copy the demo project and its code to `dest`, the check's settings written over demo/params.yaml
     (the study's img_size, 2 epochs; tiny in smoke mode); returns the demo's params."""
-    for name in PROJECT_FILES:
-        src, to = ROOT / name, dest / name
-        to.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, to, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, to)
     study = yaml.safe_load((ROOT / "params.yaml").read_text())
     overrides = SMOKE if smoke else merge(CHECK, {"preprocess": {"img_size": study["preprocess"]["img_size"]}})
-    params = merge(yaml.safe_load((ROOT / DEMO / "params.yaml").read_text()), overrides)
-    (dest / DEMO / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
+    return copy_project(dest, PROJECT_FILES, {f"{DEMO}/params.yaml": overrides}, ROOT, missing_ok=True)[f"{DEMO}/params.yaml"]
 
 
 def run_pipeline(project: Path, params: dict, runner: str, env: dict, log: Log, deadline: float) -> dict:
