@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 from stages.lib.study.assembly import assemble, cap
 from stages.lib.data.cache import build_cache
 from stages.lib.params.schema import Assemble, Data, Preprocess

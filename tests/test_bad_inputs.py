@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
+from helpers import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
 from stages.lib.model.checkpoints import fingerprint
 from stages.lib.data.cache import build_cache
 from stages.lib.params.schema import Preprocess

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, course_tree, data_params, run
+from helpers import ROOT, course_tree, data_params, run
 
 STAMP = {"commit", "date", "machine", "torch", "repeats"}
 SPREAD = {"median", "min", "max", "runs"}
@@ -79,6 +79,7 @@ def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
     assert not (tmp_path / "gpu.json").exists()
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_path):
     results = tmp_path / "results"
     run(["python", "-m", "tools.gpu.gpu_check", "--smoke", "--runner", "stages", "--results", str(results),
@@ -174,6 +175,7 @@ def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
     assert ours[:3] == [("plain", "echo 0.1"), ("grid@32-0", "echo 32 0 0.1"), ("grid@32-1", "echo 32 1 0.1")]
 
 
+@pytest.mark.slow
 def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
     r = smoke("bench.scale", tmp_path / "scale.json")
     parts = {"decode_clahe", "hashing", "layout", "leakage", "shortcut", "write_cache", "report", "other"}
@@ -228,6 +230,7 @@ def test_near_pairs_match_brute_force_across_blocks(monkeypatch):
     assert leakage.near_pairs(a, b, 100) == expected and (0, 0, 1) in expected
 
 
+@pytest.mark.slow
 def test_quality_bench_smoke_gives_each_seed_the_seed_ensemble_and_the_shortcut(tmp_path):
     r = smoke("bench.quality", tmp_path / "quality.json", "--seeds", "1", "2")
     assert STAMP - {"repeats"} <= set(r) and r["smoke"] is True and r["protocol"]["train"]["epochs"] == 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, make_project, merge, preprocess, run, run_paths, stage_cmd, write_xray
+from helpers import TINY, make_project, merge, preprocess, run, run_paths, stage_cmd, write_xray
 from stages.lib.core.errors import UserError
 from stages.lib.data.layouts import read_layout
 
@@ -58,6 +58,7 @@ def test_the_study_classes_on_kaggle_data_name_the_missing_class(tmp_path, monke
     assert code == 0 and json.loads((tmp_path / "cache/meta.json").read_text())["classes"] == ["normal", "bacteria", "virus"]
 
 
+@pytest.mark.slow
 def test_two_classes_train_evaluate_report_and_predict(tmp_path):
     """Kaggle's NORMAL/PNEUMONIA as two classes, through every stage: outputs keep their shape over them."""
     proj = make_project(tmp_path / "proj", kaggle_tree(tmp_path / "kaggle"),

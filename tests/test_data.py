@@ -5,7 +5,7 @@ import torch
 
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.data.dataset import balanced_sampler, class_weights
-from stages.lib.data.formats import read_gray_uint8
+from stages.lib.data.formats import load_gray
 from stages.lib.data.layouts import read_course_split
 from stages.lib.core.errors import UserError
 
@@ -77,7 +77,7 @@ def test_corrupt_image_is_refused_naming_it(tmp_path):
     bad = tmp_path / "broken.jpeg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(UserError, match="broken.jpeg: not a readable image"):
-        read_gray_uint8(bad)
+        load_gray(bad)[0]
 
 
 @pytest.mark.parametrize("pixels,expected", [
@@ -89,5 +89,5 @@ def test_corrupt_image_is_refused_naming_it(tmp_path):
 def test_images_decode_to_one_8bit_channel(tmp_path, pixels, expected):
     path = tmp_path / "img.png"
     cv2.imwrite(str(path), pixels)
-    gray = read_gray_uint8(path)
+    gray = load_gray(path)[0]
     assert gray.shape == (40, 50) and gray.dtype == np.uint8 and int(gray[0, 0]) == expected

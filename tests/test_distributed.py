@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, make_project, merge, run, run_paths, stage_cmd
+from helpers import TINY, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.data.dataset import balanced_sampler
 from stages.lib.model.distributed import RankShard
 
@@ -30,6 +30,7 @@ def test_rank_shares_partition_the_single_process_stream(n, world):
     assert interleaved == stream + stream[: per_rank * world - n]  # padded with the stream's own start
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_path, tiny_data):
     outputs = {}
     for nproc in (1, 2):
@@ -49,6 +50,7 @@ def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_pa
     assert counts[1] == counts[2] == ["32"]  # tiny_data has 32 training images; printed once, by rank 0
 
 
+@pytest.mark.slow
 def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
     proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": 2, "epochs": 3}}),
                         git=False)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from stages.lib.model import onnx_files
 from stages.lib.results import posthoc
 from stages.lib.core.errors import UserError
-from test_predict import run_predict
+from helpers import run_predict
 
 
 def identity_onnx(path, opset: int, metadata: dict):

@@ -3,7 +3,7 @@ model scored on a set as evaluate, combine and ensemble score it."""
 import numpy as np
 import pytest
 
-from conftest import data_params, manifest_tree, write_xray
+from helpers import data_params, manifest_tree, write_xray
 from stages.lib.results import posthoc
 from stages.lib.params.schema import Preprocess
 from stages.lib.core.names import STUDY_CLASSES
@@ -72,7 +72,7 @@ def test_the_drop_compares_the_same_classes_with_a_ci():
     ("{'a b': ext}", "external names 'a b': use letters, digits"),
 ])
 def test_bad_external_params_are_refused_naming_them(tmp_path, external, message):
-    from conftest import ROOT
+    from helpers import ROOT
     text = (ROOT / "params.yaml").read_text().replace("external: {}", f"external: {external}")
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(UserError) as err:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import skip_unless_ci
+from helpers import skip_unless_ci
 from stages.lib.model import gradcam
 from stages.lib.core.errors import UserError
 from stages.lib.report.html import html_report

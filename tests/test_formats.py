@@ -7,40 +7,11 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image, ImageOps
-from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from helpers import COLS, ROWS, gradient, write_dicom
 from stages.lib.data import formats
 from stages.lib.data.formats import BadImage, load_gray
-
-ROWS, COLS = 40, 60  # not square, so a transpose would show
-
-
-def gradient(maximum: int, dtype) -> np.ndarray:
-    """Dark top row to bright bottom row, with a bright mark in the top-left corner."""
-    img = np.repeat(np.linspace(0, maximum, ROWS), COLS).reshape(ROWS, COLS).astype(dtype)
-    img[:4, :4] = maximum
-    return img
-
-
-def write_dicom(path, pixels: np.ndarray, photometric: str, bits_stored: int, **extra) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "P-0042"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = pixels.dtype.itemsize * 8, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 0
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.mark.parametrize("bits,dtype,maximum", [(8, np.uint8, 255), (12, np.uint16, 4095), (16, np.uint16, 65535)])

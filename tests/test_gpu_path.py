@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 
 CPU = torch.device("cpu")
 # What a bare CUDA machine's Python lacks until .whl/ is unpacked (plus what the lock has in other majors).
@@ -190,7 +190,7 @@ def test_padding_the_last_batch_to_one_shape_leaves_every_prediction_as_it_was()
 
 
 def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path, monkeypatch):
-    from test_training import NO_AUGMENT, SEED, tiny_cache
+    from helpers import NO_AUGMENT, SEED, tiny_cache
     from stages.lib.model import training
     from stages.lib.params.schema import Train
     from stages.lib.core.errors import UserError

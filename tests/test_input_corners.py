@@ -9,7 +9,7 @@ from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 
 from stages.lib.data.formats import BadImage, load_gray, to_uint8
-from test_formats import gradient, write_dicom
+from helpers import gradient, write_dicom
 
 
 def test_an_8bit_voi_lut_maps_every_stored_value_without_wrapping(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import course_tree, data_params, write_xray
+from helpers import course_tree, data_params, write_xray
 from stages.lib.data.cache import build_cache
 from stages.lib.params.schema import Preprocess
 from stages.lib.core.names import STUDY_CLASSES, UNLABELED

@@ -4,7 +4,7 @@ import shutil
 
 import cv2
 
-from conftest import REPORT, manifest_tree, preprocess
+from helpers import REPORT, manifest_tree, preprocess
 
 
 def plant_leaks(data):

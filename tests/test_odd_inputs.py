@@ -17,15 +17,14 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
-from conftest import ROOT, course_tree, data_params, write_xray
+from helpers import ROOT, course_tree, data_params, write_xray
 from stages.lib.data.cache import build_cache
 from stages.lib.params.schema import Preprocess
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.dataset import read_cache_index, verify_cache
-from stages.lib.core.errors import UserError
 from stages.lib.core.staging import remove_stale
-from test_predict import model_path, run_predict  # noqa: F401  (a fixture and a helper)
-from test_formats import gradient, write_dicom
+from helpers import run_predict
+from helpers import gradient, write_dicom
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 ODD = ["a\rb.png", "new\nline.png", "com,ma.png", 'quo"te.png', "-dash.png"]
@@ -184,7 +183,7 @@ def test_a_complete_old_checkpoint_runs_at_its_own_image_size(tmp_path):
 # --- 9. patient ids that differ only by case; 3. multi-frame files in the data report ------------------
 
 def test_ids_differing_only_by_case_are_kept_apart_and_listed(tmp_path, monkeypatch, capsys):
-    from conftest import preprocess
+    from helpers import preprocess
     data = course_tree(tmp_path / "data")
     for name, pid in (("train_images/train1.png", "P12"), ("test_images/test17.png", "p12")):  # listed films
         write_dicom(data / name, gradient(4095, np.uint16), "MONOCHROME2", 12,
@@ -197,7 +196,7 @@ def test_ids_differing_only_by_case_are_kept_apart_and_listed(tmp_path, monkeypa
 
 
 def test_a_multiframe_film_is_reported_on_screen_and_in_the_data_report(tmp_path, monkeypatch, capsys):
-    from conftest import preprocess
+    from helpers import preprocess
     data = course_tree(tmp_path / "data")
     frames = np.stack([gradient(4095, np.uint16)] * 2)
     path = data / "train_images" / "train1.png"

@@ -5,7 +5,7 @@ import json
 import shutil
 
 from stages.lib.data.synthetic import NOT_XRAYS, write_not_xrays
-from test_predict import HEADER, run_predict
+from helpers import HEADER, run_predict
 
 
 def read_csv(path) -> list[dict]:

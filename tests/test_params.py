@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, stage_cmd
+from helpers import ROOT, stage_cmd
 from stages.lib.params.docs import params_table
 from stages.lib.params.messages import sections
 from stages.lib.params.schema import Assemble, Config

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
+from helpers import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.results.calibration import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
@@ -208,6 +208,7 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
     assert [line.split(",")[0] for line in lines[1:]] == list(ours)
 
 
+@pytest.mark.slow
 def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     proj = make_project(tmp_path / "proj", None, TINY, git=False)
     missing = run(stage_cmd("preprocess"), proj, check=False)
@@ -223,6 +224,7 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     assert not (proj / "models").exists()
 
 
+@pytest.mark.slow
 def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     proj = make_project(tmp_path / "proj", None, merge(TINY, {"backbones": ["resnet18"]}), git=False)
     (proj / "data").symlink_to(real_data)
@@ -266,6 +268,7 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     assert warned != paired.endswith(": resnet18 better") and (not warned or paired in summary.split("## Seeds")[0])
 
 
+@pytest.mark.slow
 def test_hidden_test_labels_are_predicted_not_scored(tmp_path, tiny_data):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

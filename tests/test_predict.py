@@ -2,46 +2,15 @@
 the model, bad files refused (or skipped and listed) by name, the CSV replaced whole or not at all.
 Its probabilities equal evaluate's: tests/test_pipeline.py, on the demo run."""
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import write_xray
-from stages.lib.model.checkpoints import save_checkpoint
-from stages.lib.params.schema import Preprocess
+from helpers import HEADER, P32, run_predict, write_xray
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.formats import load_gray
-from stages.lib.model.registry import build_model
 from stages.lib.data.transforms import preprocess_image, preprocess_transform, to_model_input
-
-P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
-HEADER = "filename,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """An untrained ResNet-18 checkpoint as the train stage writes it (weights + metadata), 32 px."""
-    torch.manual_seed(0)
-    model = build_model("resnet18", len(STUDY_CLASSES), 0.1, pretrained=False)
-    path = tmp_path_factory.mktemp("model") / "resnet18" / "seed42.pt"
-    save_checkpoint(path, model, {"backbone": "resnet18", "classes": list(STUDY_CLASSES),
-                                  "preprocess": P32.model_dump(), "dropout": 0.1})
-    return path
-
-
-def run_predict(argv, monkeypatch, capsys) -> tuple[int, str, str]:
-    """`cxr4-predict argv` in-process: (exit code, stdout, stderr)."""
-    import stages.predict
-    monkeypatch.setattr(sys, "argv", ["cxr4-predict", *map(str, argv)])
-    try:
-        stages.predict.main()
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out = capsys.readouterr()
-    return code, out.out, out.err.strip()
 
 
 def read_rows(path) -> dict[str, np.ndarray]:

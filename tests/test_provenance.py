@@ -9,7 +9,7 @@ import torch
 import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
-from conftest import ROOT, TINY_DEMO, run, run_paths
+from helpers import ROOT, TINY_DEMO, run, run_paths
 from stages.lib.params.loader import ParamsLoader
 from tools.demo_pipeline import demo_pipeline
 
@@ -56,6 +56,7 @@ def modified_params(status: dict) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_attributes_its_results_to_the_params_that_made_them(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPORT, course_tree, manifest_tree, preprocess, write_xray
+from helpers import REPORT, course_tree, manifest_tree, preprocess, write_xray
 
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY, make_project, merge, run, run_paths, stage_cmd
+from helpers import ROOT, TINY, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
 
@@ -37,6 +37,7 @@ def live_metrics(proj: Path) -> dict:
     return summary
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp_path, tiny_data):
     whole = make_project(tmp_path / "whole", tiny_data, ONE)
     run(["dvc", "repro", "train@resnet18-42"], whole)
@@ -67,6 +68,7 @@ def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp
     assert_same_weights(killed / run_paths("resnet18")["model"], whole / run_paths("resnet18")["model"])
 
 
+@pytest.mark.slow
 def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
     proj = make_project(tmp_path / "p", tiny_data, merge(ONE, {"train": {"epochs": 1}}), git=False)
     args = stage_cmd("train", "resnet18")
@@ -79,6 +81,7 @@ def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
     assert "was written with other params, data or code; training from epoch 1" in run(args, proj).stdout
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_metrics_and_weights(tmp_path, tiny_data):
     params = merge(TINY, {"train": {"epochs": 2}})
     a, b = (make_project(tmp_path / n, tiny_data, params) for n in "ab")

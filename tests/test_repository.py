@@ -16,7 +16,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT, make_project, run
+from helpers import ROOT, make_project, run
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
@@ -201,7 +201,7 @@ def test_code_deps_follow_imports_in_functions_relative_ones_and_package_inits(t
 def test_a_missing_requirement_skips_locally_and_fails_in_ci(monkeypatch):
     """Real films and Chromium: a skip with its reason on a developer's machine, a failure in CI."""
     import pytest
-    from conftest import skip_unless_ci
+    from helpers import skip_unless_ci
 
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no films here"):

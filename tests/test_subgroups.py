@@ -3,7 +3,7 @@ scored with its n and CIs, flagged when its macro-F1 interval lies wholly below 
 import numpy as np
 import pytest
 
-from conftest import manifest_tree
+from helpers import manifest_tree
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.core.errors import UserError
 from stages.lib.data.layouts import read_layout

@@ -1,5 +1,4 @@
 """The training loop's promises, in-process on a tiny cache and a linear model (seconds, not minutes)."""
-import json
 import math
 
 import numpy as np
@@ -7,30 +6,14 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import NO_AUGMENT, SEED, SIZE, tiny_cache
 from stages.lib.model import training
-from stages.lib.params.schema import Augment, Train
+from stages.lib.params.schema import Train
 from stages.lib.model.inference import predict
 from stages.lib.model.runtime import describe
 from stages.lib.model.training import EpochResult, fit, make_loaders
 
 CPU = torch.device("cpu")
-SEED = 42
-SIZE = 8
-NO_AUGMENT = Augment(affine_p=0, brightness_contrast_p=0, noise_p=0, hflip_p=0)
-
-
-def tiny_cache(root, train_counts=(6, 6, 6, 6), val_per_class=2):
-    """A cache as preprocess writes it: random uint8 films, <split>.npy + <split>.csv + meta.json."""
-    classes = ["normal", "bacteria", "virus", "COVID-19"]
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    counts = {"train": dict(zip(classes, train_counts)), "val": dict.fromkeys(classes, val_per_class)}
-    for split, per_class in counts.items():
-        labels = [c for c, n in per_class.items() for _ in range(n)]
-        np.save(root / f"{split}.npy", rng.integers(0, 256, (len(labels), SIZE, SIZE), dtype=np.uint8))
-        (root / f"{split}.csv").write_text("filename,label\n" + "".join(f"{split}{i}.png,{c}\n" for i, c in enumerate(labels)))
-    (root / "meta.json").write_text(json.dumps({"classes": classes, "counts": counts, "preprocess": {"img_size": SIZE}}))
-    return root
 
 
 def linear_model(num_classes=4):
