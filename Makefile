@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
+.PHONY: demo test lint study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
 
 # requirements.txt is the hash-pinned lock of every package (README "Dependencies"); the project itself
 # goes in editable, without dependencies of its own, so nothing outside the lock is ever installed.
@@ -44,6 +44,11 @@ pin-sources: $(STAMP)
 # -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)
 	$(PINNED_THREADS) PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -rs tests
+
+# ruff, as pinned in the lock and configured in pyproject.toml: the lint rules and the formatter's layout.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Benchmarks (not tests), figures in bench/results/; docs/benchmarks.md says how to read them.
 # CPU: our loader and epoch vs the study's at 256 px (and 64 px), about 10 minutes on 2 cores.

@@ -17,7 +17,7 @@ def kaggle_tree(root, per_split=(("train", 6), ("val", 2), ("test", 2))):
     """A small Kaggle 'Chest X-Ray Images (Pneumonia)' tree: NORMAL and PNEUMONIA (bacteria and virus) films."""
     seed = 0
     for split, n in per_split:
-        for i in range(n):
+        for _ in range(n):
             for folder, stem in (("NORMAL", f"IM-{seed:04d}-0001"), ("PNEUMONIA", f"person{seed}_bacteria_1"),
                                  ("PNEUMONIA", f"person{seed + 1}_virus_1")):
                 seed += 2

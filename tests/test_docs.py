@@ -102,7 +102,7 @@ def test_the_readme_demo_table_is_the_committed_demo_metrics():
         m = json.loads((metrics / f"{name}.json").read_text())
         t = m["test"]
 
-        def ci(key):
+        def ci(key, t=t):
             return f"{t[key]:.3f} [{t[f'{key}_ci95'][0]:.3f}, {t[f'{key}_ci95'][1]:.3f}]"
 
         label = "ensemble (mean of the four)" if name == "ensemble" else name

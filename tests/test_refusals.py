@@ -59,7 +59,7 @@ CASES = {  # name: (layout, how to break it, what the message must say)
     "pixel limit": ("course", lambda d: None, r"train1.png: 40x48 = 1920 pixels exceeds data.max_pixels \(1000\)"),
     "class without training images": (
         "course", lambda d: (d / "train_data.csv").write_text(
-            "\n".join(l for l in (d / "train_data.csv").read_text().splitlines() if not l.endswith(",1")) + "\n"),
+            "\n".join(row for row in (d / "train_data.csv").read_text().splitlines() if not row.endswith(",1")) + "\n"),
         r"data: no training image of class 'COVID-19'; every class needs some \(add images of it to the training "
         r"split, or remove it from data.classes\)"),
 }
