@@ -16,7 +16,8 @@ from stages.lib.core.errors import UserError
 from stages.lib.results.evaluation import read_predictions
 from stages.lib.results.metrics import classification_metrics
 from stages.lib.results.subgroups import columns_to_score, read_metadata, subgroup_scores
-from stages.lib.data.layouts import detect_layout, ensure_splits, kaggle_sample, read_layout
+from stages.lib.data.layouts import detect_layout, kaggle_sample, read_layout
+from stages.lib.data.splits import ensure_splits
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FOLDER_NAMES = {"normal": "Normal", "bacteria": "BACTERIA", "virus": "virus", "COVID-19": "Covid-19"}

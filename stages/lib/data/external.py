@@ -18,7 +18,8 @@ from stages.lib.params.schema import Data, Preprocess
 from stages.lib.data.dataset import file_records
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask, write_json
-from stages.lib.data.layouts import check_paths, detect_layout, read_layout, unique_names
+from stages.lib.data.layouts import check_paths, detect_layout, read_layout
+from stages.lib.data.splits import unique_names
 from stages.lib.core.provenance import data_hash
 
 SPLIT = "external"  # the one split of an external cache: <cache>/external.npy, external.csv (its meta.json's counts)

@@ -19,7 +19,8 @@ from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.audit.data_report import ASSEMBLY
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask
-from stages.lib.data.layouts import MANIFEST, Sample, split_off
+from stages.lib.data.layouts import MANIFEST, Sample
+from stages.lib.data.splits import split_off
 from stages.lib.study.sources import (DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover,
                                       read_kermany)
 
@@ -69,7 +70,7 @@ def cap(films: list[Film], caps: dict[str, int | None], seed: int) -> list[Film]
 
 def split(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
     """{path: split}: test, then val from the rest, stratified by class, no patient in two splits
-    (layouts.split_off: scikit-learn's StratifiedGroupKFold)."""
+    (splits.split_off: scikit-learn's StratifiedGroupKFold)."""
     samples = [Sample(Path(f.path), f.path, STUDY_CLASSES.index(f.label), f.patient) for f in films]
     rest, test = split_off(samples, test_fraction, seed)
     train, val = split_off(rest, val_fraction / (1 - test_fraction), seed)
