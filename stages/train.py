@@ -10,8 +10,8 @@ import torch
 from dvclive import Live
 
 from stages.lib.model import distributed
-from stages.lib.model.checkpoints import (fingerprint, load_checkpoint, load_resume_state, save_checkpoint, save_resume_state,
-                                    trim_live_logs)
+from stages.lib.model.checkpoints import load_checkpoint, save_checkpoint
+from stages.lib.model.resume import fingerprint, load_resume_state, save_resume_state, trim_live_logs
 from stages.lib.params.schema import Config, Train
 from stages.lib.core.errors import UserError, cli
 from stages.lib.data.dataset import verify_cache

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from helpers import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
-from stages.lib.model.checkpoints import fingerprint
+from stages.lib.model.resume import fingerprint
 from stages.lib.data.cache import build_cache
 from stages.lib.params.schema import Preprocess
 from stages.lib.core.names import STUDY_CLASSES

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from stages.lib.model import distributed
-from stages.lib.model.checkpoints import rng_state, set_rng_state
+from stages.lib.model.rng import rng_state, set_rng_state
 from stages.lib.params.schema import Augment, Train
 from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
 from stages.lib.core.errors import UserError

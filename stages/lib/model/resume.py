@@ -1,0 +1,77 @@
+"""The state of an interrupted training run: its file, the DVCLive rows an epoch cut short left, and when
+it may be resumed. The state is trusted only when the run that wrote it was interrupted and used the
+same params, the same preprocessed data and the same code (the train stage's deps in dvc.yaml);
+anything else starts over, and says why. Plain types and tensors only: torch.load(weights_only=True)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from stages.lib.core.errors import UserError
+from stages.lib.core import live_logs
+from stages.lib.core.files import atomic_path, write_text
+
+
+def train_code(root: str | os.PathLike = ".") -> list[Path]:
+    """The train stage's code deps as dvc.yaml lists them: a change to any invalidates a resume."""
+    path = Path(root) / "dvc.yaml"
+    try:
+        stage = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["train"]
+        deps = stage.get("do", stage)["deps"]  # a foreach stage keeps them under `do`, a matrix stage not
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read the train stage's deps from {path} ({err.__class__.__name__}); "
+                        f"run the stage from the project root") from err
+    code = []
+    for dep in map(str, deps):
+        if dep.endswith(".py"):
+            code.append(Path(root) / dep)
+        elif dep.startswith(("stages/", "tools/")):  # a room of stages/lib: every module in it
+            code += sorted((Path(root) / dep).rglob("*.py"))
+    return code
+
+
+def fingerprint(backbone: str, params: dict, cache_dir: str | os.PathLike, root: str | os.PathLike = ".") -> str:
+    """sha256 over the backbone, the params it trains with, the cache and the code. The cache enters
+    through meta.json, which holds every cache file's SHA-256 (checked by data.verify_cache before
+    training), so the arrays are not hashed a second time."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"backbone": backbone, "params": params}, sort_keys=True, default=str).encode())
+    h.update((Path(cache_dir) / "meta.json").read_bytes())
+    for path in train_code(root):
+        h.update(path.read_bytes() if path.is_file() else b"")
+    return h.hexdigest()
+
+
+def save_resume_state(path: str | os.PathLike, state: dict, fp: str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({**state, "fingerprint": fp}, tmp)
+
+
+def load_resume_state(path: str | os.PathLike, fp: str) -> tuple[dict | None, str]:
+    """(state to resume, or None; a sentence saying what happens and why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "no interrupted run to resume; training from epoch 1"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a checkpoint we cannot read is one we cannot trust
+        return None, f"{path} is unreadable ({err.__class__.__name__}); training from epoch 1"
+    if state.get("fingerprint") != fp:
+        return None, f"{path} was written with other params, data or code; training from epoch 1"
+    if state["progress"]["finished"]:
+        return None, f"{path} belongs to a finished run; training again from epoch 1"
+    return state, f"resuming from {path}: epoch {state['progress']['epoch']} done, continuing"
+
+
+def trim_live_logs(live_dir: str | os.PathLike, last_epoch: int) -> None:
+    """Drop DVCLive rows logged after `last_epoch` (an epoch the kill cut short of its checkpoint)."""
+    for tsv in live_logs.metric_files(live_dir):
+        rows = live_logs.read_rows(tsv)
+        kept = live_logs.rows_up_to(rows, last_epoch)
+        if len(kept) != len(rows):
+            write_text(tsv, live_logs.as_tsv(kept))
