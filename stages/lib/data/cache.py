@@ -7,13 +7,11 @@ the report is written only then, so any refusal leaves the previous outputs unto
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 
 from stages.lib.params.schema import Data, Preprocess
 from stages.lib.core.csv_rows import RowWriter
+from stages.lib.data import build_timer
 from stages.lib.data.dataset import cache_files, file_records
 from stages.lib.core.names import SPLITS, UNLABELED
 from stages.lib.audit.data_report import cited_sources, class_name, image_stats, split_counts
@@ -45,39 +44,25 @@ SYNTHETIC_MARKER = "SYNTHETIC"  # file the demo generator leaves in its data fol
 
 _transform = None  # one per worker process
 _max_pixels = None
-# Seconds per part of the last builds, for bench/scale.py; never in the report, which must not vary.
-timings: Counter = Counter()
-
-
-@contextlib.contextmanager
-def _timed(part: str):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[part] += time.perf_counter() - start
-
-
 def _init_worker(p: Preprocess, max_pixels: int, parent: int) -> None:
     die_with_parent(parent)
     global _transform, _max_pixels
     _transform, _max_pixels = preprocess_transform(p), max_pixels
 
 
-def _process(path: Path) -> tuple[np.ndarray | None, dict | str]:
-    """Decode, preprocess and hash one image; a bad image comes back as its message, not raised,
-    so the parent can apply data.on_bad_image."""
+def _process(path: Path) -> tuple[np.ndarray | None, dict | str, dict[str, float]]:
+    """Decode, preprocess and hash one image: (image, facts, seconds per part); a bad image comes back
+    as its message, not raised, so the parent can apply data.on_bad_image."""
     start = time.perf_counter()
     try:
         gray, facts = load_gray(path, _max_pixels)
     except BadImage as err:
-        return None, str(err)
+        return None, str(err), {}
     decoded = time.perf_counter()
     facts.update(exact=exact_hash(gray), phash=perceptual_hash(gray))
     hashed = time.perf_counter()
     image = preprocess_image(gray, _transform)
-    facts["_seconds"] = {"decode_clahe": decoded - start + time.perf_counter() - hashed, "hashing": hashed - decoded}
-    return image, facts
+    return image, facts, {"decode_clahe": decoded - start + time.perf_counter() - hashed, "hashing": hashed - decoded}
 
 
 def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
@@ -98,13 +83,13 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     given, repeats = drop_repeats(listed, d.classes)
     given = {split: unique_names(samples) for split, samples in given.items()}
     samples = [s for split in given.values() for s in split]
-    timings["layout"] += time.perf_counter() - start
+    build_timer.seconds["layout"] += time.perf_counter() - start
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out_dir, 0o777 & ~umask()) as staging:
         missing = {e.path for e in skipped}
         todo = [s for s in samples if s.path not in missing]
-        with _timed("decode_wall"):
+        with build_timer.timed("decode_wall"):
             images, facts, bad = _decode_all(todo, staging / "all.npy", p, d, workers)
         skipped += bad
         # (name, path) identifies an image: equal keys in two splits are the same file.
@@ -121,7 +106,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         for split, ss in splits.items():
             _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes,
                          [facts[row_of[s.name, s.path]] for s in ss])
-        timings["write_cache"] += time.perf_counter() - start
+        build_timer.seconds["write_cache"] += time.perf_counter() - start
         images.close()
         (staging / "all.npy").unlink()
         # The data's DVC hash travels with the cache into every later result; the git state does not,
@@ -140,7 +125,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
             labels = np.array([UNLABELED if s.label is None else s.label for s in splits[split]])
             write_text(Path(shortcut_dir) / f"{split}.csv",
                        predictions_csv([s.name for s in splits[split]], labels, probs, d.classes))
-    with _timed("report"):
+    with build_timer.timed("report"):
         write_json(report_path, report)
     if report["leakage"]["summary"]:
         print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
@@ -163,15 +148,15 @@ def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: li
     records = {split: [{"name": s.name, "patient": s.patient, "label": s.label, **f} for f, s in rs]
                for split, rs in rows.items()}
     _refuse_label_conflict(records, d.classes)
-    with _timed("leakage"):
+    with build_timer.timed("leakage"):
         leaks = find_leaks(records, distance)
     summary = leak_summary(leaks)
     if summary and d.on_leak == "error":
         raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
-    with _timed("shortcut"):
+    with build_timer.timed("shortcut"):
         shortcut, shortcut_probs = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()},
                                                   d.seed, d.classes)
-    with _timed("report"):
+    with build_timer.timed("report"):
         return {
             "counts": {split: split_counts([s.label for _, s in rs], d.classes) for split, rs in rows.items()},
             "splits_made": notes,
@@ -227,14 +212,13 @@ def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data,
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels, os.getpid()))
     try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
-        for i, (img, info) in enumerate(tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)):
+        for i, (img, info, seconds) in enumerate(tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)):
             if img is None:
                 bad += _bad([BadImage(info, samples[i].path)], d.on_bad_image)
                 facts.append(None)
                 images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
             else:
-                for part, seconds in info.pop("_seconds").items():
-                    timings[part] += seconds
+                build_timer.seconds.update(seconds)
                 images.append(img)
                 facts.append(info)
     except BaseException:
