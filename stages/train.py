@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 from dvclive import Live
@@ -32,6 +33,61 @@ def check_run(backbone: str, cache_dir: str, t: Train) -> dict:
     return cache_meta
 
 
+class _Saver:
+    """fit's callbacks that write files: the best model as it improves, the resume state after every epoch."""
+
+    def __init__(self, model_path: str, resume_path: str, meta: dict, fp: str):
+        self.model_path, self.resume_path, self.meta, self.fp = model_path, resume_path, meta, fp
+
+    def on_best(self, model, epoch: int, score: float) -> None:
+        save_checkpoint(self.model_path, model, {**self.meta, "epoch": epoch, "val_macro_f1": score})
+
+    def on_checkpoint(self, snapshot: dict) -> None:
+        if snapshot["progress"]["finished"]:  # nothing left to resume: keep only the marker
+            snapshot = {"progress": snapshot["progress"]}
+        save_resume_state(self.resume_path, snapshot, self.fp)
+
+
+def _log_to(live) -> Callable[[dict], None]:
+    """fit's on_epoch (rank 0 only): each epoch's row as DVCLive metrics train/* and val/*."""
+    def on_epoch(row: dict) -> None:
+        live.step = row["epoch"]
+        for key, value in row.items():
+            if key != "epoch":
+                live.log_metric(key.replace("train_", "train/").replace("val_", "val/"), value)
+        live.make_summary()
+    return on_epoch
+
+
+def _run_meta(backbone: str, seed: int, cfg: Config, cache_meta: dict, runtime: dict) -> tuple[dict, dict]:
+    """(the checkpoint's metadata with its provenance stamp, the params the run trains with)."""
+    t = cfg.train
+    meta = {
+        "backbone": backbone,
+        "seed": seed,
+        "classes": cache_meta["classes"],
+        "img_size": cache_meta["preprocess"]["img_size"],
+        "preprocess": cache_meta["preprocess"],
+        "dropout": t.dropout,
+        "pretrained": t.pretrained,
+        "runtime": runtime,
+    }
+    trained_with = {"train": t.model_dump(), "augment": cfg.augment.model_dump()}
+    meta["provenance"] = provenance.stamp(
+        {"backbone": backbone, "seed": seed, "preprocess": cache_meta["preprocess"], **trained_with}, cache_meta.get("data"))
+    return meta, trained_with
+
+
+def _resume_state(resume_path: str, model_path: str, fp: str) -> tuple[dict | None, str]:
+    """The interrupted run's state to resume (or None) and the sentence that says so."""
+    state, note = load_resume_state(resume_path, fp)
+    if state is not None and not Path(model_path).is_file():
+        state, note = None, f"{model_path} is missing, so the interrupted run cannot be resumed; training from epoch 1"
+    return state, note
+
+
+# params: the run (backbone, seed), its paths as dvc.yaml's cmd gives them (cache, model, DVCLive folder,
+# resume state), the config and the cache's meta.json.
 def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: str, resume_path: str, cfg: Config,
           cache_meta: dict) -> dict | None:
     """Train one backbone with one seed, resuming an interrupted run; returns the best checkpoint's metadata.
@@ -45,52 +101,22 @@ def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: s
     model = build_model(backbone, len(cache_meta["classes"]), t.dropout, t.pretrained)
     train_loader, val_loader = make_loaders(cache_dir, t, cfg.augment, device, seed)
     runtime = describe(device, t.precision, train_loader.num_workers)
-    meta = {
-        "backbone": backbone,
-        "seed": seed,
-        "classes": cache_meta["classes"],
-        "img_size": cache_meta["preprocess"]["img_size"],
-        "preprocess": cache_meta["preprocess"],
-        "dropout": t.dropout,
-        "pretrained": t.pretrained,
-        "runtime": runtime.as_dict(),
-    }
-    trained_with = {"train": t.model_dump(), "augment": cfg.augment.model_dump()}
-    meta["provenance"] = provenance.stamp(
-        {"backbone": backbone, "seed": seed, "preprocess": cache_meta["preprocess"], **trained_with}, cache_meta.get("data"))
-
+    meta, trained_with = _run_meta(backbone, seed, cfg, cache_meta, runtime.as_dict())
     fp = fingerprint(backbone, {"seed": seed, **trained_with}, cache_dir)
-    state, note = load_resume_state(resume_path, fp)
-    if state is not None and not Path(model_path).is_file():
-        state, note = None, f"{model_path} is missing, so the interrupted run cannot be resumed; training from epoch 1"
+    state, note = _resume_state(resume_path, model_path, fp)
     if main:
         print(f"{backbone}: {runtime.line()}\n{backbone}: {note}", flush=True)
     if state is not None and main:
         trim_live_logs(live_dir, state["progress"]["epoch"])
 
-    def on_best(model, epoch, score):
-        save_checkpoint(model_path, model, {**meta, "epoch": epoch, "val_macro_f1": score})
-
-    def on_checkpoint(snapshot):
-        if snapshot["progress"]["finished"]:  # nothing left to resume: keep only the marker
-            snapshot = {"progress": snapshot["progress"]}
-        save_resume_state(resume_path, snapshot, fp)
-
+    saver = _Saver(model_path, resume_path, meta, fp)
     live_or_not = (Live(dir=live_dir, resume=state is not None, dvcyaml=False, save_dvc_exp=False, report=None)
                    if main else contextlib.nullcontext())
     with live_or_not as live:
         if main:
             live.summary["runtime"] = runtime.as_dict()
-
-        def on_epoch(row: dict) -> None:  # fit calls it on rank 0 only
-            live.step = row["epoch"]
-            for key, value in row.items():
-                if key != "epoch":
-                    live.log_metric(key.replace("train_", "train/").replace("val_", "val/"), value)
-            live.make_summary()
-
         progress = fit(model, train_loader, val_loader, t, device, f"{backbone} seed {seed}", seed, resume=state,
-                       on_epoch=on_epoch, on_best=on_best, on_checkpoint=on_checkpoint)
+                       on_epoch=_log_to(live), on_best=saver.on_best, on_checkpoint=saver.on_checkpoint)
         if main:
             live.summary.update(best_epoch=progress.best_epoch, best_val_macro_f1=progress.best_val_macro_f1,
                                 epochs_run=progress.epoch)
