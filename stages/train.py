@@ -20,7 +20,8 @@ from stages.lib.params.loader import load_params
 from stages.lib.model.registry import build_model, ensure_pretrained, spec
 from stages.lib.core import provenance
 from stages.lib.model.runtime import describe, seed_everything
-from stages.lib.model.training import fit, make_loaders
+from stages.lib.model.training import make_loaders
+from stages.lib.model.fitting import fit
 
 
 def check_run(backbone: str, cache_dir: str, t: Train) -> dict:
@@ -90,10 +91,8 @@ def _resume_state(resume_path: str, model_path: str, fp: str) -> tuple[dict | No
 # resume state), the config and the cache's meta.json.
 def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: str, resume_path: str, cfg: Config,
           cache_meta: dict) -> dict | None:
-    """Train one backbone with one seed, resuming an interrupted run; returns the best checkpoint's metadata.
-
-    Under torchrun every rank trains and only rank 0 writes (and returns the metadata).
-    """
+    """Train one backbone with one seed, resuming an interrupted run; returns the best checkpoint's metadata
+    (under torchrun every rank trains, and only rank 0 writes and returns it)."""
     t = cfg.train
     seed_everything(seed, t.deterministic)
     device = distributed.init()
@@ -106,8 +105,8 @@ def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: s
     state, note = _resume_state(resume_path, model_path, fp)
     if main:
         print(f"{backbone}: {runtime.line()}\n{backbone}: {note}", flush=True)
-    if state is not None and main:
-        trim_live_logs(live_dir, state["progress"]["epoch"])
+        if state is not None:
+            trim_live_logs(live_dir, state["progress"]["epoch"])
 
     saver = _Saver(model_path, resume_path, meta, fp)
     live_or_not = (Live(dir=live_dir, resume=state is not None, dvcyaml=False, save_dvc_exp=False, report=None)
@@ -125,10 +124,14 @@ def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: s
     if not main:
         return None
 
-    # Only now is the number of epochs run known: record it in the best checkpoint.
+    return _record_epochs_run(model, model_path, progress.epoch)
+
+
+def _record_epochs_run(model, model_path: str, epochs_run: int) -> dict:
+    """Only once training ends is the number of epochs run known: the best checkpoint records it."""
     best = load_checkpoint(model_path)
     model.load_state_dict(best["state_dict"])
-    meta = {**best["meta"], "epochs_run": progress.epoch}
+    meta = {**best["meta"], "epochs_run": epochs_run}
     save_checkpoint(model_path, model, meta)
     return meta
 
