@@ -33,8 +33,9 @@ from stages.lib.params.loader import load_params
 from stages.lib.report.html import html_report
 from stages.lib.results.metrics import class_auroc_ci95, confusion
 from stages.lib.model.registry import BACKBONES
-from stages.lib.report.plots import (comparison, confusion_grid, curves_csv, figure_captions, model_colours, pr_grid,
-                                 reliability_grid, roc_grid, save_figure, training_curves)
+from stages.lib.report.run_plots import comparison, curves_csv, training_curves
+from stages.lib.report.plots import confusion_grid, figure_captions, model_colours, save_figure
+from stages.lib.report.class_curves import pr_grid, reliability_grid, roc_grid
 from stages.lib.report.posthoc_summary import external_markdown, posthoc_markdown, subgroups_markdown
 from stages.lib.report.summary import sources_lines, summary_markdown
 

@@ -19,8 +19,9 @@ from stages.lib.core.errors import UserError
 from stages.lib.report.html import html_report
 from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
 from stages.lib.model.registry import build_model
-from stages.lib.report.plots import (COLUMN, PAGE, SYNTHETIC_MARK, comparison, confusion_grid, gradcam_grid,
-                                 model_colours, pr_grid, reliability_grid, roc_grid, save_figure, training_curves)
+from stages.lib.report.plots import COLUMN, PAGE, SYNTHETIC_MARK, confusion_grid, gradcam_grid, model_colours, save_figure
+from stages.lib.report.run_plots import comparison, training_curves
+from stages.lib.report.class_curves import pr_grid, reliability_grid, roc_grid
 from stages.lib.report.summary import summary_markdown
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]

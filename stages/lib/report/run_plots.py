@@ -1,0 +1,129 @@
+"""The runs' own figures: training curves from DVCLive (and their CSV) and the models' comparison with CIs."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from stages.lib.report.plots import COMPARED, CURVE_METRICS, PAGE, model_colours, styled
+
+
+@styled
+def training_curves(runs: dict[str, list[dict]], best_epochs: dict[str, list] | None = None,
+                    colours: dict[str, str] | None = None):
+    """Train (top row) and val (bottom row) loss, macro-F1 and accuracy per epoch, every model on the
+    same axes; each column shares its y axis, so train and val compare directly.
+
+    `runs[model]` is a list of histories, one per seed: `{split: {metric: [(epoch, value), ...]}}`
+    (DVCLive's). `best_epochs[model]` lists each run's best epoch (val macro-F1), marked with a star.
+    """
+    colours = colours or model_colours(runs)
+    best_epochs = best_epochs or {}
+    fig, axes = plt.subplots(2, 3, figsize=(PAGE, 4.6), sharex=True, sharey="col", layout="constrained")
+    for r, split in enumerate(("train", "val")):
+        for c, (metric, label) in enumerate(CURVE_METRICS):
+            ax = axes[r][c]
+            for name, histories in runs.items():
+                alpha = 1.0 if len(histories) == 1 else 0.6
+                for h, best in zip(histories, best_epochs.get(name, [None] * len(histories)) or [None]):
+                    points = dict(h.get(split, {}).get(metric, []))
+                    if not points:
+                        continue
+                    ax.plot(list(points), list(points.values()), color=colours[name], alpha=alpha, marker="o",
+                            markersize=2)
+                    if best in points:
+                        ax.plot([best], [points[best]], marker="*", markersize=9, color=colours[name],
+                                markeredgecolor="black", markeredgewidth=0.5, linestyle="none", zorder=3)
+            ax.set_title(f"{split} {label}")
+            if r == 1:
+                ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    handles = [Line2D([], [], color=colours[n], marker="o", markersize=3, label=n) for n in runs]
+    handles.append(Line2D([], [], color="grey", marker="*", markersize=9, markeredgecolor="black",
+                          markeredgewidth=0.5, linestyle="none", label="best epoch (val macro-F1)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
+    fig.suptitle("Training curves (shared y axis per column)")
+    return fig
+
+
+def curves_csv(histories: dict[str, dict[str, dict[str, list]]], split: str) -> str:
+    """One split's per-epoch metrics of every model in long form (model,epoch,loss,macro_f1,accuracy), so
+    one `dvc plots` definition draws any number of models, each in its own colour (.dvc/plots/by_model.json)."""
+    metrics = [m for m, _ in CURVE_METRICS]
+    lines = ["model,epoch," + ",".join(metrics)]
+    for name, history in histories.items():
+        values = {m: dict(history.get(split, {}).get(m, [])) for m in metrics}
+        for epoch in sorted(set().union(*values.values())):
+            lines.append(f"{name},{epoch}," + ",".join(_csv_number(values[m].get(epoch)) for m in metrics))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(v) -> str:
+    return "" if v is None else repr(float(v))
+
+
+@styled
+def comparison(scores: dict[str, dict], seeds: dict[str, dict] | None = None,
+               study: dict[str, tuple[float, float]] | None = None, shortcut: dict | None = None,
+               colours: dict[str, str] | None = None):
+    """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs: one row per scored split
+    (val, test), one column per metric, models on a shared y axis, each column on a shared x axis.
+
+    `scores[model][split]` is the split's metrics dict (`<key>` and `<key>_ci95`), None when its labels are
+    hidden. Optional, all plain data:
+    - `seeds[model][split][key]`: each seed's value (a list); drawn as one open dot per seed when a model
+      has more than one, and the caption says how many (or "1 seed").
+    - `study[model] = (val accuracy, val macro-F1)`: the study's published numbers, drawn on the val row
+      only (the split the study measured them on).
+    - `shortcut[split]["macro_f1"]`: the metadata-only classifier's score, a dashed line on macro-F1.
+    """
+    seeds, study, shortcut = seeds or {}, study or {}, shortcut or {}
+    colours = colours or model_colours(scores)
+    names = list(scores)
+    splits = [s for s in ("val", "test") if any(scores[n].get(s) for n in names)]
+    fig, axes = plt.subplots(len(splits), 3, figsize=(PAGE, 0.9 + len(splits) * (0.45 + 0.3 * len(names))),
+                             sharey=True, sharex="col", squeeze=False, layout="constrained")
+    y = np.arange(len(names))[::-1]  # first model on top
+    for r, split in enumerate(splits):
+        for c, (key, label) in enumerate(COMPARED):
+            ax = axes[r][c]
+            for yi, name in zip(y, names):
+                m = scores[name].get(split)
+                if not m or m.get(key) is None:
+                    continue
+                low, high = [v if v is not None else m[key] for v in m.get(f"{key}_ci95", (None, None))]
+                ax.errorbar(m[key], yi, xerr=[[m[key] - low], [high - m[key]]], fmt="o", color=colours[name],
+                            markersize=4, capsize=2, elinewidth=1)
+                values = seeds.get(name, {}).get(split, {}).get(key, [])
+                if len(values) > 1:
+                    ax.plot(values, yi + np.linspace(-0.22, -0.12, len(values)), "o", markersize=3,
+                            markerfacecolor="none", color=colours[name], gid="seed")
+            ref = 0 if key == "accuracy" else 1 if key == "macro_f1" else None
+            if split == "val" and ref is not None and study:
+                ax.plot([study[n][ref] if n in study else np.nan for n in names], y + 0.25, "v", color="black",
+                        markersize=4, linestyle="none", gid="study")
+            if key == "macro_f1" and split in shortcut:
+                ax.axvline(shortcut[split]["macro_f1"], color="grey", linestyle="--", linewidth=1, gid="shortcut")
+            ax.set_title(f"{split}: {label}")
+            ax.grid(axis="y", visible=False)
+            ax.set_ylim(-0.6, len(names) - 0.4)
+            if r == len(splits) - 1:
+                ax.set_xlabel(label)
+    axes[0][0].set_yticks(y, names)
+    counts = {len(v.get(splits[-1], {}).get("macro_f1", [])) for v in seeds.values()} or {1}
+    handles = [Line2D([], [], color="black", marker="o", markersize=4, label="estimate, 95% bootstrap CI")]
+    handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=3, linestyle="none",
+                          label=f"each seed (n={max(counts)})") if max(counts) > 1 else
+                   Line2D([], [], linestyle="none", label="1 seed: no run-to-run spread"))
+    if study:
+        handles.append(Line2D([], [], color="black", marker="v", markersize=4, linestyle="none",
+                              label="study (published, val)"))
+    if any(s in shortcut for s in splits):
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="metadata-only shortcut"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2)
+    fig.suptitle("Models compared")
+    return fig
