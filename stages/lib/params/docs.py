@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 
 from stages.lib.params.messages import allowed, as_yaml, sections
-from stages.lib.params.schema import Assemble, Config, Synthetic
+from stages.lib.params.schema import Config
+from stages.lib.params.data_sections import Assemble, Synthetic
 
 
 def params_table() -> str:
