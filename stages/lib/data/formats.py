@@ -15,11 +15,8 @@ No image is ever stretched to its own min/max: equal stored values give equal ca
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import sys
-import textwrap
 from pathlib import Path
 
 import cv2
@@ -27,7 +24,6 @@ import numpy as np
 from PIL import Image
 
 from stages.lib.core.errors import UserError
-
 
 
 def _silence_opencv() -> None:
@@ -79,16 +75,17 @@ def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS,
     if size == 0:
         raise BadImage(f"{path}: empty file; replace or remove it", path)
     limit = (max_pixels, limit_name)
-    gray, facts = _load_dicom(path, limit) if is_dicom(path, head) else _load_raster(path, limit)
+    if is_dicom(path, head):
+        from stages.lib.data.dicom import load_dicom  # here: dicom.py builds on this module's checks
+
+        gray, facts = load_dicom(path, limit)
+    else:
+        gray, facts = _load_raster(path, limit)
     facts["file_bytes"] = size
     return gray, facts
 
 
-def read_gray_uint8(path: str | os.PathLike) -> np.ndarray:
-    return load_gray(path)[0]
-
-
-def _check_size(path: Path, width: int, height: int, limit: tuple[int, str]) -> None:
+def check_size(path: Path, width: int, height: int, limit: tuple[int, str]) -> None:
     max_pixels, name = limit
     if width * height > max_pixels:
         raise BadImage(f"{path}: {width}x{height} = {width * height} pixels exceeds {name} "
@@ -109,7 +106,7 @@ def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
                        path) from err
     if fmt not in RASTER_FORMATS:
         raise BadImage(f"{path}: a {fmt} file, which is not read here; convert it to PNG", path)
-    _check_size(path, width, height, limit)
+    check_size(path, width, height, limit)
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.shape[:2] != (height, width):
         raise BadImage(f"{path}: a {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it", path)
@@ -195,146 +192,3 @@ def png_sbit(path: Path) -> int | None:
     return None
 
 
-def _load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.uid import JPEGExtended12Bit
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames") or 1)
-    except (InvalidDicomError, AttributeError, OSError, ValueError, TypeError) as err:
-        raise BadImage(f"{path}: not a readable DICOM image ({err.__class__.__name__}); replace or remove it", path) from err
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if photometric not in GRAY_DICOM:  # PALETTE COLOR's values are palette indices, not intensities
-        what = f"colour DICOM ({photometric})" if photometric else "DICOM without a PhotometricInterpretation"
-        raise BadImage(f"{path}: {what}; export it as grayscale (MONOCHROME2)", path)
-    _check_size(path, cols, rows, limit)
-    try:
-        ds = pydicom.dcmread(path)
-        if ds.file_meta.get("TransferSyntaxUID") == JPEGExtended12Bit and int(ds.get("BitsStored") or 8) > 8:
-            raw = _gdcm_first_frame(path, rows, cols)
-        else:
-            ds.pixel_array_options(index=0 if frames > 1 else None)  # multi-frame: decode the first frame only
-            raw = ds.pixel_array
-    except Exception as err:  # pydicom raises many types, e.g. for a missing JPEG2000 decoder
-        raise BadImage(_undecodable(path, ds, err), path) from err
-    if raw.ndim != 2:
-        raise BadImage(f"{path}: DICOM pixel data of shape {raw.shape}, not one gray frame; "
-                       "export it as single-frame grayscale", path)
-    try:
-        values, (lo, hi), scaled_by = dicom_display(raw, ds)
-    except (ValueError, TypeError, AttributeError, NotImplementedError, IndexError) as err:  # a malformed VOI module
-        raise BadImage(f"{path}: DICOM values cannot be displayed ({_short(err)}); "
-                       "fix its window/VOI LUT or export it as PNG", path) from err
-    scale = 0.0 if hi <= lo else 255 / (hi - lo)
-    gray = np.clip(np.round((values - lo) * scale), 0, 255).astype(np.uint8)
-    if photometric == "MONOCHROME1":
-        gray = 255 - gray  # MONOCHROME1 stores bone dark; flip so every film shows bone bright
-    facts = {"format": "DICOM", "width": cols, "height": rows, "channels": 1,
-             "bit_depth": _bits_stored(ds, raw), "scaled_by": scaled_by, "frames": frames,
-             "patient_id": str(ds.get("PatientID", "")).strip() or None}
-    return gray, facts
-
-
-def _gdcm_first_frame(path: Path, rows: int, cols: int) -> np.ndarray:
-    """A 12-bit JPEG Extended image's first frame, decoded by GDCM itself: pydicom 3 refuses GDCM
-    for 12-bit JPEG, and its other decoder for it (pylibjpeg-libjpeg) is GPL. GDCM first tries its
-    8-bit codec and says so on the process's stderr before the 12-bit one succeeds (python-gdcm
-    issue 35), so that line is silenced."""
-    import gdcm
-
-    reader = gdcm.ImageReader()
-    reader.SetFileName(str(path))
-    with _quiet_stderr():
-        image = reader.GetImage() if reader.Read() else None
-        buffer = image.GetBuffer() if image is not None else None
-    if not buffer:
-        raise ValueError("GDCM cannot decode it")
-    fmt = image.GetPixelFormat()
-    dtype = np.dtype(f"{'i' if fmt.GetPixelRepresentation() else 'u'}{fmt.GetBitsAllocated() // 8}")
-    values = np.frombuffer(buffer.encode("utf-8", "surrogateescape"), dtype=dtype.newbyteorder("<"))
-    return values[:rows * cols].reshape(rows, cols)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _short(err: Exception) -> str:
-    """An error's first line, shortened at a word boundary."""
-    return textwrap.shorten(str(err).splitlines()[0] if str(err) else err.__class__.__name__, 160)
-
-
-def _undecodable(path: Path, ds, err: Exception) -> str:
-    """Why the pixel data cannot be decoded and what to install (pydicom's missing decoder
-    dependencies, with gdcm under its pip name) or convert."""
-    from pydicom.pixels import get_decoder
-
-    syntax = ds.get("file_meta", {}).get("TransferSyntaxUID")
-    try:
-        missing = get_decoder(syntax).missing_dependencies if syntax and syntax.is_compressed else []
-    except (NotImplementedError, ValueError):  # a transfer syntax pydicom has no decoder for
-        missing = []
-    wanted = sorted({req.split(" - requires ", 1)[-1].replace("gdcm>=", "python-gdcm>=").replace("numpy and ", "")
-                     for req in missing if " - requires " in req and "pylibjpeg-libjpeg" not in req})  # pylibjpeg-libjpeg is GPL: not offered
-    install = f"install {' or '.join(wanted)} (pip), or " if wanted else ""
-    what = f"its {syntax.name} pixel data" if syntax else "its pixel data"
-    return (f"{path}: {what} cannot be decoded ({_short(err)}); "
-            f"{install}convert it to uncompressed DICOM or PNG")
-
-
-def _bits_stored(ds, raw: np.ndarray) -> int:
-    return int(ds.get("BitsStored") or raw.dtype.itemsize * 8)
-
-
-def dicom_display(raw: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float], str]:
-    """(values after the modality LUT and VOI, the range the VOI maps to, which VOI was used).
-
-    The range is the VOI's output range (VOI LUT entries, or the window's output as pydicom
-    defines it) and without a VOI the stored bit depth through the modality LUT: a property of
-    the file, never of this image's pixels. pydicom's rule applies: a VOI LUT before a window.
-    """
-    from pydicom.pixels import apply_modality_lut, apply_windowing
-
-    values = apply_modality_lut(raw, ds)
-    voi = ds.get("VOILUTSequence")
-    if voi and voi[0].get("LUTDescriptor") is not None and voi[0].get("LUTData") is not None:
-        lut, first = voi_lut(voi[0], ds)
-        index = np.clip(np.floor(values).astype(np.int64) - first, 0, len(lut) - 1)
-        return lut[index].astype(np.float64), (float(lut.min()), float(lut.max())), "DICOM VOI LUT"
-    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
-        return apply_windowing(values, ds), (float(ends.min()), float(ends.max())), "DICOM window"
-    bits = _bits_stored(ds, raw)
-    stored = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if ds.get("PixelRepresentation") == 1 else [0, 2 ** bits - 1]
-    ends = apply_modality_lut(np.array(stored), ds)
-    return values.astype(np.float64), (float(ends.min()), float(ends.max())), "DICOM BitsStored"
-
-
-def voi_lut(item, ds) -> tuple[np.ndarray, int]:
-    """(the VOI LUT's entries as int64, the first value it maps). pydicom's apply_voi indexes the
-    LUT in the entries' own dtype, so with 8-bit entries stored value 256 wraps to index 0; here
-    the lookup is done by the caller with wide indices (PS3.3 C.11.2.1.1: values below the first
-    take the first entry, above the last the last)."""
-    entries, first = int(item.LUTDescriptor[0]) or 2 ** 16, int(item.LUTDescriptor[1])
-    data = item.LUTData
-    if isinstance(data, bytes):  # OW: 16-bit words in the dataset's byte order, as pydicom reads them
-        little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
-        lut = np.frombuffer(data, dtype="<u2" if little else ">u2")
-    else:  # US: a list of ints, or one int for a one-entry LUT
-        lut = np.atleast_1d(np.asarray(data))
-    lut = lut.astype(np.int64)[:entries]
-    if len(lut) == 0:
-        raise ValueError("VOI LUT Sequence has no LUT Data entries")
-    return lut, first
