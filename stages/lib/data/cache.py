@@ -30,7 +30,8 @@ from stages.lib.results.evaluation import predictions_csv
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.audit.input_notes import first_frames, ids_differing_by_case
 from stages.lib.core.files import umask, write_json, write_text
-from stages.lib.data.layouts import BUILT_IN_METADATA, Sample, check_paths, detect_layout, read_layout
+from stages.lib.data.layouts import BUILT_IN_METADATA, check_paths, detect_layout, read_layout
+from stages.lib.data.records import Sample
 from stages.lib.data.splits import drop_repeats, ensure_splits, unique_names
 from stages.lib.audit.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
 from stages.lib.core.pool_workers import die_with_parent

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from stages.lib.params.schema import Preprocess
 from stages.lib.core.errors import UserError
 from stages.lib.data.formats import BadImage, load_gray
-from stages.lib.data.layouts import files_in, read_csv
+from stages.lib.data.records import files_in, read_csv
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
 
 LIST_COLUMN = "path"  # as in the manifest layout, so a data/manifest.csv is a list too

@@ -17,49 +17,19 @@ test) split.
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import SPLITS
 from stages.lib.data.formats import BadImage
+from stages.lib.data.records import Sample, files_in, outside, parse_label, read_csv, subdirs
 
 LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
 MANIFEST = "manifest.csv"
-OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
 COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
-# Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
-LABEL_ALIASES = {"bacterial": "bacteria", "viral": "virus", "covid": "covid19"}
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path            # the image file
-    name: str             # how the cache index and predictions name it (unique within a split)
-    label: int | None     # index into data.classes; None in a hidden-label test set
-    patient: str | None = None
-    source: str = ""      # where it was listed, for messages (file:line)
-    metadata: tuple[tuple[str, str], ...] = ()  # (column, value) of a manifest's extra columns
-
-
-def label_key(text: str) -> str:
-    """How a label is compared: 'COVID-19', 'covid' and 'Covid_19' are one class."""
-    key = re.sub(r"[-_\s]", "", text.strip().lower())
-    return LABEL_ALIASES.get(key, key)
-
-
-def parse_label(text: str, classes) -> int | None:
-    """The index of `text` in `classes`, or None when it names none of them."""
-    keys = [label_key(c) for c in classes]
-    return keys.index(label_key(text)) if label_key(text) in keys else None
-
-
-def outside(label: str, classes) -> str:
-    return f"label {label!r} is not one of data.classes ({', '.join(classes)})"
 
 
 # --- detection -----------------------------------------------------------------------------------
@@ -114,29 +84,6 @@ def read_course_split(data_dir: str | os.PathLike, split: str, classes) -> list[
     return samples
 
 
-def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
-    """Header and (line number, row) pairs, cells stripped; an undecodable file is a UserError."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
-            _check_separator(csv_path, columns)
-            rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
-                    for line, r in enumerate(reader, start=2)]
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise UserError(f"{csv_path}: not a UTF-8 CSV file ({err.__class__.__name__}); save it as UTF-8 CSV") from err
-    return columns, rows
-
-
-def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
-    """A CSV saved with another separator (Excel in many locales writes ';') has one long column."""
-    if len(columns) == 1:
-        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
-            if sep in columns[0]:
-                raise UserError(f"{csv_path}: its columns are separated by {name}, not commas; "
-                                "save it as comma-separated CSV")
-
-
 def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: bool, classes) -> Sample:
     name = row["new_filename"]
     where = f"{csv_path}:{line}"
@@ -164,45 +111,15 @@ def _zero_or_one(text: str, column: str, where: str, name: str) -> int:
 
 # --- folders and Kaggle --------------------------------------------------------------------------
 
-def files_in(folder: Path) -> list[Path]:
-    """Every file under `folder` but the ones operating systems leave behind. A file that is not an
-    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it;
-    so is a broken or looping file link. Linked folders are followed; one that leads back to a
-    folder it is in is refused."""
-    found = []
-
-    def walk(folder: Path, above: tuple[Path, ...]) -> None:
-        real = folder.resolve()
-        if real in above:
-            raise UserError(f"{folder}: a symlink loop (it leads back to {real}); remove the link")
-        for p in sorted(folder.iterdir()):
-            if p.name.startswith(".") or p.name.lower() in OS_CLUTTER:
-                continue
-            if p.is_dir():
-                walk(p, above + (real,))
-            else:
-                found.append(p)
-
-    walk(folder, ())
-    return sorted(found)
-
-
-def _subdirs(folder: Path, name: str | None = None) -> list[Path]:
-    """Subfolders (named `name`, ignoring case). Names that differ only in case (NORMAL/ and
-    normal/, Train/ and train/) are all returned: keeping one would silently drop the other's images."""
-    if not folder.is_dir():
-        return []
-    return [p for p in sorted(folder.iterdir()) if p.is_dir() and (name is None or p.name.lower() == name)]
-
 
 def read_folders(data_dir: Path, classes) -> dict[str, list[Sample]]:
     out = {}
-    for split_dir in _subdirs(data_dir):
+    for split_dir in subdirs(data_dir):
         split = split_dir.name.lower()
         if split not in SPLITS:
             continue
         samples = out.setdefault(split, [])
-        for folder in _subdirs(split_dir):
+        for folder in subdirs(split_dir):
             label = parse_label(folder.name, classes)
             if label is None:
                 raise UserError(f"{folder}: folder name {folder.name!r} is not one of data.classes "
@@ -216,7 +133,7 @@ def read_folders(data_dir: Path, classes) -> dict[str, list[Sample]]:
 def _kaggle_root(data_dir: Path) -> Path | None:
     # The Kaggle zip unpacks to chest_xray/ and, in some versions, chest_xray/chest_xray/.
     for root in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"):
-        classes = {p.name.lower() for train in _subdirs(root, "train") for p in _subdirs(train)}
+        classes = {p.name.lower() for train in subdirs(root, "train") for p in subdirs(train)}
         if "normal" in classes and "pneumonia" in classes:
             return root
     return None
@@ -248,11 +165,11 @@ def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
         raise UserError(f"{data_dir}: kaggle-pneumonia needs chest_xray/train/NORMAL and chest_xray/train/PNEUMONIA")
     out = {}
     for split in SPLITS:
-        for split_dir in _subdirs(root, split):
+        for split_dir in subdirs(root, split):
             out.setdefault(split, []).extend(kaggle_sample(p, data_dir, classes) for d in ("normal", "pneumonia")
-                                             for folder in _subdirs(split_dir, d) for p in files_in(folder))
+                                             for folder in subdirs(split_dir, d) for p in files_in(folder))
     # Every COVID folder is read (covid/ and COVID-19/ side by side are both COVID-19 images).
-    for covid in [p for p in _subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
+    for covid in [p for p in subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
         images = files_in(covid)
         if not images:
             continue
@@ -260,7 +177,7 @@ def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
         if label is None:
             raise UserError(f"{images[0]}: {outside('COVID-19', classes)}; add it to data.classes "
                             f"or move {covid} out of the data folder")
-        split_dirs = [p for p in _subdirs(covid) if p.name.lower() in SPLITS]
+        split_dirs = [p for p in subdirs(covid) if p.name.lower() in SPLITS]
         # A flat COVID folder goes to train; ensure_splits then carves val from it by patient.
         for folder in split_dirs or [covid]:
             split = folder.name.lower() if split_dirs else "train"

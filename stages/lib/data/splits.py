@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from stages.lib.core.errors import UserError
-from stages.lib.data.layouts import Sample
+from stages.lib.data.records import Sample
 
 
 def drop_repeats(splits: dict[str, list[Sample]], classes) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:

@@ -54,7 +54,7 @@ class Data(Section):
     @field_validator("classes")
     @classmethod
     def _distinct_names(cls, classes: list[str]) -> list[str]:
-        from stages.lib.data.layouts import label_key  # the spelling rules labels are matched with
+        from stages.lib.data.records import label_key  # the spelling rules labels are matched with
 
         keys = [label_key(c) for c in classes]
         if len(classes) < 2 or "" in keys or len(set(keys)) < len(keys) or any("," in c for c in classes):

@@ -19,7 +19,8 @@ from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.audit.data_report import ASSEMBLY
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask
-from stages.lib.data.layouts import MANIFEST, Sample
+from stages.lib.data.layouts import MANIFEST
+from stages.lib.data.records import Sample
 from stages.lib.data.splits import split_off
 from stages.lib.study.sources import (DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover,
                                       read_kermany)

@@ -1,0 +1,97 @@
+"""What every layout reader builds on: the sample record, how labels compare, CSV reading that names the file and line, the files of a folder."""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from stages.lib.core.errors import UserError
+
+
+OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
+
+
+# Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
+LABEL_ALIASES = {"bacterial": "bacteria", "viral": "virus", "covid": "covid19"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path            # the image file
+    name: str             # how the cache index and predictions name it (unique within a split)
+    label: int | None     # index into data.classes; None in a hidden-label test set
+    patient: str | None = None
+    source: str = ""      # where it was listed, for messages (file:line)
+    metadata: tuple[tuple[str, str], ...] = ()  # (column, value) of a manifest's extra columns
+
+
+def label_key(text: str) -> str:
+    """How a label is compared: 'COVID-19', 'covid' and 'Covid_19' are one class."""
+    key = re.sub(r"[-_\s]", "", text.strip().lower())
+    return LABEL_ALIASES.get(key, key)
+
+
+def parse_label(text: str, classes) -> int | None:
+    """The index of `text` in `classes`, or None when it names none of them."""
+    keys = [label_key(c) for c in classes]
+    return keys.index(label_key(text)) if label_key(text) in keys else None
+
+
+def outside(label: str, classes) -> str:
+    return f"label {label!r} is not one of data.classes ({', '.join(classes)})"
+
+
+def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs, cells stripped; an undecodable file is a UserError."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
+            _check_separator(csv_path, columns)
+            rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
+                    for line, r in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{csv_path}: not a UTF-8 CSV file ({err.__class__.__name__}); save it as UTF-8 CSV") from err
+    return columns, rows
+
+
+def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
+    """A CSV saved with another separator (Excel in many locales writes ';') has one long column."""
+    if len(columns) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+            if sep in columns[0]:
+                raise UserError(f"{csv_path}: its columns are separated by {name}, not commas; "
+                                "save it as comma-separated CSV")
+
+
+def files_in(folder: Path) -> list[Path]:
+    """Every file under `folder` but the ones operating systems leave behind. A file that is not an
+    image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it;
+    so is a broken or looping file link. Linked folders are followed; one that leads back to a
+    folder it is in is refused."""
+    found = []
+
+    def walk(folder: Path, above: tuple[Path, ...]) -> None:
+        real = folder.resolve()
+        if real in above:
+            raise UserError(f"{folder}: a symlink loop (it leads back to {real}); remove the link")
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or p.name.lower() in OS_CLUTTER:
+                continue
+            if p.is_dir():
+                walk(p, above + (real,))
+            else:
+                found.append(p)
+
+    walk(folder, ())
+    return sorted(found)
+
+
+def subdirs(folder: Path, name: str | None = None) -> list[Path]:
+    """Subfolders (named `name`, ignoring case). Names that differ only in case (NORMAL/ and
+    normal/, Train/ and train/) are all returned: keeping one would silently drop the other's images."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and (name is None or p.name.lower() == name)]
