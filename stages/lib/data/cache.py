@@ -7,9 +7,7 @@ the report is written only then, so any refusal leaves the previous outputs unto
 """
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,17 +18,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stages.lib.params.schema import Data, Preprocess
-from stages.lib.core.csv_rows import RowWriter
 from stages.lib.data import build_timer
-from stages.lib.data.dataset import cache_files, file_records
+from stages.lib.data.dataset import file_records
 from stages.lib.core.names import SPLITS, UNLABELED
-from stages.lib.audit.data_report import cited_sources, class_name, image_stats, split_counts
+from stages.lib.audit.data_report import cited_sources, image_stats, split_counts
 from stages.lib.core.errors import UserError
 from stages.lib.results.evaluation import predictions_csv
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.audit.input_notes import first_frames, ids_differing_by_case
 from stages.lib.core.files import umask, write_json, write_text
-from stages.lib.data.layouts import BUILT_IN_METADATA, check_paths, detect_layout, read_layout
+from stages.lib.data.layouts import check_paths, detect_layout, read_layout
 from stages.lib.data.records import Sample
 from stages.lib.data.splits import drop_repeats, ensure_splits, unique_names
 from stages.lib.audit.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
@@ -40,6 +37,7 @@ from stages.lib.core.provenance import data_hash, stamp
 from stages.lib.audit.shortcut import shortcut_audit
 from stages.lib.core.staging import staging_dir
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
+from stages.lib.data.cache_writer import Staged, swap_in, write_split
 
 SYNTHETIC_MARKER = "SYNTHETIC"  # file the demo generator leaves in its data folder
 
@@ -66,6 +64,54 @@ def _process(path: Path) -> tuple[np.ndarray | None, dict | str, dict[str, float
     return image, facts, {"decode_clahe": decoded - start + time.perf_counter() - hashed, "hashing": hashed - decoded}
 
 
+def _listed(data_dir: Path, d: Data) -> tuple[str, dict[str, list[Sample]], dict, list[BadImage]]:
+    """(layout, the samples per split with repeats dropped and names unique, the repeats, the files refused)."""
+    start = time.perf_counter()
+    layout = detect_layout(data_dir) if d.layout == "auto" else d.layout
+    listed = read_layout(data_dir, layout, d.classes)
+    skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d.on_bad_image)
+    given, repeats = drop_repeats(listed, d.classes)
+    given = {split: unique_names(samples) for split, samples in given.items()}
+    build_timer.seconds["layout"] += time.perf_counter() - start
+    return layout, given, repeats, skipped
+
+
+def _meta(staging: Path, data_dir: Path, p: Preprocess, d: Data, report: dict, splits: dict) -> dict:
+    """cache/meta.json's content; stamps the report with its provenance and the data's sources and licences."""
+    # The data's DVC hash travels with the cache into every later result; the git state does not,
+    # or a new commit alone would change the cache and retrain every model.
+    data = data_hash(data_dir)
+    report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
+    report.update(cited_sources(data_dir))  # the study's data (make study-data) cites its datasets
+    report["licences"] = licences(data_dir)  # the model cards print them
+    return {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
+            "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
+            "files": file_records(staging, splits)}
+
+
+def _write_shortcut(shortcut_dir: str | os.PathLike, shortcut_probs: dict, splits: dict, classes) -> None:
+    """The metadata-only classifier's predictions of val and test, as predictions CSVs."""
+    for split, probs in shortcut_probs.items():
+        labels = np.array([UNLABELED if s.label is None else s.label for s in splits[split]])
+        write_text(Path(shortcut_dir) / f"{split}.csv", predictions_csv([s.name for s in splits[split]], labels, probs,
+                                                                        classes))
+
+
+def _tell(report: dict, report_path: str | os.PathLike) -> None:
+    """What the report found that a user should read now: leakage, duplicates, first frames, patient ids."""
+    if report["leakage"]["summary"]:
+        print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
+              file=sys.stderr)
+    if report["duplicates"]["summary"]:
+        print(f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
+              file=sys.stderr)
+    for key in ("first_frame_only", "patient_ids_differing_by_case"):
+        if report[key]["summary"]:
+            print(f"note: {report[key]['summary']}; details in {report_path} ({key})", file=sys.stderr)
+
+
+# params: dvc.yaml's three paths (data, cache, report), params' two sections, and two options with
+# defaults (the worker count, where the shortcut's predictions go) that tests and bench.scale set.
 def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
                 p: Preprocess, d: Data, workers: int | None = None,
                 shortcut_dir: str | os.PathLike | None = None) -> dict:
@@ -77,19 +123,11 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
         raise UserError(f"data folder {data_dir} not found; put your dataset there (see README) or run make demo")
-    start = time.perf_counter()
-    layout = detect_layout(data_dir) if d.layout == "auto" else d.layout
-    listed = read_layout(data_dir, layout, d.classes)
-    skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d.on_bad_image)
-    given, repeats = drop_repeats(listed, d.classes)
-    given = {split: unique_names(samples) for split, samples in given.items()}
-    samples = [s for split in given.values() for s in split]
-    build_timer.seconds["layout"] += time.perf_counter() - start
-
+    layout, given, repeats, skipped = _listed(data_dir, d)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out_dir, 0o777 & ~umask()) as staging:
         missing = {e.path for e in skipped}
-        todo = [s for s in samples if s.path not in missing]
+        todo = [s for ss in given.values() for s in ss if s.path not in missing]
         with build_timer.timed("decode_wall"):
             images, facts, bad = _decode_all(todo, staging / "all.npy", p, d, workers)
         skipped += bad
@@ -105,38 +143,18 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         report = {"layout": layout, **checks}
         start = time.perf_counter()
         for split, ss in splits.items():
-            _write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes,
+            write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes,
                          [facts[row_of[s.name, s.path]] for s in ss])
         build_timer.seconds["write_cache"] += time.perf_counter() - start
         images.close()
         (staging / "all.npy").unlink()
-        # The data's DVC hash travels with the cache into every later result; the git state does not,
-        # or a new commit alone would change the cache and retrain every model.
-        data = data_hash(data_dir)
-        report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
-        report.update(cited_sources(data_dir))  # the study's data (make study-data) cites its datasets
-        report["licences"] = licences(data_dir)  # the model cards print them
-        meta = {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
-                "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
-                "files": file_records(staging, splits)}
-        write_json(staging / "meta.json", meta)
-        _swap_in(staging, out_dir)
+        write_json(staging / "meta.json", _meta(staging, data_dir, p, d, report, splits))
+        swap_in(staging, out_dir)
     if shortcut_dir is not None:
-        for split, probs in shortcut_probs.items():
-            labels = np.array([UNLABELED if s.label is None else s.label for s in splits[split]])
-            write_text(Path(shortcut_dir) / f"{split}.csv",
-                       predictions_csv([s.name for s in splits[split]], labels, probs, d.classes))
+        _write_shortcut(shortcut_dir, shortcut_probs, splits, d.classes)
     with build_timer.timed("report"):
         write_json(report_path, report)
-    if report["leakage"]["summary"]:
-        print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
-              file=sys.stderr)
-    if report["duplicates"]["summary"]:
-        print(f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
-              file=sys.stderr)
-    for key in ("first_frame_only", "patient_ids_differing_by_case"):
-        if report[key]["summary"]:
-            print(f"note: {report[key]['summary']}; details in {report_path} ({key})", file=sys.stderr)
+    _tell(report, report_path)
     return report
 
 
@@ -207,7 +225,7 @@ def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data,
     """Every image through the worker into one staging array; returns it, the facts (None for a bad
     image) and the bad images' errors."""
     size = p.img_size
-    images = _Staged(array_path, (len(samples), size, size))
+    images = Staged(array_path, (len(samples), size, size))
     facts, bad = [], []
     workers = workers or min(os.cpu_count() or 1, 16)
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels, os.getpid()))
@@ -230,39 +248,6 @@ def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data,
     return images, facts, bad
 
 
-def _npy_header(f, shape: tuple[int, ...]) -> None:
-    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                                              "fortran_order": False, "shape": shape})
-
-
-class _Staged:
-    """uint8 images, one row per sample, in a .npy file written and read with plain file I/O.
-
-    A memory map would keep every page this process touched in its resident set (64 KB per 256 px
-    image, in the staging and again in the split arrays: RSS grew with the dataset, bench/scale.py);
-    through read/write the pages stay in the kernel's page cache, which it can drop.
-    """
-
-    def __init__(self, path: Path, shape: tuple[int, ...]):
-        self.shape, self.file = shape, open(path, "w+b")
-        _npy_header(self.file, shape)
-        self.offset, self.row_bytes = self.file.tell(), int(np.prod(shape[1:]))
-
-    def append(self, img: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(img, dtype=np.uint8).reshape(self.shape[1:]))
-
-    def __getitem__(self, rows: list[int]) -> np.ndarray:
-        self.file.flush()
-        out = np.empty((len(rows),) + self.shape[1:], np.uint8)
-        for k, row in enumerate(rows):
-            data = os.pread(self.file.fileno(), self.row_bytes, self.offset + row * self.row_bytes)
-            out[k] = np.frombuffer(data, np.uint8).reshape(self.shape[1:])
-        return out
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def _with_dicom_patient(s: Sample, facts: dict) -> Sample:
     return s if s.patient or not facts.get("patient_id") else replace(s, patient=facts["patient_id"])
 
@@ -275,32 +260,4 @@ def _check_classes(splits: dict[str, list[Sample]], data_dir: Path, classes) -> 
     if any(s.label is None for s in splits["val"]):
         raise UserError(f"{data_dir}: the val split has images without a label; only test may be unlabeled")
 
-
-def _write_split(staging: Path, split: str, images: _Staged, rows: list[int], samples: list[Sample],
-                 classes, facts: list[dict]) -> None:
-    array_path, index_path = cache_files(staging, split)
-    with open(array_path, "wb") as out:  # plain writes, not a memory map: see _Staged
-        _npy_header(out, (len(rows),) + images.shape[1:])
-        for start in range(0, len(rows), 256):  # 16 MB at 256 px
-            out.write(images[rows[start:start + 256]])
-    buf = io.StringIO()
-    writer = RowWriter(buf)
-    # Film metadata after the label: the built-in file facts, then a manifest's extra columns
-    # (stages/lib/results/subgroups.py reads them). A hidden-label test image has an empty label.
-    extra = [c for c, _ in samples[0].metadata] if samples else []
-    writer.writerow(["filename", "label", *BUILT_IN_METADATA, *extra])
-    writer.writerows([s.name, "" if s.label is None else class_name(s.label, classes),
-                      *[f[k] for k in BUILT_IN_METADATA], *[v for _, v in s.metadata]] for s, f in zip(samples, facts))
-    write_text(index_path, buf.getvalue())
-
-
-def _swap_in(staging: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 

@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stages.lib.data.cache import SYNTHETIC_MARKER, _bad, _decode_all, _swap_in, _write_split
+from stages.lib.data.cache import SYNTHETIC_MARKER, _bad, _decode_all
+from stages.lib.data.cache_writer import swap_in, write_split
 from stages.lib.params.schema import Data, Preprocess
 from stages.lib.data.dataset import file_records
 from stages.lib.core.errors import UserError
@@ -48,7 +49,7 @@ def build_external_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike
         if not keep:
             raise UserError(f"{data_dir}: no readable image; nothing to score")
         kept = [samples[i] for i in keep]
-        _write_split(staging, SPLIT, images, keep, kept, d.classes, [facts[i] for i in keep])
+        write_split(staging, SPLIT, images, keep, kept, d.classes, [facts[i] for i in keep])
         images.close()
         (staging / "all.npy").unlink()
         counts = {c: sum(s.label == k for s in kept) for k, c in enumerate(d.classes)}
@@ -56,7 +57,7 @@ def build_external_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike
                 "counts": {SPLIT: counts}, "synthetic": (data_dir / SYNTHETIC_MARKER).exists(),
                 "data": data_hash(data_dir), "files": file_records(staging, [SPLIT])}
         write_json(staging / "meta.json", meta)
-        _swap_in(staging, out_dir)
+        swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta
