@@ -21,23 +21,23 @@ from stages.lib.params.schema import Data, Preprocess
 from stages.lib.data import build_timer
 from stages.lib.data.dataset import file_records
 from stages.lib.core.names import SPLITS, UNLABELED
-from stages.lib.audit.data_report import cited_sources, image_stats, split_counts
+from stages.lib.audit.data_report import cited_sources
 from stages.lib.core.errors import UserError
 from stages.lib.results.evaluation import predictions_csv
 from stages.lib.data.formats import BadImage, load_gray
-from stages.lib.audit.input_notes import first_frames, ids_differing_by_case
 from stages.lib.core.files import umask, write_json, write_text
-from stages.lib.data.layouts import check_paths, detect_layout, read_layout
+from stages.lib.data.layouts import detect_layout, read_layout
+from stages.lib.data.records import check_paths
 from stages.lib.data.records import Sample
 from stages.lib.data.splits import drop_repeats, ensure_splits, unique_names
-from stages.lib.audit.leakage import exact_hash, find_leaks, label_conflict, leak_summary, perceptual_hash, same_pixels
+from stages.lib.audit.leakage import exact_hash, perceptual_hash
 from stages.lib.core.pool_workers import die_with_parent
 from stages.lib.audit.licences import licences
 from stages.lib.core.provenance import data_hash, stamp
-from stages.lib.audit.shortcut import shortcut_audit
 from stages.lib.core.staging import staging_dir
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
 from stages.lib.data.cache_writer import Staged, swap_in, write_split
+from stages.lib.audit.checks import data_checks
 
 SYNTHETIC_MARKER = "SYNTHETIC"  # file the demo generator leaves in its data folder
 
@@ -139,7 +139,7 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         _check_not_empty(splits, data_dir, skipped)
         _check_classes(splits, data_dir, d.classes)
         rows = {split: [(facts[row_of[s.name, s.path]], s) for s in ss] for split, ss in splits.items()}
-        checks, shortcut_probs = _checks(rows, notes, skipped, repeats, d)
+        checks, shortcut_probs = data_checks(rows, notes, skipped, repeats, d)
         report = {"layout": layout, **checks}
         start = time.perf_counter()
         for split, ss in splits.items():
@@ -156,54 +156,6 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         write_json(report_path, report)
     _tell(report, report_path)
     return report
-
-
-def _checks(rows: dict[str, list[tuple[dict, Sample]]], notes: dict, skipped: list[BadImage],
-            repeats: dict[str, list[list[str]]], d: Data) -> tuple[dict, dict]:
-    """The data report's content from each image's (facts, sample), and the shortcut audit's
-    probabilities per scored split; refuses one picture under two labels, and leakage under
-    on_leak: error."""
-    distance = d.near_duplicate_distance
-    records = {split: [{"name": s.name, "patient": s.patient, "label": s.label, **f} for f, s in rs]
-               for split, rs in rows.items()}
-    _refuse_label_conflict(records, d.classes)
-    with build_timer.timed("leakage"):
-        leaks = find_leaks(records, distance)
-    summary = leak_summary(leaks)
-    if summary and d.on_leak == "error":
-        raise UserError(f"leakage between splits: {summary}; fix the splits or set data.on_leak: warn")
-    with build_timer.timed("shortcut"):
-        shortcut, shortcut_probs = shortcut_audit({split: [(f, s.label) for f, s in rs] for split, rs in rows.items()},
-                                                  d.seed, d.classes)
-    with build_timer.timed("report"):
-        return {
-            "counts": {split: split_counts([s.label for _, s in rs], d.classes) for split, rs in rows.items()},
-            "splits_made": notes,
-            "images": image_stats([(f, s.label) for rs in rows.values() for f, s in rs], d.classes),
-            "skipped": [{"file": str(e.path), "reason": str(e)} for e in skipped],
-            "leakage": {"summary": summary, "near_duplicate_distance": distance, "pairs": leaks},
-            "duplicates": _duplicates(repeats, same_pixels(records)),
-            "shortcut": shortcut,
-            "first_frame_only": first_frames(records),
-            "patient_ids_differing_by_case": ids_differing_by_case(records),
-        }, shortcut_probs
-
-
-def _refuse_label_conflict(records: dict[str, list[dict]], classes) -> None:
-    found = label_conflict(records)
-    if found:
-        (sa, a), (sb, b) = found
-        raise UserError(f"{sa} image {a['name']!r} ({classes[a['label']]}) and {sb} image {b['name']!r} "
-                        f"({classes[b['label']]}) hold identical pixels under two labels; remove the wrong one")
-
-
-def _duplicates(repeats: dict[str, list[list[str]]], pixels: dict[str, list[list[str]]]) -> dict:
-    """Within each split: files listed twice (kept once) and distinct files with identical pixels (kept)."""
-    parts = [f"{split}: " + ", ".join(f"{n} {what}" for n, what in
-                                      ((len(repeats.get(split, [])), "file(s) listed twice, kept once"),
-                                       (len(pixels.get(split, [])), "group(s) of files with identical pixels")) if n)
-             for split in SPLITS if repeats.get(split) or pixels.get(split)]
-    return {"summary": "; ".join(parts) or None, "same_file": repeats, "same_pixels": pixels}
 
 
 def _check_not_empty(splits: dict[str, list[Sample]], data_dir: Path, skipped: list[BadImage]) -> None:

@@ -19,7 +19,8 @@ from stages.lib.params.schema import Data, Preprocess
 from stages.lib.data.dataset import file_records
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask, write_json
-from stages.lib.data.layouts import check_paths, detect_layout, read_layout
+from stages.lib.data.layouts import detect_layout, read_layout
+from stages.lib.data.records import check_paths
 from stages.lib.data.splits import unique_names
 from stages.lib.core.provenance import data_hash
 

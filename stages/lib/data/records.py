@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 from stages.lib.core.errors import UserError
+from stages.lib.data.formats import BadImage
 
 
 OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
@@ -95,3 +96,28 @@ def subdirs(folder: Path, name: str | None = None) -> list[Path]:
     if not folder.is_dir():
         return []
     return [p for p in sorted(folder.iterdir()) if p.is_dir() and (name is None or p.name.lower() == name)]
+
+
+def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
+    """Refuse any path that leaves the data folder (also through symlinks); return the missing files.
+
+    A symlink into DVC's cache (`cache.type symlink`) is inside the project, so it is allowed.
+    """
+    roots = [data_dir.resolve(), (data_dir.parent / ".dvc" / "cache").resolve()]
+    missing = []
+    for s in samples:
+        listed = Path(s.name)
+        where = s.source or s.path
+        if listed.is_absolute() or ".." in listed.parts:
+            raise UserError(f"{where}: {s.name!r} escapes the data folder {data_dir}; use a path relative to it")
+        try:
+            real = s.path.resolve()
+        except (RuntimeError, OSError):  # Python raises RuntimeError for a loop before 3.13, OSError after
+            missing.append(BadImage(f"{where}: {s.path} is a symlink loop; point the link at the image or remove it", s.path))
+            continue
+        if not any(real.is_relative_to(r) for r in roots):
+            raise UserError(f"{where}: {s.path} resolves to {real}, outside the data folder {data_dir}; "
+                            "copy the file into the data folder instead of linking it")
+        if not real.is_file():
+            missing.append(BadImage(f"{where}: image {s.path} not found; fix the path or add the image", s.path))
+    return missing
