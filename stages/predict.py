@@ -35,6 +35,27 @@ from stages.lib.model.runners import open_model
 from stages.lib.model.runtime import resolve_workers
 
 
+def _refuse_or_skip(bad: list, on_bad_image: str, skipped: list[str]) -> None:
+    """A batch's bad files: refused (the first one, named) under "error", listed on stderr under "skip"."""
+    for _, reason in bad:
+        if on_bad_image == "error":
+            raise UserError(f"{reason} (or pass --on-bad-image skip to skip bad files)")
+        skipped.append(reason)
+        tqdm.write(f"skipped {reason}", file=sys.stderr)
+
+
+def _lines(model, names: list[str], x, tta: bool, submission: bool, with_ood: bool) -> list[list]:
+    """One batch's CSV rows (with the OOD columns when asked)."""
+    probs, scores = model(x, tta)
+    lines = rows(names, probs, model.classes, submission, model.fitted)
+    if with_ood:
+        lines = [[*line, f"{score:.6f}", str(bool(flag)).lower()]
+                 for line, score, flag in zip(lines, scores, flagged(model.ood, scores))]
+    return lines
+
+
+# params: cxr4-predict's options one to one, as keywords with its defaults, so a notebook or a test calls
+# it as the command line does.
 def predict_images(model_path: str, images: str, out: str, submission: bool = False, tta: bool = False,
                    batch_size: int = 32, max_pixels: int = MAX_PIXELS, on_bad_image: str = "error",
                    workers: int | str = "auto", ood: bool | None = None) -> tuple[int, list[str]]:
@@ -62,18 +83,9 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
         writer = RowWriter(f)
         writer.writerow(header(classes, submission, fitted) + (["ood_score", "ood_flag"] if with_ood else []))
         for indices, x, bad in batches:
-            for _, reason in bad:
-                if on_bad_image == "error":
-                    raise UserError(f"{reason} (or pass --on-bad-image skip to skip bad files)")
-                skipped.append(reason)
-                tqdm.write(f"skipped {reason}", file=sys.stderr)
+            _refuse_or_skip(bad, on_bad_image, skipped)
             if x is not None:
-                probs, scores = model(x, tta)
-                lines = rows([files[i].name for i in indices], probs, classes, submission, fitted)
-                if with_ood:
-                    lines = [[*line, f"{score:.6f}", str(bool(flag)).lower()]
-                             for line, score, flag in zip(lines, scores, flagged(model.ood, scores))]
-                writer.writerows(lines)
+                writer.writerows(_lines(model, [files[i].name for i in indices], x, tta, submission, with_ood))
                 done += len(indices)
             bar.update(len(indices) + len(bad))
         if not done:
@@ -115,8 +127,7 @@ def workers_arg(text: str) -> int | str:
     return int(text)
 
 
-@cli
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True,
                         help="checkpoint written by the train stage (models/<backbone>/seed<seed>.pt), or an ONNX "
@@ -140,7 +151,12 @@ def main() -> None:
                       help="require the OOD columns (ood_score, ood_flag): refused without a fitted score; by "
                            "default they are added when evaluate fitted one (<model>.ood.json, or in the ONNX file)")
     flag.add_argument("--no-ood", dest="ood", action="store_false", help="leave the OOD columns out")
-    args = parser.parse_args()
+    return parser
+
+
+@cli
+def main() -> None:
+    args = _parser().parse_args()
     if args.ood and args.submission:
         raise UserError("--ood and --submission do not go together: the course's submission format has no OOD "
                         "columns; drop one")
