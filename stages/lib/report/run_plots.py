@@ -1,6 +1,8 @@
 """The runs' own figures: training curves from DVCLive (and their CSV) and the models' comparison with CIs."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -66,6 +68,59 @@ def _csv_number(v) -> str:
     return "" if v is None else repr(float(v))
 
 
+@dataclass
+class _Compared:
+    """What the comparison figure shows, as `comparison` receives it (models top to bottom at `y`)."""
+
+    names: list[str]
+    y: np.ndarray
+    scores: dict[str, dict]
+    seeds: dict[str, dict]
+    study: dict[str, tuple[float, float]]
+    shortcut: dict
+    colours: dict[str, str]
+
+
+def _compared_panel(ax, shown: _Compared, split: str, key: str, label: str, last_row: bool) -> None:
+    """One split's one metric: each model's estimate with its CI and seeds, the study's and the shortcut's marks."""
+    for yi, name in zip(shown.y, shown.names):
+        m = shown.scores[name].get(split)
+        if not m or m.get(key) is None:
+            continue
+        low, high = [v if v is not None else m[key] for v in m.get(f"{key}_ci95", (None, None))]
+        ax.errorbar(m[key], yi, xerr=[[m[key] - low], [high - m[key]]], fmt="o", color=shown.colours[name],
+                    markersize=4, capsize=2, elinewidth=1)
+        values = shown.seeds.get(name, {}).get(split, {}).get(key, [])
+        if len(values) > 1:
+            ax.plot(values, yi + np.linspace(-0.22, -0.12, len(values)), "o", markersize=3,
+                    markerfacecolor="none", color=shown.colours[name], gid="seed")
+    ref = 0 if key == "accuracy" else 1 if key == "macro_f1" else None
+    if split == "val" and ref is not None and shown.study:
+        ax.plot([shown.study[n][ref] if n in shown.study else np.nan for n in shown.names], shown.y + 0.25, "v",
+                color="black", markersize=4, linestyle="none", gid="study")
+    if key == "macro_f1" and split in shown.shortcut:
+        ax.axvline(shown.shortcut[split]["macro_f1"], color="grey", linestyle="--", linewidth=1, gid="shortcut")
+    ax.set_title(f"{split}: {label}")
+    ax.grid(axis="y", visible=False)
+    ax.set_ylim(-0.6, len(shown.names) - 0.4)
+    if last_row:
+        ax.set_xlabel(label)
+
+
+def _compared_legend(fig, shown: _Compared, splits: list[str]) -> None:
+    counts = {len(v.get(splits[-1], {}).get("macro_f1", [])) for v in shown.seeds.values()} or {1}
+    handles = [Line2D([], [], color="black", marker="o", markersize=4, label="estimate, 95% bootstrap CI")]
+    handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=3, linestyle="none",
+                          label=f"each seed (n={max(counts)})") if max(counts) > 1 else
+                   Line2D([], [], linestyle="none", label="1 seed: no run-to-run spread"))
+    if shown.study:
+        handles.append(Line2D([], [], color="black", marker="v", markersize=4, linestyle="none",
+                              label="study (published, val)"))
+    if any(s in shown.shortcut for s in splits):
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="metadata-only shortcut"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2)
+
+
 @styled
 def comparison(scores: dict[str, dict], seeds: dict[str, dict] | None = None,
                study: dict[str, tuple[float, float]] | None = None, shortcut: dict | None = None,
@@ -81,49 +136,16 @@ def comparison(scores: dict[str, dict], seeds: dict[str, dict] | None = None,
       only (the split the study measured them on).
     - `shortcut[split]["macro_f1"]`: the metadata-only classifier's score, a dashed line on macro-F1.
     """
-    seeds, study, shortcut = seeds or {}, study or {}, shortcut or {}
-    colours = colours or model_colours(scores)
     names = list(scores)
+    shown = _Compared(names, np.arange(len(names))[::-1], scores, seeds or {}, study or {}, shortcut or {},
+                      colours or model_colours(scores))  # first model on top
     splits = [s for s in ("val", "test") if any(scores[n].get(s) for n in names)]
     fig, axes = plt.subplots(len(splits), 3, figsize=(PAGE, 0.9 + len(splits) * (0.45 + 0.3 * len(names))),
                              sharey=True, sharex="col", squeeze=False, layout="constrained")
-    y = np.arange(len(names))[::-1]  # first model on top
     for r, split in enumerate(splits):
         for c, (key, label) in enumerate(COMPARED):
-            ax = axes[r][c]
-            for yi, name in zip(y, names):
-                m = scores[name].get(split)
-                if not m or m.get(key) is None:
-                    continue
-                low, high = [v if v is not None else m[key] for v in m.get(f"{key}_ci95", (None, None))]
-                ax.errorbar(m[key], yi, xerr=[[m[key] - low], [high - m[key]]], fmt="o", color=colours[name],
-                            markersize=4, capsize=2, elinewidth=1)
-                values = seeds.get(name, {}).get(split, {}).get(key, [])
-                if len(values) > 1:
-                    ax.plot(values, yi + np.linspace(-0.22, -0.12, len(values)), "o", markersize=3,
-                            markerfacecolor="none", color=colours[name], gid="seed")
-            ref = 0 if key == "accuracy" else 1 if key == "macro_f1" else None
-            if split == "val" and ref is not None and study:
-                ax.plot([study[n][ref] if n in study else np.nan for n in names], y + 0.25, "v", color="black",
-                        markersize=4, linestyle="none", gid="study")
-            if key == "macro_f1" and split in shortcut:
-                ax.axvline(shortcut[split]["macro_f1"], color="grey", linestyle="--", linewidth=1, gid="shortcut")
-            ax.set_title(f"{split}: {label}")
-            ax.grid(axis="y", visible=False)
-            ax.set_ylim(-0.6, len(names) - 0.4)
-            if r == len(splits) - 1:
-                ax.set_xlabel(label)
-    axes[0][0].set_yticks(y, names)
-    counts = {len(v.get(splits[-1], {}).get("macro_f1", [])) for v in seeds.values()} or {1}
-    handles = [Line2D([], [], color="black", marker="o", markersize=4, label="estimate, 95% bootstrap CI")]
-    handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=3, linestyle="none",
-                          label=f"each seed (n={max(counts)})") if max(counts) > 1 else
-                   Line2D([], [], linestyle="none", label="1 seed: no run-to-run spread"))
-    if study:
-        handles.append(Line2D([], [], color="black", marker="v", markersize=4, linestyle="none",
-                              label="study (published, val)"))
-    if any(s in shortcut for s in splits):
-        handles.append(Line2D([], [], color="grey", linestyle="--", label="metadata-only shortcut"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=2)
+            _compared_panel(axes[r][c], shown, split, key, label, r == len(splits) - 1)
+    axes[0][0].set_yticks(shown.y, names)
+    _compared_legend(fig, shown, splits)
     fig.suptitle("Models compared")
     return fig
