@@ -100,6 +100,28 @@ def _class_panel(ax, cls, labels, c, drawn, xlabel, ylabel, legend_title):
                 ha="center", va="center", transform=ax.transAxes)
 
 
+def _scaled_curve(top, labels: np.ndarray, scaled: tuple[float, np.ndarray, float], bins: int, title: str,
+                  first_column: bool) -> None:
+    """The reliability curve after temperature scaling (dashed, grey) over the one before; its ECE in the title."""
+    t, after, after_ece = scaled
+    CalibrationDisplay.from_predictions(after.argmax(1) == labels, after.max(1), n_bins=bins,
+                                        strategy="uniform", ax=top, name=f"T = {t:.2f}", color="0.35",
+                                        ref_line=False, linestyle="--", markersize=3)
+    top.get_legend().remove()
+    top.set(xlabel="", ylabel="accuracy" if first_column else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
+    top.set_title(f"{title}\nafter T = {t:.2f}: {after_ece:.3f}")  # 2 lines: fits
+
+
+def _bin_counts(bottom, confidence: np.ndarray, edges: np.ndarray, colour: str, first_column: bool) -> None:
+    """How many images each confidence bin holds, under the curve."""
+    counts, _ = np.histogram(confidence, bins=edges)
+    bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colour, alpha=0.6,
+               edgecolor="white", linewidth=0.4)
+    bottom.set_xlabel("confidence (top class)")
+    bottom.set_ylabel("images" if first_column else "")
+    bottom.grid(False)
+
+
 @styled
 def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, dict], bins: int,
                      colours: dict[str, str] | None = None, split: str = "test",
@@ -129,19 +151,8 @@ def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: 
         top.tick_params(labelbottom=False)
         top.set_title(f"{name}: ECE {scores[name]['ece']:.3f}")
         if scaled and name in scaled:
-            t, after, after_ece = scaled[name]
-            CalibrationDisplay.from_predictions(after.argmax(1) == labels, after.max(1), n_bins=bins,
-                                                strategy="uniform", ax=top, name=f"T = {t:.2f}", color="0.35",
-                                                ref_line=False, linestyle="--", markersize=3)
-            top.get_legend().remove()
-            top.set(xlabel="", ylabel="accuracy" if c == 0 else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
-            top.set_title(f"{name}: ECE {scores[name]['ece']:.3f}\nafter T = {t:.2f}: {after_ece:.3f}")  # 2 lines: fits
-        counts, _ = np.histogram(confidence, bins=edges)
-        bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colours[name], alpha=0.6,
-                   edgecolor="white", linewidth=0.4)
-        bottom.set_xlabel("confidence (top class)")
-        bottom.set_ylabel("images" if c == 0 else "")
-        bottom.grid(False)
+            _scaled_curve(top, labels, scaled[name], bins, f"{name}: ECE {scores[name]['ece']:.3f}", c == 0)
+        _bin_counts(bottom, confidence, edges, colours[name], c == 0)
     fig.suptitle(f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin"
                  + ("\ndashed grey = after temperature scaling fitted on val" if scaled else ""))
     return fig
