@@ -114,6 +114,7 @@ class Loops:
         return {"model_s": model, "loader_s": loaders, "speedup_if_data_were_free": round(free, 2)}
 
 
+# params: one measurement's data, scratch folder and settings, and the four choices the command line makes.
 def measure(data: Path, tmp: Path, s: common.Settings, backbone: str, workers: int, repeats: int,
             with_breakdown: bool) -> dict:
     loops = Loops(data, common.cache(data, tmp, s), s, backbone, workers)

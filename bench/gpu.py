@@ -132,6 +132,9 @@ def precision_agreement(model_path: Path, backbone: str, cache: Path, s: common.
     return agreement(probs(contextlib.nullcontext()), probs(autocast))
 
 
+# params: the benchmark's settings and cache, then what the command line and the GPU check choose (backbones,
+# repeats, DVCLive folder, sync, epoch length, batch sizes, trained models, the agreement's precision), as
+# keywords with defaults.
 def run(s: common.Settings, cache: Path, device: torch.device, backbones: list[str], repeats: int,
         live: Path | None, sync, epoch_s: float = 5.0, batch_sizes=OTHER_BATCH_SIZES, models: Path | None = None,
         agreement_autocast=None) -> dict:

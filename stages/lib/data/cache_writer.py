@@ -49,6 +49,8 @@ class Staged:
         self.file.close()
 
 
+# params: one split as the staging array holds it: the folder and split name, its rows in the array, its
+# samples and their facts, and the class names it is labelled by.
 def write_split(staging: Path, split: str, images: Staged, rows: list[int], samples: list[Sample],
                  classes, facts: list[dict]) -> None:
     array_path, index_path = cache_files(staging, split)

@@ -38,6 +38,7 @@ def _grid():
     return y, x
 
 
+# params: one soft-edged ellipse's geometry: the pixel grids, its centre, its radii and the edge's softness.
 def _ellipse(y, x, cy, cx, ry, rx, soft=0.02):
     d = ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2
     return 1 / (1 + np.exp(np.minimum((d - 1) / soft, 50)))

@@ -20,6 +20,8 @@ from stages.lib.model.runtime import autotuned, channels_last
 from stages.lib.data.transforms import to_model_input
 
 
+# params: the model, its loader and device, then options with defaults (precision, loss, flip TTA, padding)
+# that evaluate, training and the benchmarks each set.
 @torch.no_grad()
 def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=None,
             hflip: bool = False, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -53,6 +55,8 @@ def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=
     return torch.cat(probs).cpu().numpy(), labels, mean_loss
 
 
+# params: one cached split (model, cache, split, batch size, device), then options with defaults that evaluate
+# and external set.
 def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False,
                   autocast=contextlib.nullcontext(), workers: int = 0):
     """(file names, labels, probabilities [N, C]) for one cached split, in `autocast`'s precision."""

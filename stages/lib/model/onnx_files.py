@@ -69,6 +69,8 @@ class Exportable(nn.Module):
         return torch.stack(probs).mean(0)
 
 
+# params: the members and the output, the films the check runs on and where they came from, and the OOD score,
+# reference outputs and val fit that travel in the file.
 def export(members: list[tuple[nn.Module, dict]], out: str | os.PathLike, films: np.ndarray, films_from: str,
            ood: dict | None, reference, fitted: dict | None = None) -> dict:
     """Write `members` (models with their checkpoint metadata) as one ONNX graph to `out`, checked on

@@ -90,6 +90,8 @@ def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.devic
     return train_loader, val_loader
 
 
+# params: the step's objects as torchvision's reference train_one_epoch takes them (model, loader, loss,
+# optimizer, scaler, device, autocast) and the progress label.
 def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocast, desc: str) -> EpochResult:
     """One pass over `loader`; loss, accuracy and macro-F1 are over all ranks' batches.
 

@@ -83,6 +83,8 @@ def pr_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str,
     return fig
 
 
+# params: one class's panel: the axes and class, the labels and its index, the curves already drawn, and the
+# axis and legend texts.
 def _class_panel(ax, cls, labels, c, drawn, xlabel, ylabel, legend_title):
     ax.set_title(f"{cls} (n={int((labels == c).sum())} of {len(labels)})")
     ax.set_xlabel(xlabel)

@@ -100,6 +100,8 @@ def figure_lines(figures: list[tuple[str, str, str]]) -> list[str]:
     return lines
 
 
+# params: the results report.py collected (scores, training, figures, study, shortcut, comparisons) and how to
+# show them (classes, synthetic, split, sections).
 def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
                      figures: list[tuple[str, str, str]], study: dict[str, tuple[float, float]],
                      shortcut: dict | None = None, shown: str = "test", sections: list[str] | None = None,

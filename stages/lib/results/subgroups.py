@@ -54,6 +54,8 @@ def group_scores(labels: np.ndarray, probs: np.ndarray, classes, resamples: int,
     return out
 
 
+# params: the films (labels, probabilities, metadata), what they are grouped and scored by (columns, classes),
+# the overall score compared with, and the bootstrap (resamples, seed).
 def subgroup_scores(labels: np.ndarray, probs: np.ndarray, metadata: dict[str, list[str]], columns, classes,
                     overall_macro_f1: float, resamples: int, seed: int) -> dict:
     """{column: {value: group_scores + below_overall}} over the labelled films; `below_overall` is true

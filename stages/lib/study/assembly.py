@@ -127,6 +127,7 @@ def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], urls:
         _csv(["path", "dataset", "original", "url", "doi", "licence", "sha256"], origins), encoding="utf-8")
 
 
+# params: the result of each step of the assembly, summarised together.
 def _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
     counts = {s: dict(sorted(Counter(f.label for f in kept if splits[f.path] == s).items(),
                              key=lambda kv: STUDY_CLASSES.index(kv[0]))) for s in ("train", "val", "test")}
