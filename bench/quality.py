@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from bench import common
-from stages.lib.core.names import seed_run
+from stages.lib.core.names import ENSEMBLE, SHORTCUT, seed_run
 from tools.project_copy import copy_project, merge
 from stages.lib.results.comparisons import beats, paired_difference, sentence
 from stages.lib.core.errors import UserError, cli
@@ -73,7 +73,7 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
     """The result file's content from the pipeline's outputs in `project`."""
     meta = json.loads((project / "cache" / "meta.json").read_text())
     classes = meta["classes"]
-    labels, shortcut = read_runs([project / "predictions" / "shortcut"], "test", classes)[1:]
+    labels, shortcut = read_runs([project / "predictions" / SHORTCUT], "test", classes)[1:]
     out = {}
     for b in backbones:
         m = json.loads((project / "metrics" / f"{b}.json").read_text())
@@ -88,7 +88,7 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
             "seed_ensemble_test_macro_f1": round(m["test"]["macro_f1"], 4),
             "seed_ensemble_gain": round(m["test"]["macro_f1"] - mean, 4),
             "seed_ensemble_ci95": [round(v, 4) for v in m["test"]["macro_f1_ci95"]],
-            "minus_shortcut": sentence(b, "shortcut", "macro_f1", versus),
+            "minus_shortcut": sentence(b, SHORTCUT, "macro_f1", versus),
             "minus_shortcut_ci95": [round(v, 4) for v in versus["ci95"]],
             "beats_shortcut": beats(versus),
             "train_s_per_run": [seconds.get(f"train@{b}-{s}") for s in seeds],
@@ -100,7 +100,7 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
     versus = paired_difference(labels, every, shortcut, resamples, 0)["macro_f1"]
     short = json.loads((project / "metrics" / "data_report.json").read_text())["shortcut"]["test"]["macro_f1"]
     return {"backbones": out, "ensemble_test_macro_f1": round(ensemble["test"]["macro_f1"], 4),
-            "ensemble_minus_shortcut": sentence("ensemble", "shortcut", "macro_f1", versus),
+            "ensemble_minus_shortcut": sentence(ENSEMBLE, SHORTCUT, "macro_f1", versus),
             "ensemble_beats_shortcut": beats(versus), "shortcut_test_macro_f1": short}
 
 

@@ -161,7 +161,7 @@ def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, m
     if not cfg.external:
         return {}
     e, classes = cfg.evaluate, r.classes
-    runs = {f"{b}/seed{s}": (b, i, Path(predictions_dir) / b / "seeds" / f"seed{s}")
+    runs = {f"{b}/seed{s}": (b, i, seed_run(Path(predictions_dir) / b, s))
             for b in cfg.backbones for i, s in enumerate(cfg.seeds)}
     out: dict[str, dict] = {name: {} for name in cfg.external}
     if models_dir is not None:
@@ -173,8 +173,8 @@ def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, m
             for name, m in ext.score_runs([folder], cfg.external, classes, fitted, (labels, test[i]), e).items():
                 share = shares.get(ext.predictions_split(name))
                 out[name][run] = {**m, **({"ood": {"flagged": share}} if share is not None else {})}
-    for model in [*cfg.backbones, "ensemble"]:
-        folders = [f for run, (b, _, f) in runs.items() if model in (b, "ensemble")]
+    for model in [*cfg.backbones, ENSEMBLE]:
+        folders = [f for run, (b, _, f) in runs.items() if model in (b, ENSEMBLE)]
         for name, m in ext.score_runs(folders, cfg.external, classes, fits[model][0], _mean(r.runs["test"][model]),
                                       e).items():
             out[name][model] = m
