@@ -6,6 +6,7 @@ CLAHE -> SmallestMaxSize -> CenterCrop -> Resize -> the augmentations -> Normali
 in its Dataset, on every epoch. `StudySplit` does exactly that, with the same albumentations
 objects our pipeline uses (so the only difference measured is *where* the work happens).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -15,9 +16,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import albumentations as A
 import cv2
@@ -27,19 +28,19 @@ from albumentations.pytorch import ToTensorV2
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import Augment, Data, Preprocess, Train
-from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
-from stages.lib.params.loader import load_params
-from stages.lib.data.layouts import read_course_split
-from stages.lib.model.registry import build_model
 from stages.lib.core.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths
+from stages.lib.data.cache import build_cache
+from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
+from stages.lib.data.layouts import read_course_split
 from stages.lib.data.synthetic import make_dataset
+from stages.lib.data.transforms import preprocess_transform, train_augment
+from stages.lib.model.registry import build_model
 from stages.lib.model.runtime import autocast_dtype, precision
 from stages.lib.model.training import make_loaders, make_optimizer
-from stages.lib.data.transforms import preprocess_transform, train_augment
+from stages.lib.params.loader import load_params
+from stages.lib.params.schema import Augment, Data, Preprocess, Train
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
 RESULTS = Path("bench/results")
@@ -48,9 +49,11 @@ MIN_REPEATS = 3
 
 # --- params: the one place the benchmarks read them -----------------------------------------------
 
+
 @dataclass(frozen=True)
 class Settings:
     """The typed params sections the benchmarks hand to the stages' own functions."""
+
     preprocess: Preprocess
     data: Data
     augment: Augment
@@ -66,13 +69,13 @@ class Settings:
     def batch_size(self) -> int:
         return self.train.batch_size
 
-    def at_size(self, img_size: int) -> "Settings":
+    def at_size(self, img_size: int) -> Settings:
         return replace(self, preprocess=self.preprocess.model_copy(update={"img_size": int(img_size)}))
 
-    def with_train(self, **overrides) -> "Settings":
+    def with_train(self, **overrides) -> Settings:
         return replace(self, train=self.train.model_copy(update=overrides))
 
-    def with_data(self, **overrides) -> "Settings":
+    def with_data(self, **overrides) -> Settings:
         return replace(self, data=self.data.model_copy(update=overrides))
 
     @property
@@ -93,7 +96,9 @@ class Settings:
     def compute_dtype(self, device: torch.device) -> torch.dtype:
         return autocast_dtype(self.train.precision, device)
 
-    def loaders(self, cache_dir: Path, device: torch.device, workers: int | None = None) -> tuple[DataLoader, DataLoader]:
+    def loaders(
+        self, cache_dir: Path, device: torch.device, workers: int | None = None
+    ) -> tuple[DataLoader, DataLoader]:
         """The train stage's own train and val loaders (`workers` overrides train.num_workers)."""
         t = self.train if workers is None else self.train.model_copy(update={"num_workers": workers})
         return make_loaders(str(cache_dir), t, self.augment, device, self.seed)
@@ -101,8 +106,14 @@ class Settings:
 
 def settings(path: str | os.PathLike = "params.yaml") -> Settings:
     cfg = load_params(path)
-    return Settings(preprocess=cfg.preprocess, data=cfg.data, augment=cfg.augment, train=cfg.train,
-                    classes=tuple(cfg.data.classes), seed=cfg.seeds[0])
+    return Settings(
+        preprocess=cfg.preprocess,
+        data=cfg.data,
+        augment=cfg.augment,
+        train=cfg.train,
+        classes=tuple(cfg.data.classes),
+        seed=cfg.seeds[0],
+    )
 
 
 def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch.device):
@@ -118,6 +129,7 @@ def training_parts(s: Settings, backbone: str, labels: np.ndarray, device: torch
 
 
 # --- images and loaders ------------------------------------------------------------------------
+
 
 def images(tmp: Path, synthetic_sizes: dict | None = None, data: Path | None = None) -> tuple[Path, str]:
     """(course-layout folder, description): `data` if given, else the real X-rays when present, else
@@ -168,8 +180,15 @@ def loader(dataset, s: Settings, workers: int, balanced: bool = True) -> DataLoa
     """The class-balanced loader the train stage builds (or a plain one in order), around either dataset."""
     generator = torch.Generator().manual_seed(s.seed)
     sampler = balanced_sampler(dataset.labels, generator) if balanced else None
-    return DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, generator=generator, num_workers=workers,
-                      persistent_workers=workers > 0, worker_init_fn=_seed_worker if workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=s.batch_size,
+        sampler=sampler,
+        generator=generator,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        worker_init_fn=_seed_worker if workers else None,
+    )
 
 
 def ours(cache_dir: Path, s: Settings, split: str = "train") -> CachedSplit:
@@ -180,8 +199,10 @@ def ours(cache_dir: Path, s: Settings, split: str = "train") -> CachedSplit:
 def same_images(ours_set, study_set) -> int:
     """The number of images both sides read; refuses a cache whose split differs from the CSV's."""
     if len(ours_set) != len(study_set):
-        raise UserError(f"the cache holds {len(ours_set)} images where the course CSV lists {len(study_set)}: "
-                        "preprocess re-made the split (data.min_val); give the benchmark a layout with its val split")
+        raise UserError(
+            f"the cache holds {len(ours_set)} images where the course CSV lists {len(study_set)}: "
+            "preprocess re-made the split (data.min_val); give the benchmark a layout with its val split"
+        )
     return len(ours_set)
 
 
@@ -191,6 +212,7 @@ def study_workers() -> int:
 
 
 # --- timing ------------------------------------------------------------------------------------
+
 
 def timed(fn: Callable[[], object], sync: Callable[[], None] = lambda: None) -> tuple[float, object]:
     """(seconds, fn's result)."""
@@ -216,8 +238,12 @@ def interleaved(sides: dict[str, Callable[[], object]], repeats: int, warmup: in
 
 def spread(values: list[float], digits: int = 3) -> dict:
     """Median, min, max and every run, rounded."""
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "runs": [round(v, digits) for v in values]}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": [round(v, digits) for v in values],
+    }
 
 
 def check_repeats(repeats: int, smoke: bool) -> None:
@@ -227,10 +253,12 @@ def check_repeats(repeats: int, smoke: bool) -> None:
 
 # --- the stamp on every result -------------------------------------------------------------------
 
+
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parents[1]).stdout
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1]
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -238,12 +266,21 @@ def _git(*args: str) -> str | None:
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "memory_gb": _memory_gb(), "os": platform.platform(),
-            "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads()}
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "memory_gb": _memory_gb(),
+        "os": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "opencv_threads": cv2.getNumThreads(),
+    }
 
 
 def _memory_gb() -> float | None:
@@ -259,11 +296,16 @@ def stamp(repeats: int | None = None) -> dict:
     # the stages' own definition of a changed tree: code, params, pipeline, requirements (not docs)
     status = _git("status", "--porcelain", "-z", "--untracked-files=no", "--", *SOURCE_PATHSPECS)
     modified = changed_paths(status) if status is not None else None
-    return {"commit": commit, "uncommitted_changes": bool(modified) if modified is not None else None,
-            **({"modified": modified[:MAX_LISTED]} if modified else {}),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
-            **({"repeats": repeats} if repeats is not None else {})}
+    return {
+        "commit": commit,
+        "uncommitted_changes": bool(modified) if modified is not None else None,
+        **({"modified": modified[:MAX_LISTED]} if modified else {}),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        **({"repeats": repeats} if repeats is not None else {}),
+    }
 
 
 def save(name: str, result: dict, path: Path | None = None) -> Path:

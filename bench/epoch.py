@@ -18,6 +18,7 @@ when model and loader workers slow each other down on shared cores, < 0 when loa
 the model. `speedup_if_data_were_free` is the ratio the study's extra inference pass alone would
 leave: what any loader could at best achieve at this size on this CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ import torch
 from torch import nn
 
 from bench import common
-from stages.lib.data.dataset import class_weights
 from stages.lib.core.errors import cli
+from stages.lib.data.dataset import class_weights
 from stages.lib.model.inference import predict
 from stages.lib.model.training import train_one_epoch, validate
 
@@ -69,7 +70,9 @@ class Loops:
     def __init__(self, data: Path, cache: Path, s: common.Settings, backbone: str, workers: int):
         self.train, self.val = s.loaders(cache, CPU, workers)
         self.study_train = common.loader(common.StudySplit(data, "train", s, augment=True), s, workers)
-        self.study_train_eval = common.loader(common.StudySplit(data, "train", s, augment=False), s, workers, balanced=False)
+        self.study_train_eval = common.loader(
+            common.StudySplit(data, "train", s, augment=False), s, workers, balanced=False
+        )
         self.study_val = common.loader(common.StudySplit(data, "val", s, augment=False), s, workers, balanced=False)
         self.n_train = common.same_images(self.train.dataset, self.study_train.dataset)
         torch.manual_seed(s.seed)
@@ -87,15 +90,20 @@ class Loops:
     def ours(self) -> dict:
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         return timed_parts(
-            train_pass=lambda: train_one_epoch(self.ours_model, self.train, self.criterion, self.ours_opt, scaler,
-                                               CPU, NO_AUTOCAST, desc="ours"),
-            val_pass=lambda: validate(self.ours_model, self.val, CPU, NO_AUTOCAST, self.criterion))
+            train_pass=lambda: train_one_epoch(
+                self.ours_model, self.train, self.criterion, self.ours_opt, scaler, CPU, NO_AUTOCAST, desc="ours"
+            ),
+            val_pass=lambda: validate(self.ours_model, self.val, CPU, NO_AUTOCAST, self.criterion),
+        )
 
     def study(self) -> dict:
         return timed_parts(
             train_pass=lambda: study_train_pass(self.study_model, self.study_opt, self.criterion, self.study_train),
-            train_eval_pass=lambda: _inference(self.study_model, self.study_train_eval, self.criterion),  # the study's extra pass
-            val_pass=lambda: _inference(self.study_model, self.study_val, self.criterion))
+            train_eval_pass=lambda: _inference(
+                self.study_model, self.study_train_eval, self.criterion
+            ),  # the study's extra pass
+            val_pass=lambda: _inference(self.study_model, self.study_val, self.criterion),
+        )
 
     def breakdown(self) -> dict:
         """Model alone (batches already in memory) and each loader alone, one pass each."""
@@ -103,20 +111,30 @@ class Loops:
         eval_batches = [(x, y) for x, y in train_batches]  # same count and shape as the study's extra pass
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         model = timed_parts(
-            train_pass=lambda: train_one_epoch(self.ours_model, train_batches, self.criterion, self.ours_opt, scaler,
-                                               CPU, NO_AUTOCAST, desc="model"),
+            train_pass=lambda: train_one_epoch(
+                self.ours_model, train_batches, self.criterion, self.ours_opt, scaler, CPU, NO_AUTOCAST, desc="model"
+            ),
             train_eval_pass=lambda: predict(self.ours_model, eval_batches, CPU, NO_AUTOCAST, self.criterion),
-            val_pass=lambda: predict(self.ours_model, val_batches, CPU, NO_AUTOCAST, self.criterion))
-        loaders = {"ours": timed_parts(train=lambda: list(self.train), val=lambda: list(self.val)),
-                   "study": timed_parts(train=lambda: list(self.study_train), train_eval=lambda: list(self.study_train_eval),
-                                        val=lambda: list(self.study_val))}
-        free = (model["train_pass"] + model["train_eval_pass"] + model["val_pass"]) / (model["train_pass"] + model["val_pass"])
+            val_pass=lambda: predict(self.ours_model, val_batches, CPU, NO_AUTOCAST, self.criterion),
+        )
+        loaders = {
+            "ours": timed_parts(train=lambda: list(self.train), val=lambda: list(self.val)),
+            "study": timed_parts(
+                train=lambda: list(self.study_train),
+                train_eval=lambda: list(self.study_train_eval),
+                val=lambda: list(self.study_val),
+            ),
+        }
+        free = (model["train_pass"] + model["train_eval_pass"] + model["val_pass"]) / (
+            model["train_pass"] + model["val_pass"]
+        )
         return {"model_s": model, "loader_s": loaders, "speedup_if_data_were_free": round(free, 2)}
 
 
 # params: one measurement's data, scratch folder and settings, and the four choices the command line makes.
-def measure(data: Path, tmp: Path, s: common.Settings, backbone: str, workers: int, repeats: int,
-            with_breakdown: bool) -> dict:
+def measure(
+    data: Path, tmp: Path, s: common.Settings, backbone: str, workers: int, repeats: int, with_breakdown: bool
+) -> dict:
     loops = Loops(data, common.cache(data, tmp, s), s, backbone, workers)
     runs = common.interleaved({"ours": loops.ours, "study": loops.study}, repeats)
     result = {"img_size": s.img_size}
@@ -125,26 +143,41 @@ def measure(data: Path, tmp: Path, s: common.Settings, backbone: str, workers: i
         parts = [p for _, p in runs[side]]
         result[f"{side}_parts_s"] = {k: round(statistics.median(p[k] for p in parts), 3) for k in parts[0]}
     o, st = result["ours_s"], result["study_s"]
-    result = {"img_size": s.img_size, "speedup": round(st["median"] / o["median"], 2),
-              "speedup_range": [round(st["min"] / o["max"], 2), round(st["max"] / o["min"], 2)], **result,
-              "train_images": loops.n_train, "val_images": len(loops.val.dataset)}
+    result = {
+        "img_size": s.img_size,
+        "speedup": round(st["median"] / o["median"], 2),
+        "speedup_range": [round(st["min"] / o["max"], 2), round(st["max"] / o["min"], 2)],
+        **result,
+        "train_images": loops.n_train,
+        "val_images": len(loops.val.dataset),
+    }
     if with_breakdown:
         b = result["breakdown"] = loops.breakdown()
         # > 0: model and loader slow each other down (workers share the cores); < 0: loading overlapped the model
-        b["train_pass_excess_s"] = {side: round(result[f"{side}_parts_s"]["train_pass"] - b["model_s"]["train_pass"]
-                                                - b["loader_s"][side]["train"], 3) for side in ("ours", "study")}
+        b["train_pass_excess_s"] = {
+            side: round(
+                result[f"{side}_parts_s"]["train_pass"] - b["model_s"]["train_pass"] - b["loader_s"][side]["train"], 3
+            )
+            for side in ("ours", "study")
+        }
     return result
 
 
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=common.study_workers(),
-                        help="DataLoader workers, both loops (default: the study's max(1, cores // 2))")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=common.study_workers(),
+        help="DataLoader workers, both loops (default: the study's max(1, cores // 2))",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop and size (>= 3)")
     parser.add_argument("--other-sizes", type=int, nargs="*", default=[64], help="image sizes besides params' img_size")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--data", type=Path, default=None, help="course-layout images (default: ../shared/data/cxr4, else synthetic)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="course-layout images (default: ../shared/data/cxr4, else synthetic)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic images at 32 px: checks the script")
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/epoch.json)")
     args = parser.parse_args()
@@ -156,23 +189,38 @@ def main() -> None:
     with common.tempdir() as tmp:
         data, source = common.images(Path(tmp), SMOKE_SIZES if args.smoke else None, args.data)
         head = measure(data, Path(tmp), s, args.backbone, args.workers, args.repeats, with_breakdown=True)
-        others = [measure(data, Path(tmp), s.at_size(size), args.backbone, args.workers, args.repeats, with_breakdown=False)
-                  for size in args.other_sizes]
+        others = [
+            measure(data, Path(tmp), s.at_size(size), args.backbone, args.workers, args.repeats, with_breakdown=False)
+            for size in args.other_sizes
+        ]
     result = {
-        **head, "repeats": args.repeats, "backbone": args.backbone, "batch_size": s.batch_size, "workers": args.workers,
+        **head,
+        "repeats": args.repeats,
+        "backbone": args.backbone,
+        "batch_size": s.batch_size,
+        "workers": args.workers,
         "workers_rule": "both loops get the same workers; default the study's max(1, cores // 2)",
-        "data": source, "smoke": args.smoke, "other_sizes": others,
-        "elapsed_s": round(time.perf_counter() - start, 1), **common.stamp(args.repeats),
+        "data": source,
+        "smoke": args.smoke,
+        "other_sizes": others,
+        "elapsed_s": round(time.perf_counter() - start, 1),
+        **common.stamp(args.repeats),
     }
     path = common.save("epoch", result, args.out)
-    print(f"epoch, {args.backbone}, {head['train_images']} train + {head['val_images']} val images, batch {s.batch_size}, "
-          f"{args.workers} workers ({source}):")
+    print(
+        f"epoch, {args.backbone}, {head['train_images']} train + {head['val_images']} val images, batch {s.batch_size}, "
+        f"{args.workers} workers ({source}):"
+    )
     for r in [head, *others]:
-        print(f"  {r['img_size']:4d} px  ours {r['ours_s']['median']:7.2f} s   study {r['study_s']['median']:7.2f} s   "
-              f"speedup {r['speedup']:.2f}x (range {r['speedup_range'][0]}-{r['speedup_range'][1]})")
+        print(
+            f"  {r['img_size']:4d} px  ours {r['ours_s']['median']:7.2f} s   study {r['study_s']['median']:7.2f} s   "
+            f"speedup {r['speedup']:.2f}x (range {r['speedup_range'][0]}-{r['speedup_range'][1]})"
+        )
     b = head["breakdown"]
-    print(f"  at {head['img_size']} px the model alone takes {b['model_s']}; loaders alone {b['loader_s']}; "
-          f"with free data the speedup would be {b['speedup_if_data_were_free']}x\n-> {path}")
+    print(
+        f"  at {head['img_size']} px the model alone takes {b['model_s']}; loaders alone {b['loader_s']}; "
+        f"with free data the speedup would be {b['speedup_if_data_were_free']}x\n-> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ epoch-2 img/s, time to its first batch, and `stage_over_real` (its last epoch ov
 With `--models`, each backbone's trained model scores the cache's val and test films in fp32 and in
 the train precision, judged by stages.lib.model.agreement (`agreement`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,10 @@ import torch
 
 from bench import common
 from stages.lib.core import live_logs
-from stages.lib.model.agreement import agreement
 from stages.lib.core.errors import UserError, cli
-from stages.lib.model.inference import load_model, predict_split
 from stages.lib.core.files import read_json
+from stages.lib.model.agreement import agreement
+from stages.lib.model.inference import load_model, predict_split
 from stages.lib.model.registry import BACKBONES
 from stages.lib.model.runtime import pick_device, precision, seed_everything
 from stages.lib.model.training import train_one_epoch
@@ -78,10 +79,13 @@ class Passes:
             yield from self.loader
 
 
-def bench_backbone(backbone: str, s: common.Settings, cache: Path, device: torch.device, repeats: int,
-                   epoch_s: float) -> dict:
+def bench_backbone(
+    backbone: str, s: common.Settings, cache: Path, device: torch.device, repeats: int, epoch_s: float
+) -> dict:
     train_loader, _ = s.loaders(cache, device)
-    net, criterion, optimizer, scaler, autocast = common.training_parts(s, backbone, train_loader.dataset.labels, device)
+    net, criterion, optimizer, scaler, autocast = common.training_parts(
+        s, backbone, train_loader.dataset.labels, device
+    )
     x, y = next(iter(train_loader))
     watched = Watched(train_loader)
 
@@ -97,11 +101,15 @@ def bench_backbone(backbone: str, s: common.Settings, cache: Path, device: torch
     real = common.spread([r.n / r.seconds for _, r in runs["real"]], 1)
     ceiling = common.spread([r.n / r.seconds for _, r in runs["ceiling"]], 1)
     loader_s = [common.timed(lambda: list(train_loader))[0] for _ in range(repeats)]
-    return {"real_img_s": real, "ceiling_img_s": ceiling,
-            "real_over_ceiling": round(real["median"] / ceiling["median"], 3),
-            "first_batch_ms": round(1000 * float(np.median(watched.first_s)), 1),
-            "loader_img_s": common.spread([len(train_loader.dataset) / t for t in loader_s], 1),
-            "images_per_epoch": runs["real"][0][1].n, "epoch_s": round(min(t for t, _ in runs["real"]), 2)}
+    return {
+        "real_img_s": real,
+        "ceiling_img_s": ceiling,
+        "real_over_ceiling": round(real["median"] / ceiling["median"], 3),
+        "first_batch_ms": round(1000 * float(np.median(watched.first_s)), 1),
+        "loader_img_s": common.spread([len(train_loader.dataset) / t for t in loader_s], 1),
+        "images_per_epoch": runs["real"][0][1].n,
+        "epoch_s": round(min(t for t, _ in runs["real"]), 2),
+    }
 
 
 def stage_log(live: Path, backbone: str, seed: int) -> dict:
@@ -118,16 +126,18 @@ def stage_log(live: Path, backbone: str, seed: int) -> dict:
     return out
 
 
-def precision_agreement(model_path: Path, backbone: str, cache: Path, s: common.Settings, device: torch.device,
-                        autocast) -> dict:
+def precision_agreement(
+    model_path: Path, backbone: str, cache: Path, s: common.Settings, device: torch.device, autocast
+) -> dict:
     """fp32 against the train precision (evaluate's) on the cache's val and test films."""
     model, _ = load_model(model_path, backbone)
     model.to(device)
     batch = s.train.batch_size if device.type == "cuda" else 8
 
     def probs(ctx) -> np.ndarray:
-        return np.concatenate([predict_split(model, str(cache), split, batch, device, autocast=ctx)[2]
-                               for split in ("val", "test")])
+        return np.concatenate(
+            [predict_split(model, str(cache), split, batch, device, autocast=ctx)[2] for split in ("val", "test")]
+        )
 
     return agreement(probs(contextlib.nullcontext()), probs(autocast))
 
@@ -135,20 +145,38 @@ def precision_agreement(model_path: Path, backbone: str, cache: Path, s: common.
 # params: the benchmark's settings and cache, then what the command line and the GPU check choose (backbones,
 # repeats, DVCLive folder, sync, epoch length, batch sizes, trained models, the agreement's precision), as
 # keywords with defaults.
-def run(s: common.Settings, cache: Path, device: torch.device, backbones: list[str], repeats: int,
-        live: Path | None, sync, epoch_s: float = 5.0, batch_sizes=OTHER_BATCH_SIZES, models: Path | None = None,
-        agreement_autocast=None) -> dict:
+def run(
+    s: common.Settings,
+    cache: Path,
+    device: torch.device,
+    backbones: list[str],
+    repeats: int,
+    live: Path | None,
+    sync,
+    epoch_s: float = 5.0,
+    batch_sizes=OTHER_BATCH_SIZES,
+    models: Path | None = None,
+    agreement_autocast=None,
+) -> dict:
     seed_everything(s.seed, s.deterministic)  # as the train stage: cudnn.benchmark unless deterministic
     train_loader, _ = s.loaders(cache, device)
     dtype = s.compute_dtype(device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "precision": str(dtype).removeprefix("torch."), "channels_last": device.type == "cuda",
-        "cudnn_benchmark": torch.backends.cudnn.benchmark, "compile": s.compile,
-        "img_size": s.img_size, "batch_size": s.batch_size, "workers": train_loader.num_workers,
-        "pin_memory": train_loader.pin_memory, "train_images": len(train_loader.dataset), "epoch_s_target": epoch_s,
-        "backbones": {}, "batch_sizes": {str(b): {} for b in batch_sizes},
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "precision": str(dtype).removeprefix("torch."),
+        "channels_last": device.type == "cuda",
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "compile": s.compile,
+        "img_size": s.img_size,
+        "batch_size": s.batch_size,
+        "workers": train_loader.num_workers,
+        "pin_memory": train_loader.pin_memory,
+        "train_images": len(train_loader.dataset),
+        "epoch_s_target": epoch_s,
+        "backbones": {},
+        "batch_sizes": {str(b): {} for b in batch_sizes},
     }
     autocast = agreement_autocast if agreement_autocast is not None else precision(s.train.precision, device)[0]
     for backbone in backbones:
@@ -159,20 +187,29 @@ def run(s: common.Settings, cache: Path, device: torch.device, backbones: list[s
             r["agreement"] = precision_agreement(model, backbone, cache, s, device, autocast)
         result["backbones"][backbone] = r
         sync()
-        print(f"{backbone:16s} real {r['real_img_s']['median']:8.1f}  ceiling {r['ceiling_img_s']['median']:8.1f} img/s  "
-              f"real/ceiling {r['real_over_ceiling']:.3f}  first batch {r['first_batch_ms']:.0f} ms  loader alone "
-              f"{r['loader_img_s']['median']:.0f} img/s  epoch {r['epoch_s']:.1f} s"
-              + (f"  stage/real {r['stage_over_real']:.3f}" if "stage_over_real" in r else ""), flush=True)
+        print(
+            f"{backbone:16s} real {r['real_img_s']['median']:8.1f}  ceiling {r['ceiling_img_s']['median']:8.1f} img/s  "
+            f"real/ceiling {r['real_over_ceiling']:.3f}  first batch {r['first_batch_ms']:.0f} ms  loader alone "
+            f"{r['loader_img_s']['median']:.0f} img/s  epoch {r['epoch_s']:.1f} s"
+            + (f"  stage/real {r['stage_over_real']:.3f}" if "stage_over_real" in r else ""),
+            flush=True,
+        )
         for size in batch_sizes:  # one timed epoch per side: enough to show the order of magnitude
             if size > len(train_loader.dataset):
-                result["batch_sizes"][str(size)][backbone] = {"note": f"more than the {len(train_loader.dataset)} training images"}
+                result["batch_sizes"][str(size)][backbone] = {
+                    "note": f"more than the {len(train_loader.dataset)} training images"
+                }
                 continue
             other = bench_backbone(backbone, s.with_train(batch_size=size), cache, device, 1, epoch_s / 2)
-            result["batch_sizes"][str(size)][backbone] = {k: other[k] for k in ("real_img_s", "ceiling_img_s",
-                                                                                "real_over_ceiling", "epoch_s")}
+            result["batch_sizes"][str(size)][backbone] = {
+                k: other[k] for k in ("real_img_s", "ceiling_img_s", "real_over_ceiling", "epoch_s")
+            }
             sync()
-            print(f"{'':16s} batch {size:4d}: real {other['real_img_s']['median']:8.1f}  ceiling "
-                  f"{other['ceiling_img_s']['median']:8.1f} img/s  real/ceiling {other['real_over_ceiling']:.3f}", flush=True)
+            print(
+                f"{'':16s} batch {size:4d}: real {other['real_img_s']['median']:8.1f}  ceiling "
+                f"{other['ceiling_img_s']['median']:8.1f} img/s  real/ceiling {other['real_over_ceiling']:.3f}",
+                flush=True,
+            )
     return result
 
 
@@ -182,15 +219,34 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (synthetic images) to check the script")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per side and backbone (>= 3)")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="a preprocess cache to train from (default: build one at params' img_size)")
-    parser.add_argument("--live", type=Path, default=None, help="the train stage's DVCLive folder, to compare its img/s")
-    parser.add_argument("--models", type=Path, default=None,
-                        help="the train stage's models/ folder: fp32 against the train precision on val and test")
-    parser.add_argument("--epoch-s", type=float, default=None,
-                        help="seconds a timed epoch lasts at least (default 5; 0 with --smoke: one pass)")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=list(OTHER_BATCH_SIZES),
-                        help="larger batches measured beside params' (real and ceiling)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="a preprocess cache to train from (default: build one at params' img_size)",
+    )
+    parser.add_argument(
+        "--live", type=Path, default=None, help="the train stage's DVCLive folder, to compare its img/s"
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="the train stage's models/ folder: fp32 against the train precision on val and test",
+    )
+    parser.add_argument(
+        "--epoch-s",
+        type=float,
+        default=None,
+        help="seconds a timed epoch lasts at least (default 5; 0 with --smoke: one pass)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=list(OTHER_BATCH_SIZES),
+        help="larger batches measured beside params' (real and ceiling)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/gpu.json)")
     args = parser.parse_args()
     common.check_repeats(args.repeats, args.smoke)
@@ -212,12 +268,27 @@ def main() -> None:
         # On CPU (smoke) the agreement check still compares fp32 with bf16, as autocast runs there too.
         smoke_autocast = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else None
         epoch_s = args.epoch_s if args.epoch_s is not None else (0.0 if args.smoke else 5.0)
-        result = run(s, cache, device, args.backbones, args.repeats, args.live, sync, epoch_s,
-                     args.batch_sizes, args.models, smoke_autocast)
-    result.update(data=source, smoke=args.smoke, elapsed_s=round(time.perf_counter() - start, 1), **common.stamp(args.repeats))
+        result = run(
+            s,
+            cache,
+            device,
+            args.backbones,
+            args.repeats,
+            args.live,
+            sync,
+            epoch_s,
+            args.batch_sizes,
+            args.models,
+            smoke_autocast,
+        )
+    result.update(
+        data=source, smoke=args.smoke, elapsed_s=round(time.perf_counter() - start, 1), **common.stamp(args.repeats)
+    )
     path = common.save("gpu", result, args.out)
-    print(f"{result['device']}, {result['img_size']} px, batch {result['batch_size']}, {result['precision']}, "
-          f"{result['workers']} workers ({source}) -> {path}")
+    print(
+        f"{result['device']}, {result['img_size']} px, batch {result['batch_size']}, {result['precision']}, "
+        f"{result['workers']} workers ({source}) -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ their mean +- sd, the seed ensemble's and its gain over the mean seed, the poole
 paired difference to the metadata-only shortcut, and the training time per run; plus the
 all-run ensemble, the shortcut's own score and the wall time. Not a test: a measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,20 @@ from pathlib import Path
 import yaml
 
 from bench import common
-from stages.lib.core.names import ENSEMBLE, SHORTCUT, seed_run
-from tools.project_copy import copy_project, merge
-from stages.lib.results.comparisons import beats, paired_difference, sentence
 from stages.lib.core.errors import UserError, cli
+from stages.lib.core.names import ENSEMBLE, SHORTCUT, seed_run
+from stages.lib.results.comparisons import beats, paired_difference, sentence
 from stages.lib.results.evaluation import read_runs
+from tools.project_copy import copy_project, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stages", "tools", "docs/notice.md", "dvc.yaml", "params.yaml")  # the model cards quote the notice
 PROTOCOL = {"preprocess": {"img_size": 128}, "train": {"pretrained": False, "lr": 1e-3, "epochs": 15}}
-SMOKE = {"preprocess": {"img_size": 32}, "data": {"min_val": 4}, "train": {"pretrained": False, "lr": 1e-3,
-                                                                              "epochs": 1, "batch_size": 8}}
+SMOKE = {
+    "preprocess": {"img_size": 32},
+    "data": {"min_val": 4},
+    "train": {"pretrained": False, "lr": 1e-3, "epochs": 1, "batch_size": 8},
+}
 GOAL_GAIN = 0.02  # the seed ensemble over the mean single seed, test macro-F1
 
 
@@ -47,13 +51,19 @@ def make_project(dest: Path, data: Path, overrides: dict) -> None:
 
 def repro(project: Path) -> dict[str, float]:
     """`dvc repro` in `project`, printing its output; seconds per stage (from one 'Running stage' line to the next)."""
-    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1",
-           "PATH": f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project),
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
+    }
     for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=project, env=env, check=True)
     shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
-    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     seconds, current, start = {}, None, time.perf_counter()
     for line in proc.stdout:
         print(line, end="", flush=True)
@@ -82,9 +92,12 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
         mean = block["mean"]["test"]["macro_f1"]
         versus = paired_difference(labels, runs, shortcut, resamples, 0)["macro_f1"]
         out[b] = {
-            "test_macro_f1": {"mean": round(mean, 4), "sd": None if block["sd"] is None else round(block["sd"]["test"]["macro_f1"], 4),
-                              "runs": {s: round(h["test"]["macro_f1"], 4) for s, h in block["runs"].items()},
-                              "pooled_ci95": [round(v, 4) for v in block["pooled_ci95"]["test"]["macro_f1"]]},
+            "test_macro_f1": {
+                "mean": round(mean, 4),
+                "sd": None if block["sd"] is None else round(block["sd"]["test"]["macro_f1"], 4),
+                "runs": {s: round(h["test"]["macro_f1"], 4) for s, h in block["runs"].items()},
+                "pooled_ci95": [round(v, 4) for v in block["pooled_ci95"]["test"]["macro_f1"]],
+            },
             "seed_ensemble_test_macro_f1": round(m["test"]["macro_f1"], 4),
             "seed_ensemble_gain": round(m["test"]["macro_f1"] - mean, 4),
             "seed_ensemble_ci95": [round(v, 4) for v in m["test"]["macro_f1_ci95"]],
@@ -95,13 +108,18 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
             "best_epochs": {s: h["best_epoch"] for s, h in block["runs"].items()},
         }
     ensemble = json.loads((project / "metrics" / "ensemble.json").read_text())
-    every = read_runs([seed_run(project / "predictions" / b, s) for b in backbones for s in seeds], "test",
-                      classes)[2].mean(0, keepdims=True)  # the all-run ensemble: one fixed model, as the report's
+    every = read_runs([seed_run(project / "predictions" / b, s) for b in backbones for s in seeds], "test", classes)[
+        2
+    ].mean(0, keepdims=True)  # the all-run ensemble: one fixed model, as the report's
     versus = paired_difference(labels, every, shortcut, resamples, 0)["macro_f1"]
     short = json.loads((project / "metrics" / "data_report.json").read_text())["shortcut"]["test"]["macro_f1"]
-    return {"backbones": out, "ensemble_test_macro_f1": round(ensemble["test"]["macro_f1"], 4),
-            "ensemble_minus_shortcut": sentence(ENSEMBLE, SHORTCUT, "macro_f1", versus),
-            "ensemble_beats_shortcut": beats(versus), "shortcut_test_macro_f1": short}
+    return {
+        "backbones": out,
+        "ensemble_test_macro_f1": round(ensemble["test"]["macro_f1"], 4),
+        "ensemble_minus_shortcut": sentence(ENSEMBLE, SHORTCUT, "macro_f1", versus),
+        "ensemble_beats_shortcut": beats(versus),
+        "shortcut_test_macro_f1": short,
+    }
 
 
 @cli
@@ -126,18 +144,30 @@ def main() -> None:
         make_project(tmp / "project", data, overrides)
         seconds = repro(tmp / "project")
         params = yaml.safe_load((tmp / "project" / "params.yaml").read_text())
-        result = {"data": source, "smoke": args.smoke, "protocol": {k: params[k] for k in ("preprocess", "train")},
-                  **measure(tmp / "project", args.backbones, args.seeds, seconds, params["evaluate"]["bootstrap_resamples"]),
-                  "stage_seconds": seconds, "wall_s": round(time.perf_counter() - start, 1), **stamp}
-    result["goal"] = {b: {"gain_at_least": GOAL_GAIN, "met": r["seed_ensemble_gain"] >= GOAL_GAIN}
-                      for b, r in result["backbones"].items()}
+        result = {
+            "data": source,
+            "smoke": args.smoke,
+            "protocol": {k: params[k] for k in ("preprocess", "train")},
+            **measure(tmp / "project", args.backbones, args.seeds, seconds, params["evaluate"]["bootstrap_resamples"]),
+            "stage_seconds": seconds,
+            "wall_s": round(time.perf_counter() - start, 1),
+            **stamp,
+        }
+    result["goal"] = {
+        b: {"gain_at_least": GOAL_GAIN, "met": r["seed_ensemble_gain"] >= GOAL_GAIN}
+        for b, r in result["backbones"].items()
+    }
     path = common.save("quality", result, args.out)
     for b, r in result["backbones"].items():
         t = r["test_macro_f1"]
-        print(f"{b}: test macro-F1 per seed {t['runs']}, mean {t['mean']} sd {t['sd']}; seed ensemble "
-              f"{r['seed_ensemble_test_macro_f1']} ({r['seed_ensemble_gain']:+.4f}); {r['minus_shortcut']}")
-    print(f"shortcut {result['shortcut_test_macro_f1']}, all-run ensemble {result['ensemble_test_macro_f1']}; "
-          f"{result['wall_s']} s -> {path}")
+        print(
+            f"{b}: test macro-F1 per seed {t['runs']}, mean {t['mean']} sd {t['sd']}; seed ensemble "
+            f"{r['seed_ensemble_test_macro_f1']} ({r['seed_ensemble_gain']:+.4f}); {r['minus_shortcut']}"
+        )
+    print(
+        f"shortcut {result['shortcut_test_macro_f1']}, all-run ensemble {result['ensemble_test_macro_f1']}; "
+        f"{result['wall_s']} s -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ images extrapolated with max(b, 1) (linearly for a part under 50 ms); `extrapola
 them up for 16 cores: the per-image parts divided by 16 workers, the others undivided (they run in
 one process). It assumes the decoding phase stays bound by the workers, not by the parent's write.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ import csv
 import json
 import math
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -56,6 +57,7 @@ def split_sizes(n: int) -> dict[str, int]:
 
 
 # --- the films ---------------------------------------------------------------------------------------
+
 
 def films(work: Path, n_max: int) -> Path:
     """A course-layout folder of at least `n_max` synthetic films (made once, then reused)."""
@@ -87,6 +89,7 @@ def select(folder: Path, n: int) -> dict[str, int]:
 
 
 # --- one N, in its own process ---------------------------------------------------------------------
+
 
 class RssSampler(threading.Thread):
     """Every `interval` s: peaks of this process's resident set, anonymous and file-backed; each worker
@@ -182,9 +185,14 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
     sampler.start()
     build_timer.seconds.clear()
     start = time.perf_counter()
-    report = cache.build_cache(data, work / "cache", work / "data_report.json", Preprocess(**params["preprocess"]),
-                               Data(**params["data"]),
-                               workers=workers)
+    report = cache.build_cache(
+        data,
+        work / "cache",
+        work / "data_report.json",
+        Preprocess(**params["preprocess"]),
+        Data(**params["data"]),
+        workers=workers,
+    )
     wall = time.perf_counter() - start
     sampler.done.set()
     sampler.join()
@@ -194,9 +202,14 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
     parts = {k: round(build_timer.seconds[k], 3) for k in (*PER_IMAGE, *SERIAL[:-1])}
     parts["other"] = round(max(0.0, wall - build_timer.seconds["decode_wall"] - sum(parts[k] for k in SERIAL[:-1])), 3)
     return {
-        "n": n, "workers": workers, "wall_s": round(wall, 2), "img_s_per_core": round(n / (wall * workers), 2),
-        "parts_s": parts, "decode_wall_s": round(build_timer.seconds["decode_wall"], 3),
-        "peak_rss_mb": round(status(["VmHWM"])["VmHWM"] * kb, 1), "rss_after_imports_mb": round(baseline * kb, 1),
+        "n": n,
+        "workers": workers,
+        "wall_s": round(wall, 2),
+        "img_s_per_core": round(n / (wall * workers), 2),
+        "parts_s": parts,
+        "decode_wall_s": round(build_timer.seconds["decode_wall"], 3),
+        "peak_rss_mb": round(status(["VmHWM"])["VmHWM"] * kb, 1),
+        "rss_after_imports_mb": round(baseline * kb, 1),
         "peak_rss_anon_mb": round(sampler.peaks["RssAnon"] * kb, 1),
         "peak_rss_file_mb": round((sampler.peaks["RssFile"] + sampler.peaks["RssShmem"]) * kb, 1),
         # each worker's own peak, summed (RUSAGE_CHILDREN took the git child's, which inherits the parent's)
@@ -216,21 +229,39 @@ def combine_repeats(runs: list[dict]) -> dict:
     for key, value in runs[0].items():
         if isinstance(value, (int, float)) and key not in ("n", "workers", "near_duplicate_pairs"):
             values = [r[key] for r in runs]
-            row[key] = max(values) if key.endswith("_mb") or key == "workers_seen" else round(statistics.median(values), 3)
+            row[key] = (
+                max(values) if key.endswith("_mb") or key == "workers_seen" else round(statistics.median(values), 3)
+            )
     row["parts_s"] = {k: round(statistics.median(r["parts_s"][k] for r in runs), 3) for k in runs[0]["parts_s"]}
     row["img_s_per_core"] = round(row["n"] / (row["wall_s"] * row["workers"]), 2)
     return {**row, "repeats": len(runs), "wall_s_runs": [r["wall_s"] for r in runs]}
 
 
 def measure_in_child(data: Path, work: Path, workers: int, params: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.scale", "--child", str(data), "--work", str(work),
-                           "--workers", str(workers), "--params", json.dumps(params)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scale",
+            "--child",
+            str(data),
+            "--work",
+            str(work),
+            "--workers",
+            str(workers),
+            "--params",
+            json.dumps(params),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise UserError(f"the preprocess run on {data} failed:\n{proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --- growth ------------------------------------------------------------------------------------------
+
 
 def growth(sizes: list[dict]) -> dict:
     """Per part: exponent b of t ~ n^b between the two largest N, and the part at the target's size
@@ -241,11 +272,18 @@ def growth(sizes: list[dict]) -> dict:
     out = {}
     for part in (*PER_IMAGE, *SERIAL):
         t0, t1 = small["parts_s"][part], large["parts_s"][part]
-        b = math.log(t1 / t0) / math.log(large["n"] / small["n"]) if min(t0, t1) > 0 and large["n"] > small["n"] else None
+        b = (
+            math.log(t1 / t0) / math.log(large["n"] / small["n"])
+            if min(t0, t1) > 0 and large["n"] > small["n"]
+            else None
+        )
         # rounded before use, so that the JSON's exponent reproduces its own extrapolation
         used = round(1.0 if b is None or t1 < NOISE_S else max(b, 1.0), 2)
-        out[part] = {"exponent": None if b is None else round(b, 2), "exponent_used": used,
-                     "at_130k_s": round(t1 * (target / large["n"]) ** used, 1)}
+        out[part] = {
+            "exponent": None if b is None else round(b, 2),
+            "exponent_used": used,
+            "at_130k_s": round(t1 * (target / large["n"]) ** used, 1),
+        }
     return out
 
 
@@ -258,7 +296,9 @@ def extrapolate(g: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="numbers of images N")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/cxr4-scale"), help="films and caches (films kept for reuse)")
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/cxr4-scale"), help="films and caches (films kept for reuse)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="preprocess worker processes")
     parser.add_argument("--smoke", action="store_true", help="N of 30 and 60 in a temporary folder: checks the script")
     parser.add_argument("--repeats", type=int, default=None, help="runs per N (default 3; 2 with --smoke)")
@@ -292,22 +332,34 @@ def main() -> None:
                 runs.append(measure_in_child(folder, work, args.workers, params))
             rows.append(combine_repeats(runs))
             r = rows[-1]
-            print(f"n {r['n']:6d}: {r['wall_s']:7.1f} s, {r['img_s_per_core']:6.1f} img/s/core, peak RSS {r['peak_rss_mb']:.0f} MB "
-                  f"(anon {r['peak_rss_anon_mb']:.0f}, file {r['peak_rss_file_mb']:.0f}), workers' peaks summed "
-                  f"{r['worker_peak_rss_mb']:.0f} MB, PSS with workers {r['peak_pss_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB, "
-                  f"parts {r['parts_s']}", flush=True)
+            print(
+                f"n {r['n']:6d}: {r['wall_s']:7.1f} s, {r['img_s_per_core']:6.1f} img/s/core, peak RSS {r['peak_rss_mb']:.0f} MB "
+                f"(anon {r['peak_rss_anon_mb']:.0f}, file {r['peak_rss_file_mb']:.0f}), workers' peaks summed "
+                f"{r['worker_peak_rss_mb']:.0f} MB, PSS with workers {r['peak_pss_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB, "
+                f"parts {r['parts_s']}",
+                flush=True,
+            )
         shutil.rmtree(work / "cache", ignore_errors=True)
     g = growth(rows)
     rates = [r["img_s_per_core"] for r in rows]
     result = {
-        "sizes": rows, "growth": g, "extrapolated_100k_s": extrapolate(g), "target": {**TARGET, "cores": TARGET_CORES},
-        "throughput_spread": round(max(rates) / min(rates) - 1, 3), "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "sizes": rows,
+        "growth": g,
+        "extrapolated_100k_s": extrapolate(g),
+        "target": {**TARGET, "cores": TARGET_CORES},
+        "throughput_spread": round(max(rates) / min(rates) - 1, 3),
+        "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
         "max_peak_pss_mb": max(r["peak_pss_mb"] for r in rows),
-        "films": "SYNTHETIC (stages/lib/data/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB", "smoke": args.smoke,
-        "img_size": s.img_size, "elapsed_s": round(time.perf_counter() - start, 1), **common.stamp(repeats),
+        "films": "SYNTHETIC (stages/lib/data/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB",
+        "smoke": args.smoke,
+        "img_size": s.img_size,
+        "elapsed_s": round(time.perf_counter() - start, 1),
+        **common.stamp(repeats),
     }
     path = common.save("scale", result, args.out)
-    print(f"growth {g}\nextrapolated to 100k + 15k + 15k on {TARGET_CORES} cores: {result['extrapolated_100k_s']} s -> {path}")
+    print(
+        f"growth {g}\nextrapolated to 100k + 15k + 15k on {TARGET_CORES} cores: {result['extrapolated_100k_s']} s -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ An environment variable already set wins: ONEDNN_MAX_CPU_ISA=ALL MKL_CBWR=AUTO
 ATEN_CPU_CAPABILITY=avx512 gives the fastest kernels of an AVX-512 machine. The thread count changes
 results too: `make demo` and the tests run with 2 threads (Makefile, tests/conftest.py).
 """
+
 import os
 
 for _name in ("NO_ALBUMENTATIONS_UPDATE", "DVC_NO_ANALYTICS", "DVC_STUDIO_OFFLINE"):

@@ -3,14 +3,15 @@ against their pinned sha256) -> data/ in the manifest layout, with SOURCES.csv (
 
 Not a dvc.yaml stage: its output is tracked as data.dvc, the file a user's own data also makes, so
 the two ways in cannot collide (DVC refuses an output declared twice)."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from stages.lib.study.assembly import assemble
 from stages.lib.core.errors import UserError, cli
 from stages.lib.params.loader import load_params
+from stages.lib.study.assembly import assemble
 
 
 @cli

@@ -5,20 +5,25 @@ themselves; this is the same call by hand, e.g. after editing docs/notice.md out
 
 Refused in one line while the metrics file does not exist (the run has not been evaluated yet).
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from stages.lib.report import cards
 from stages.lib.core.errors import cli
+from stages.lib.report import cards
 
 
 @cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metrics", required=True, help="the model's metrics file (metrics/<backbone>/seed<seed>.json, "
-                                                         "metrics/<backbone>.json or metrics/ensemble.json)")
+    parser.add_argument(
+        "--metrics",
+        required=True,
+        help="the model's metrics file (metrics/<backbone>/seed<seed>.json, "
+        "metrics/<backbone>.json or metrics/ensemble.json)",
+    )
     cards.add_arguments(parser)
     parser.add_argument("--synthetic", action="store_true", help="mark the data as synthetic (the demo)")
     args = parser.parse_args()

@@ -1,20 +1,21 @@
 """Stage `ensemble`: the mean of every run's probabilities (backbones x seeds), scored like a backbone
 (on test and on each external set named in params)."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from stages.lib.core import provenance
-from stages.lib.report import cards
-from stages.lib.results import posthoc
-from stages.lib.results import external_scores as ext
-from stages.lib.params.schema import Evaluate
 from stages.lib.core.errors import cli
-from stages.lib.results.evaluation import score_mean
-from stages.lib.core.names import seed_run, SCORED_SPLITS
 from stages.lib.core.files import read_json, write_json
+from stages.lib.core.names import SCORED_SPLITS, seed_run
 from stages.lib.params.loader import load_params
+from stages.lib.params.schema import Evaluate
+from stages.lib.report import cards
+from stages.lib.results import external_scores as ext
+from stages.lib.results import posthoc
+from stages.lib.results.evaluation import score_mean
 from stages.lib.results.metrics import headline
 
 
@@ -23,8 +24,17 @@ def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path
     return {f"{b}/seed{s}": seed_run(Path(predictions_dir) / b, s) for b in backbones for s in seeds}
 
 
-def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: str, metrics_path: str,
-             headline_path: str, e: Evaluate, external: list[str] = ()) -> dict:
+def ensemble(
+    backbones,
+    seeds,
+    predictions_dir: str,
+    cache_meta: dict,
+    out_dir: str,
+    metrics_path: str,
+    headline_path: str,
+    e: Evaluate,
+    external: list[str] = (),
+) -> dict:
     """Average every run's per-image probabilities; write predictions and metrics like evaluate."""
     classes = cache_meta["classes"]
     runs = run_folders(predictions_dir, backbones, seeds)
@@ -34,10 +44,12 @@ def ensemble(backbones, seeds, predictions_dir: str, cache_meta: dict, out_dir: 
     report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in probs.items()}, classes, e)
     report.update(blocks)
     labels, test_runs = probs["test"]
-    report["external"] = ext.score_runs(list(runs.values()), external, classes, report["fitted"],
-                                        (labels, test_runs.mean(0)), e)
-    report["provenance"] = provenance.stamp({"backbones": list(backbones), "seeds": list(seeds),
-                                             "evaluate": e.model_dump()}, cache_meta.get("data"))
+    report["external"] = ext.score_runs(
+        list(runs.values()), external, classes, report["fitted"], (labels, test_runs.mean(0)), e
+    )
+    report["provenance"] = provenance.stamp(
+        {"backbones": list(backbones), "seeds": list(seeds), "evaluate": e.model_dump()}, cache_meta.get("data")
+    )
     write_json(metrics_path, report)
     write_json(headline_path, headline(report))
     return report
@@ -55,13 +67,25 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_params()
     meta = read_json(args.cache_meta)
-    r = ensemble(cfg.backbones, cfg.seeds, args.predictions, meta, args.out, args.metrics, args.headline, cfg.evaluate,
-                 list(cfg.external))
+    r = ensemble(
+        cfg.backbones,
+        cfg.seeds,
+        args.predictions,
+        meta,
+        args.out,
+        args.metrics,
+        args.headline,
+        cfg.evaluate,
+        list(cfg.external),
+    )
     if args.card:
-        cards.write_card(args.card, "ensemble of every run", args.metrics, args.data_report, args.notice,
-                         bool(meta.get("synthetic")))
-    print(f"ensemble of {len(r['members'])} runs: " + " | ".join(
-        f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS))
+        cards.write_card(
+            args.card, "ensemble of every run", args.metrics, args.data_report, args.notice, bool(meta.get("synthetic"))
+        )
+    print(
+        f"ensemble of {len(r['members'])} runs: "
+        + " | ".join(f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS)
+    )
 
 
 if __name__ == "__main__":

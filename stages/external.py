@@ -2,23 +2,26 @@
 (cache_external/<name>), preprocessed as the internal data was. The evaluate stages score every model
 on it (block `external` of each metrics file); docs/calibration.md says how to read the numbers.
 """
+
 from __future__ import annotations
 
 import argparse
 
-from stages.lib.data import external as ext
-from stages.lib.params.schema import Config
-from stages.lib.data.dataset import verify_cache
 from stages.lib.core.errors import UserError, cli
-from stages.lib.params.loader import load_params
 from stages.lib.core.files import read_json
+from stages.lib.data import external as ext
+from stages.lib.data.dataset import verify_cache
+from stages.lib.params.loader import load_params
+from stages.lib.params.schema import Config
 
 
 def external(cfg: Config, data_dir: str, cache_dir: str, cache_meta: dict) -> dict:
     """Preprocess `data_dir` into `cache_dir` as the internal data was; its cache's meta."""
     if cache_meta["preprocess"] != cfg.preprocess.model_dump():
-        raise UserError(f"the internal cache was preprocessed with {cache_meta['preprocess']}, params.yaml says "
-                        f"{cfg.preprocess.model_dump()}; rerun the pipeline (dvc repro)")
+        raise UserError(
+            f"the internal cache was preprocessed with {cache_meta['preprocess']}, params.yaml says "
+            f"{cfg.preprocess.model_dump()}; rerun the pipeline (dvc repro)"
+        )
     ext.build_external_cache(data_dir, cache_dir, cfg.preprocess, cfg.data)
     return verify_cache(cache_dir)
 
@@ -34,8 +37,10 @@ def main() -> None:
     meta = external(load_params(), args.data, args.cache, read_json(args.cache_meta))
     counts = meta["counts"][ext.SPLIT]
     absent = [c for c, n in counts.items() if not n]
-    print(f"external {args.name}: {sum(counts.values())} films in {args.cache}"
-          + (f" (absent: {', '.join(absent)})" if absent else ""))
+    print(
+        f"external {args.name}: {sum(counts.values())} films in {args.cache}"
+        + (f" (absent: {', '.join(absent)})" if absent else "")
+    )
 
 
 if __name__ == "__main__":

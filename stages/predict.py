@@ -13,6 +13,7 @@ or not at all. A file that is not a readable image stops the run naming it, as p
 with onnxruntime. Where evaluate fitted an OOD score beside the model, each row also gets ood_score
 and ood_flag (true: the film is unlike the val films; do not trust its class).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from stages.lib.results import posthoc
-from stages.lib.results.conformal import set_names
 from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.errors import UserError, cli
+from stages.lib.core.files import atomic_path
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.data.image_files import image_batches, list_images
-from stages.lib.core.files import atomic_path
-from stages.lib.results.ood import flagged
 from stages.lib.model.runners import open_model
 from stages.lib.model.runtime import resolve_workers
+from stages.lib.results import posthoc
+from stages.lib.results.conformal import set_names
+from stages.lib.results.ood import flagged
 
 
 def _refuse_or_skip(bad: list, on_bad_image: str, skipped: list[str]) -> None:
@@ -49,16 +50,27 @@ def _lines(model, names: list[str], x, tta: bool, submission: bool, with_ood: bo
     probs, scores = model(x, tta)
     lines = rows(names, probs, model.classes, submission, model.fitted)
     if with_ood:
-        lines = [[*line, f"{score:.6f}", str(bool(flag)).lower()]
-                 for line, score, flag in zip(lines, scores, flagged(model.ood, scores))]
+        lines = [
+            [*line, f"{score:.6f}", str(bool(flag)).lower()]
+            for line, score, flag in zip(lines, scores, flagged(model.ood, scores))
+        ]
     return lines
 
 
 # params: cxr4-predict's options one to one, as keywords with its defaults, so a notebook or a test calls
 # it as the command line does.
-def predict_images(model_path: str, images: str, out: str, submission: bool = False, tta: bool = False,
-                   batch_size: int = 32, max_pixels: int = MAX_PIXELS, on_bad_image: str = "error",
-                   workers: int | str = "auto", ood: bool | None = None) -> tuple[int, list[str]]:
+def predict_images(
+    model_path: str,
+    images: str,
+    out: str,
+    submission: bool = False,
+    tta: bool = False,
+    batch_size: int = 32,
+    max_pixels: int = MAX_PIXELS,
+    on_bad_image: str = "error",
+    workers: int | str = "auto",
+    ood: bool | None = None,
+) -> tuple[int, list[str]]:
     """Classify every image `images` names into the CSV `out`; (images classified, skipped files' reasons).
 
     Under on_bad_image "error" the first bad file is refused (UserError naming it) and `out` is left
@@ -67,19 +79,30 @@ def predict_images(model_path: str, images: str, out: str, submission: bool = Fa
     `ood` None adds OOD columns when a fitted score is found, True requires one, False leaves them out.
     """
     if not Path(model_path).is_file():
-        raise UserError(f"model {model_path} not found; train one (dvc repro: models/<backbone>/seed<seed>.pt; "
-                        "make demo: demo/models/...) or pull one (dvc pull, docs/remote.md)")
+        raise UserError(
+            f"model {model_path} not found; train one (dvc repro: models/<backbone>/seed<seed>.pt; "
+            "make demo: demo/models/...) or pull one (dvc pull, docs/remote.md)"
+        )
     model = open_model(model_path, ood)
     # not an earlier run's CSV among the images (realpath, unlike Path.resolve, accepts a looping link)
     files = [f for f in list_images(images) if os.path.realpath(f.path) != os.path.realpath(out)]
     device, classes = model.device, model.classes
     with_ood = model.ood is not None and not submission  # the submission keeps the course's format
     fitted = model.fitted  # the val fit (None for a model evaluated before the fit existed)
-    batches = image_batches(files, model.preprocess, max_pixels, batch_size,
-                            resolve_workers(workers, device), pin_memory=device.type == "cuda")
+    batches = image_batches(
+        files,
+        model.preprocess,
+        max_pixels,
+        batch_size,
+        resolve_workers(workers, device),
+        pin_memory=device.type == "cuda",
+    )
     done, skipped = 0, []
-    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f, \
-            tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar:
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as f,
+        tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar,
+    ):
         writer = RowWriter(f)
         writer.writerow(header(classes, submission, fitted) + (["ood_score", "ood_flag"] if with_ood else []))
         for indices, x, bad in batches:
@@ -129,27 +152,49 @@ def workers_arg(text: str) -> int | str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True,
-                        help="checkpoint written by the train stage (models/<backbone>/seed<seed>.pt), or an ONNX "
-                             "file written by cxr4-export (.onnx, run with onnxruntime)")
-    parser.add_argument("--images", required=True,
-                        help="folder of images (read with its subfolders; PNG, JPEG, BMP, TIFF, DICOM), "
-                             "or a CSV with a 'path' column")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint written by the train stage (models/<backbone>/seed<seed>.pt), or an ONNX "
+        "file written by cxr4-export (.onnx, run with onnxruntime)",
+    )
+    parser.add_argument(
+        "--images",
+        required=True,
+        help="folder of images (read with its subfolders; PNG, JPEG, BMP, TIFF, DICOM), or a CSV with a 'path' column",
+    )
     parser.add_argument("--out", required=True, help="CSV to write (replaced whole, or left as it was)")
     parser.add_argument("--submission", action="store_true", help="write new_filename + one-hot class columns")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
-                        help="error (default): stop at the first file that is not a readable image, naming it; "
-                             "skip: skip such files and list them on stderr")
+    parser.add_argument(
+        "--on-bad-image",
+        choices=("error", "skip"),
+        default="error",
+        help="error (default): stop at the first file that is not a readable image, naming it; "
+        "skip: skip such files and list them on stderr",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images decoded and classified at a time")
-    parser.add_argument("--workers", type=workers_arg, default="auto",
-                        help="processes decoding images; auto = 0 on CPU, min(8, cores) on a GPU")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help="larger images are bad files, checked before decoding (default: data.max_pixels' default)")
+    parser.add_argument(
+        "--workers",
+        type=workers_arg,
+        default="auto",
+        help="processes decoding images; auto = 0 on CPU, min(8, cores) on a GPU",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="larger images are bad files, checked before decoding (default: data.max_pixels' default)",
+    )
     flag = parser.add_mutually_exclusive_group()
-    flag.add_argument("--ood", dest="ood", action="store_true", default=None,
-                      help="require the OOD columns (ood_score, ood_flag): refused without a fitted score; by "
-                           "default they are added when evaluate fitted one (<model>.ood.json, or in the ONNX file)")
+    flag.add_argument(
+        "--ood",
+        dest="ood",
+        action="store_true",
+        default=None,
+        help="require the OOD columns (ood_score, ood_flag): refused without a fitted score; by "
+        "default they are added when evaluate fitted one (<model>.ood.json, or in the ONNX file)",
+    )
     flag.add_argument("--no-ood", dest="ood", action="store_false", help="leave the OOD columns out")
     return parser
 
@@ -158,17 +203,33 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = _parser().parse_args()
     if args.ood and args.submission:
-        raise UserError("--ood and --submission do not go together: the course's submission format has no OOD "
-                        "columns; drop one")
+        raise UserError(
+            "--ood and --submission do not go together: the course's submission format has no OOD columns; drop one"
+        )
     for name in ("batch_size", "max_pixels"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    done, skipped = predict_images(args.model, args.images, args.out, args.submission, args.tta, args.batch_size,
-                                   args.max_pixels, args.on_bad_image, args.workers, args.ood)
-    fit = (f" (temperature, prediction sets and flags from {posthoc.sidecar_path(args.model)})"
-           if posthoc.sidecar_path(args.model).is_file() else "")
-    print(f"{done} images classified with {args.model}{fit} -> {args.out}"
-          + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else ""))
+    done, skipped = predict_images(
+        args.model,
+        args.images,
+        args.out,
+        args.submission,
+        args.tta,
+        args.batch_size,
+        args.max_pixels,
+        args.on_bad_image,
+        args.workers,
+        args.ood,
+    )
+    fit = (
+        f" (temperature, prediction sets and flags from {posthoc.sidecar_path(args.model)})"
+        if posthoc.sidecar_path(args.model).is_file()
+        else ""
+    )
+    print(
+        f"{done} images classified with {args.model}{fit} -> {args.out}"
+        + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else "")
+    )
 
 
 if __name__ == "__main__":

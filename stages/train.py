@@ -1,27 +1,28 @@
 """Stage `train@<backbone>-<seed>`: cache/ -> models/<backbone>/seed<seed>.pt (best val macro-F1) + DVCLive logs."""
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from dvclive import Live
 
-from stages.lib.model import distributed
-from stages.lib.model.checkpoints import load_checkpoint, save_checkpoint
-from stages.lib.model.resume import fingerprint, load_resume_state, save_resume_state, trim_live_logs
-from stages.lib.params.schema import Config, Train
+from stages.lib.core import provenance
 from stages.lib.core.errors import UserError, cli
 from stages.lib.data.dataset import verify_cache
-from stages.lib.params.loader import load_params
+from stages.lib.model import distributed
+from stages.lib.model.checkpoints import load_checkpoint, save_checkpoint
+from stages.lib.model.fitting import fit
 from stages.lib.model.registry import build_model, ensure_pretrained, spec
-from stages.lib.core import provenance
+from stages.lib.model.resume import fingerprint, load_resume_state, save_resume_state, trim_live_logs
 from stages.lib.model.runtime import describe, seed_everything
 from stages.lib.model.training import make_loaders
-from stages.lib.model.fitting import fit
+from stages.lib.params.loader import load_params
+from stages.lib.params.schema import Config, Train
 
 
 def check_run(backbone: str, cache_dir: str, t: Train) -> dict:
@@ -51,12 +52,14 @@ class _Saver:
 
 def _log_to(live) -> Callable[[dict], None]:
     """fit's on_epoch (rank 0 only): each epoch's row as DVCLive metrics train/* and val/*."""
+
     def on_epoch(row: dict) -> None:
         live.step = row["epoch"]
         for key, value in row.items():
             if key != "epoch":
                 live.log_metric(key.replace("train_", "train/").replace("val_", "val/"), value)
         live.make_summary()
+
     return on_epoch
 
 
@@ -75,7 +78,9 @@ def _run_meta(backbone: str, seed: int, cfg: Config, cache_meta: dict, runtime: 
     }
     trained_with = {"train": t.model_dump(), "augment": cfg.augment.model_dump()}
     meta["provenance"] = provenance.stamp(
-        {"backbone": backbone, "seed": seed, "preprocess": cache_meta["preprocess"], **trained_with}, cache_meta.get("data"))
+        {"backbone": backbone, "seed": seed, "preprocess": cache_meta["preprocess"], **trained_with},
+        cache_meta.get("data"),
+    )
     return meta, trained_with
 
 
@@ -89,8 +94,16 @@ def _resume_state(resume_path: str, model_path: str, fp: str) -> tuple[dict | No
 
 # params: the run (backbone, seed), its paths as dvc.yaml's cmd gives them (cache, model, DVCLive folder,
 # resume state), the config and the cache's meta.json.
-def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: str, resume_path: str, cfg: Config,
-          cache_meta: dict) -> dict | None:
+def train(
+    backbone: str,
+    seed: int,
+    cache_dir: str,
+    model_path: str,
+    live_dir: str,
+    resume_path: str,
+    cfg: Config,
+    cache_meta: dict,
+) -> dict | None:
     """Train one backbone with one seed, resuming an interrupted run; returns the best checkpoint's metadata
     (under torchrun every rank trains, and only rank 0 writes and returns it)."""
     t = cfg.train
@@ -109,16 +122,31 @@ def train(backbone: str, seed: int, cache_dir: str, model_path: str, live_dir: s
             trim_live_logs(live_dir, state["progress"]["epoch"])
 
     saver = _Saver(model_path, resume_path, meta, fp)
-    live_or_not = (Live(dir=live_dir, resume=state is not None, dvcyaml=False, save_dvc_exp=False, report=None)
-                   if main else contextlib.nullcontext())
+    live_or_not = (
+        Live(dir=live_dir, resume=state is not None, dvcyaml=False, save_dvc_exp=False, report=None)
+        if main
+        else contextlib.nullcontext()
+    )
     with live_or_not as live:
         if main:
             live.summary["runtime"] = runtime.as_dict()
-        progress = fit(model, train_loader, val_loader, t, device, f"{backbone} seed {seed}", seed, resume=state,
-                       on_epoch=_log_to(live), on_best=saver.on_best, on_checkpoint=saver.on_checkpoint)
+        progress = fit(
+            model,
+            train_loader,
+            val_loader,
+            t,
+            device,
+            f"{backbone} seed {seed}",
+            seed,
+            resume=state,
+            on_epoch=_log_to(live),
+            on_best=saver.on_best,
+            on_checkpoint=saver.on_checkpoint,
+        )
         if main:
-            live.summary.update(best_epoch=progress.best_epoch, best_val_macro_f1=progress.best_val_macro_f1,
-                                epochs_run=progress.epoch)
+            live.summary.update(
+                best_epoch=progress.best_epoch, best_val_macro_f1=progress.best_val_macro_f1, epochs_run=progress.epoch
+            )
             live.make_summary()
     distributed.shutdown()
     if not main:
@@ -140,7 +168,9 @@ def launch_ranks(backbone: str, t: Train) -> int:
     """Run this stage again as `train.nproc` torchrun ranks (dvc.yaml's cmd stays the same); their exit code."""
     gpus = torch.cuda.device_count()
     if torch.cuda.is_available() and t.nproc > gpus:
-        raise UserError(f"train.nproc {t.nproc} exceeds the {gpus} visible GPU(s); lower it or set CUDA_VISIBLE_DEVICES")
+        raise UserError(
+            f"train.nproc {t.nproc} exceeds the {gpus} visible GPU(s); lower it or set CUDA_VISIBLE_DEVICES"
+        )
     if t.pretrained:  # fail here in one line rather than in every rank, and download once
         ensure_pretrained(backbone)
     return distributed.launch(t.nproc, "stages.train", sys.argv[1:])
@@ -163,8 +193,10 @@ def main() -> None:
     meta = train(args.backbone, args.seed, args.cache, args.model, args.live, args.resume, cfg, cache_meta)
     if meta is None:
         return
-    print(f"{args.backbone} seed {args.seed}: best val macro-F1 {meta['val_macro_f1']:.4f} at epoch {meta['epoch']} "
-          f"of {meta['epochs_run']}; saved {args.model}")
+    print(
+        f"{args.backbone} seed {args.seed}: best val macro-F1 {meta['val_macro_f1']:.4f} at epoch {meta['epoch']} "
+        f"of {meta['epochs_run']}; saved {args.model}"
+    )
 
 
 if __name__ == "__main__":

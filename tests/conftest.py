@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic data, the real cxr4 sample when present, temp project copies."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,11 @@ def model_path(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("resnet18", len(STUDY_CLASSES), 0.1, pretrained=False)
     path = tmp_path_factory.mktemp("model") / "resnet18" / "seed42.pt"
-    save_checkpoint(path, model, {"backbone": "resnet18", "classes": list(STUDY_CLASSES),
-                                  "preprocess": P32.model_dump(), "dropout": 0.1})
+    save_checkpoint(
+        path,
+        model,
+        {"backbone": "resnet18", "classes": list(STUDY_CLASSES), "preprocess": P32.model_dump(), "dropout": 0.1},
+    )
     return path
 
 

@@ -1,6 +1,7 @@
 """What the tests share: the project root and real-data path, temporary project copies and the commands run
 in them, tiny datasets and films, a checkpoint's settings, in-process stage and predict runs. Fixtures are in
 conftest.py; the tests import the rest from here (`from helpers import ...`)."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,24 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cxr4"
 
 
-PROJECT_FILES = ("stages", "tools", "sources", "Makefile", "pyproject.toml", "dvc.yaml", "params.yaml", "demo/dvc.yaml",
-                 "demo/params.yaml", "docs/notice.md", "demo/.dvc/config", "demo/.dvc/.gitignore", "demo/.dvcignore",
-                 "demo/.gitignore", "cache_external/README.md", "demo/cache_external/README.md")
+PROJECT_FILES = (
+    "stages",
+    "tools",
+    "sources",
+    "Makefile",
+    "pyproject.toml",
+    "dvc.yaml",
+    "params.yaml",
+    "demo/dvc.yaml",
+    "demo/params.yaml",
+    "docs/notice.md",
+    "demo/.dvc/config",
+    "demo/.dvc/.gitignore",
+    "demo/.dvcignore",
+    "demo/.gitignore",
+    "cache_external/README.md",
+    "demo/cache_external/README.md",
+)
 
 
 # Tiny settings: 32 px, one epoch, two backbones, no ImageNet download; the tiny data's val is kept.
@@ -51,10 +67,15 @@ def project_root(path: Path) -> Path:
 def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
     """Run a command with the project's venv first on PATH and that project copy's code importable;
     output captured as text."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1", PYTHONPATH=str(project_root(cwd)),
-               # one fixed commit date: two identical test projects get the same commit (provenance stamps)
-               GIT_AUTHOR_DATE="2026-01-01T00:00:00+0000", GIT_COMMITTER_DATE="2026-01-01T00:00:00+0000")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
+        DVC_NO_ANALYTICS="1",
+        PYTHONPATH=str(project_root(cwd)),
+        # one fixed commit date: two identical test projects get the same commit (provenance stamps)
+        GIT_AUTHOR_DATE="2026-01-01T00:00:00+0000",
+        GIT_COMMITTER_DATE="2026-01-01T00:00:00+0000",
+    )
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -97,15 +118,22 @@ def stage_cmd(stage: str, item: str = "", seed: int = 42, pipeline: Path = ROOT 
     backbone x seed matrix stage's `${item.backbone}` and `${item.seed}` are `item` and `seed`."""
     spec = yaml.safe_load(pipeline.read_text())["stages"][stage]
     cmd = spec.get("do", spec)["cmd"]
-    return shlex.split(cmd.replace("${item.backbone}", item).replace("${item.seed}", str(seed)).replace("${item}", item))
+    return shlex.split(
+        cmd.replace("${item.backbone}", item).replace("${item.seed}", str(seed)).replace("${item}", item)
+    )
 
 
 def run_paths(backbone: str, seed: int = 42) -> dict[str, str]:
     """Where dvc.yaml puts one run's files (relative to the project)."""
     run = f"{backbone}/seed{seed}"
-    return {"model": f"models/{run}.pt", "resume": f"checkpoints/{run}.pt", "live": f"dvclive/{run}",
-            "metrics": f"metrics/{run}.json", "predictions": f"predictions/{backbone}/seeds/seed{seed}",
-            "gradcam": f"plots/gradcam/{run}.png"}
+    return {
+        "model": f"models/{run}.pt",
+        "resume": f"checkpoints/{run}.pt",
+        "live": f"dvclive/{run}",
+        "metrics": f"metrics/{run}.json",
+        "predictions": f"predictions/{backbone}/seeds/seed{seed}",
+        "gradcam": f"plots/gradcam/{run}.png",
+    }
 
 
 # The demo at the smallest size that still has every class in every split: the session's one run
@@ -152,8 +180,8 @@ def course_tree(root: Path, per_split=(("train", 3), ("val", 1), ("test", 1))) -
 
 def data_params(**overrides):
     """params.yaml's `data` section with some values changed, validated."""
-    from stages.lib.params.schema import Data
     from stages.lib.params.loader import load_params
+    from stages.lib.params.schema import Data
 
     return Data.model_validate({**load_params(ROOT / "params.yaml").data.model_dump(), **overrides})
 
@@ -176,8 +204,10 @@ def preprocess(project: Path, monkeypatch, capsys, **data) -> tuple[int, str]:
     """Run the preprocess stage in-process in `project`; returns (exit code, stderr)."""
     import stages.preprocess
 
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                   {"preprocess": {"img_size": 32}, "data": {"min_val": 1, **data}})
+    params = merge(
+        yaml.safe_load((ROOT / "params.yaml").read_text()),
+        {"preprocess": {"img_size": 32}, "data": {"min_val": 1, **data}},
+    )
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "argv", stage_cmd("preprocess")[2:])
@@ -227,6 +257,7 @@ HEADER = "filename,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COV
 def run_predict(argv, monkeypatch, capsys) -> tuple[int, str, str]:
     """`cxr4-predict argv` in-process: (exit code, stdout, stderr)."""
     import stages.predict
+
     monkeypatch.setattr(sys, "argv", ["cxr4-predict", *map(str, argv)])
     try:
         stages.predict.main()
@@ -255,6 +286,10 @@ def tiny_cache(root, train_counts=(6, 6, 6, 6), val_per_class=2):
     for split, per_class in counts.items():
         labels = [c for c, n in per_class.items() for _ in range(n)]
         np.save(root / f"{split}.npy", rng.integers(0, 256, (len(labels), SIZE, SIZE), dtype=np.uint8))
-        (root / f"{split}.csv").write_text("filename,label\n" + "".join(f"{split}{i}.png,{c}\n" for i, c in enumerate(labels)))
-    (root / "meta.json").write_text(json.dumps({"classes": classes, "counts": counts, "preprocess": {"img_size": SIZE}}))
+        (root / f"{split}.csv").write_text(
+            "filename,label\n" + "".join(f"{split}{i}.png,{c}\n" for i, c in enumerate(labels))
+        )
+    (root / "meta.json").write_text(
+        json.dumps({"classes": classes, "counts": counts, "preprocess": {"img_size": SIZE}})
+    )
     return root

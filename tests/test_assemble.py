@@ -1,6 +1,7 @@
 """The study's data from its two public sources (`make study-data`), proven on tiny stand-ins with
 the real archives' folder and file-name patterns: labels, frontal and post-admission Hannover films,
 whole patients, exact duplicates dropped, licences, the same bytes twice, pins that refuse by name."""
+
 import csv
 import hashlib
 import io
@@ -18,15 +19,15 @@ import yaml
 from PIL import Image
 
 from helpers import ROOT, run
-from stages.lib.study.assembly import assemble, cap
-from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import Assemble, Data, Preprocess
-from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask
+from stages.lib.core.names import STUDY_CLASSES
+from stages.lib.data.cache import build_cache
 from stages.lib.data.layouts import detect_layout, read_layout
-from stages.lib.study.sources import Film
+from stages.lib.params.schema import Assemble, Data, Preprocess
 from stages.lib.report.summary import sources_lines
+from stages.lib.study.assembly import assemble, cap
+from stages.lib.study.sources import Film
 from tools.pin_sources import pin
 
 KERMANY, HANNOVER = "ChestXRay2017.zip", "covid-19-image-repository.tar.gz"
@@ -46,9 +47,14 @@ def kermany_members() -> dict[str, bytes]:
     members, seed = {}, 0
     for split, first, count in (("train", 1, 6), ("test", 7, 2)):
         for p in range(first, first + count):
-            names = [f"NORMAL/IM-{p:04d}-0001.jpeg", f"NORMAL/NORMAL2-IM-{p + 100:04d}-0001.jpeg",
-                     f"PNEUMONIA/person{p}_bacteria_{p * 10}.jpeg", f"PNEUMONIA/person{p}_bacteria_{p * 10 + 1}.jpeg",
-                     f"PNEUMONIA/person{p + 50}_virus_{p * 10 + 2}.jpeg", f"PNEUMONIA/person{p + 50}_virus_{p * 10 + 3}.jpeg"]
+            names = [
+                f"NORMAL/IM-{p:04d}-0001.jpeg",
+                f"NORMAL/NORMAL2-IM-{p + 100:04d}-0001.jpeg",
+                f"PNEUMONIA/person{p}_bacteria_{p * 10}.jpeg",
+                f"PNEUMONIA/person{p}_bacteria_{p * 10 + 1}.jpeg",
+                f"PNEUMONIA/person{p + 50}_virus_{p * 10 + 2}.jpeg",
+                f"PNEUMONIA/person{p + 50}_virus_{p * 10 + 3}.jpeg",
+            ]
             for name in names:
                 seed += 1
                 members[f"chest_xray/{split}/{name}"] = film(seed)
@@ -61,11 +67,21 @@ def kermany_members() -> dict[str, bytes]:
 def hannover_rows() -> list[dict]:
     """data.csv as the repository has it: eight patients, AP and PA films on or before admission, plus
     one lateral film, one taken before admission and one without an offset."""
-    rows = [{"patient_id": f"p{p:02d}", "image_id": f"{p:02d}{k}aaaaa", "projection": "ap" if k else "pa",
-             "admission_offset": str(-k)} for p in range(8) for k in range(2)]
-    rows += [{"patient_id": "p00", "image_id": "lat00000", "projection": "lateral", "admission_offset": "-3"},
-             {"patient_id": "p01", "image_id": "early000", "projection": "ap", "admission_offset": "4"},
-             {"patient_id": "p02", "image_id": "nooff000", "projection": "ap", "admission_offset": ""}]
+    rows = [
+        {
+            "patient_id": f"p{p:02d}",
+            "image_id": f"{p:02d}{k}aaaaa",
+            "projection": "ap" if k else "pa",
+            "admission_offset": str(-k),
+        }
+        for p in range(8)
+        for k in range(2)
+    ]
+    rows += [
+        {"patient_id": "p00", "image_id": "lat00000", "projection": "lateral", "admission_offset": "-3"},
+        {"patient_id": "p01", "image_id": "early000", "projection": "ap", "admission_offset": "4"},
+        {"patient_id": "p02", "image_id": "nooff000", "projection": "ap", "admission_offset": ""},
+    ]
     return rows
 
 
@@ -78,8 +94,12 @@ def write_kermany(path: Path) -> None:
 def write_hannover(path: Path, extra: bytes = b"") -> None:
     rows = hannover_rows()
     table = io.StringIO()
-    writer = csv.DictWriter(table, ["patient_id", "image_id", "sex", "admission_offset", "modality", "projection"],
-                            extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(
+        table,
+        ["patient_id", "image_id", "sex", "admission_offset", "modality", "projection"],
+        extrasaction="ignore",
+        lineterminator="\n",
+    )
     writer.writeheader()
     writer.writerows(rows)
     files = {f"{HANNOVER_ROOT}/data.csv": table.getvalue().encode(), f"{HANNOVER_ROOT}/readme.md": b"# repo" + extra}
@@ -101,7 +121,9 @@ def sources(tmp_path) -> Path:
     folder.mkdir()
     write_kermany(folder / KERMANY)
     write_hannover(folder / HANNOVER)
-    (folder / "SHA256SUMS").write_text(f"# pins\n{sha(folder / KERMANY)}  {KERMANY}\n{sha(folder / HANNOVER)}  {HANNOVER}\n")
+    (folder / "SHA256SUMS").write_text(
+        f"# pins\n{sha(folder / KERMANY)}  {KERMANY}\n{sha(folder / HANNOVER)}  {HANNOVER}\n"
+    )
     return folder
 
 
@@ -118,7 +140,9 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_and_the_same_bytes_twice(sources, tmp_path):
+def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_and_the_same_bytes_twice(
+    sources, tmp_path
+):
     summary = build(sources, tmp_path / "data")
     data = tmp_path / "data"
     assert detect_layout(data) == "manifest" and data.stat().st_mode & 0o777 == 0o777 & ~umask()
@@ -130,8 +154,15 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
     expected = {}  # the class each file name says
     for r in manifest:
         name = r["path"].rsplit("/", 1)[-1]
-        expected[r["path"]] = ("COVID-19" if "/hannover/" in r["path"] else "bacteria" if "_bacteria_" in name
-                               else "virus" if "_virus_" in name else "normal")
+        expected[r["path"]] = (
+            "COVID-19"
+            if "/hannover/" in r["path"]
+            else "bacteria"
+            if "_bacteria_" in name
+            else "virus"
+            if "_virus_" in name
+            else "normal"
+        )
     assert {r["path"]: r["label"] for r in manifest} == expected
     assert {r["label"] for r in manifest if r["split"] == "test"} == set(STUDY_CLASSES)
 
@@ -149,8 +180,10 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
     assert len(kept) == 1 and all((data / p).is_file() == (p in kept) for p in copies)
     assert summary["left_out"]["duplicates"] == 1
     assert summary["duplicates"][0]["dropped"] == sorted(copies - kept)
-    assert not any(p.endswith(("lat00000.png", "early000.png", "nooff000.png")) or "__MACOSX" in p or ".DS_Store" in p
-                   for p in paths)
+    assert not any(
+        p.endswith(("lat00000.png", "early000.png", "nooff000.png")) or "__MACOSX" in p or ".DS_Store" in p
+        for p in paths
+    )
     assert summary["left_out"]["hannover"] == {"not frontal": 1, "before admission or no admission offset": 2}
     assert len(manifest) == 8 * 6 + 8 * 2  # the duplicate is the 49th Kermany film
 
@@ -159,18 +192,26 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
     assert set(origins) == paths
     for p, r in origins.items():
         kermany = "/kermany/" in p
-        assert (r["dataset"], r["licence"], r["doi"]) == (("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2") if kermany
-                                                          else ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009"))
+        assert (r["dataset"], r["licence"], r["doi"]) == (
+            ("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2")
+            if kermany
+            else ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009")
+        )
         assert p == f"images/{r['dataset']}/{r['original']}" and r["sha256"] == sha(data / p)
 
     # preprocess reads it, finds no patient shared between splits, and its data report cites both datasets.
     report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", Preprocess(img_size=32), Data(min_val=4))
     assert sum(sum(c.values()) for c in report["counts"].values()) == len(manifest) and not report["leakage"]["summary"]
     assert [(s["dataset"], s["licence"], s["doi"], s["films_kept"]) for s in report["sources"]] == [
-        ("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2", 48), ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009", 16)]
+        ("kermany", "CC BY 4.0", "10.17632/rscbjbr9sj.2", 48),
+        ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009", 16),
+    ]
     assert all(s["citation"] for s in report["sources"])
     cited = "\n".join(sources_lines(report["sources"]))  # and the report stage's summary.md
-    assert "doi:10.17632/rscbjbr9sj.2 (CC BY 4.0): 48 films" in cited and "doi:10.6084/m9.figshare.12275009 (CC BY 3.0)" in cited
+    assert (
+        "doi:10.17632/rscbjbr9sj.2 (CC BY 4.0): 48 films" in cited
+        and "doi:10.6084/m9.figshare.12275009 (CC BY 3.0)" in cited
+    )
     assert sources_lines([]) == []  # other data: no such section
 
     build(sources, tmp_path / "again")  # same sources and params: the same bytes, file for file
@@ -184,8 +225,11 @@ def test_a_changed_or_unpinned_source_is_refused_by_name_and_the_earlier_data_st
     build(sources, data)
     before = tree(data)
     write_hannover(sources / HANNOVER, extra=b" changed upstream")
-    with pytest.raises(UserError, match=rf"^Hannover COVID-19 source \({re.escape(str(sources / HANNOVER))}\): sha256 "
-                                        rf"[0-9a-f]{{64}} differs from the pinned"):
+    with pytest.raises(
+        UserError,
+        match=rf"^Hannover COVID-19 source \({re.escape(str(sources / HANNOVER))}\): sha256 "
+        rf"[0-9a-f]{{64}} differs from the pinned",
+    ):
         build(sources, data)
     sums = sources / "SHA256SUMS"
     sums.write_text(sums.read_text().replace(sha(sources / KERMANY), "UNKNOWN"))
@@ -209,8 +253,12 @@ def test_a_data_folder_not_assembled_here_is_never_replaced(sources, tmp_path):
 
 
 def test_caps_draw_whole_patients_with_the_seed():
-    films = [Film(f"{c}/{p}/{k}", "kermany", "", c, f"{c}{p}", f"{c}{p}{k}") for c in STUDY_CLASSES for p in range(10)
-             for k in range(1 + p % 3)]
+    films = [
+        Film(f"{c}/{p}/{k}", "kermany", "", c, f"{c}{p}", f"{c}{p}{k}")
+        for c in STUDY_CLASSES
+        for p in range(10)
+        for k in range(1 + p % 3)
+    ]
     caps = {"normal": 5, "bacteria": None, "virus": 1, "COVID-19": 100}
     kept = cap(films, caps, seed=0)
     count = {c: sum(f.label == c for f in kept) for c in STUDY_CLASSES}
@@ -223,13 +271,17 @@ def test_caps_draw_whole_patients_with_the_seed():
 
 def test_the_committed_imports_pin_versioned_urls_that_the_makefile_assembles():
     makefile = (ROOT / "Makefile").read_text()
-    for name, url in ((KERMANY, r"https://data\.mendeley\.com/public-files/datasets/rscbjbr9sj/files/[0-9a-f-]{36}/"),
-                      (HANNOVER, r"https://github\.com/ml-workgroup/covid-19-image-repository/archive/[0-9a-f]{40}\.tar\.gz")):
+    for name, url in (
+        (KERMANY, r"https://data\.mendeley\.com/public-files/datasets/rscbjbr9sj/files/[0-9a-f-]{36}/"),
+        (HANNOVER, r"https://github\.com/ml-workgroup/covid-19-image-repository/archive/[0-9a-f]{40}\.tar\.gz"),
+    ):
         stage = yaml.safe_load((ROOT / "sources" / f"{name}.dvc").read_text())
         assert stage["frozen"] and stage["outs"][0]["path"] == name
         assert re.match(url, stage["deps"][0]["path"]), stage["deps"][0]["path"]
         assert f"sources/{name}" in makefile
-        assert re.search(rf"^([0-9a-f]{{64}}|UNKNOWN)  {re.escape(name)}$", (ROOT / "sources" / "SHA256SUMS").read_text(), re.M)
+        assert re.search(
+            rf"^([0-9a-f]{{64}}|UNKNOWN)  {re.escape(name)}$", (ROOT / "sources" / "SHA256SUMS").read_text(), re.M
+        )
     top = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = [o if isinstance(o, str) else next(iter(o)) for s in top.values() for o in s.get("do", s).get("outs", [])]
     assert "data" not in outs  # data/ is data.dvc's, whichever way it came: `dvc add data` never collides
@@ -251,17 +303,24 @@ def test_make_study_data_imports_checks_assembles_and_tracks_data_with_dvc(tmp_p
     run(["dvc", "init", "-q"], proj)
     for name in (KERMANY, HANNOVER):
         run(["dvc", "import-url", "-q", "--no-exec", "--force", str(upstream / name), f"sources/{name}"], proj)
-    (proj / "sources" / "SHA256SUMS").write_text(f"{sha(upstream / KERMANY)}  {KERMANY}\n{sha(upstream / HANNOVER)}  {HANNOVER}\n")
+    (proj / "sources" / "SHA256SUMS").write_text(
+        f"{sha(upstream / KERMANY)}  {KERMANY}\n{sha(upstream / HANNOVER)}  {HANNOVER}\n"
+    )
     make = ["make", "study-data", f"VENV={Path(sys.prefix)}", "STAMP="]
     run(make, proj)
     tracked = yaml.safe_load((proj / "data.dvc").read_text())["outs"][0]
     assert tracked["path"] == "data" and detect_layout(proj / "data") == "manifest"
-    assert json.loads((proj / "data" / "assembly.json").read_text())["sources"]["hannover"]["url"] == str(upstream / HANNOVER)
+    assert json.loads((proj / "data" / "assembly.json").read_text())["sources"]["hannover"]["url"] == str(
+        upstream / HANNOVER
+    )
 
     write_hannover(upstream / HANNOVER, extra=b" changed upstream")  # DVC's update takes it silently; the pin does not
     done = run(make, proj, check=False)
     assert done.returncode != 0
-    assert re.search(r"error: Hannover COVID-19 source \(sources/covid-19-image-repository\.tar\.gz\): sha256 [0-9a-f]{64} "
-                     r"differs from the pinned", done.stderr), done.stderr
+    assert re.search(
+        r"error: Hannover COVID-19 source \(sources/covid-19-image-repository\.tar\.gz\): sha256 [0-9a-f]{64} "
+        r"differs from the pinned",
+        done.stderr,
+    ), done.stderr
     assert yaml.safe_load((proj / "data.dvc").read_text())["outs"][0] == tracked
     assert (proj / "data" / "manifest.csv").is_file() and not list(proj.glob(".data.*"))  # as it was, no leftovers

@@ -1,6 +1,7 @@
 """The second round of bad inputs (issue 11): each one planted in a temp dir is handled right or
 refused in one line naming the file and the fix; never a traceback, never a silently wrong result.
 (Decoding cases, such as bit depth, EXIF, sizes and headerless formats, are in test_formats.py.)"""
+
 import json
 import os
 import shutil
@@ -13,13 +14,13 @@ import pytest
 import yaml
 
 from helpers import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
-from stages.lib.model.resume import fingerprint
-from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import Preprocess
-from stages.lib.core.names import STUDY_CLASSES
-from stages.lib.data.dataset import DAMAGED, verify_cache
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import STUDY_CLASSES
+from stages.lib.data.cache import build_cache
+from stages.lib.data.dataset import DAMAGED, verify_cache
 from stages.lib.data.layouts import read_course_split, read_layout
+from stages.lib.model.resume import fingerprint
+from stages.lib.params.schema import Preprocess
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FIX = "rerun `dvc repro preprocess --force`"
@@ -31,25 +32,54 @@ def report() -> dict:
 
 # --- folder names that differ only in case: nothing dropped -----------------------------------
 
+
 def test_folders_differing_only_in_case_are_all_read(tmp_path):
-    for i, rel in enumerate(["train/normal/a.png", "train/NORMAL/b.png", "Train/Normal/c.png", "train/covid/d.png",
-                             "train/COVID-19/e.png", "Train/virus/f.png", "train/bacteria/g.png"]):
+    for i, rel in enumerate(
+        [
+            "train/normal/a.png",
+            "train/NORMAL/b.png",
+            "Train/Normal/c.png",
+            "train/covid/d.png",
+            "train/COVID-19/e.png",
+            "Train/virus/f.png",
+            "train/bacteria/g.png",
+        ]
+    ):
         write_xray(tmp_path / rel, i)
     names = sorted(s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"])
-    assert names == ["Train/Normal/c.png", "Train/virus/f.png", "train/COVID-19/e.png", "train/NORMAL/b.png",
-                     "train/bacteria/g.png", "train/covid/d.png", "train/normal/a.png"]
+    assert names == [
+        "Train/Normal/c.png",
+        "Train/virus/f.png",
+        "train/COVID-19/e.png",
+        "train/NORMAL/b.png",
+        "train/bacteria/g.png",
+        "train/covid/d.png",
+        "train/normal/a.png",
+    ]
 
 
 def test_kaggle_reads_every_case_variant_and_every_covid_folder(tmp_path):
-    for rel in ["chest_xray/train/NORMAL/IM-0001-0001.jpeg", "chest_xray/train/normal/IM-0002-0001.jpeg",
-                "chest_xray/train/PNEUMONIA/person1_virus_1.jpeg", "chest_xray/Train/PNEUMONIA/person2_bacteria_1.jpeg",
-                "covid/c1.png", "COVID-19/c2.png", "covid19/train/c3.png"]:
+    for rel in [
+        "chest_xray/train/NORMAL/IM-0001-0001.jpeg",
+        "chest_xray/train/normal/IM-0002-0001.jpeg",
+        "chest_xray/train/PNEUMONIA/person1_virus_1.jpeg",
+        "chest_xray/Train/PNEUMONIA/person2_bacteria_1.jpeg",
+        "covid/c1.png",
+        "COVID-19/c2.png",
+        "covid19/train/c3.png",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch()
     train = read_layout(tmp_path, "kaggle-pneumonia", STUDY_CLASSES)["train"]
     assert sorted((s.label, Path(s.name).name) for s in train) == [
-        (0, "IM-0001-0001.jpeg"), (0, "IM-0002-0001.jpeg"), (1, "person2_bacteria_1.jpeg"), (2, "person1_virus_1.jpeg"),
-        (3, "c1.png"), (3, "c2.png"), (3, "c3.png")]
+        (0, "IM-0001-0001.jpeg"),
+        (0, "IM-0002-0001.jpeg"),
+        (1, "person2_bacteria_1.jpeg"),
+        (2, "person1_virus_1.jpeg"),
+        (3, "c1.png"),
+        (3, "c2.png"),
+        (3, "c3.png"),
+    ]
 
 
 # --- CSVs: repeated files, conflicting labels, labels exactly 0 or 1, separators ----------------
@@ -60,8 +90,11 @@ HEADER = "new_filename,normal,bacteria,virus,COVID-19\n"
 @pytest.mark.parametrize("cell", ["0.4", "1.7", "0.9", "inf", "nan", "-1", "", "yes"])
 def test_course_labels_must_be_exactly_0_or_1(tmp_path, cell):
     (tmp_path / "train_data.csv").write_text(HEADER + "a.png,1,0,0,0\n" + f"b.png,0,{cell},1,0\n")
-    with pytest.raises(UserError, match=rf"train_data.csv:3: label columns must be 0 or 1, got bacteria = "
-                                        rf"'{cell}' in the row for 'b.png'; fix the row"):
+    with pytest.raises(
+        UserError,
+        match=rf"train_data.csv:3: label columns must be 0 or 1, got bacteria = "
+        rf"'{cell}' in the row for 'b.png'; fix the row",
+    ):
         read_course_split(tmp_path, "train", STUDY_CLASSES)
 
 
@@ -70,14 +103,22 @@ def test_course_labels_written_as_floats_are_read(tmp_path):
     assert [s.label for s in read_course_split(tmp_path, "train", STUDY_CLASSES)] == [2]
 
 
-@pytest.mark.parametrize("layout,name,sep,word", [("course", "train_data.csv", ";", "semicolons"),
-                                                  ("manifest", "manifest.csv", ";", "semicolons"),
-                                                  ("manifest", "manifest.csv", "\t", "tabs")])
+@pytest.mark.parametrize(
+    "layout,name,sep,word",
+    [
+        ("course", "train_data.csv", ";", "semicolons"),
+        ("manifest", "manifest.csv", ";", "semicolons"),
+        ("manifest", "manifest.csv", "\t", "tabs"),
+    ],
+)
 def test_a_csv_with_another_separator_is_refused_naming_it(tmp_path, layout, name, sep, word):
     csv_path = {"course": course_tree, "manifest": manifest_tree}[layout](tmp_path) / name
     csv_path.write_text(csv_path.read_text().replace(",", sep))
-    with pytest.raises(UserError, match=rf"{name}: its columns are separated by {word}, not commas; save it as "
-                                        "comma-separated CSV"):
+    with pytest.raises(
+        UserError,
+        match=rf"{name}: its columns are separated by {word}, not commas; save it as "
+        "comma-separated CSV",
+    ):
         read_layout(tmp_path, layout, STUDY_CLASSES)
 
 
@@ -98,8 +139,10 @@ def test_one_file_under_two_labels_is_refused_naming_both_lines(tmp_path, monkey
     (data / "manifest.csv").write_text((data / "manifest.csv").read_text() + f"img/m0.png,virus,{split}\n")
     code, err = preprocess(tmp_path, monkeypatch, capsys)
     assert code == 2 and "\n" not in err
-    assert err == ("error: data/manifest.csv:2 and data/manifest.csv:18 give data/img/m0.png two labels "
-                   "(normal, virus); keep only the right one")
+    assert err == (
+        "error: data/manifest.csv:2 and data/manifest.csv:18 give data/img/m0.png two labels "
+        "(normal, virus); keep only the right one"
+    )
     assert not (tmp_path / "cache").exists()
 
 
@@ -114,11 +157,14 @@ def test_identical_pixels_in_a_split_are_reported_and_under_two_labels_refused(t
 
     (data / "manifest.csv").write_text(manifest + "img/copy.png,bacteria,train\n")
     code, err = preprocess(tmp_path, monkeypatch, capsys)
-    assert code == 2 and err == ("error: train image 'img/m0.png' (normal) and train image 'img/copy.png' "
-                                 "(bacteria) hold identical pixels under two labels; remove the wrong one")
+    assert code == 2 and err == (
+        "error: train image 'img/m0.png' (normal) and train image 'img/copy.png' "
+        "(bacteria) hold identical pixels under two labels; remove the wrong one"
+    )
 
 
 # --- no split a later stage needs may end empty ---------------------------------------------
+
 
 def test_a_split_emptied_by_skipped_files_is_refused_naming_it(tmp_path, monkeypatch, capsys):
     data = course_tree(tmp_path / "data")
@@ -129,7 +175,8 @@ def test_a_split_emptied_by_skipped_files_is_refused_naming_it(tmp_path, monkeyp
     code, err = preprocess(tmp_path, monkeypatch, capsys, on_bad_image="skip")
     assert code == 2 and err == (
         "error: data: the test split has no images after skipping 4 bad file(s), and later stages need it; "
-        "fix or add its images, or remove the test split so preprocess draws it from train")
+        "fix or add its images, or remove the test split so preprocess draws it from train"
+    )
     assert {p: p.read_bytes() for p in before} == before
 
 
@@ -141,6 +188,7 @@ def test_an_empty_val_is_refused_when_min_val_allows_it(tmp_path, monkeypatch, c
 
 
 # --- the data report says how each film was scaled ---------------------------------------------
+
 
 def test_the_report_says_which_bit_depth_scaled_each_class(tmp_path, monkeypatch, capsys):
     data = course_tree(tmp_path / "data")
@@ -156,6 +204,7 @@ def test_the_report_says_which_bit_depth_scaled_each_class(tmp_path, monkeypatch
 
 # --- symlink loops -----------------------------------------------------------------------------
 
+
 def test_a_folder_symlink_loop_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     for i, name in enumerate(("normal", "bacteria", "virus", "covid") * 3):
         write_xray(tmp_path / "data" / ("train", "train", "test")[i // 4] / name / f"f{i}.png", 200 + i)
@@ -163,7 +212,8 @@ def test_a_folder_symlink_loop_is_refused_in_one_line(tmp_path, monkeypatch, cap
     code, err = preprocess(tmp_path, monkeypatch, capsys)
     assert code == 2 and "\n" not in err
     assert err.startswith("error: data/train/normal/up/normal: a symlink loop (it leads back to ") and err.endswith(
-        "data/train/normal); remove the link")
+        "data/train/normal); remove the link"
+    )
 
 
 @pytest.mark.parametrize("on_bad_image", ["error", "skip"])
@@ -182,15 +232,21 @@ def test_a_file_symlink_loop_is_a_bad_file(tmp_path, monkeypatch, capsys, on_bad
 def test_a_symlink_loop_in_a_class_folder_is_a_bad_file_not_a_silent_drop(tmp_path):
     write_xray(tmp_path / "train/normal/a.png", 1)
     os.symlink("b.png", tmp_path / "train/normal/b.png")
-    assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == ["train/normal/a.png", "train/normal/b.png"]
+    assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == [
+        "train/normal/a.png",
+        "train/normal/b.png",
+    ]
 
 
 # --- cache integrity -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def built_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cache")
-    build_cache(course_tree(root / "data"), root / "cache", root / "report.json", P32, data_params(min_val=1), workers=1)
+    build_cache(
+        course_tree(root / "data"), root / "cache", root / "report.json", P32, data_params(min_val=1), workers=1
+    )
     return root / "cache"
 
 
@@ -205,26 +261,38 @@ def resave(path: Path, change) -> None:
 
 
 DAMAGE = {  # what is done to the cache: the message's middle part
-    "truncated array": (lambda c: (c / "train.npy").write_bytes((c / "train.npy").read_bytes()[:-500]),
-                        r"train.npy: holds uint8 \[12, 32, 32\] in \d+ bytes, meta.json says uint8 \[12, 32, 32\]"),
+    "truncated array": (
+        lambda c: (c / "train.npy").write_bytes((c / "train.npy").read_bytes()[:-500]),
+        r"train.npy: holds uint8 \[12, 32, 32\] in \d+ bytes, meta.json says uint8 \[12, 32, 32\]",
+    ),
     "garbage array": (lambda c: (c / "val.npy").write_bytes(os.urandom(3000)), r"val.npy: not a valid npy file"),
     "zero-byte array": (lambda c: (c / "test.npy").write_bytes(b""), r"test.npy: not a valid npy file"),
-    "fewer rows": (lambda c: resave(c / "train.npy", lambda a: a[:-1]),
-                   r"train.npy: holds uint8 \[11, 32, 32\] in \d+ bytes, meta.json says uint8 \[12, 32, 32\]"),
-    "extra rows": (lambda c: resave(c / "val.npy", lambda a: np.concatenate([a, a[:1]])),
-                   r"val.npy: holds uint8 \[5, 32, 32\]"),
+    "fewer rows": (
+        lambda c: resave(c / "train.npy", lambda a: a[:-1]),
+        r"train.npy: holds uint8 \[11, 32, 32\] in \d+ bytes, meta.json says uint8 \[12, 32, 32\]",
+    ),
+    "extra rows": (
+        lambda c: resave(c / "val.npy", lambda a: np.concatenate([a, a[:1]])),
+        r"val.npy: holds uint8 \[5, 32, 32\]",
+    ),
     "other size": (lambda c: resave(c / "test.npy", lambda a: a[:, :16, :16]), r"test.npy: holds uint8 \[4, 16, 16\]"),
     "other dtype": (lambda c: resave(c / "test.npy", lambda a: a.astype(np.float32)), r"test.npy: holds float32"),
     "flipped bit": (lambda c: flip_a_bit(c / "train.npy"), r"train.npy: its checksum differs from meta.json's"),
-    "edited index": (lambda c: (c / "val.csv").write_text((c / "val.csv").read_text().replace(",normal", ",virus", 1)),
-                     r"val.csv: its checksum differs from meta.json's"),
-    "index row lost": (lambda c: (c / "val.csv").write_text("".join((c / "val.csv").read_text().splitlines(True)[:-1])),
-                       r"val.npy: 4 images but val.csv lists 3"),
+    "edited index": (
+        lambda c: (c / "val.csv").write_text((c / "val.csv").read_text().replace(",normal", ",virus", 1)),
+        r"val.csv: its checksum differs from meta.json's",
+    ),
+    "index row lost": (
+        lambda c: (c / "val.csv").write_text("".join((c / "val.csv").read_text().splitlines(True)[:-1])),
+        r"val.npy: 4 images but val.csv lists 3",
+    ),
     "broken meta.json": (lambda c: (c / "meta.json").write_text('{"classes": ["normal", '), r"meta.json: unreadable"),
     "meta.json without checksums": (
-        lambda c: (c / "meta.json").write_text(json.dumps({k: v for k, v in json.loads((c / "meta.json").read_text()).items()
-                                                            if k != "files"})),
-        r"meta.json: no valid files"),
+        lambda c: (c / "meta.json").write_text(
+            json.dumps({k: v for k, v in json.loads((c / "meta.json").read_text()).items() if k != "files"})
+        ),
+        r"meta.json: no valid files",
+    ),
 }
 
 
@@ -240,26 +308,32 @@ def test_a_damaged_cache_is_refused_in_one_line(tmp_path, built_cache, case):
 
 
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
-def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(tmp_path, built_cache, monkeypatch,
-                                                                          capsys, stage):
+def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
+    tmp_path, built_cache, monkeypatch, capsys, stage
+):
     import stages.evaluate
     import stages.train
+
     cache = shutil.copytree(built_cache, tmp_path / "cache")
     flip_a_bit(cache / "val.npy")
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {"train": {"pretrained": False, "batch_size": 4}})
+    params = merge(
+        yaml.safe_load((ROOT / "params.yaml").read_text()), {"train": {"pretrained": False, "batch_size": 4}}
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
 
     def no_model(*a, **k):
         raise AssertionError("a model was built")
+
     monkeypatch.setattr(stages.train, "build_model", no_model)
     monkeypatch.setattr(stages.evaluate, "load_model", no_model)
     monkeypatch.setattr(sys, "argv", stage_cmd(stage, "resnet18")[2:])
     with pytest.raises(SystemExit) as done:
         getattr(stages, stage).main()
     err = capsys.readouterr().err.strip()
-    assert done.value.code == 2 and err == (f"error: {Path('cache/val.npy')}: its checksum differs from meta.json's "
-                                            f"(changed or corrupted bytes); {DAMAGED}")
+    assert done.value.code == 2 and err == (
+        f"error: {Path('cache/val.npy')}: its checksum differs from meta.json's (changed or corrupted bytes); {DAMAGED}"
+    )
 
 
 def test_resume_fingerprint_follows_meta_json_not_a_second_pass_over_the_arrays(tmp_path, built_cache):

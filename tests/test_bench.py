@@ -1,5 +1,6 @@
 """The benchmark scripts, run in their smoke modes: the JSON they write, never their timings;
 and the pieces of the GPU check and the preprocess hooks the benchmarks rely on."""
+
 import json
 import os
 
@@ -32,7 +33,9 @@ def test_loader_bench_smoke_gives_headline_spreads_and_other_sizes(tmp_path):
         assert row["speedup"] == pytest.approx(ours["median"] / study["median"], rel=0.02)
         # the range pairs our slowest run with the study's fastest, and the other way round
         low, high = row["speedup_range"]
-        assert low == pytest.approx(ours["min"] / study["max"], rel=0.02) and high == pytest.approx(ours["max"] / study["min"], rel=0.02)
+        assert low == pytest.approx(ours["min"] / study["max"], rel=0.02) and high == pytest.approx(
+            ours["max"] / study["min"], rel=0.02
+        )
         assert low < row["speedup"] < high
 
 
@@ -44,9 +47,14 @@ def test_epoch_bench_smoke_breaks_the_headline_epoch_into_model_and_loader_parts
     assert sum(r["study_parts_s"].values()) == pytest.approx(r["study_s"]["median"], rel=0.05, abs=0.05)
     b = r["breakdown"]
     assert set(b["model_s"]) == {"train_pass", "train_eval_pass", "val_pass"}
-    assert set(b["loader_s"]["study"]) == {"train", "train_eval", "val"} and set(b["loader_s"]["ours"]) == {"train", "val"}
+    assert set(b["loader_s"]["study"]) == {"train", "train_eval", "val"} and set(b["loader_s"]["ours"]) == {
+        "train",
+        "val",
+    }
     m = b["model_s"]
-    assert b["speedup_if_data_were_free"] == pytest.approx(sum(m.values()) / (m["train_pass"] + m["val_pass"]), abs=0.01)
+    assert b["speedup_if_data_were_free"] == pytest.approx(
+        sum(m.values()) / (m["train_pass"] + m["val_pass"]), abs=0.01
+    )
     assert set(b["train_pass_excess_s"]) == {"ours", "study"} and "breakdown" not in r["other_sizes"][0]
 
 
@@ -66,37 +74,68 @@ def test_gpu_bench_smoke_writes_real_and_ceiling_per_backbone(tmp_path):
     assert STAMP <= set(r) and list(r["backbones"]) == ["resnet18"] and r["workers"] == 1
     b = r["backbones"]["resnet18"]
     assert {"real_img_s", "ceiling_img_s", "real_over_ceiling", "first_batch_ms", "loader_img_s"} <= set(b)
-    assert r["batch_sizes"] == {size: {"resnet18": {"note": "more than the 12 training images"}} for size in ("64", "256")}
+    assert r["batch_sizes"] == {
+        size: {"resnet18": {"note": "more than the 12 training images"}} for size in ("64", "256")
+    }
     assert b["real_over_ceiling"] == pytest.approx(b["real_img_s"]["median"] / b["ceiling_img_s"]["median"], rel=0.02)
 
 
 def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
     import torch
+
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     proc = run(["python", "-m", "bench.gpu", "--out", str(tmp_path / "gpu.json")], ROOT, check=False)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: bench.gpu needs a CUDA device; use --smoke for a CPU check of the script"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "error: bench.gpu needs a CUDA device; use --smoke for a CPU check of the script"
+    )
     assert not (tmp_path / "gpu.json").exists()
 
 
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_path):
     results = tmp_path / "results"
-    run(["python", "-m", "tools.gpu.gpu_check", "--smoke", "--runner", "stages", "--results", str(results),
-         "--wheels", str(tmp_path / "no-wheels")], ROOT)
+    run(
+        [
+            "python",
+            "-m",
+            "tools.gpu.gpu_check",
+            "--smoke",
+            "--runner",
+            "stages",
+            "--results",
+            str(results),
+            "--wheels",
+            str(tmp_path / "no-wheels"),
+        ],
+        ROOT,
+    )
     r = json.loads((results / "gpu.json").read_text())
     check = r["check"]
     assert check["ok"] is True and check["pipeline"]["runner"] == "stages"
     assert [s["stage"] for s in check["pipeline"]["stages"]] == [
-        "synthesize", "preprocess", "external@shifted", "train@resnet18-42", "evaluate@resnet18-42", "combine@resnet18",
-        "ensemble", "report"]
+        "synthesize",
+        "preprocess",
+        "external@shifted",
+        "train@resnet18-42",
+        "evaluate@resnet18-42",
+        "combine@resnet18",
+        "ensemble",
+        "report",
+    ]
     assert all(check["pipeline"]["outputs"].values()) and check["bench"]["exit"] == 0
     b = r["backbones"]["resnet18"]
     assert b["stage_over_real"] == pytest.approx(b["stage_img_s"] / b["real_img_s"]["median"], rel=0.02)
     assert b["epoch1_img_s"] == b["stage_img_s"] and "epoch2_img_s" not in b and b["first_batch_s"] >= 0  # 1 epoch
     assert b["agreement"]["films"] == 32 and b["agreement"]["max_prob_diff"] > 0  # val + test, fp32 against bf16
-    assert set(check["goals"]["resnet18"]) == {"epoch1_ok", "real_over_ceiling_ok", "stage_matches_real_ok",
-                                               "timed_long_enough_ok", "evaluate_agrees_ok"}
+    assert set(check["goals"]["resnet18"]) == {
+        "epoch1_ok",
+        "real_over_ceiling_ok",
+        "stage_matches_real_ok",
+        "timed_long_enough_ok",
+        "evaluate_agrees_ok",
+    }
     assert check["goals"]["resnet18"]["epoch1_ok"] is None and "check" not in check["goals"]  # smoke: no time goal
     times = {s["stage"]: s["seconds"] for s in check["pipeline"]["stages"]}
     row = check["table"]["resnet18"]
@@ -110,11 +149,16 @@ def test_gpu_check_refuses_an_incomplete_wheel_folder_and_still_leaves_json_and_
     wheels = tmp_path / "whl"
     wheels.mkdir()
     (wheels / "albumentations-2.0.8-py3-none-any.whl").write_bytes(b"")
-    proc = run(["python", "-m", "tools.gpu.gpu_check", "--smoke", "--results", str(tmp_path), "--wheels", str(wheels)],
-               ROOT, check=False)
+    proc = run(
+        ["python", "-m", "tools.gpu.gpu_check", "--smoke", "--results", str(tmp_path), "--wheels", str(wheels)],
+        ROOT,
+        check=False,
+    )
     assert proc.returncode == 2
     error = json.loads((tmp_path / "gpu.json").read_text())["check"]["error"]
-    assert "lacks" in error and "dvc==3.67.1" in error and "albumentations==" not in error and "make gpu-wheels" in error
+    assert (
+        "lacks" in error and "dvc==3.67.1" in error and "albumentations==" not in error and "make gpu-wheels" in error
+    )
     assert error in (tmp_path / "gpu_check.log").read_text()
 
 
@@ -124,8 +168,12 @@ def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text("# comment\nfoo-bar==1.0\nbaz==2.0  # build\nqux==3.0\n")
     assert pins(listed) == [("foo-bar", "1.0", False), ("baz", "2.0", True), ("qux", "3.0", False)]
-    for name in ("foo_bar-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "baz-2.0-py3-none-any.whl",
-                 "qux-3.0-py3-none-any.whl", "qux-3.1-py3-none-any.whl"):
+    for name in (
+        "foo_bar-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "baz-2.0-py3-none-any.whl",
+        "qux-3.0-py3-none-any.whl",
+        "qux-3.1-py3-none-any.whl",
+    ):
         (tmp_path / name).write_bytes(b"")
     assert missing(tmp_path, listed) == ["qux==3.0"]  # two versions of qux would stop the install
 
@@ -133,8 +181,11 @@ def test_wheel_check_wants_exactly_one_wheel_of_each_pinned_version(tmp_path):
 def test_wheel_list_pins_what_requirements_pin():
     from tools.gpu.wheels import pins
 
-    pinned = dict(line.split(" ")[0].split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
-                  if "==" in line and not line.startswith("#"))  # the lock: "name==version \"
+    pinned = dict(
+        line.split(" ")[0].split("==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )  # the lock: "name==version \"
     carried = {name: version for name, version, _ in pins(ROOT / "tools" / "gpu" / "gpu_wheels.txt")}
     for name in ("albumentations", "dvc", "dvclive", "pydicom", "grad-cam"):
         assert carried[name] == pinned[name]
@@ -152,7 +203,9 @@ def test_stage_commands_expand_the_project_pipelines_as_dvc_does(folder):
     from tools.gpu.gpu_check import stage_commands
 
     root = ROOT / folder
-    ours = stage_commands(yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((root / "params.yaml").read_text()))
+    ours = stage_commands(
+        yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((root / "params.yaml").read_text())
+    )
     assert dict(ours) == _dvc_stages(root)
     names = [name for name, _ in ours if not name.startswith("external@")]  # the demo's external set: params
     assert names[-4:-1] == ["combine@efficientnet_b0", "combine@convnext_tiny", "ensemble"]
@@ -162,11 +215,13 @@ def test_stage_commands_expand_matrix_and_dict_foreach_as_dvc_does(tmp_path):
     from tools.gpu.gpu_check import stage_commands
 
     params = {"sizes": [32, 64], "opt": {"lr": 0.1}, "runs": {"a": {"n": 1}, "b": {"n": 2}}}
-    pipeline = {"stages": {
-        "plain": {"cmd": "echo ${opt.lr}"},
-        "grid": {"matrix": {"size": "${sizes}", "seed": [0, 1]}, "cmd": "echo ${item.size} ${item.seed} ${opt.lr}"},
-        "each": {"foreach": "${runs}", "do": {"cmd": "echo ${key} ${item.n}"}},
-    }}
+    pipeline = {
+        "stages": {
+            "plain": {"cmd": "echo ${opt.lr}"},
+            "grid": {"matrix": {"size": "${sizes}", "seed": [0, 1]}, "cmd": "echo ${item.size} ${item.seed} ${opt.lr}"},
+            "each": {"foreach": "${runs}", "do": {"cmd": "echo ${key} ${item.n}"}},
+        }
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     run(["dvc", "init", "--no-scm", "-q"], tmp_path)  # a subprocess: DVC's in-process logger may hold a closed stream
@@ -192,11 +247,15 @@ def test_scale_bench_smoke_gives_parts_memory_and_extrapolation(tmp_path):
     for part, g in r["growth"].items():  # extrapolated with max(b, 1), or linearly under the timer's noise
         noisy = g["exponent"] is None or large["parts_s"][part] < 0.05
         assert g["exponent_used"] == (1.0 if noisy else max(g["exponent"], 1.0))
-        assert g["at_130k_s"] == pytest.approx(large["parts_s"][part] * (target / 60) ** g["exponent_used"], rel=0.02, abs=0.1)
+        assert g["at_130k_s"] == pytest.approx(
+            large["parts_s"][part] * (target / 60) ** g["exponent_used"], rel=0.02, abs=0.1
+        )
     assert set(r["growth"]) == parts and r["target"] == {"train": 100_000, "val": 15_000, "test": 15_000, "cores": 16}
     per_image = sum(r["growth"][p]["at_130k_s"] for p in ("decode_clahe", "hashing"))
-    assert r["extrapolated_100k_s"] == pytest.approx(per_image / 16 + sum(g["at_130k_s"] for p, g in r["growth"].items()
-                                                                          if p not in ("decode_clahe", "hashing")), abs=0.2)
+    assert r["extrapolated_100k_s"] == pytest.approx(
+        per_image / 16 + sum(g["at_130k_s"] for p, g in r["growth"].items() if p not in ("decode_clahe", "hashing")),
+        abs=0.2,
+    )
 
 
 def test_cache_timings_are_recorded_but_never_reach_the_report(tmp_path):
@@ -237,6 +296,8 @@ def test_quality_bench_smoke_gives_each_seed_the_seed_ensemble_and_the_shortcut(
     b = r["backbones"]["resnet18"]
     runs = b["test_macro_f1"]["runs"]
     assert set(runs) == {"1", "2"} and b["test_macro_f1"]["mean"] == pytest.approx(sum(runs.values()) / 2, abs=1e-4)
-    assert b["seed_ensemble_gain"] == pytest.approx(b["seed_ensemble_test_macro_f1"] - b["test_macro_f1"]["mean"], abs=2e-4)
+    assert b["seed_ensemble_gain"] == pytest.approx(
+        b["seed_ensemble_test_macro_f1"] - b["test_macro_f1"]["mean"], abs=2e-4
+    )
     assert b["minus_shortcut"].startswith("resnet18 − shortcut = ") and len(b["train_s_per_run"]) == 2
     assert 0 <= r["shortcut_test_macro_f1"] <= 1 and r["goal"]["resnet18"]["gain_at_least"] == 0.02

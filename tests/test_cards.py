@@ -1,5 +1,6 @@
 """Model cards: written beside every model from its metrics file (never typed), linked from the summary and
 the HTML report; blocks of issue 21's metrics (external, subgroups, temperature, coverage) when present."""
+
 import json
 import sys
 
@@ -17,8 +18,13 @@ def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_rep
     demo = demo_project / "demo"
     data = json.loads((demo / "metrics" / "data_report.json").read_text())
     summary, page = (demo / "metrics" / "summary.md").read_text(), (demo / "metrics" / "report.html").read_text()
-    for name, metrics in [("resnet18/seed42", "resnet18/seed42"), ("efficientnet_b0/seed42", "efficientnet_b0/seed42"),
-                          ("resnet18", "resnet18"), ("efficientnet_b0", "efficientnet_b0"), ("ensemble", "ensemble")]:
+    for name, metrics in [
+        ("resnet18/seed42", "resnet18/seed42"),
+        ("efficientnet_b0/seed42", "efficientnet_b0/seed42"),
+        ("resnet18", "resnet18"),
+        ("efficientnet_b0", "efficientnet_b0"),
+        ("ensemble", "ensemble"),
+    ]:
         card = (demo / "models" / f"{name}.card.md").read_text()
         m = json.loads((demo / "metrics" / f"{metrics}.json").read_text())
         assert f"](../models/{name}.card.md)" in summary and f'href="../models/{name}.card.md"' in page
@@ -27,12 +33,16 @@ def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_rep
         for key in ("accuracy", "macro_f1", "macro_auroc"):
             assert f" {ci(m['test'], key)} " in test and f" {ci(m['val'], key)} " in test
         for cls, pc in m["test"]["per_class"].items():
-            assert f"| {cls} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['auroc']:.3f} | " \
-                   f"{pc['support']} |" in test
+            assert (
+                f"| {cls} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['auroc']:.3f} | "
+                f"{pc['support']} |" in test
+            )
         for split, counts in data["counts"].items():
             assert f"| {split} | " + " | ".join(map(str, counts.values())) + f" | {sum(counts.values())} |" in card
-        assert f"scores test macro-F1 **{data['shortcut']['test']['macro_f1']:.3f}**; this model " \
-               f"{ci(m['test'], 'macro_f1')}" in card
+        assert (
+            f"scores test macro-F1 **{data['shortcut']['test']['macro_f1']:.3f}**; this model "
+            f"{ci(m['test'], 'macro_f1')}" in card
+        )
         assert f"Expected calibration error (test): {m['test']['ece']:.3f}" in card
         assert f"- Code: commit `{m['provenance']['git']['commit']}`" in card
         assert ("## Out-of-distribution flag" in card) == ("/" in name)  # a run's card: its OOD shares
@@ -40,8 +50,10 @@ def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_rep
         t, c = m["temperature"], m["coverage"]["test"]
         assert f"Temperature scaling, T = {t['value']:.3f} fitted on val" in card
         nll = t["test"]["nll"]
-        assert f"- NLL: {nll['before']:.3f} [{nll['before_ci95'][0]:.3f}, {nll['before_ci95'][1]:.3f}] -> " \
-               f"{nll['after']:.3f} [{nll['after_ci95'][0]:.3f}, {nll['after_ci95'][1]:.3f}]" in card
+        assert (
+            f"- NLL: {nll['before']:.3f} [{nll['before_ci95'][0]:.3f}, {nll['before_ci95'][1]:.3f}] -> "
+            f"{nll['after']:.3f} [{nll['after_ci95'][0]:.3f}, {nll['after_ci95'][1]:.3f}]" in card
+        )
         assert f"test coverage {c['coverage']:.3f} [{c['coverage_ci95'][0]:.3f}, {c['coverage_ci95'][1]:.3f}]" in card
         if "subgroups" in m:
             sub = card.split("## Subgroups")[1].split("\n## ")[0]
@@ -67,20 +79,35 @@ def test_issue_21_blocks_appear_when_the_metrics_hold_them(demo_project):
     data = json.loads((demo / "metrics" / "data_report.json").read_text())
     scored = {k: m["test"][k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")}
     per_class = {**m["test"]["per_class"], "COVID-19": {"absent": True, "support": 0, "predicted_as": 2}}
-    m |= {"external": {"hospital_b": {**scored, "per_class": per_class, "absent_classes": ["COVID-19"],
-                                      "drop": {"test_macro_f1": 0.9, "external_macro_f1": 0.7, "drop": 0.2,
-                                               "drop_ci95": [0.05, 0.35]}}}}
+    m |= {
+        "external": {
+            "hospital_b": {
+                **scored,
+                "per_class": per_class,
+                "absent_classes": ["COVID-19"],
+                "drop": {"test_macro_f1": 0.9, "external_macro_f1": 0.7, "drop": 0.2, "drop_ci95": [0.05, 0.35]},
+            }
+        }
+    }
     m.pop("subgroups", None)
     card = card_markdown("r", m, data, "notice", "m.json")
     ext = card.split("## External validation")[1].split("## ")[0]
     n = sum(c["support"] for c in per_class.values())
     assert f"| hospital_b | {n} | {ci(m['test'], 'accuracy')} | {ci(m['test'], 'macro_f1')} | n/a [n/a, n/a] |" in ext
-    assert "from the internal test 0.900 to 0.700: 0.200 [0.050, 0.350] (over the classes present; absent here: " \
-           "COVID-19)" in ext and "COVID-19 absent." in ext and "COVID-19 0." not in ext and "OOD" not in ext
+    assert (
+        "from the internal test 0.900 to 0.700: 0.200 [0.050, 0.350] (over the classes present; absent here: COVID-19)"
+        in ext
+        and "COVID-19 absent." in ext
+        and "COVID-19 0." not in ext
+        and "OOD" not in ext
+    )
     assert "## External validation" not in card_markdown("r", {**m, "external": {}}, data, "notice", "m.json")
     assert "## Subgroups" not in card
-    m["subgroups"] = {"split": "test", "overall_macro_f1": 0.9,
-                      "by": {"sex": {"F": {**scored, "n": 7, "below_overall": True}}}}
+    m["subgroups"] = {
+        "split": "test",
+        "overall_macro_f1": 0.9,
+        "by": {"sex": {"F": {**scored, "n": 7, "below_overall": True}}},
+    }
     card = card_markdown("r", m, data, "notice", "m.json")
     assert f"| sex: F | 7 | {ci(m['test'], 'accuracy')} |" in card.split("## Subgroups")[1]
     assert "**Wholly below it (95% CI): sex: F.**" in card
@@ -91,11 +118,16 @@ def test_issue_21_blocks_appear_when_the_metrics_hold_them(demo_project):
 
 def test_a_card_asked_for_a_run_with_no_metrics_is_refused(tmp_path, monkeypatch, capsys):
     import stages.card
-    monkeypatch.setattr(sys, "argv", ["card", "--metrics", str(tmp_path / "metrics/resnet18/seed7.json"),
-                                      "--card", str(tmp_path / "seed7.card.md")])
+
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["card", "--metrics", str(tmp_path / "metrics/resnet18/seed7.json"), "--card", str(tmp_path / "seed7.card.md")],
+    )
     with pytest.raises(SystemExit) as done:
         stages.card.main()
     assert done.value.code == 2 and capsys.readouterr().err.strip() == (
         f"error: no metrics for seed7 yet ({tmp_path}/metrics/resnet18/seed7.json not found): a card is written from "
-        "them; run evaluate first (dvc repro)")
+        "them; run evaluate first (dvc repro)"
+    )
     assert list(tmp_path.iterdir()) == []

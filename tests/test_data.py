@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.data.dataset import balanced_sampler, class_weights
 from stages.lib.data.formats import load_gray
 from stages.lib.data.layouts import read_course_split
-from stages.lib.core.errors import UserError
 
 HEADER = "new_filename,normal,bacteria,virus,COVID-19\n"
 
@@ -46,6 +46,7 @@ def test_sampler_is_seeded():
     def draw(seed: int, global_seed: int) -> list:
         torch.manual_seed(global_seed)
         return list(balanced_sampler(labels, torch.Generator().manual_seed(seed)))
+
     assert draw(1, 0) == draw(1, 123) != draw(2, 0)
 
 
@@ -55,12 +56,15 @@ def test_course_csv_is_parsed_to_paths_and_labels(tmp_path):
     assert sample.path == data / "train_images" / "a.png" and CLASSES[sample.label] == "virus"
 
 
-@pytest.mark.parametrize("header,row,message", [
-    ("new_filename,normal,bacteria,virus\n", "a.png,0,0,1\n", "missing column.*COVID-19"),
-    (HEADER, "a.png,0,1,1,0\n", "exactly one 1"),
-    (HEADER, "a.png,0,0,0,0\n", "exactly one 1"),
-    (HEADER, "a.png,0,x,1,0\n", "must be 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "header,row,message",
+    [
+        ("new_filename,normal,bacteria,virus\n", "a.png,0,0,1\n", "missing column.*COVID-19"),
+        (HEADER, "a.png,0,1,1,0\n", "exactly one 1"),
+        (HEADER, "a.png,0,0,0,0\n", "exactly one 1"),
+        (HEADER, "a.png,0,x,1,0\n", "must be 0 or 1"),
+    ],
+)
 def test_bad_course_csv_is_refused_naming_file_and_line(tmp_path, header, row, message):
     data = course(tmp_path, [row], header=header)
     with pytest.raises(UserError, match=message) as err:
@@ -80,12 +84,15 @@ def test_corrupt_image_is_refused_naming_it(tmp_path):
         load_gray(bad)[0]
 
 
-@pytest.mark.parametrize("pixels,expected", [
-    (np.full((40, 50), 77, np.uint8), 77),                    # 8-bit gray
-    (np.full((40, 50), 200 * 257, np.uint16), 200),           # 16-bit gray keeps the full range
-    (np.dstack([np.full((40, 50), 90, np.uint8)] * 3), 90),   # RGB with equal channels
-    (np.dstack([np.full((40, 50), 90, np.uint8)] * 3 + [np.full((40, 50), 255, np.uint8)]), 90),  # RGBA
-])
+@pytest.mark.parametrize(
+    "pixels,expected",
+    [
+        (np.full((40, 50), 77, np.uint8), 77),  # 8-bit gray
+        (np.full((40, 50), 200 * 257, np.uint16), 200),  # 16-bit gray keeps the full range
+        (np.dstack([np.full((40, 50), 90, np.uint8)] * 3), 90),  # RGB with equal channels
+        (np.dstack([np.full((40, 50), 90, np.uint8)] * 3 + [np.full((40, 50), 255, np.uint8)]), 90),  # RGBA
+    ],
+)
 def test_images_decode_to_one_8bit_channel(tmp_path, pixels, expected):
     path = tmp_path / "img.png"
     cv2.imwrite(str(path), pixels)

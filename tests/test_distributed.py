@@ -1,4 +1,5 @@
 """Scale-out: two gloo processes share the class-balanced stream and write one set of outputs."""
+
 import os
 import re
 import signal
@@ -22,8 +23,9 @@ RUN = run_paths("resnet18")
 def test_rank_shares_partition_the_single_process_stream(n, world):
     labels = torch.tensor([0] * (n - n // 2) + [3] * (n // 2)).numpy()
     stream = list(balanced_sampler(labels, torch.Generator().manual_seed(5)))
-    shares = [list(RankShard(balanced_sampler(labels, torch.Generator().manual_seed(5)), r, world))
-              for r in range(world)]
+    shares = [
+        list(RankShard(balanced_sampler(labels, torch.Generator().manual_seed(5)), r, world)) for r in range(world)
+    ]
     per_rank = -(-n // world)
     assert [len(s) for s in shares] == [per_rank] * world  # DDP needs equal batch counts
     interleaved = [shares[i % world][i // world] for i in range(per_rank * world)]
@@ -34,30 +36,46 @@ def test_rank_shares_partition_the_single_process_stream(n, world):
 def test_two_gloo_processes_train_one_epoch_on_the_same_number_of_samples(tmp_path, tiny_data):
     outputs = {}
     for nproc in (1, 2):
-        proj = make_project(tmp_path / f"nproc{nproc}", tiny_data,
-                            merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": nproc}}), git=False)
+        proj = make_project(
+            tmp_path / f"nproc{nproc}",
+            tiny_data,
+            merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": nproc}}),
+            git=False,
+        )
         run(stage_cmd("preprocess"), proj)
         stdout = run(TRAIN, proj).stdout
         outputs[nproc] = stdout
         assert sorted(p.relative_to(proj).as_posix() for p in (proj / "checkpoints").rglob("*.pt")) == [RUN["resume"]]
         assert sorted(p.relative_to(proj).as_posix() for p in (proj / "models").rglob("*.pt")) == [RUN["model"]]
         state = torch.load(proj / RUN["resume"], weights_only=True)
-        assert state["progress"] == {"epoch": 1, "best_epoch": 1, "best_val_macro_f1": state["progress"]["best_val_macro_f1"],
-                                     "stale": 0, "finished": True}
+        assert state["progress"] == {
+            "epoch": 1,
+            "best_epoch": 1,
+            "best_val_macro_f1": state["progress"]["best_val_macro_f1"],
+            "stale": 0,
+            "finished": True,
+        }
         rows = (proj / RUN["live"] / "plots/metrics/train/images_per_s.tsv").read_text().splitlines()
         assert len(rows) == 2 and float(rows[1].split("\t")[-1]) > 0  # one writer, one row per epoch
-    counts = {n: re.findall(r"resnet18 seed 42 epoch 1/1: .* \| (\d+) images, \d+ img/s", out) for n, out in outputs.items()}
+    counts = {
+        n: re.findall(r"resnet18 seed 42 epoch 1/1: .* \| (\d+) images, \d+ img/s", out) for n, out in outputs.items()
+    }
     assert counts[1] == counts[2] == ["32"]  # tiny_data has 32 training images; printed once, by rank 0
 
 
 @pytest.mark.slow
 def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
-    proj = make_project(tmp_path / "p", tiny_data, merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": 2, "epochs": 3}}),
-                        git=False)
+    proj = make_project(
+        tmp_path / "p",
+        tiny_data,
+        merge(TINY, {"backbones": ["resnet18"], "train": {"nproc": 2, "epochs": 3}}),
+        git=False,
+    )
     run(stage_cmd("preprocess"), proj)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(proj))
-    proc = subprocess.Popen(TRAIN, cwd=proj, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        TRAIN, cwd=proj, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = proj / RUN["resume"]
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -77,10 +95,13 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
 
 def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
     import stages.train
-    from stages.lib.params.schema import Train
     from stages.lib.core.errors import UserError
+    from stages.lib.params.schema import Train
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(stages.train.distributed, "launch", lambda *a: pytest.fail("launched anyway"))
-    with pytest.raises(UserError, match=r"^train.nproc 4 exceeds the 2 visible GPU\(s\); lower it or set CUDA_VISIBLE_DEVICES$"):
+    with pytest.raises(
+        UserError, match=r"^train.nproc 4 exceeds the 2 visible GPU\(s\); lower it or set CUDA_VISIBLE_DEVICES$"
+    ):
         stages.train.launch_ranks("resnet18", Train(nproc=4, pretrained=False))

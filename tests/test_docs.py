@@ -1,6 +1,7 @@
 """README.md and docs/ as a reader follows them: every link leads somewhere, and the GPU requirement
 they state is the one of the torch build the lock installs. (The README's commands run on the demo
 in tests/test_pipeline.py.)"""
+
 import re
 from pathlib import Path
 
@@ -60,8 +61,10 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
     import json
 
     readme = " ".join((ROOT / "README.md").read_text().split())
-    results = {n: json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text())
-               for n in ("loader", "epoch", "scale", "quality")}
+    results = {
+        n: json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text())
+        for n in ("loader", "epoch", "scale", "quality")
+    }
     loader, epoch, scale, quality = results.values()
     assert f"{loader['speedup']:.1f}x the study's images/s" in readme
     assert f"1/{epoch['speedup']:.2f} of its time ({epoch['breakdown']['speedup_if_data_were_free']:.2f}x" in readme
@@ -69,8 +72,12 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
     assert f"{min(rates):.0f}-{max(rates):.0f} images/s per core" in readme
     assert f"~{scale['extrapolated_100k_s'] / 60:.0f} min projected" in readme
     assert scale["max_peak_rss_mb"] < 1024 and "its own process under 1 GB" in readme
-    names = {"resnet18": "ResNet-18", "densenet121": "DenseNet-121", "efficientnet_b0": "EfficientNet-B0",
-             "convnext_tiny": "ConvNeXt-Tiny"}
+    names = {
+        "resnet18": "ResNet-18",
+        "densenet121": "DenseNet-121",
+        "efficientnet_b0": "EfficientNet-B0",
+        "convnext_tiny": "ConvNeXt-Tiny",
+    }
     for b, r in quality["backbones"].items():
         assert f"{names[b]} {r['test_macro_f1']['mean']:.3f} ± {r['test_macro_f1']['sd']:.3f}" in readme
     gains = [r["seed_ensemble_gain"] for r in quality["backbones"].values()]
@@ -86,8 +93,14 @@ def test_the_scale_figures_in_docs_are_the_committed_scale_json():
     g, cores = scale["growth"], scale["target"]["cores"]
     assert " / ".join(f"{r['img_s_per_core']:.1f}" for r in scale["sizes"]) + " img/s per core" in doc
     assert "peaks at " + " / ".join(f"{r['peak_rss_mb']:.0f}" for r in scale["sizes"]) + " MB RSS" in doc
-    assert f"~{scale['extrapolated_100k_s']:.0f} s in all: decoding and CLAHE ~{g['decode_clahe']['at_130k_s'] / cores:.0f} s" in doc
-    assert f"hashing ~{g['hashing']['at_130k_s'] / cores:.0f} s, the leakage check ~{g['leakage']['at_130k_s']:.0f} s" in doc
+    assert (
+        f"~{scale['extrapolated_100k_s']:.0f} s in all: decoding and CLAHE ~{g['decode_clahe']['at_130k_s'] / cores:.0f} s"
+        in doc
+    )
+    assert (
+        f"hashing ~{g['hashing']['at_130k_s'] / cores:.0f} s, the leakage check ~{g['leakage']['at_130k_s']:.0f} s"
+        in doc
+    )
     serial = sum(g[p]["at_130k_s"] for p in ("layout", "shortcut", "write_cache", "report", "other"))
     assert f"the other parts in the stage's one process ~{serial:.0f} s" in doc
 
@@ -106,9 +119,12 @@ def test_the_readme_demo_table_is_the_committed_demo_metrics():
             return f"{t[key]:.3f} [{t[f'{key}_ci95'][0]:.3f}, {t[f'{key}_ci95'][1]:.3f}]"
 
         label = "ensemble (mean of the four)" if name == "ensemble" else name
-        assert (f"| {label} | {ci('accuracy')} | {ci('macro_f1')} | {t['macro_auroc']:.3f} | "
-                f"{m['val']['macro_f1']:.3f} |") in readme, name
+        assert (
+            f"| {label} | {ci('accuracy')} | {ci('macro_f1')} | {t['macro_auroc']:.3f} | {m['val']['macro_f1']:.3f} |"
+        ) in readme, name
     shortcut = json.loads((metrics / "data_report.json").read_text())["shortcut"]
-    assert (f"| file metadata only (shortcut audit) | | {shortcut['test']['macro_f1']:.3f} | | "
-            f"{shortcut['val']['macro_f1']:.3f} |") in readme
+    assert (
+        f"| file metadata only (shortcut audit) | | {shortcut['test']['macro_f1']:.3f} | | "
+        f"{shortcut['val']['macro_f1']:.3f} |"
+    ) in readme
     assert len(readme.splitlines()) < 200

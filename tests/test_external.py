@@ -1,19 +1,20 @@
 """External validation without a pipeline run: the external cache, refusals, absent classes, the drop, one
 model scored on a set as evaluate, combine and ensemble score it."""
+
 import numpy as np
 import pytest
 
 from helpers import data_params, manifest_tree, write_xray
-from stages.lib.results import posthoc
-from stages.lib.params.schema import Preprocess
+from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.dataset import CachedSplit, verify_cache
-from stages.lib.core.errors import UserError
 from stages.lib.data.external import SPLIT, build_external_cache
-from stages.lib.results.external_scores import drop, mark_absent, open_caches, restrict, score
-from stages.lib.params.loader import load_params
-from stages.lib.results.metrics import split_metrics
 from stages.lib.data.synthetic import make_external
+from stages.lib.params.loader import load_params
+from stages.lib.params.schema import Preprocess
+from stages.lib.results import posthoc
+from stages.lib.results.external_scores import drop, mark_absent, open_caches, restrict, score
+from stages.lib.results.metrics import split_metrics
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 
@@ -39,8 +40,9 @@ def test_an_external_folder_with_an_unknown_class_is_refused_naming_it(tmp_path)
         write_xray(tmp_path / "ext" / "train" / folder / f"{i}.png", i)
     with pytest.raises(UserError) as err:
         build_external_cache(tmp_path / "ext", tmp_path / "c", P, data_params(), workers=1)
-    assert str(err.value).startswith(f"{tmp_path / 'ext' / 'train' / 'tuberculosis'}: folder name 'tuberculosis' "
-                                     "is not one of data.classes")
+    assert str(err.value).startswith(
+        f"{tmp_path / 'ext' / 'train' / 'tuberculosis'}: folder name 'tuberculosis' is not one of data.classes"
+    )
     assert not (tmp_path / "c").exists()
 
 
@@ -48,8 +50,12 @@ def test_an_absent_class_is_reported_absent_not_zero():
     labels = np.array([0, 1, 2, 0, 1, 2])
     probs = np.eye(4)[[0, 1, 2, 0, 3, 2]] * 0.9 + 0.025
     m = mark_absent(split_metrics(labels, probs, STUDY_CLASSES, 50, 0), probs, STUDY_CLASSES, ["COVID-19"])
-    assert m["per_class"]["COVID-19"] == {"absent": True, "support": 0, "predicted_as": 1,
-                                          "note": "no film of this class in the external set: not scored"}
+    assert m["per_class"]["COVID-19"] == {
+        "absent": True,
+        "support": 0,
+        "predicted_as": 1,
+        "note": "no film of this class in the external set: not scored",
+    }
     assert m["macro_f1"] == pytest.approx(np.mean([1, 2 / 3, 1]))  # over the three classes present
 
 
@@ -67,12 +73,16 @@ def test_the_drop_compares_the_same_classes_with_a_ci():
     assert 0 < d["drop_ci95"][0] <= d["drop"] <= d["drop_ci95"][1]
 
 
-@pytest.mark.parametrize("external,message", [
-    ("{data: data}", "external data: 'data' must be a folder inside the project other than data/"),
-    ("{'a b': ext}", "external names 'a b': use letters, digits"),
-])
+@pytest.mark.parametrize(
+    "external,message",
+    [
+        ("{data: data}", "external data: 'data' must be a folder inside the project other than data/"),
+        ("{'a b': ext}", "external names 'a b': use letters, digits"),
+    ],
+)
 def test_bad_external_params_are_refused_naming_them(tmp_path, external, message):
     from helpers import ROOT
+
     text = (ROOT / "params.yaml").read_text().replace("external: {}", f"external: {external}")
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(UserError) as err:
@@ -83,8 +93,10 @@ def test_bad_external_params_are_refused_naming_them(tmp_path, external, message
 def test_a_set_not_preprocessed_or_preprocessed_otherwise_is_refused_before_scoring(tmp_path):
     with pytest.raises(UserError) as err:
         open_caches(tmp_path, ["kaggle"], {"preprocess": P.model_dump(), "classes": list(STUDY_CLASSES)})
-    assert str(err.value) == (f"{tmp_path / 'kaggle'} not found: the external set 'kaggle' (params.yaml `external`) is "
-                              "not preprocessed yet; run dvc repro external@kaggle")
+    assert str(err.value) == (
+        f"{tmp_path / 'kaggle'} not found: the external set 'kaggle' (params.yaml `external`) is "
+        "not preprocessed yet; run dvc repro external@kaggle"
+    )
     meta = build_external_cache(manifest_tree(tmp_path / "ext"), tmp_path / "kaggle", P, data_params(), workers=1)
     assert open_caches(tmp_path, ["kaggle"], meta) == {"kaggle": (tmp_path / "kaggle", SPLIT)}
     other = {"preprocess": {**P.model_dump(), "img_size": 64}, "classes": list(STUDY_CLASSES)}

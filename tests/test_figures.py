@@ -1,4 +1,5 @@
 """Figures, summary and HTML report as a reader relies on them: sizes, panels, legend values, marks."""
+
 import base64
 import json
 import re
@@ -14,21 +15,32 @@ import torch
 from PIL import Image
 
 from helpers import skip_unless_ci
-from stages.lib.model import gradcam
 from stages.lib.core.errors import UserError
-from stages.lib.report.html import html_report
-from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
+from stages.lib.model import gradcam
 from stages.lib.model.registry import build_model
-from stages.lib.report.plots import COLUMN, PAGE, SYNTHETIC_MARK, confusion_grid, gradcam_grid, model_colours, save_figure
-from stages.lib.report.run_plots import comparison, training_curves
 from stages.lib.report.class_curves import pr_grid, reliability_grid, roc_grid
+from stages.lib.report.html import html_report
+from stages.lib.report.plots import (
+    COLUMN,
+    PAGE,
+    SYNTHETIC_MARK,
+    confusion_grid,
+    gradcam_grid,
+    model_colours,
+    save_figure,
+)
+from stages.lib.report.run_plots import comparison, training_curves
 from stages.lib.report.summary import summary_markdown
+from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
 MODELS = ["resnet18", "densenet121", "efficientnet_b0", "ensemble"]
 STUDY = {"resnet18": (0.818, 0.846), "densenet121": (0.838, 0.836)}
-SHORTCUT = {"val": {"macro_f1": 0.41, "per_class_recall": {c: 0.4 for c in CLASSES}}, "test": {
-    "macro_f1": 0.38, "per_class_recall": {c: 0.4 for c in CLASSES}}, "features": ["width"]}
+SHORTCUT = {
+    "val": {"macro_f1": 0.41, "per_class_recall": {c: 0.4 for c in CLASSES}},
+    "test": {"macro_f1": 0.38, "per_class_recall": {c: 0.4 for c in CLASSES}},
+    "features": ["width"],
+}
 
 
 def outputs_of(n: int, seed: int):
@@ -60,20 +72,38 @@ def results():
 def histories():
     def curve(start, end):
         return [(e, float(v)) for e, v in enumerate(np.linspace(start, end, 4), 1)]
-    return {m: [{s: {"loss": curve(1.2, 0.4), "macro_f1": curve(0.3, 0.7), "accuracy": curve(0.3, 0.8)}
-                 for s in ("train", "val")}] for m in MODELS[:-1]}
+
+    return {
+        m: [
+            {
+                s: {"loss": curve(1.2, 0.4), "macro_f1": curve(0.3, 0.7), "accuracy": curve(0.3, 0.8)}
+                for s in ("train", "val")
+            }
+        ]
+        for m in MODELS[:-1]
+    }
 
 
 def all_figures(results):
     outputs, scores = results
     test = {m: scores[m]["test"] for m in MODELS}
     colours = model_colours(MODELS)
-    cams = [[{"image": np.full((32, 32), 120, np.uint8), "heat": np.linspace(0, 1, 1024).reshape(32, 32),
-              "caption": f"correct: true {c}\npredicted {c} (p=0.90)"}] * 2 for c in CLASSES]
+    cams = [
+        [
+            {
+                "image": np.full((32, 32), 120, np.uint8),
+                "heat": np.linspace(0, 1, 1024).reshape(32, 32),
+                "caption": f"correct: true {c}\npredicted {c} (p=0.90)",
+            }
+        ]
+        * 2
+        for c in CLASSES
+    ]
     return {
         "comparison": comparison(scores, study=STUDY, shortcut=SHORTCUT, colours=colours),
-        "confusion": confusion_grid({m: confusion(o[0], o[1].argmax(1), 4) for m, o in outputs["test"].items()},
-                                    CLASSES, "Confusion"),
+        "confusion": confusion_grid(
+            {m: confusion(o[0], o[1].argmax(1), 4) for m, o in outputs["test"].items()}, CLASSES, "Confusion"
+        ),
         "roc": roc_grid(outputs["test"], test, CLASSES, None, colours),
         "pr": pr_grid(outputs["test"], test, CLASSES, colours),
         "reliability": reliability_grid(outputs["test"], test, 15, colours),
@@ -84,8 +114,11 @@ def all_figures(results):
 
 def panels(fig) -> list:
     """The figure's data panels (no colour bars), in every subfigure."""
-    return [ax for ax in fig.findobj(lambda a: hasattr(a, "get_subplotspec") and a.get_subplotspec() is not None)
-            if ax.get_label() != "<colorbar>"]
+    return [
+        ax
+        for ax in fig.findobj(lambda a: hasattr(a, "get_subplotspec") and a.get_subplotspec() is not None)
+        if ax.get_label() != "<colorbar>"
+    ]
 
 
 def legend_texts(ax) -> list[str]:
@@ -96,8 +129,11 @@ def test_every_figure_is_printed_at_column_or_page_width_with_8pt_text_and_3_pan
     for name, fig in all_figures(results).items():
         fig.canvas.draw()
         assert fig.get_figwidth() in (COLUMN, PAGE), name
-        small = {(t.get_text(), t.get_fontsize()) for t in fig.findobj(matplotlib.text.Text)
-                 if t.get_visible() and t.get_text().strip() and t.get_fontsize() < 8}
+        small = {
+            (t.get_text(), t.get_fontsize())
+            for t in fig.findobj(matplotlib.text.Text)
+            if t.get_visible() and t.get_text().strip() and t.get_fontsize() < 8
+        }
         assert not small, f"{name}: text under 8 pt: {small}"
         rows = {}
         for ax in panels(fig):
@@ -128,7 +164,8 @@ def test_roc_and_pr_legends_hold_the_metrics_values_with_chance_and_prevalence(r
     for c, (r, p, cls) in enumerate(zip(panels(roc), panels(pr), CLASSES)):
         auroc = {m: test[m]["per_class"][cls]["auroc"] for m in MODELS}
         assert legend_texts(r) == [f"{m} {auroc[m]:.2f} [{ci[m][c][0]:.2f}, {ci[m][c][1]:.2f}]" for m in MODELS] + [
-            "chance (0.50)"]
+            "chance (0.50)"
+        ]
         assert all(ci[m][c][0] <= auroc[m] <= ci[m][c][1] for m in MODELS)
         ap = [test[m]["per_class"][cls]["average_precision"] for m in MODELS]
         assert legend_texts(p) == [f"{m} {v:.2f}" for m, v in zip(MODELS, ap)] + ["prevalence 0.25"]
@@ -161,8 +198,13 @@ def test_study_values_only_on_val_and_seed_dots_only_with_several_seeds(results)
     assert not any(a.get_gid() == "seed" for ax in axes.values() for a in ax.get_children())
     assert "1 seed: no run-to-run spread" in [t.get_text() for t in fig.legends[0].get_texts()]
 
-    seeds = {m: {"seeds": [1, 2, 3], **{s: {k: [0.5, 0.6, 0.7] for k in ("accuracy", "macro_f1", "macro_auroc")}
-                                        for s in ("val", "test")}} for m in MODELS}
+    seeds = {
+        m: {
+            "seeds": [1, 2, 3],
+            **{s: {k: [0.5, 0.6, 0.7] for k in ("accuracy", "macro_f1", "macro_auroc")} for s in ("val", "test")},
+        }
+        for m in MODELS
+    }
     fig = comparison(scores, seeds=seeds)
     dots = [a for ax in panels(fig) for a in ax.get_children() if a.get_gid() == "seed"]
     assert len(dots) == 6 * len(MODELS) and all(list(d.get_xdata()) == [0.5, 0.6, 0.7] for d in dots)
@@ -184,8 +226,11 @@ def test_confusion_cells_hold_count_and_row_percentage(results):
     fig = confusion_grid(cm, CLASSES, "Confusion")
     ax = panels(fig)[0]
     cells = [t.get_text() for t in ax.texts]
-    expected = [f"{cm['resnet18'][i, j]}\n{cm['resnet18'][i, j] / cm['resnet18'][i].sum():.0%}"
-                for i in range(4) for j in range(4)]
+    expected = [
+        f"{cm['resnet18'][i, j]}\n{cm['resnet18'][i, j] / cm['resnet18'][i].sum():.0%}"
+        for i in range(4)
+        for j in range(4)
+    ]
     assert cells == expected and len(panels(fig)) == len(MODELS)
 
 
@@ -203,8 +248,9 @@ def test_reliability_shows_the_metrics_bins_counts_and_ece(results):
 def test_training_curves_share_y_per_column_and_star_the_best_epoch():
     fig = training_curves(histories(), {m: [3] for m in MODELS[:-1]})
     axes = panels(fig)
-    assert [ax.get_title() for ax in axes] == [f"{s} {m}" for s in ("train", "val")
-                                               for m in ("loss", "macro-F1", "accuracy")]
+    assert [ax.get_title() for ax in axes] == [
+        f"{s} {m}" for s in ("train", "val") for m in ("loss", "macro-F1", "accuracy")
+    ]
     for c in range(3):
         assert axes[c].get_shared_y_axes().joined(axes[c], axes[c + 3])
     assert not axes[0].get_shared_y_axes().joined(axes[0], axes[1])
@@ -227,16 +273,25 @@ def test_no_heatmap_below_a_7x7_feature_map_and_the_figure_says_why():
     why = gradcam.too_coarse("resnet18", 64, (2, 2))
     assert "2x2, under 7x7" in why and "preprocess.img_size >= 224" in why
     image = torch.randint(0, 256, (1, 1, 64, 64), dtype=torch.uint8)
-    fig = gradcam_grid([[{"image": image[0, 0].numpy(), "heat": None, "caption": "correct: true normal"}]],
-                       "resnet18", why)
+    fig = gradcam_grid(
+        [[{"image": image[0, 0].numpy(), "heat": None, "caption": "correct: true normal"}]], "resnet18", why
+    )
     assert why in fig.get_suptitle() and len(panels(fig)) == 1
     assert not fig.findobj(lambda a: a.get_label() == "<colorbar>")
 
 
 def test_gradcam_shows_the_image_beside_a_translucent_perceptual_heatmap_with_a_colour_bar():
-    examples = [[{"image": np.zeros((32, 32), np.uint8), "heat": np.ones((32, 32)),
-                  "caption": f"{kind}: true {c}\npredicted virus (p=0.60)"} for kind in ("correct", "MISCLASSIFIED")]
-                for c in CLASSES]
+    examples = [
+        [
+            {
+                "image": np.zeros((32, 32), np.uint8),
+                "heat": np.ones((32, 32)),
+                "caption": f"{kind}: true {c}\npredicted virus (p=0.60)",
+            }
+            for kind in ("correct", "MISCLASSIFIED")
+        ]
+        for c in CLASSES
+    ]
     fig = gradcam_grid(examples, "t")
     axes = panels(fig)
     assert len(axes) == 16  # 4 classes x 2 examples x (image, overlay)
@@ -264,22 +319,35 @@ def test_summary_is_a_results_section_with_a_table_per_split(results):
     for m in MODELS:
         for split, table in (("val", val), ("test", test)):
             s = scores[m][split]
-            assert (f"| {m} | {s['accuracy']:.3f} [{s['accuracy_ci95'][0]:.3f}, {s['accuracy_ci95'][1]:.3f}] | "
-                    f"{s['macro_f1']:.3f} [") in table
+            assert (
+                f"| {m} | {s['accuracy']:.3f} [{s['accuracy_ci95'][0]:.3f}, {s['accuracy_ci95'][1]:.3f}] | "
+                f"{s['macro_f1']:.3f} ["
+            ) in table
     assert "| *metadata only, no pixels (shortcut audit)* | | 0.410 |" in val and "| 0.380 |" in test
     assert "SYNTHETIC DATA" in text.split("##")[0]
     assert "![Models compared](../plots/figures/comparison.png)" in text
     pc = scores["resnet18"]["test"]["per_class"]["virus"]
-    assert f"| resnet18 | virus | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['auroc']:.3f} | " \
-           f"{pc['average_precision']:.3f} | {pc['support']} |" in text
+    assert (
+        f"| resnet18 | virus | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['auroc']:.3f} | "
+        f"{pc['average_precision']:.3f} | {pc['support']} |" in text
+    )
     assert "## Seeds" not in text and "## Paired comparisons" not in text  # the report stage adds them
 
 
 def test_summary_places_the_seed_and_comparison_sections_after_the_shortcut_audit(results):
     sections = ["## Seeds", "", "| resnet18 | 2 | 42: 0.500, 7: 0.600 |", "", "## Paired comparisons", ""]
     text = summary(results, sections=sections)
-    order = [text.index(h) for h in ("## Test split", "## Shortcut audit", "## Seeds", "## Paired comparisons",
-                                     "## Per class (test)", "## Figures")]
+    order = [
+        text.index(h)
+        for h in (
+            "## Test split",
+            "## Shortcut audit",
+            "## Seeds",
+            "## Paired comparisons",
+            "## Per class (test)",
+            "## Figures",
+        )
+    ]
     assert order == sorted(order) and "| resnet18 | 2 | 42: 0.500, 7: 0.600 |" in text
 
 
@@ -290,8 +358,10 @@ def test_the_shortcut_warning_follows_the_paired_comparison_the_one_rule(results
 
     _, scores = results
     assert all(scores[m]["test"]["macro_f1_ci95"][0] > SHORTCUT["test"]["macro_f1"] for m in MODELS[2:])
-    paired = {m: {"difference": 0.2, "ci95": ci, "verdict": verdict(ci)}
-              for m, ci in (("resnet18", [0.05, 0.3]), ("efficientnet_b0", [-0.01, 0.3]), ("ensemble", [0.0, 0.3]))}
+    paired = {
+        m: {"difference": 0.2, "ci95": ci, "verdict": verdict(ci)}
+        for m, ci in (("resnet18", [0.05, 0.3]), ("efficientnet_b0", [-0.01, 0.3]), ("ensemble", [0.0, 0.3]))
+    }
     audit = summary(results, versus_shortcut=paired).split("## Shortcut audit")[1].split("\n## ")[0]
     warned = {m for m in MODELS if f"WARNING: {m} does not clearly beat the metadata-only shortcut" in audit}
     assert warned == {"densenet121", "efficientnet_b0", "ensemble"}
@@ -303,8 +373,9 @@ def test_html_report_inlines_every_image_and_refuses_a_missing_one(tmp_path):
     (tmp_path / "plots").mkdir()
     png = tmp_path / "plots" / "a.png"
     Image.new("RGB", (4, 3), "red").save(png)
-    page = html_report("# R\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![A](plots/a.png)\n\n<script>x()</script>\n",
-                       tmp_path, "T")
+    page = html_report(
+        "# R\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![A](plots/a.png)\n\n<script>x()</script>\n", tmp_path, "T"
+    )
     assert "<table>" in page and "<script>" not in page  # raw HTML in the Markdown is escaped
     src = re.findall(r'<img src="([^"]+)"', page)
     assert src == ["data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()]
@@ -320,33 +391,73 @@ CHROMIUM = shutil.which("chromium")
 @pytest.fixture
 def chromium():
     if CHROMIUM is None:
-        skip_unless_ci("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it): "
-                       "the HTML report is unchecked")
+        skip_unless_ci(
+            "Debian's chromium is not installed (apt-get install chromium; .ci/run installs it): "
+            "the HTML report is unchecked"
+        )
 
 
 needs_chromium = pytest.mark.usefixtures("chromium")
 # Headless, no GPU, no background traffic of the browser's own, and no host resolves.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--host-resolver-rules=MAP * ~NOTFOUND"]
-PROBE = ('<script>addEventListener("load", () => { const p = document.createElement("pre"); p.id = "probe"; '
-         'p.textContent = JSON.stringify([...document.images].map(i => i.naturalWidth)); '
-         'document.body.appendChild(p); });</script>')
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]
+PROBE = (
+    '<script>addEventListener("load", () => { const p = document.createElement("pre"); p.id = "probe"; '
+    "p.textContent = JSON.stringify([...document.images].map(i => i.naturalWidth)); "
+    "document.body.appendChild(p); });</script>"
+)
 
 
 def open_in_chromium(page: Path, work: Path) -> dict:
     """Load `page` in headless Chromium: a screenshot, the requests the page itself made (from Chromium's
     NetLog; the browser's own have no origin), and each image's decoded width (a probe on a copy)."""
     shot, netlog, probe = work / "shot.png", work / "net.json", work / "probe.html"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={work / 'p1'}", f"--log-net-log={netlog}",
-                    "--window-size=1200,1800", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={work / 'p1'}",
+            f"--log-net-log={netlog}",
+            "--window-size=1200,1800",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     log = json.loads(netlog.read_text())
     start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    requests = [p["url"] for e in log["events"] if e["type"] == start
-                for p in [e.get("params", {})] if "url" in p and p.get("initiator") != "not an origin"]
+    requests = [
+        p["url"]
+        for e in log["events"]
+        if e["type"] == start
+        for p in [e.get("params", {})]
+        if "url" in p and p.get("initiator") != "not an origin"
+    ]
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={work / 'p2'}", "--virtual-time-budget=10000",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={work / 'p2'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     widths = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
     return {"screenshot": np.asarray(Image.open(shot).convert("L")), "requests": requests, "widths": widths}
 
@@ -354,8 +465,10 @@ def open_in_chromium(page: Path, work: Path) -> dict:
 @needs_chromium
 def test_the_browser_check_catches_an_external_request_and_a_broken_image(tmp_path):
     page = tmp_path / "cdn.html"
-    page.write_text('<html><body><h1>x</h1><img src="data:image/png;base64,AAAA">'
-                    '<script src="https://cdn.jsdelivr.net/npm/vega@5"></script></body></html>')
+    page.write_text(
+        '<html><body><h1>x</h1><img src="data:image/png;base64,AAAA">'
+        '<script src="https://cdn.jsdelivr.net/npm/vega@5"></script></body></html>'
+    )
     seen = open_in_chromium(page, tmp_path)
     assert seen["requests"] == ["https://cdn.jsdelivr.net/npm/vega@5"] and seen["widths"] == [0]
 

@@ -1,4 +1,5 @@
 """Every supported file format ends as one 8-bit gray channel in the right orientation."""
+
 import struct
 import zlib
 
@@ -16,7 +17,9 @@ from stages.lib.data.formats import BadImage, load_gray
 
 @pytest.mark.parametrize("bits,dtype,maximum", [(8, np.uint8, 255), (12, np.uint16, 4095), (16, np.uint16, 65535)])
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
-def test_dicom_decodes_upright_to_full_8bit_range_with_monochrome1_inverted(tmp_path, bits, dtype, maximum, photometric):
+def test_dicom_decodes_upright_to_full_8bit_range_with_monochrome1_inverted(
+    tmp_path, bits, dtype, maximum, photometric
+):
     path = tmp_path / "film.dcm"
     write_dicom(path, gradient(maximum, dtype), photometric, bits)
     gray, facts = load_gray(path)
@@ -26,16 +29,32 @@ def test_dicom_decodes_upright_to_full_8bit_range_with_monochrome1_inverted(tmp_
         assert (gray.min(), column[-1], mark) == (0, 255, 255) and np.all(np.diff(column) >= 0)
     else:  # stored dark bone -> shown bright: the stored maximum (bottom row, mark) becomes black
         assert (gray.max(), column[-1], mark) == (255, 0, 0) and np.all(np.diff(column) <= 0)
-    assert facts == {"format": "DICOM", "width": COLS, "height": ROWS, "channels": 1, "bit_depth": bits,
-                     "scaled_by": "DICOM BitsStored", "frames": 1, "patient_id": "P-0042",
-                     "file_bytes": path.stat().st_size}
+    assert facts == {
+        "format": "DICOM",
+        "width": COLS,
+        "height": ROWS,
+        "channels": 1,
+        "bit_depth": bits,
+        "scaled_by": "DICOM BitsStored",
+        "frames": 1,
+        "patient_id": "P-0042",
+        "file_bytes": path.stat().st_size,
+    }
 
 
 def test_dicom_window_and_rescale_are_applied(tmp_path):
     path = tmp_path / "windowed.dcm"
     # stored 0..4095, rescaled to -1024..3071; the window shows -1024..1024, the rest saturates
-    write_dicom(path, gradient(4095, np.uint16), "MONOCHROME2", 12, RescaleSlope=1, RescaleIntercept=-1024,
-                WindowCenter=0, WindowWidth=2048)
+    write_dicom(
+        path,
+        gradient(4095, np.uint16),
+        "MONOCHROME2",
+        12,
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        WindowCenter=0,
+        WindowWidth=2048,
+    )
     gray, _ = load_gray(path)
     hounsfield = np.linspace(0, 4095, ROWS).astype(np.uint16).astype(float) - 1024
     expected = np.clip((hounsfield + 1024) / 2048, 0, 1) * 255
@@ -50,21 +69,30 @@ def test_dicom_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
         load_gray(path, max_pixels=1000)
 
 
-@pytest.mark.parametrize("suffix,pixels,expected", [
-    (".png", np.full((36, 54), 300 * 200, np.uint16), ("PNG", 1, 16, 233)),                # 16-bit gray
-    (".png", np.dstack([np.full((36, 54), 40000, np.uint16)] * 3), ("PNG", 3, 16, 156)),  # 16-bit RGB
-    (".bmp", np.dstack([np.full((36, 54), 90, np.uint8)] * 3), ("BMP", 3, 8, 90)),
-    (".tif", np.full((36, 54), 17, np.uint8), ("TIFF", 1, 8, 17)),
-    (".tif", np.full((36, 54), 3000, np.uint16), ("TIFF", 1, 12, 187)),                   # 12 bits in 16
-    (".jpg", np.full((36, 54), 128, np.uint8), ("JPEG", 1, 8, 128)),
-])
+@pytest.mark.parametrize(
+    "suffix,pixels,expected",
+    [
+        (".png", np.full((36, 54), 300 * 200, np.uint16), ("PNG", 1, 16, 233)),  # 16-bit gray
+        (".png", np.dstack([np.full((36, 54), 40000, np.uint16)] * 3), ("PNG", 3, 16, 156)),  # 16-bit RGB
+        (".bmp", np.dstack([np.full((36, 54), 90, np.uint8)] * 3), ("BMP", 3, 8, 90)),
+        (".tif", np.full((36, 54), 17, np.uint8), ("TIFF", 1, 8, 17)),
+        (".tif", np.full((36, 54), 3000, np.uint16), ("TIFF", 1, 12, 187)),  # 12 bits in 16
+        (".jpg", np.full((36, 54), 128, np.uint8), ("JPEG", 1, 8, 128)),
+    ],
+)
 def test_raster_formats_decode_to_gray_with_their_facts(tmp_path, suffix, pixels, expected):
     path = tmp_path / f"img{suffix}"
     cv2.imwrite(str(path), pixels)
     gray, facts = load_gray(path)
     fmt, channels, bits, value = expected
     assert gray.shape == (36, 54) and gray.dtype == np.uint8 and abs(int(gray[3, 4]) - value) <= 1
-    assert (facts["format"], facts["channels"], facts["bit_depth"], facts["width"], facts["height"]) == (fmt, channels, bits, 54, 36)
+    assert (facts["format"], facts["channels"], facts["bit_depth"], facts["width"], facts["height"]) == (
+        fmt,
+        channels,
+        bits,
+        54,
+        36,
+    )
 
 
 def test_raster_over_the_pixel_limit_is_refused(tmp_path):
@@ -74,10 +102,13 @@ def test_raster_over_the_pixel_limit_is_refused(tmp_path):
         load_gray(path, max_pixels=5000)
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"just some notes, not a picture", "not a readable image"),
-    (b"", "empty file"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"just some notes, not a picture", "not a readable image"),
+        (b"", "empty file"),
+    ],
+)
 def test_non_images_are_refused_naming_the_file(tmp_path, content, message):
     path = tmp_path / "notes.png"
     path.write_bytes(content)
@@ -95,6 +126,7 @@ def test_truncated_jpeg_is_refused(tmp_path):
 
 # --- true bit depth: never a per-image stretch -------------------------------------------------
 
+
 def write_png(path, pixels: np.ndarray, sbit: int | None = None):
     """A PNG as OpenCV writes it, with an sBIT chunk spliced in after IHDR when `sbit` is given."""
     data = cv2.imencode(".png", pixels)[1].tobytes()
@@ -105,17 +137,20 @@ def write_png(path, pixels: np.ndarray, sbit: int | None = None):
     return path
 
 
-@pytest.mark.parametrize("top,stored,sbit,bits,scaled_by", [
-    (4095, lambda v: v, None, 12, "image maximum"),      # 12-bit export, no sBIT: the issue's nearly black film
-    (3000, lambda v: v, None, 12, "image maximum"),      # a darker 12-bit film: same depth, no stretch
-    (1000, lambda v: v, None, 10, "image maximum"),
-    (1000, lambda v: v, 12, 12, "PNG sBIT"),           # sBIT wins over the maximum's 10 bits
-    (4095, lambda v: v << 4, 12, 16, "file depth"),      # sBIT 12, samples scaled to 16 bits as the PNG standard asks
-])
+@pytest.mark.parametrize(
+    "top,stored,sbit,bits,scaled_by",
+    [
+        (4095, lambda v: v, None, 12, "image maximum"),  # 12-bit export, no sBIT: the issue's nearly black film
+        (3000, lambda v: v, None, 12, "image maximum"),  # a darker 12-bit film: same depth, no stretch
+        (1000, lambda v: v, None, 10, "image maximum"),
+        (1000, lambda v: v, 12, 12, "PNG sBIT"),  # sBIT wins over the maximum's 10 bits
+        (4095, lambda v: v << 4, 12, 16, "file depth"),  # sBIT 12, samples scaled to 16 bits as the PNG standard asks
+    ],
+)
 def test_16bit_png_is_scaled_by_its_true_bit_depth(tmp_path, top, stored, sbit, bits, scaled_by):
     values = np.linspace(0, top, ROWS * COLS).round().astype(np.uint16).reshape(ROWS, COLS)
     gray, facts = load_gray(write_png(tmp_path / "film.png", stored(values), sbit))
-    expected = np.round(stored(values).astype(float) * 255 / (2 ** bits - 1))
+    expected = np.round(stored(values).astype(float) * 255 / (2**bits - 1))
     np.testing.assert_allclose(gray, expected, atol=0.51)
     assert (facts["bit_depth"], facts["scaled_by"]) == (bits, scaled_by)
 
@@ -139,7 +174,7 @@ def test_dicom_voi_lut_sequence_is_applied_and_scaled_by_its_output_range(tmp_pa
     item = pydicom.Dataset()
     lut = np.round(4095 * np.sqrt(np.arange(4096) / 4095)).astype(np.uint16)  # a gamma curve
     item.add_new(0x00283002, "US", [4096, 0, 12])  # LUT Descriptor: entries, first value, bits
-    item.add_new(0x00283006, "US", lut.tolist())   # LUT Data
+    item.add_new(0x00283006, "US", lut.tolist())  # LUT Data
     path = tmp_path / "lut.dcm"
     write_dicom(path, gradient(4095, np.uint16), "MONOCHROME2", 12, VOILUTSequence=Sequence([item]))
     gray, facts = load_gray(path)
@@ -149,6 +184,7 @@ def test_dicom_voi_lut_sequence_is_applied_and_scaled_by_its_output_range(tmp_pa
 
 
 # --- EXIF orientation, as viewers show it ---------------------------------------------------
+
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
 def test_exif_orientation_is_applied_as_viewers_show_it(tmp_path, suffix):
@@ -167,11 +203,14 @@ def test_exif_orientation_is_applied_as_viewers_show_it(tmp_path, suffix):
 
 # --- sizes from the header, before decoding ---------------------------------------------------
 
+
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Fail the test if any pixel is decoded."""
+
     def refuse(*a, **k):
         raise AssertionError("decoded")
+
     monkeypatch.setattr(formats.cv2, "imdecode", refuse)
 
 

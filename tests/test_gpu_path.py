@@ -1,6 +1,7 @@
 """What the GPU path relies on, proven on the CPU: the GPU check starts on a bare Python, no stage
 reaches the network, the training and validation loops read from the device once per epoch whatever
 its length, one batch shape where cuDNN autotunes, and evaluate's mixed precision agrees with fp32."""
+
 import collections
 import contextlib
 import json
@@ -16,8 +17,21 @@ from helpers import ROOT
 
 CPU = torch.device("cpu")
 # What a bare CUDA machine's Python lacks until .whl/ is unpacked (plus what the lock has in other majors).
-BARE = ("pydantic", "dvc", "dvclive", "albumentations", "pydicom", "pytorch_grad_cam", "cv2", "sklearn",
-        "matplotlib", "packaging", "scipy", "PIL", "tqdm")
+BARE = (
+    "pydantic",
+    "dvc",
+    "dvclive",
+    "albumentations",
+    "pydicom",
+    "pytorch_grad_cam",
+    "cv2",
+    "sklearn",
+    "matplotlib",
+    "packaging",
+    "scipy",
+    "PIL",
+    "tqdm",
+)
 BLOCKER = """
 import sys
 BLOCKED = set({blocked!r})
@@ -73,26 +87,47 @@ def _sitecustomized(tmp_path, code: str, **env) -> dict:
 
 # --- 1. the GPU check on a bare machine ------------------------------------------------------------
 
+
 def test_gpu_check_starts_with_only_torch_pyyaml_and_the_standard_library(tmp_path):
     env = _sitecustomized(tmp_path, BLOCKER.format(blocked=BARE))
     blocked = subprocess.run([sys.executable, "-c", "import cv2"], env=env, capture_output=True, text=True)
     assert "blocked by the test" in blocked.stderr  # the hook works
-    helped = subprocess.run([sys.executable, "-m", "tools.gpu.gpu_check", "--help"], env=env, cwd=ROOT,
-                            capture_output=True, text=True)
+    helped = subprocess.run(
+        [sys.executable, "-m", "tools.gpu.gpu_check", "--help"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     assert helped.returncode == 0 and "usage:" in helped.stdout and "--results" in helped.stdout, helped.stderr
     # Started for real: no .whl/, so it probes this (bare) Python, finds what is missing and says what to carry.
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "tools.gpu.gpu_check", "--smoke", "--results", str(results),
-                           "--wheels", str(tmp_path / "no-wheels")], env=env, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.gpu.gpu_check",
+            "--smoke",
+            "--results",
+            str(results),
+            "--wheels",
+            str(tmp_path / "no-wheels"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     check = json.loads((results / "gpu.json").read_text())["check"]
     assert check["modules"]["torch"] == torch.__version__ and check["modules"]["yaml"] != "ok"
     assert all(check["modules"][m].startswith("MISSING") for m in ("pydantic", "cv2", "albumentations", "dvclive"))
-    assert check["error"].startswith("cannot import ") and "pydantic" in check["error"] and "make gpu-wheels" in check["error"]
+    assert (
+        check["error"].startswith("cannot import ")
+        and "pydantic" in check["error"]
+        and "make gpu-wheels" in check["error"]
+    )
     assert "Traceback" not in (results / "gpu_check.log").read_text()
 
 
 # --- 3. no network ----------------------------------------------------------------------------------
+
 
 def test_no_stage_reaches_the_network_at_import_or_run(tmp_path, demo_project):
     log = tmp_path / "network.log"
@@ -103,15 +138,47 @@ def test_no_stage_reaches_the_network_at_import_or_run(tmp_path, demo_project):
     assert "getaddrinfo" in log.read_text()
     log.unlink()
     # ... and none from any stage module imported, nor from a stage run.
-    modules = ["stages.preprocess", "stages.train", "stages.evaluate", "stages.combine", "stages.ensemble",
-               "stages.report", "stages.predict", "tools.make_demo_data"]
-    subprocess.run([sys.executable, "-c", "import " + ", ".join(modules)], env=env, capture_output=True, check=True,
-                   cwd=demo_project / "demo")
+    modules = [
+        "stages.preprocess",
+        "stages.train",
+        "stages.evaluate",
+        "stages.combine",
+        "stages.ensemble",
+        "stages.report",
+        "stages.predict",
+        "tools.make_demo_data",
+    ]
+    subprocess.run(
+        [sys.executable, "-c", "import " + ", ".join(modules)],
+        env=env,
+        capture_output=True,
+        check=True,
+        cwd=demo_project / "demo",
+    )
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "--backbone", "resnet18", "--cache", "cache",
-                           "--model", "models/resnet18/seed42.pt", "--metrics", str(out / "m.json"),
-                           "--predictions", str(out / "p"), "--gradcam", str(out / "g.png")],
-                          env=env, capture_output=True, text=True, cwd=demo_project / "demo")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.evaluate",
+            "--backbone",
+            "resnet18",
+            "--cache",
+            "cache",
+            "--model",
+            "models/resnet18/seed42.pt",
+            "--metrics",
+            str(out / "m.json"),
+            "--predictions",
+            str(out / "p"),
+            "--gradcam",
+            str(out / "g.png"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=demo_project / "demo",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (out / "m.json").is_file() and not log.exists(), log.read_text()
 
@@ -136,14 +203,25 @@ def _count_host_reads(monkeypatch) -> collections.Counter:
 
 def _small_net():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 4))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 4),
+    )
 
 
 def _batches(n: int, size: int = 4):
     g = torch.Generator().manual_seed(n)
-    return [(torch.randint(0, 256, (size, 1, 8, 8), dtype=torch.uint8, generator=g),
-             torch.randint(0, 4, (size,), generator=g)) for _ in range(n)]
+    return [
+        (
+            torch.randint(0, 256, (size, 1, 8, 8), dtype=torch.uint8, generator=g),
+            torch.randint(0, 4, (size,), generator=g),
+        )
+        for _ in range(n)
+    ]
 
 
 def test_training_and_validation_read_the_device_as_often_for_3_batches_as_for_12(monkeypatch):
@@ -157,7 +235,9 @@ def test_training_and_validation_read_the_device_as_often_for_3_batches_as_for_1
         criterion = torch.nn.CrossEntropyLoss(weight=torch.ones(4))
         with monkeypatch.context() as m:
             counts = _count_host_reads(m)
-            r = train_one_epoch(net, _batches(n_batches), criterion, optimizer, scaler, CPU, contextlib.nullcontext(), "t")
+            r = train_one_epoch(
+                net, _batches(n_batches), criterion, optimizer, scaler, CPU, contextlib.nullcontext(), "t"
+            )
             train = collections.Counter(counts)
             counts.clear()
             val = validate(net, _batches(n_batches), CPU, contextlib.nullcontext(), criterion)
@@ -169,8 +249,8 @@ def test_training_and_validation_read_the_device_as_often_for_3_batches_as_for_1
     assert sum(train3.values()) <= 8 and sum(val3.values()) <= 8  # a handful per epoch, not per batch
 
 
-
 # --- 4. one batch shape where cuDNN autotunes -----------------------------------------------------------
+
 
 def test_padding_the_last_batch_to_one_shape_leaves_every_prediction_as_it_was():
     from stages.lib.model.inference import predict
@@ -191,9 +271,9 @@ def test_padding_the_last_batch_to_one_shape_leaves_every_prediction_as_it_was()
 
 def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path, monkeypatch):
     from helpers import NO_AUGMENT, SEED, tiny_cache
+    from stages.lib.core.errors import UserError
     from stages.lib.model import training
     from stages.lib.params.schema import Train
-    from stages.lib.core.errors import UserError
 
     cache = str(tiny_cache(tmp_path / "cache"))  # 24 training images
     t = Train(batch_size=5, num_workers=0)
@@ -206,12 +286,19 @@ def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path
 
 # --- 6. evaluate's mixed precision against fp32 ------------------------------------------------------------
 
+
 def test_the_agreement_rule_counts_films_that_keep_their_class_and_probabilities():
     from stages.lib.model.agreement import agreement
 
     ref = np.tile([[0.7, 0.1, 0.1, 0.1]], (200, 1))
     near = ref + [[-0.008, 0.008, 0, 0]]  # every probability within 0.01: agrees
-    assert agreement(ref, near) == {"films": 200, "same_class": 1.0, "agreeing": 1.0, "max_prob_diff": 0.008, "ok": True}
+    assert agreement(ref, near) == {
+        "films": 200,
+        "same_class": 1.0,
+        "agreeing": 1.0,
+        "max_prob_diff": 0.008,
+        "ok": True,
+    }
     one_off = near.copy()
     one_off[0] = [0.1, 0.7, 0.1, 0.1]  # 199 of 200 agree: 99.5%, the least that passes
     assert agreement(ref, one_off)["agreeing"] == 0.995 and agreement(ref, one_off)["ok"]
@@ -229,8 +316,10 @@ def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
     torch.manual_seed(0)
     net = build_model("resnet18", 4, 0.0, pretrained=False).eval()
     g = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(0, 256, (25, 1, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(25, dtype=torch.long))
-               for _ in range(4)]
+    batches = [
+        (torch.randint(0, 256, (25, 1, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(25, dtype=torch.long))
+        for _ in range(4)
+    ]
     fp32, _, _ = predict(net, batches, CPU)
     bf16, _, _ = predict(net, batches, CPU, torch.autocast("cpu", dtype=torch.bfloat16))
     r = agreement(fp32, bf16)
@@ -244,6 +333,7 @@ def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
 
 
 # --- 8. the check's table: each dvc stage's wall time from `dvc repro`'s output --------------------------
+
 
 def test_the_check_times_each_stage_from_dvc_repros_running_stage_lines(tmp_path):
     from tools.gpu.gpu_check import Log, dvc_stage_seconds, run

@@ -1,5 +1,6 @@
 """Hospital exports at the edges of the formats (issue 20): an 8-bit VOI LUT, PALETTE COLOR,
 multi-frame files, 16-bit MinIsWhite TIFF and compressed DICOM transfer syntaxes."""
+
 import numpy as np
 import pydicom
 import pytest
@@ -8,8 +9,8 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 
-from stages.lib.data.formats import BadImage, load_gray, to_uint8
 from helpers import gradient, write_dicom
+from stages.lib.data.formats import BadImage, load_gray, to_uint8
 
 
 def test_an_8bit_voi_lut_maps_every_stored_value_without_wrapping(tmp_path):
@@ -47,7 +48,9 @@ def test_palette_and_multiframe_colour_dicom_are_refused_in_one_line(name):
 
 
 def test_a_multiframe_gray_dicom_gives_its_first_frame_and_says_how_many(tmp_path):
-    frames = np.stack([gradient(4095, np.uint16), 4095 - gradient(4095, np.uint16), np.zeros_like(gradient(1, np.uint16))])
+    frames = np.stack(
+        [gradient(4095, np.uint16), 4095 - gradient(4095, np.uint16), np.zeros_like(gradient(1, np.uint16))]
+    )
     path = tmp_path / "cine.dcm"
     write_dicom(path, frames[0], "MONOCHROME2", 12)
     ds = pydicom.dcmread(path)

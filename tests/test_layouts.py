@@ -1,4 +1,5 @@
 """Every layout gives the same samples; val/test splits are seeded, stratified and grouped by patient."""
+
 import csv
 import shutil
 from collections import Counter
@@ -8,16 +9,16 @@ import numpy as np
 import pytest
 
 from helpers import course_tree, data_params, write_xray
-from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import Preprocess
-from stages.lib.core.names import STUDY_CLASSES, UNLABELED
-from stages.lib.data.dataset import read_cache_index
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import STUDY_CLASSES, UNLABELED
+from stages.lib.data.cache import build_cache
+from stages.lib.data.dataset import read_cache_index
+from stages.lib.data.layouts import detect_layout, kaggle_sample, read_layout
+from stages.lib.data.splits import ensure_splits
+from stages.lib.params.schema import Preprocess
 from stages.lib.results.evaluation import read_predictions
 from stages.lib.results.metrics import classification_metrics
 from stages.lib.results.subgroups import columns_to_score, read_metadata, subgroup_scores
-from stages.lib.data.layouts import detect_layout, kaggle_sample, read_layout
-from stages.lib.data.splits import ensure_splits
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FOLDER_NAMES = {"normal": "Normal", "bacteria": "BACTERIA", "virus": "virus", "COVID-19": "Covid-19"}
@@ -51,11 +52,20 @@ def rearrange(real: Path, root: Path, layout: str) -> Path:
 def test_real_images_in_every_layout_give_the_course_counts(tmp_path, real_data, layout):
     data = rearrange(real_data, tmp_path / "data", layout)
     assert detect_layout(data) == layout
-    report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, data_params(), workers=2,
-                         shortcut_dir=tmp_path / "shortcut")
+    report = build_cache(
+        data,
+        tmp_path / "cache",
+        tmp_path / "report.json",
+        P,
+        data_params(),
+        workers=2,
+        shortcut_dir=tmp_path / "shortcut",
+    )
     per_split = {"train": 40, "val": 10, "test": 10}
     assert report["layout"] == layout and report["splits_made"] == {}
-    assert report["counts"] == {s: dict.fromkeys(("normal", "bacteria", "virus", "COVID-19"), n) for s, n in per_split.items()}
+    assert report["counts"] == {
+        s: dict.fromkeys(("normal", "bacteria", "virus", "COVID-19"), n) for s, n in per_split.items()
+    }
     assert report["leakage"]["summary"] is None  # the sample is split by patient; patients are known here
     pairs = report["leakage"]["pairs"]
     assert set(pairs) == {"train/val", "train/test", "val/test"} and not any(any(v.values()) for v in pairs.values())
@@ -71,8 +81,9 @@ def per_source_table_on_real_films(real: Path, tmp_path: Path):
     assert set(metadata) == {"format", "bit_depth", "source"}
     _, labels, probs = read_predictions(tmp_path / "shortcut" / "test.csv", list(STUDY_CLASSES))
     overall = classification_metrics(labels, probs.argmax(1), STUDY_CLASSES)["macro_f1"]
-    table = subgroup_scores(labels, probs, metadata, columns_to_score(metadata, ["source"], "test"), STUDY_CLASSES,
-                            overall, 200, 0)
+    table = subgroup_scores(
+        labels, probs, metadata, columns_to_score(metadata, ["source"], "test"), STUDY_CLASSES, overall, 200, 0
+    )
     with open(real / "SOURCES.csv", newline="") as f:
         expected = Counter(r["repo"] for r in csv.DictReader(f) if r["split"] == "test")
     assert {v: g["n"] for v, g in table["source"].items()} == expected
@@ -86,10 +97,12 @@ def per_source_table_on_real_films(real: Path, tmp_path: Path):
 
 
 def test_kaggle_file_names_give_class_and_patient(tmp_path):
-    cases = {"chest_xray/train/PNEUMONIA/person1000_bacteria_2931.jpeg": ("bacteria", "person1000"),
-             "chest_xray/train/PNEUMONIA/person12_virus_44.jpeg": ("virus", "person12"),
-             "chest_xray/test/NORMAL/IM-0115-0001.jpeg": ("normal", "IM-0115"),
-             "chest_xray/train/NORMAL/NORMAL2-IM-0923-0001.jpeg": ("normal", "IM-0923")}
+    cases = {
+        "chest_xray/train/PNEUMONIA/person1000_bacteria_2931.jpeg": ("bacteria", "person1000"),
+        "chest_xray/train/PNEUMONIA/person12_virus_44.jpeg": ("virus", "person12"),
+        "chest_xray/test/NORMAL/IM-0115-0001.jpeg": ("normal", "IM-0115"),
+        "chest_xray/train/NORMAL/NORMAL2-IM-0923-0001.jpeg": ("normal", "IM-0923"),
+    }
     for rel, (label, patient) in cases.items():
         s = kaggle_sample(tmp_path / rel, tmp_path, STUDY_CLASSES)
         assert (("normal", "bacteria", "virus", "COVID-19")[s.label], s.patient, s.name) == (label, patient, rel)
@@ -137,8 +150,9 @@ def test_folder_names_match_classes_case_insensitively(tmp_path):
 
 
 def test_manifest_without_splits_gets_test_and_val_grouped_by_patient(tmp_path):
-    rows = ["path,label,patient_id"] + [f"img{i}.png,{('normal', 'bacteria', 'virus', 'covid')[i % 4]},p{i // 3}"
-                                        for i in range(120)]
+    rows = ["path,label,patient_id"] + [
+        f"img{i}.png,{('normal', 'bacteria', 'virus', 'covid')[i % 4]},p{i // 3}" for i in range(120)
+    ]
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
     splits, notes = ensure_splits(read_layout(tmp_path, "manifest", STUDY_CLASSES), data_params())
     assert set(notes) == {"val", "test"}
@@ -154,7 +168,8 @@ def test_hidden_label_test_set_is_cached_with_empty_labels(tmp_path):
     report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, data_params(min_val=1), workers=1)
     assert report["counts"]["test"] == {"normal": 0, "bacteria": 0, "virus": 0, "COVID-19": 0, "unlabeled": 4}
     assert (tmp_path / "cache" / "test.csv").read_text().splitlines() == ["filename,label,format,bit_depth"] + [
-        f"{n},,PNG,8" for n in names]  # the built-in film metadata (subgroups) after the empty label
+        f"{n},,PNG,8" for n in names
+    ]  # the built-in film metadata (subgroups) after the empty label
     cached, labels, classes = read_cache_index(tmp_path / "cache", "test")
     assert cached == names and labels.tolist() == [UNLABELED] * 4 and classes == list(STUDY_CLASSES)
     assert np.load(tmp_path / "cache" / "test.npy").shape == (4, 32, 32)
@@ -165,4 +180,7 @@ def test_folder_files_that_are_not_images_are_kept_for_refusal_but_os_clutter_is
     write_xray(tmp_path / "train" / "normal" / "a.png", 1)
     for name in (".DS_Store", "Thumbs.db", "notes.txt"):
         (tmp_path / "train" / "normal" / name).write_text("x")
-    assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == ["train/normal/a.png", "train/normal/notes.txt"]
+    assert [s.name for s in read_layout(tmp_path, "folders", STUDY_CLASSES)["train"]] == [
+        "train/normal/a.png",
+        "train/normal/notes.txt",
+    ]

@@ -1,4 +1,5 @@
 """Planted leaks (a re-encoded, resized copy; an exact copy; a shared patient) are found and reported."""
+
 import json
 import shutil
 
@@ -31,14 +32,22 @@ def test_planted_duplicates_and_shared_patient_are_reported(tmp_path, monkeypatc
     assert (a, b) == ("img/m0.png", "img/dup.jpg") and distance <= leaks["near_duplicate_distance"]
     assert pairs["train/val"]["exact_duplicates"] == [["img/m1.png", "img/copy.png"]]
     assert pairs["train/val"]["near_duplicates"] == [] and pairs["val/test"] == {
-        "shared_patients": [], "exact_duplicates": [], "near_duplicates": []}
-    assert "train/val: 1 exact duplicate(s)" in leaks["summary"] and "train/test: 1 shared patient(s), 1 near" in leaks["summary"]
+        "shared_patients": [],
+        "exact_duplicates": [],
+        "near_duplicates": [],
+    }
+    assert (
+        "train/val: 1 exact duplicate(s)" in leaks["summary"]
+        and "train/test: 1 shared patient(s), 1 near" in leaks["summary"]
+    )
 
 
 def test_leak_fails_the_stage_when_on_leak_is_error(tmp_path, monkeypatch, capsys):
     plant_leaks(manifest_tree(tmp_path / "data"))
     code, err = preprocess(tmp_path, monkeypatch, capsys, on_leak="error")
-    assert code == 2 and err.startswith("error: leakage between splits: train/val: 1 exact duplicate(s) (e.g. img/m1.png ~ img/copy.png)")
+    assert code == 2 and err.startswith(
+        "error: leakage between splits: train/val: 1 exact duplicate(s) (e.g. img/m1.png ~ img/copy.png)"
+    )
     assert err.endswith("fix the splits or set data.on_leak: warn") and "\n" not in err
     assert not (tmp_path / REPORT).exists() and not (tmp_path / "cache").exists()
 

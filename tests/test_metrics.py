@@ -1,11 +1,23 @@
 import numpy as np
 import pytest
-from sklearn.metrics import (average_precision_score, balanced_accuracy_score, classification_report,
-                             precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    classification_report,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
-from stages.lib.results.metrics import (CI_STATISTICS, classification_metrics, confusion, expected_calibration_error,
-                                macro_auroc, macro_f1, split_metrics)
+from stages.lib.results.metrics import (
+    CI_STATISTICS,
+    classification_metrics,
+    confusion,
+    expected_calibration_error,
+    macro_auroc,
+    macro_f1,
+    split_metrics,
+)
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 3])
 Y_PRED = np.array([0, 0, 1, 1, 1, 2, 1, 2, 1, 3])
@@ -68,8 +80,9 @@ def test_vectorised_bootstrap_statistics_equal_sklearn_on_each_resample():
     y = np.array([0, 1, 2, 3] * 20)
     p = probs_for(y, skill=0.2)
     idx = np.random.default_rng(0).integers(0, len(y), (5, len(y)))
-    np.testing.assert_allclose(CI_STATISTICS["accuracy"](y[idx], p[idx]),
-                               [(p[i].argmax(1) == y[i]).mean() for i in idx])
+    np.testing.assert_allclose(
+        CI_STATISTICS["accuracy"](y[idx], p[idx]), [(p[i].argmax(1) == y[i]).mean() for i in idx]
+    )
     np.testing.assert_allclose(CI_STATISTICS["macro_f1"](y[idx], p[idx]), [macro_f1(y[i], p[i].argmax(1)) for i in idx])
     np.testing.assert_allclose(CI_STATISTICS["macro_auroc"](y[idx], p[idx]), [macro_auroc(y[i], p[i]) for i in idx])
 

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 from torch import nn
@@ -42,16 +41,19 @@ def test_cached_pretrained_weights_are_loaded_not_random(tmp_path, monkeypatch):
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     # torchvision checks the file's hash prefix only when downloading; a cached file is trusted.
-    torch.save({**donor, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)},
-               checkpoints / "resnet18-f37072fd.pth")
+    torch.save(
+        {**donor, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)},
+        checkpoints / "resnet18-f37072fd.pth",
+    )
     model = build_model("resnet18", 4, 0.1, pretrained=True)
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
 
 
 def test_a_new_backbone_is_one_record(monkeypatch):
     from stages.lib.model import gradcam
-    from stages.lib.params.schema import Config
     from stages.lib.model.registry import Backbone, gradcam_layer
+    from stages.lib.params.schema import Config
+
     monkeypatch.setitem(BACKBONES, "resnet34", Backbone("IMAGENET1K_V1", "fc", 0, "layer4.2"))
     assert Config.model_validate({**Config().model_dump(), "backbones": ["resnet34"]}).backbones == ["resnet34"]
     model = build_model("resnet34", num_classes=3, dropout=0.2, pretrained=False).eval()

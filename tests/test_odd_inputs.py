@@ -1,6 +1,7 @@
 """Issue 20, beyond decoding: odd file names round-trip through every CSV, a preprocess killed
 with -9 leaves no worker and no staging folder behind, an old or edited checkpoint is refused
 naming its key, patient ids that differ only by case and multi-frame files are reported."""
+
 import copy
 import csv
 import json
@@ -17,14 +18,12 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
-from helpers import ROOT, course_tree, data_params, write_xray
-from stages.lib.data.cache import build_cache
-from stages.lib.params.schema import Preprocess
+from helpers import ROOT, course_tree, data_params, gradient, run_predict, write_dicom, write_xray
 from stages.lib.core.names import STUDY_CLASSES
-from stages.lib.data.dataset import read_cache_index, verify_cache
 from stages.lib.core.staging import remove_stale
-from helpers import run_predict
-from helpers import gradient, write_dicom
+from stages.lib.data.cache import build_cache
+from stages.lib.data.dataset import read_cache_index, verify_cache
+from stages.lib.params.schema import Preprocess
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 ODD = ["a\rb.png", "new\nline.png", "com,ma.png", 'quo"te.png', "-dash.png"]
@@ -45,6 +44,7 @@ def folders_tree(root: Path, names: dict[str, list[str]]) -> Path:
 
 # --- 6. odd names: the cache index and predict's CSV round-trip any name -----------------------
 
+
 def test_any_file_name_round_trips_through_the_cache_index(tmp_path):
     data = folders_tree(tmp_path / "data", {"train": ODD})
     build_cache(data, tmp_path / "cache", tmp_path / "report.json", P32, data_params(min_val=1), workers=1)
@@ -60,8 +60,9 @@ def test_predict_writes_a_csv_that_reads_back_one_row_per_image(tmp_path, model_
     images = tmp_path / "new"
     for i, name in enumerate(ODD):
         write_xray(images / name, i)
-    code, _, err = run_predict(["--model", model_path, "--images", images, "--out", tmp_path / "p.csv"],
-                               monkeypatch, capsys)
+    code, _, err = run_predict(
+        ["--model", model_path, "--images", images, "--out", tmp_path / "p.csv"], monkeypatch, capsys
+    )
     assert code == 0, err
     with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -137,6 +138,7 @@ def test_a_preprocess_killed_with_9_leaves_no_worker_and_its_staging_is_removed_
 
 def test_a_staging_folder_in_use_is_not_removed(tmp_path):
     import fcntl
+
     (tmp_path / ".cache.live").mkdir()
     with open(tmp_path / ".cache.live.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -146,8 +148,10 @@ def test_a_staging_folder_in_use_is_not_removed(tmp_path):
 
 # --- 8. old or edited checkpoints ------------------------------------------------------------------
 
+
 def _checkpoint(tmp_path, spoil=None) -> Path:
     from stages.lib.model.registry import build_model
+
     meta = {"backbone": "resnet18", "classes": list(STUDY_CLASSES), "preprocess": P32.model_dump(), "dropout": 0.1}
     meta = copy.deepcopy(meta)
     if spoil:
@@ -157,37 +161,49 @@ def _checkpoint(tmp_path, spoil=None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("spoil,key", [
-    (lambda m: m["preprocess"].pop("img_size"), "preprocess.img_size: field required"),
-    (lambda m: m.update(preprocess={}), "preprocess.img_size: field required"),
-    (lambda m: m.update(dropout="0.1"), "dropout: input should be a valid number, got '0.1'"),
-    (lambda m: m.pop("backbone"), "backbone: field required"),
-    (lambda m: m["preprocess"].update(clahe_tile_grid=2.0), "preprocess.clahe_tile_grid: input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "spoil,key",
+    [
+        (lambda m: m["preprocess"].pop("img_size"), "preprocess.img_size: field required"),
+        (lambda m: m.update(preprocess={}), "preprocess.img_size: field required"),
+        (lambda m: m.update(dropout="0.1"), "dropout: input should be a valid number, got '0.1'"),
+        (lambda m: m.pop("backbone"), "backbone: field required"),
+        (
+            lambda m: m["preprocess"].update(clahe_tile_grid=2.0),
+            "preprocess.clahe_tile_grid: input should be a valid integer",
+        ),
+    ],
+)
 def test_a_checkpoint_missing_or_mistyping_what_the_model_needs_is_refused_naming_the_key(
-        tmp_path, monkeypatch, capsys, spoil, key):
+    tmp_path, monkeypatch, capsys, spoil, key
+):
     path = _checkpoint(tmp_path, spoil)
     write_xray(tmp_path / "img" / "a.png", 1)
-    code, _, err = run_predict(["--model", path, "--images", tmp_path / "img", "--out", tmp_path / "p.csv"],
-                               monkeypatch, capsys)
+    code, _, err = run_predict(
+        ["--model", path, "--images", tmp_path / "img", "--out", tmp_path / "p.csv"], monkeypatch, capsys
+    )
     assert code == 2 and err == (f"error: {path}: its metadata key {key}" + err.split(key, 1)[1])
     assert "retrain it (dvc repro --force train)" in err and "\n" not in err and not (tmp_path / "p.csv").exists()
 
 
 def test_a_complete_old_checkpoint_runs_at_its_own_image_size(tmp_path):
     from stages.lib.model.inference import load_model
+
     model, meta = load_model(_checkpoint(tmp_path))  # only the four keys: no seed, epoch or provenance
     assert meta["preprocess"] == P32 and meta["preprocess"].img_size == 32
 
 
 # --- 9. patient ids that differ only by case; 3. multi-frame files in the data report ------------------
 
+
 def test_ids_differing_only_by_case_are_kept_apart_and_listed(tmp_path, monkeypatch, capsys):
     from helpers import preprocess
+
     data = course_tree(tmp_path / "data")
     for name, pid in (("train_images/train1.png", "P12"), ("test_images/test17.png", "p12")):  # listed films
-        write_dicom(data / name, gradient(4095, np.uint16), "MONOCHROME2", 12,
-                    PatientID=pid)  # a DICOM under a .png name: read by its DICM magic
+        write_dicom(
+            data / name, gradient(4095, np.uint16), "MONOCHROME2", 12, PatientID=pid
+        )  # a DICOM under a .png name: read by its DICM magic
     code, err = preprocess(tmp_path, monkeypatch, capsys)
     report = json.loads((tmp_path / "metrics/data_report.json").read_text())
     assert code == 0 and report["leakage"]["pairs"]["train/test"]["shared_patients"] == []
@@ -197,6 +213,7 @@ def test_ids_differing_only_by_case_are_kept_apart_and_listed(tmp_path, monkeypa
 
 def test_a_multiframe_film_is_reported_on_screen_and_in_the_data_report(tmp_path, monkeypatch, capsys):
     from helpers import preprocess
+
     data = course_tree(tmp_path / "data")
     frames = np.stack([gradient(4095, np.uint16)] * 2)
     path = data / "train_images" / "train1.png"
@@ -214,18 +231,21 @@ def test_multiframe_colour_dicom_is_refused_by_predict_in_one_line(tmp_path, mod
     images = tmp_path / "new"
     images.mkdir()
     (images / "rgb2.dcm").write_bytes(Path(get_testdata_file("SC_rgb_rle_2frame.dcm")).read_bytes())
-    code, _, err = run_predict(["--model", model_path, "--images", images, "--out", tmp_path / "p.csv"],
-                               monkeypatch, capsys)
+    code, _, err = run_predict(
+        ["--model", model_path, "--images", images, "--out", tmp_path / "p.csv"], monkeypatch, capsys
+    )
     assert code == 2 and err.startswith(f"error: {images / 'rgb2.dcm'}: colour DICOM (RGB); export it as grayscale")
     assert "\n" not in err
 
 
 def test_predict_says_when_it_takes_the_first_page_of_a_tiff(tmp_path, model_path, monkeypatch, capsys):  # noqa: F811
     from PIL import Image
+
     images = tmp_path / "new"
     images.mkdir()
     pages = [Image.fromarray(gradient(255, np.uint8)), Image.fromarray(255 - gradient(255, np.uint8))]
     pages[0].save(images / "two.tif", save_all=True, append_images=pages[1:])
-    code, _, err = run_predict(["--model", model_path, "--images", images, "--out", tmp_path / "p.csv", "--workers", "0"],
-                               monkeypatch, capsys)
+    code, _, err = run_predict(
+        ["--model", model_path, "--images", images, "--out", tmp_path / "p.csv", "--workers", "0"], monkeypatch, capsys
+    )
     assert code == 0 and f"note: {images / 'two.tif'}: 2 frames or pages; the first was used" in err

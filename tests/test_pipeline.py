@@ -1,4 +1,5 @@
 """The whole DVC pipeline on tiny settings in a temporary copy of the project."""
+
 import csv
 import json
 import re
@@ -13,8 +14,18 @@ from helpers import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run
 from stages.lib.results.calibration import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
-NEW_KEYS = {"balanced_accuracy", "weighted_f1", "weighted_precision", "weighted_recall", "macro_auroc",
-            "accuracy_ci95", "macro_f1_ci95", "macro_auroc_ci95", "ece", "reliability"}
+NEW_KEYS = {
+    "balanced_accuracy",
+    "weighted_f1",
+    "weighted_precision",
+    "weighted_recall",
+    "macro_auroc",
+    "accuracy_ci95",
+    "macro_f1_ci95",
+    "macro_auroc_ci95",
+    "ece",
+    "reliability",
+}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -37,9 +48,11 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
             assert 0 <= m[split]["ece"] <= 1 and len(m[split]["reliability"]) == 15
         # the headline (the DVC metric) holds the detail file's numbers, nothing else
         head = json.loads((demo / "metrics" / "headline" / f"{name}.json").read_text())
-        assert head == {"test": {k: m["test"][k] for k in ("accuracy", "macro_f1", "macro_auroc")},
-                        "val": {"macro_f1": m["val"]["macro_f1"]},
-                        **({} if name == "ensemble" else {"best_epoch": 1})}
+        assert head == {
+            "test": {k: m["test"][k] for k in ("accuracy", "macro_f1", "macro_auroc")},
+            "val": {"macro_f1": m["val"]["macro_f1"]},
+            **({} if name == "ensemble" else {"best_epoch": 1}),
+        }
         folder = demo / ("ensemble" if name == "ensemble" else f"predictions/{name}")
         preds = (folder / "test.csv").read_text().splitlines()
         assert preds[0] == "filename,true_label,predicted_label,prob_normal,prob_bacteria,prob_virus,prob_COVID-19"
@@ -50,7 +63,10 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         low, high = m["coverage"]["test"]["coverage_ci95"]
         assert m["coverage"]["alpha"] == 0.1 and 0 <= low <= m["coverage"]["test"]["coverage"] <= high <= 1
         assert set(m["coverage"]["test"]["per_class"]) == set(CLASS_NAMES)
-        assert set(m["operating_points"]) == {"COVID-19"} and "sensitivity_ci95" in m["operating_points"]["COVID-19"]["test"]
+        assert (
+            set(m["operating_points"]) == {"COVID-19"}
+            and "sensitivity_ci95" in m["operating_points"]["COVID-19"]["test"]
+        )
         if name != "ensemble":
             assert m["best_epoch"] == 1 and m["epochs_run"] == 1
             sidecar = json.loads((demo / "models" / name / "seed42.calibration.json").read_text())
@@ -67,13 +83,22 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
             run = json.loads((demo / run_paths(name)["metrics"]).read_text())
             assert run["seed"] == 42 and m["seeds"]["runs"]["42"]["test"]["macro_f1"] == run["test"]["macro_f1"]
     figures = sorted(p.name for p in (demo / "plots" / "figures").iterdir())
-    assert figures == ["comparison.png", "confusion_test.png", "confusion_val.png", "pr_test.png",
-                       "reliability_test.png", "roc_test.png", "training_curves.png"]
+    assert figures == [
+        "comparison.png",
+        "confusion_test.png",
+        "confusion_val.png",
+        "pr_test.png",
+        "reliability_test.png",
+        "roc_test.png",
+        "training_curves.png",
+    ]
     assert all((demo / "plots" / "figures" / f).read_bytes()[:8] == PNG for f in figures)
     curves = (demo / "plots" / "curves" / "val.csv").read_text().splitlines()
     assert curves == ["model,epoch,loss,macro_f1,accuracy"] + [
-        f"{b},1,{r['loss']!r},{r['macro_f1']!r},{r['accuracy']!r}" for b in backbones
-        for r in [json.loads((demo / run_paths(b)["live"] / "metrics.json").read_text())["val"]]]
+        f"{b},1,{r['loss']!r},{r['macro_f1']!r},{r['accuracy']!r}"
+        for b in backbones
+        for r in [json.loads((demo / run_paths(b)["live"] / "metrics.json").read_text())["val"]]
+    ]
     summary = (demo / "metrics" / "summary.md").read_text()
     test_table = summary.split("## Test split")[1].split("\n## ")[0]
     assert "SYNTHETIC" in summary and all(f"| {b} | " in test_table for b in backbones + ["ensemble"])
@@ -85,12 +110,22 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
     # written by preprocess), on the same test images.
     assert len((demo / "predictions" / "shortcut" / "test.csv").read_text().splitlines()) == 1 + 16
     comparisons = summary.split("## Paired comparisons")[1].split("\n## ")[0]
-    pairs = ["resnet18 − efficientnet_b0", "resnet18 − ensemble", "efficientnet_b0 − ensemble",
-             "resnet18 − shortcut", "efficientnet_b0 − shortcut", "ensemble − shortcut"]
+    pairs = [
+        "resnet18 − efficientnet_b0",
+        "resnet18 − ensemble",
+        "efficientnet_b0 − ensemble",
+        "resnet18 − shortcut",
+        "efficientnet_b0 − shortcut",
+        "ensemble − shortcut",
+    ]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
     assert "1 seed: no run-to-run spread measured" in summary
-    for section in ("## Calibration, prediction sets and operating points", "## Subgroups",
-                    "## External validation\n", f"### shifted\n\n{TINY_DEMO['synthetic']['external']} films from `data_external`"):
+    for section in (
+        "## Calibration, prediction sets and operating points",
+        "## Subgroups",
+        "## External validation\n",
+        f"### shifted\n\n{TINY_DEMO['synthetic']['external']} films from `data_external`",
+    ):
         assert section in summary
 
 
@@ -102,9 +137,18 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     shown = run(["dvc", "metrics", "show"], demo).stdout
     assert max(len(line) for line in shown.splitlines()) <= 200
     rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines()[1:]}
-    assert set(rows) == {f"metrics/headline/{n}.json" for n in ("data", "shortcut", "ensemble", *TINY_DEMO["backbones"])}
-    assert shown.split()[:7] == ["Path", "best_epoch", "images", "test.accuracy", "test.macro_auroc", "test.macro_f1",
-                                 "val.macro_f1"]
+    assert set(rows) == {
+        f"metrics/headline/{n}.json" for n in ("data", "shortcut", "ensemble", *TINY_DEMO["backbones"])
+    }
+    assert shown.split()[:7] == [
+        "Path",
+        "best_epoch",
+        "images",
+        "test.accuracy",
+        "test.macro_auroc",
+        "test.macro_f1",
+        "val.macro_f1",
+    ]
 
     run(["dvc", "plots", "show", "-o", str(tmp_path / "page")], demo)
     page = (tmp_path / "page" / "index.html").read_text()
@@ -123,8 +167,11 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     run(["git", "add", "-A"], proj)
     run(["git", "commit", "-qm", "demo results"], proj)
     backbones = TINY_DEMO["backbones"]
-    downstream = ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
-                  | {f"{s}@{b}-42" for s in ("train", "evaluate") for b in backbones})
+    downstream = (
+        {"ensemble", "report"}
+        | {f"combine@{b}" for b in backbones}
+        | {f"{s}@{b}-42" for s in ("train", "evaluate") for b in backbones}
+    )
     lr = run(["dvc", "exp", "run", "-S", "train.lr=1e-4"], demo).stdout
     assert "Stage 'preprocess' didn't change, skipping" in lr
     assert stages_run(lr) == downstream
@@ -134,14 +181,18 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     # A second seed runs only its own train and evaluate stages, then combines: each backbone's result is
     # now its two-seed ensemble, with the seeds' spread beside it.
     more = run(["dvc", "exp", "run", "-S", "seeds=[42,2]"], demo).stdout
-    assert stages_run(more) == ({"ensemble", "report"} | {f"combine@{b}" for b in backbones}
-                                | {f"{s}@{b}-2" for s in ("train", "evaluate") for b in backbones})
+    assert stages_run(more) == (
+        {"ensemble", "report"}
+        | {f"combine@{b}" for b in backbones}
+        | {f"{s}@{b}-2" for s in ("train", "evaluate") for b in backbones}
+    )
     m = json.loads((demo / "metrics" / "resnet18.json").read_text())
     assert m["seeds"]["n"] == 2 and set(m["seeds"]["runs"]) == {"42", "2"} and "note" not in m["seeds"]
     head = json.loads((demo / "metrics" / "headline" / "resnet18.json").read_text())
     assert head["test"]["macro_f1_sd"] == m["seeds"]["sd"]["test"]["macro_f1"] > 0
     assert json.loads((demo / "metrics" / "ensemble.json").read_text())["members"] == [
-        f"{b}/seed{s}" for b in backbones for s in (42, 2)]
+        f"{b}/seed{s}" for b in backbones for s in (42, 2)
+    ]
 
     # The README's compact comparison of experiments fits a 200-column terminal.
     command = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show"))
@@ -171,11 +222,16 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
     outs = []
     for argv in [*commands[:2], *exports, commands[2]]:  # the README's order: the export before its ONNX predict
         for flag in ("--out", "--model"):  # written beside the test, not into the shared demo run
-            if argv[argv.index(flag) + 1].endswith((".csv", ".onnx")) and not argv[argv.index(flag) + 1].startswith("demo"):
+            if argv[argv.index(flag) + 1].endswith((".csv", ".onnx")) and not argv[argv.index(flag) + 1].startswith(
+                "demo"
+            ):
                 argv[argv.index(flag) + 1] = str(tmp_path / argv[argv.index(flag) + 1])
         out = run(argv, demo_project).stdout
-        assert ("16 images classified" in out) if argv[0] == "cxr4-predict" else (
-            "checked on 16 test films of demo/cache" in out and "same predicted class on all" in out)
+        assert (
+            ("16 images classified" in out)
+            if argv[0] == "cxr4-predict"
+            else ("checked on 16 test films of demo/cache" in out and "same predicted class on all" in out)
+        )
         outs.append(Path(argv[argv.index("--out") + 1]))
     demo = demo_project / "demo"
     torch_rows, onnx_rows = read_csv(outs[0]), read_csv(outs[3])
@@ -193,7 +249,8 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
         np.testing.assert_allclose(ours_probs, scaled, atol=5e-5)  # from 6-digit CSV
         expected_set = [c for c, p in zip(CLASS_NAMES, scaled) if 1 - p <= fitted["conformal_threshold"] + 1e-9]
         assert ours[name]["prediction_set"].split("|") == expected_set or (
-            not expected_set and ours[name]["prediction_set"] == "")
+            not expected_set and ours[name]["prediction_set"] == ""
+        )
         assert ours[name]["flag_COVID-19"] == str(int(scaled[3] >= fitted["operating_points"]["COVID-19"]["threshold"]))
     # onnxruntime: the same rows, every number within 1e-4 of torch's, the same classes, sets and flags
     for t, o in zip(torch_rows, onnx_rows):
@@ -220,7 +277,8 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     bad = run(stage_cmd("train", "vgg16"), proj, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: params.yaml: backbones lists 'vgg16', which has no record in stages/lib/model/registry.py (records: "
-        "resnet18, densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name")
+        "resnet18, densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name"
+    )
     assert not (proj / "models").exists()
 
 
@@ -307,12 +365,16 @@ def test_the_demo_scores_its_shifted_external_set_with_absent_classes_absent(dem
         assert d["drop_ci95"][0] <= d["drop"] <= d["drop_ci95"][1]
         ece, cov = m["temperature"]["ece"], m["coverage"]
         share = f"{m['ood']['flagged']:.1%}" if name in runs else "n/a"
-        assert (f"| {name} | {d['test_macro_f1']:.3f} | {m['macro_f1']:.3f} [{low:.3f}, {high:.3f}] | "
-                f"{d['drop']:.3f} [{d['drop_ci95'][0]:.3f}, {d['drop_ci95'][1]:.3f}] | {ece['before']:.3f} → "
-                f"{ece['after']:.3f} | {cov['coverage']:.3f} [{cov['coverage_ci95'][0]:.3f}, {cov['coverage_ci95'][1]:.3f}]"
-                f" | {share} |") in section
+        assert (
+            f"| {name} | {d['test_macro_f1']:.3f} | {m['macro_f1']:.3f} [{low:.3f}, {high:.3f}] | "
+            f"{d['drop']:.3f} [{d['drop_ci95'][0]:.3f}, {d['drop_ci95'][1]:.3f}] | {ece['before']:.3f} → "
+            f"{ece['after']:.3f} | {cov['coverage']:.3f} [{cov['coverage_ci95'][0]:.3f}, {cov['coverage_ci95'][1]:.3f}]"
+            f" | {share} |"
+        ) in section
         recall = " | ".join(f"{v['recall']:.3f}" for c, v in m["per_class"].items() if c != "COVID-19")
-        assert f"| {name} | {recall} | absent ({m['per_class']['COVID-19']['predicted_as']} called COVID-19) |" in section
+        assert (
+            f"| {name} | {recall} | absent ({m['per_class']['COVID-19']['predicted_as']} called COVID-19) |" in section
+        )
     # the OOD flag's shares: on test and on the external set, per run, as its metrics file holds them
     ood = summary.split("## Out-of-distribution flag")[1].split("\n## ")[0]
     assert "| Run | val | test | external/shifted |" in ood
@@ -321,5 +383,7 @@ def test_the_demo_scores_its_shifted_external_set_with_absent_classes_absent(dem
         shares = m["ood"]["flagged"]
         assert shares["external/shifted"] == m["external"]["shifted"]["ood"]["flagged"]
         assert f"| {run_name} | {shares['val']:.1%} | {shares['test']:.1%} | {shares['external/shifted']:.1%} |" in ood
-    rows = (demo / "predictions" / "resnet18" / "seeds" / "seed42" / "external" / "shifted.csv").read_text().splitlines()
+    rows = (
+        (demo / "predictions" / "resnet18" / "seeds" / "seed42" / "external" / "shifted.csv").read_text().splitlines()
+    )
     assert len(rows) == 1 + TINY_DEMO["synthetic"]["external"]

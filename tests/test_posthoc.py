@@ -1,10 +1,11 @@
 """Post-hoc fits on val (temperature, conformal sets, operating points): worked examples, the
 guarantees a user relies on (coverage near 1 - alpha, val NLL never raised), and the blocks' shape."""
+
 import numpy as np
 import pytest
 
-from stages.lib.results import calibration, conformal, operating_points, posthoc
 from stages.lib.params.schema import Evaluate
+from stages.lib.results import calibration, conformal, operating_points, posthoc
 from stages.lib.results.metrics import expected_calibration_error
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
@@ -30,8 +31,9 @@ def test_lac_threshold_on_a_worked_example():
     fitted = conformal.fit_threshold(np.zeros(9, int), probs, 0.2)
     assert fitted == {"threshold": pytest.approx(0.8), "note": None}
     # a class is in the set when its probability is at least 1 - 0.8 = 0.2
-    sets = conformal.prediction_sets(np.array([[0.5, 0.3, 0.15, 0.05], [0.19, 0.81, 0, 0], [0.2, 0.2, 0.2, 0.4]]),
-                                     fitted["threshold"])
+    sets = conformal.prediction_sets(
+        np.array([[0.5, 0.3, 0.15, 0.05], [0.19, 0.81, 0, 0], [0.2, 0.2, 0.2, 0.4]]), fitted["threshold"]
+    )
     assert conformal.set_names(sets, CLASSES) == ["normal|bacteria", "bacteria", "normal|bacteria|virus|COVID-19"]
 
 
@@ -127,4 +129,6 @@ def test_blocks_have_the_names_a_reader_looks_for():
         assert block["after_ci95"][0] <= block["after"] <= block["after_ci95"][1]
     assert out["temperature"]["val"]["nll"]["after"] <= out["temperature"]["val"]["nll"]["before"]
     point = out["operating_points"]["COVID-19"]
-    assert point["val"]["sensitivity"] >= 0.9 and point["threshold"] == fitted["operating_points"]["COVID-19"]["threshold"]
+    assert (
+        point["val"]["sensitivity"] >= 0.9 and point["threshold"] == fitted["operating_points"]["COVID-19"]["threshold"]
+    )

@@ -1,4 +1,5 @@
 """Every number attributable: the demo is its own pipeline, locks match params, results carry a stamp."""
+
 import csv
 import json
 import os
@@ -13,8 +14,14 @@ from helpers import ROOT, TINY_DEMO, run, run_paths
 from stages.lib.params.loader import ParamsLoader
 from tools.demo_pipeline import demo_pipeline
 
-DEMO_ONLY = {"preprocess.img_size", "train.pretrained", "train.lr", "train.epochs",  # demo/params.yaml's header
-             "evaluate.target_sensitivity", "external"}
+DEMO_ONLY = {
+    "preprocess.img_size",
+    "train.pretrained",
+    "train.lr",
+    "train.epochs",  # demo/params.yaml's header
+    "evaluate.target_sensitivity",
+    "external",
+}
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -32,8 +39,9 @@ def test_the_demo_pipeline_is_the_top_level_one_after_a_synthesize_stage():
     assert list(demo["stages"]) == ["synthesize", *top["stages"]]
     for name, stage in top["stages"].items():  # the same stages but for where the code is
         assert json.loads(json.dumps(demo["stages"][name]).replace('"../', '"')) == stage
-    assert [p if isinstance(p, str) else next(iter(p)) for p in demo["plots"]] == \
-           [p if isinstance(p, str) else next(iter(p)) for p in top["plots"]]
+    assert [p if isinstance(p, str) else next(iter(p)) for p in demo["plots"]] == [
+        p if isinstance(p, str) else next(iter(p)) for p in top["plots"]
+    ]
 
 
 def test_demo_params_are_the_study_params_at_cpu_size():
@@ -87,12 +95,19 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
     head = run(["git", "rev-parse", "HEAD"], demo_project).stdout.strip()
     demo = demo_project / "demo"
     lock = yaml.safe_load((demo / "dvc.lock").read_text())
-    data = {"path": "data", "md5": lock["stages"]["synthesize"]["outs"][0]["md5"], "from": "dvc.lock (stage synthesize)"}
+    data = {
+        "path": "data",
+        "md5": lock["stages"]["synthesize"]["outs"][0]["md5"],
+        "from": "dvc.lock (stage synthesize)",
+    }
     params = yaml.safe_load((demo / "params.yaml").read_text())
 
     report = json.loads((demo / "metrics" / "data_report.json").read_text())["provenance"]
-    assert report == {"git": {"commit": head, "dirty": False, "modified": []}, "data": data,
-                      "params": {"preprocess": params["preprocess"], "data": params["data"]}}
+    assert report == {
+        "git": {"commit": head, "dirty": False, "modified": []},
+        "data": data,
+        "params": {"preprocess": params["preprocess"], "data": params["data"]},
+    }
     ckpt = torch.load(demo / run_paths("resnet18")["model"], weights_only=True)["meta"]["provenance"]
     assert ckpt["git"]["commit"] == head and ckpt["data"] == data
     assert ckpt["params"]["train"]["lr"] == params["train"]["lr"]
@@ -113,6 +128,7 @@ def test_make_demo_changes_no_params_file_and_stamps_every_result(demo_project):
 def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
     """git's porcelain lines start with a space for an unstaged change: the path keeps its first letter."""
     from stages.lib.core.provenance import git_state
+
     for name in ("stages/a.py", "old.py", "notes.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
@@ -120,9 +136,9 @@ def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
     run(["git", "add", "-A"], tmp_path)
     run(["git", "commit", "-qm", "one"], tmp_path)
     (tmp_path / "stages" / "a.py").write_text("x = 2\n")  # unstaged: " M stages/a.py"
-    run(["git", "mv", "old.py", "zz.py"], tmp_path)        # staged rename: "R  zz.py\0old.py"
+    run(["git", "mv", "old.py", "zz.py"], tmp_path)  # staged rename: "R  zz.py\0old.py"
     (tmp_path / "notes.txt").write_text("not source\n")
-    monkeypatch.chdir(tmp_path / "stages")                 # a stage runs in a subfolder (demo/)
+    monkeypatch.chdir(tmp_path / "stages")  # a stage runs in a subfolder (demo/)
     state = git_state()
     assert (state["dirty"], state["modified"]) == (True, ["stages/a.py", "zz.py"])
 
@@ -130,10 +146,13 @@ def test_the_stamp_names_each_changed_source_file_whole(tmp_path, monkeypatch):
 def test_a_git_that_names_the_commit_but_fails_status_stamps_dirty_unknown(tmp_path, monkeypatch):
     """Empty output from a failed `git status` is no evidence of a clean tree: "unknown", and the summary says so."""
     from stages.lib.core.provenance import git_state, markdown
+
     fake = tmp_path / "bin" / "git"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\nif [ "$1" = rev-parse ]; then echo 0123abcd; exit 0; fi\n'
-                    'echo "fatal: index file corrupt" >&2; exit 128\n')
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = rev-parse ]; then echo 0123abcd; exit 0; fi\n'
+        'echo "fatal: index file corrupt" >&2; exit 128\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
     state = git_state()

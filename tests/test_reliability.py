@@ -1,4 +1,5 @@
 """Resume after SIGKILL, bit-for-bit reproducibility, refusals, atomic outputs, safe loading."""
+
 import contextlib
 import errno
 import json
@@ -44,8 +45,14 @@ def test_killed_training_resumes_at_next_epoch_and_ends_as_uninterrupted_run(tmp
 
     killed = make_project(tmp_path / "killed", tiny_data, ONE)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen(["dvc", "repro", "train@resnet18-42"], cwd=killed, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train@resnet18-42"],
+        cwd=killed,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = killed / run_paths("resnet18")["resume"]
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -94,11 +101,15 @@ def test_two_runs_give_identical_metrics_and_weights(tmp_path, tiny_data):
 
 # --- refusals: one line naming the param, exit code 2, before any work ---------------------------
 
+
 def stage_main(module, argv, tmp_path, monkeypatch, params, capsys):
     """Run a stage's main in-process in tmp_path; returns (exit code, stderr)."""
     import yaml
+
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params))
+    )
     monkeypatch.setattr(sys, "argv", [module.__name__, *argv])
     with pytest.raises(SystemExit) as exit_info:
         module.main()
@@ -108,41 +119,64 @@ def stage_main(module, argv, tmp_path, monkeypatch, params, capsys):
 TRAIN_ARGS = stage_cmd("train", "resnet18")[3:]
 
 
-@pytest.mark.parametrize("params,message", [  # params themselves: tests/test_params.py
-    ({"train": {"epochs": 0}}, "params.yaml: train.epochs must be an integer >= 1, got 0"),
-    ({"train": {"batch_size": 1000}}, "train.batch_size 1000 exceeds the 30 training images; lower it"),
-])
+@pytest.mark.parametrize(
+    "params,message",
+    [  # params themselves: tests/test_params.py
+        ({"train": {"epochs": 0}}, "params.yaml: train.epochs must be an integer >= 1, got 0"),
+        ({"train": {"batch_size": 1000}}, "train.batch_size 1000 exceeds the 30 training images; lower it"),
+    ],
+)
 def test_train_refuses_an_impossible_run_before_any_work(tmp_path, monkeypatch, capsys, params, message):
+    import numpy as np
+
     import stages.train
     from stages.lib.data.dataset import file_records
-    import numpy as np
+
     (tmp_path / "cache").mkdir()
     np.save(tmp_path / "cache/train.npy", np.zeros((30, 32, 32), np.uint8))  # a valid cache of 30 blank films
     (tmp_path / "cache/train.csv").write_text("filename,label\n" + "".join(f"{i}.png,normal\n" for i in range(30)))
-    (tmp_path / "cache/meta.json").write_text(json.dumps(
-        {"classes": ["normal", "bacteria", "virus", "COVID-19"], "preprocess": {"img_size": 32},
-         "counts": {"train": {"normal": 30}}, "files": file_records(tmp_path / "cache", ["train"])}))
+    (tmp_path / "cache/meta.json").write_text(
+        json.dumps(
+            {
+                "classes": ["normal", "bacteria", "virus", "COVID-19"],
+                "preprocess": {"img_size": 32},
+                "counts": {"train": {"normal": 30}},
+                "files": file_records(tmp_path / "cache", ["train"]),
+            }
+        )
+    )
     code, err = stage_main(stages.train, TRAIN_ARGS, tmp_path, monkeypatch, params, capsys)
     assert code == 2 and err == f"error: {message}"
 
 
 def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
     import stages.train
+
     argv = stage_cmd("train", "vit_b16")[3:]
     code, err = stage_main(stages.train, argv, tmp_path, monkeypatch, {}, capsys)
-    assert code == 2 and err == ("error: unknown backbone 'vit_b16'; stages/lib/model/registry.py has records for resnet18, "
-                                 "densenet121, efficientnet_b0, convnext_tiny")
+    assert code == 2 and err == (
+        "error: unknown backbone 'vit_b16'; stages/lib/model/registry.py has records for resnet18, "
+        "densenet121, efficientnet_b0, convnext_tiny"
+    )
 
 
 def test_non_finite_loss_stops_naming_epoch_and_batch():
     from stages.lib.model.training import train_one_epoch
+
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4))
     loader = [(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))] * 3
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     with pytest.raises(UserError, match=r"resnet18 epoch 4/9, batch 1: the loss is nan; training diverged"):
-        train_one_epoch(model, loader, lambda logits, y: logits.sum() * float("nan"),
-                        torch.optim.SGD(model.parameters(), lr=0.1), scaler, torch.device("cpu"), contextlib.nullcontext(),
-                        desc="resnet18 epoch 4/9")
+        train_one_epoch(
+            model,
+            loader,
+            lambda logits, y: logits.sum() * float("nan"),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            scaler,
+            torch.device("cpu"),
+            contextlib.nullcontext(),
+            desc="resnet18 epoch 4/9",
+        )
 
 
 # --- outputs and loading ----------------------------------------------------------------------
@@ -189,8 +223,13 @@ def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_pat
     from stages.lib.model.checkpoints import save_checkpoint
     from stages.lib.model.inference import load_model
     from stages.lib.model.registry import build_model
-    meta = {"backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "dropout": 0.1,
-            "preprocess": {"img_size": 32, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 2}}
+
+    meta = {
+        "backbone": "resnet18",
+        "classes": ["normal", "bacteria", "virus", "COVID-19"],
+        "dropout": 0.1,
+        "preprocess": {"img_size": 32, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 2},
+    }
     path = tmp_path / "resnet18.pt"
     save_checkpoint(path, build_model("resnet18", 4, 0.1, pretrained=False), meta)
     with pytest.raises(UserError, match="holds a resnet18 model, not densenet121"):
@@ -202,15 +241,23 @@ def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_pat
 
 
 OLD_META = {  # what the train stage wrote before the typed config (no runtime record)
-    "backbone": "resnet18", "classes": ["normal", "bacteria", "virus", "COVID-19"], "img_size": 64,
+    "backbone": "resnet18",
+    "classes": ["normal", "bacteria", "virus", "COVID-19"],
+    "img_size": 64,
     "preprocess": {"img_size": 64, "center_crop_ratio": 0.9, "clahe_clip_limit": 1.5, "clahe_tile_grid": 8},
-    "dropout": 0.1, "pretrained": False, "epoch": 3, "val_macro_f1": 0.5, "epochs_run": 5}
+    "dropout": 0.1,
+    "pretrained": False,
+    "epoch": 3,
+    "val_macro_f1": 0.5,
+    "epochs_run": 5,
+}
 
 
 def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
-    from stages.lib.params.schema import Preprocess
     from stages.lib.model.inference import load_model
     from stages.lib.model.registry import build_model
+    from stages.lib.params.schema import Preprocess
+
     model = build_model("resnet18", 4, 0.1, pretrained=False)
     torch.save({"state_dict": model.state_dict(), "meta": OLD_META}, tmp_path / "old.pt")
     loaded, meta = load_model(tmp_path / "old.pt", "resnet18", OLD_META["preprocess"], OLD_META["classes"])
@@ -218,19 +265,36 @@ def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
     assert meta["preprocess"] == Preprocess(img_size=64) and meta["epochs_run"] == 5
 
 
-@pytest.mark.parametrize("spoil,message", [
-    (lambda ckpt: ckpt["meta"].pop("classes"), r"old.pt: its metadata key classes: field required \(an older or edited "
-                                               r"checkpoint\); retrain it \(dvc repro --force train\)"),
-    (lambda ckpt: ckpt["state_dict"].pop("fc.1.bias"), r"old.pt: its weights do not fit today's resnet18 \(.*\); "
-                                                       r"retrain it \(dvc repro --force train@resnet18\)"),
-    (lambda ckpt: ckpt["meta"]["preprocess"].update(img_size="64"), r"old.pt: its metadata key preprocess.img_size: "
-                                                                     r"input should be a valid integer, got '64' .*; retrain it"),
-])
+@pytest.mark.parametrize(
+    "spoil,message",
+    [
+        (
+            lambda ckpt: ckpt["meta"].pop("classes"),
+            r"old.pt: its metadata key classes: field required \(an older or edited "
+            r"checkpoint\); retrain it \(dvc repro --force train\)",
+        ),
+        (
+            lambda ckpt: ckpt["state_dict"].pop("fc.1.bias"),
+            r"old.pt: its weights do not fit today's resnet18 \(.*\); "
+            r"retrain it \(dvc repro --force train@resnet18\)",
+        ),
+        (
+            lambda ckpt: ckpt["meta"]["preprocess"].update(img_size="64"),
+            r"old.pt: its metadata key preprocess.img_size: "
+            r"input should be a valid integer, got '64' .*; retrain it",
+        ),
+    ],
+)
 def test_a_checkpoint_that_cannot_be_used_is_refused_saying_how_to_retrain(tmp_path, spoil, message):
     import copy
+
     from stages.lib.model.inference import load_model
     from stages.lib.model.registry import build_model
-    ckpt = {"state_dict": build_model("resnet18", 4, 0.1, pretrained=False).state_dict(), "meta": copy.deepcopy(OLD_META)}
+
+    ckpt = {
+        "state_dict": build_model("resnet18", 4, 0.1, pretrained=False).state_dict(),
+        "meta": copy.deepcopy(OLD_META),
+    }
     spoil(ckpt)
     torch.save(ckpt, tmp_path / "old.pt")
     with pytest.raises(UserError, match=message) as err:
@@ -239,8 +303,12 @@ def test_a_checkpoint_that_cannot_be_used_is_refused_saying_how_to_retrain(tmp_p
 
 
 def test_every_torch_load_in_stages_is_weights_only():
-    calls = [(p, line) for p in (ROOT / "stages").rglob("*.py")
-             for line in p.read_text().splitlines() if "torch.load(" in line]
+    calls = [
+        (p, line)
+        for p in (ROOT / "stages").rglob("*.py")
+        for line in p.read_text().splitlines()
+        if "torch.load(" in line
+    ]
     assert calls and all("weights_only=True" in line for _, line in calls)
 
 
@@ -249,22 +317,27 @@ def test_every_torch_load_in_stages_is_weights_only():
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
-@pytest.mark.parametrize("precision,device,bf16,expected", [
-    ("auto", CPU, True, torch.float32),
-    ("bf16", CPU, True, torch.float32),
-    ("auto", CUDA, True, torch.bfloat16),
-    ("auto", CUDA, False, torch.float16),
-    ("fp16", CUDA, True, torch.float16),
-    ("fp32", CUDA, True, torch.float32),
-])
+@pytest.mark.parametrize(
+    "precision,device,bf16,expected",
+    [
+        ("auto", CPU, True, torch.float32),
+        ("bf16", CPU, True, torch.float32),
+        ("auto", CUDA, True, torch.bfloat16),
+        ("auto", CUDA, False, torch.float16),
+        ("fp16", CUDA, True, torch.float16),
+        ("fp32", CUDA, True, torch.float32),
+    ],
+)
 def test_precision_picks_the_autocast_dtype(monkeypatch, precision, device, bf16, expected):
     from stages.lib.model.runtime import autocast_dtype
+
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert autocast_dtype(precision, device) == expected
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
     from stages.lib.model.runtime import autocast_dtype
+
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     with pytest.raises(UserError, match="train.precision bf16: Tesla T4 has no bf16; use auto or fp16"):
@@ -273,5 +346,6 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
 
 def test_cpu_runs_fp32_without_a_scaler():
     from stages.lib.model.runtime import precision
+
     ctx, scaler = precision("fp16", CPU)
     assert isinstance(ctx, contextlib.nullcontext) and not scaler.is_enabled()

@@ -1,11 +1,12 @@
 """The repository as a user gets it: the package metadata and its lock, licence and citation,
 `make clean-demo`, and sharing data and models through a DVC remote (docs/remote.md)."""
+
 from __future__ import annotations
 
 import filecmp
 import functools
-import itertools
 import importlib
+import itertools
 import re
 import shutil
 import tomllib
@@ -43,7 +44,10 @@ def test_the_lock_pins_every_package_with_hashes_and_matches_pyproject():
         name = canonicalize_name(req.name)
         assert name in pins and req.specifier.contains(pins[name][0]), f"{req}, locked {pins.get(name, [None])[0]}"
     assert {n: pins[n][0] for n in ("torch", "torchvision", "albumentations")} == {
-        "torch": "2.14.1", "torchvision": "0.29.1", "albumentations": "2.0.8"}
+        "torch": "2.14.1",
+        "torchvision": "0.29.1",
+        "albumentations": "2.0.8",
+    }
     # pytest is for `make test` only: in the lock through the test extra, never a runtime requirement.
     assert "pytest" in pins and not any(Requirement(r).name == "pytest" for r in PYPROJECT["dependencies"])
     # Every indirect package too: this environment (what `make` installed) is exactly the lock.
@@ -80,12 +84,23 @@ def demo_outputs() -> list[str]:
     for stage in pipeline["stages"].values():
         if "foreach" in stage:
             over = lookup(stage["foreach"])  # a list (${item}), or a mapping (${key}: ${item})
-            body, items = stage["do"], ([{"${key}": str(k), "${item}": str(v)} for k, v in over.items()]
-                                        if isinstance(over, dict) else [{"${item}": str(i)} for i in over])
+            body, items = (
+                stage["do"],
+                (
+                    [{"${key}": str(k), "${item}": str(v)} for k, v in over.items()]
+                    if isinstance(over, dict)
+                    else [{"${item}": str(i)} for i in over]
+                ),
+            )
         elif "matrix" in stage:
             axes = {k: lookup(v) if isinstance(v, str) else v for k, v in stage["matrix"].items()}
-            body, items = stage, [{f"${{item.{k}}}": str(v) for k, v in zip(axes, combo)}
-                                  for combo in itertools.product(*axes.values())]
+            body, items = (
+                stage,
+                [
+                    {f"${{item.{k}}}": str(v) for k, v in zip(axes, combo)}
+                    for combo in itertools.product(*axes.values())
+                ],
+            )
         else:
             body, items = stage, [{}]
         for item in items:
@@ -101,7 +116,13 @@ def test_clean_demo_returns_the_tree_to_the_clone(tmp_path):
     proj = make_project(tmp_path / "proj", None, {})
     demo = proj / "demo"
     outputs = demo_outputs()
-    assert {"data", "cache", "models/resnet18/seed42.pt", "checkpoints/resnet18/seed42.pt", "metrics/summary.md"} <= set(outputs)
+    assert {
+        "data",
+        "cache",
+        "models/resnet18/seed42.pt",
+        "checkpoints/resnet18/seed42.pt",
+        "metrics/summary.md",
+    } <= set(outputs)
     # What a demo run leaves: every declared output (a file, or a folder with a file), DVC's lock, cache,
     # tmp and .gitignore entries, a `dvc exp run` param; a deleted tracked file for good measure.
     for out in outputs:
@@ -176,31 +197,45 @@ def test_every_stage_depends_on_all_project_code_it_imports():
     imports, directly or not: an edit to one must make `dvc status` show the stage."""
     from tools.code_deps import missing_deps
 
-    lacking = {f"{path.relative_to(ROOT)}, stage {stage}": files
-               for path in (ROOT / "dvc.yaml", ROOT / "demo" / "dvc.yaml") for stage, files in missing_deps(path).items()}
-    assert not lacking, ("stages lack deps on code they import; add them to dvc.yaml, then run "
-                         "python -m tools.demo_pipeline:\n" + "\n".join(f"  {k}: {', '.join(v)}" for k, v in lacking.items()))
+    lacking = {
+        f"{path.relative_to(ROOT)}, stage {stage}": files
+        for path in (ROOT / "dvc.yaml", ROOT / "demo" / "dvc.yaml")
+        for stage, files in missing_deps(path).items()
+    }
+    assert not lacking, (
+        "stages lack deps on code they import; add them to dvc.yaml, then run "
+        "python -m tools.demo_pipeline:\n" + "\n".join(f"  {k}: {', '.join(v)}" for k, v in lacking.items())
+    )
 
 
 def test_code_deps_follow_imports_in_functions_relative_ones_and_package_inits(tmp_path):
     from tools.code_deps import code_files, missing_deps
 
-    files = {"stages/__init__.py": "", "stages/lib/__init__.py": "", "stages/run.py": "def main():\n    from stages.lib import a\n",
-             "stages/lib/a.py": "from . import b\nimport numpy\n", "stages/lib/b.py": "from .c import X\n",
-             "stages/lib/c.py": "X = 1\n", "stages/lib/unused.py": ""}
+    files = {
+        "stages/__init__.py": "",
+        "stages/lib/__init__.py": "",
+        "stages/run.py": "def main():\n    from stages.lib import a\n",
+        "stages/lib/a.py": "from . import b\nimport numpy\n",
+        "stages/lib/b.py": "from .c import X\n",
+        "stages/lib/c.py": "X = 1\n",
+        "stages/lib/unused.py": "",
+    }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     used = set(files) - {"stages/lib/unused.py"}
     assert code_files("stages.run", tmp_path) == used
     deps = sorted(used - {"stages/lib/c.py"})
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "python -m stages.run --x y", "deps": deps}}}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"s": {"cmd": "python -m stages.run --x y", "deps": deps}}})
+    )
     assert missing_deps(tmp_path / "dvc.yaml", tmp_path) == {"s": ["stages/lib/c.py"]}
 
 
 def test_a_missing_requirement_skips_locally_and_fails_in_ci(monkeypatch):
     """Real films and Chromium: a skip with its reason on a developer's machine, a failure in CI."""
     import pytest
+
     from helpers import skip_unless_ci
 
     monkeypatch.delenv("CI", raising=False)

@@ -1,11 +1,12 @@
 """Seeds and paired comparisons: the numbers that say how much of a difference is more than chance."""
+
 import statistics
 
 import numpy as np
 import pytest
 
-from stages.lib.results.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
+from stages.lib.results.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
 from stages.lib.results.metrics import CI_STATISTICS, split_metrics
 
 
@@ -87,8 +88,10 @@ def test_hidden_labels_are_left_out_of_a_comparison(labels):
 def test_seed_block_gives_each_seed_their_mean_and_sd_and_a_pooled_ci(labels):
     rng = np.random.default_rng(5)
     runs = np.stack([probs_for(labels, skill, rng) for skill in (0.1, 0.2, 0.3)])
-    per_seed = {s: {"test": score(labels, p), "val": score(labels, p),
-                    "best_epoch": e} for s, p, e in zip((1, 2, 3), runs, (4, 5, 6))}
+    per_seed = {
+        s: {"test": score(labels, p), "val": score(labels, p), "best_epoch": e}
+        for s, p, e in zip((1, 2, 3), runs, (4, 5, 6))
+    }
     block = seed_block(per_seed, labels, runs, 300, 0)
     f1 = [per_seed[s]["test"]["macro_f1"] for s in (1, 2, 3)]
     assert block["n"] == 3 and "note" not in block
@@ -110,7 +113,9 @@ def test_one_seed_says_no_spread_was_measured(labels):
 
 def test_a_comparison_reads_as_a_sentence():
     d = {"difference": 0.031, "ci95": [-0.012, 0.075], "verdict": verdict([-0.012, 0.075])}
-    assert sentence("resnet18", "densenet121", "macro_f1", d) == \
-        "resnet18 − densenet121 = +0.031 [−0.012, +0.075]: not distinguishable"
+    assert (
+        sentence("resnet18", "densenet121", "macro_f1", d)
+        == "resnet18 − densenet121 = +0.031 [−0.012, +0.075]: not distinguishable"
+    )
     better = {"difference": -0.2, "ci95": [-0.3, -0.1], "verdict": verdict([-0.3, -0.1])}
     assert sentence("resnet18", "ensemble", "macro_f1", better).endswith(": ensemble better")

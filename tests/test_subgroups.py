@@ -1,11 +1,12 @@
 """Film metadata: a manifest's extra columns are kept (malformed ones refused), and each subgroup is
 scored with its n and CIs, flagged when its macro-F1 interval lies wholly below the overall score."""
+
 import numpy as np
 import pytest
 
 from helpers import manifest_tree
-from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.layouts import read_layout
 from stages.lib.report.posthoc_summary import subgroups_markdown
 from stages.lib.results.subgroups import columns_to_score, subgroup_scores
@@ -26,11 +27,14 @@ def test_extra_manifest_columns_are_film_metadata(tmp_path):
     assert [dict(s.metadata)["source"] for s in samples].count("site1") == 8
 
 
-@pytest.mark.parametrize("header,message", [
-    (",", "column 4 has no name; name it or delete it"),
-    (",sex,sex", "column 'sex' appears twice; keep one"),
-    (",format", "column 'format' is a name the cache uses for every film; rename it (e.g. format_given)"),
-])
+@pytest.mark.parametrize(
+    "header,message",
+    [
+        (",", "column 4 has no name; name it or delete it"),
+        (",sex,sex", "column 'sex' appears twice; keep one"),
+        (",format", "column 'format' is a name the cache uses for every film; rename it (e.g. format_given)"),
+    ],
+)
 def test_malformed_metadata_columns_are_refused_in_one_line(tmp_path, header, message):
     data = manifest_tree(tmp_path / "data")
     with_columns(data, header, lambda i: "," * header.count(","))
@@ -44,8 +48,10 @@ def test_a_subgroup_column_the_films_lack_is_refused_naming_it():
     assert columns_to_score(metadata, ["source"], "cache/test.csv") == ["format", "bit_depth", "source"]
     with pytest.raises(UserError) as err:
         columns_to_score(metadata, ["sex"], "cache/test.csv")
-    assert str(err.value).startswith("evaluate.subgroups names column 'sex', which the films of cache/test.csv do "
-                                     "not have (metadata columns: source)")
+    assert str(err.value).startswith(
+        "evaluate.subgroups names column 'sex', which the films of cache/test.csv do "
+        "not have (metadata columns: source)"
+    )
 
 
 def test_a_subgroup_wholly_below_the_overall_score_is_flagged():

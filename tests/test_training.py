@@ -1,4 +1,5 @@
 """The training loop's promises, in-process on a tiny cache and a linear model (seconds, not minutes)."""
+
 import math
 
 import numpy as np
@@ -8,11 +9,11 @@ from torch import nn
 
 from helpers import NO_AUGMENT, SEED, SIZE, tiny_cache
 from stages.lib.model import fitting
-from stages.lib.params.schema import Train
+from stages.lib.model.fitting import fit
 from stages.lib.model.inference import predict
 from stages.lib.model.runtime import describe
 from stages.lib.model.training import EpochResult, make_loaders
-from stages.lib.model.fitting import fit
+from stages.lib.params.schema import Train
 
 CPU = torch.device("cpu")
 
@@ -29,22 +30,43 @@ def run_fit(tmp_path, monkeypatch, val_f1, **train):
     t = Train(**{"batch_size": 8, "lr": 1e-3, "early_stopping_patience": 100, **train})
     loaders = make_loaders(str(tiny_cache(tmp_path / "cache")), t, NO_AUGMENT, CPU, SEED)
     rows, best = [], []
-    progress = fit(linear_model(), *loaders, t, CPU, "tiny", SEED, on_epoch=rows.append,
-                   on_best=lambda model, epoch, score: best.append(epoch))
+    progress = fit(
+        linear_model(),
+        *loaders,
+        t,
+        CPU,
+        "tiny",
+        SEED,
+        on_epoch=rows.append,
+        on_best=lambda model, epoch, score: best.append(epoch),
+    )
     return progress, rows, best
 
 
 def test_early_stopping_stops_when_patience_is_reached(tmp_path, monkeypatch):
-    progress, rows, best = run_fit(tmp_path, monkeypatch, [0.5, 0.6, 0.55, 0.6, 0.59, 0.9, 0.9],
-                                   epochs=7, early_stopping_patience=3, scheduler="cosine")
+    progress, rows, best = run_fit(
+        tmp_path,
+        monkeypatch,
+        [0.5, 0.6, 0.55, 0.6, 0.59, 0.9, 0.9],
+        epochs=7,
+        early_stopping_patience=3,
+        scheduler="cosine",
+    )
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]  # 3 epochs without beating epoch 2's 0.6
     assert best == [1, 2] and progress.best_epoch == 2 and progress.best_val_macro_f1 == 0.6
     assert progress.epoch == 5 and progress.stale == 3 and progress.finished
 
 
 def test_plateau_lowers_lr_by_factor_after_patience_down_to_min_lr(tmp_path, monkeypatch):
-    _, rows, _ = run_fit(tmp_path, monkeypatch, [0.5] * 8, epochs=8, scheduler="plateau",
-                         plateau={"factor": 0.5, "patience": 1}, min_lr=2e-4)
+    _, rows, _ = run_fit(
+        tmp_path,
+        monkeypatch,
+        [0.5] * 8,
+        epochs=8,
+        scheduler="plateau",
+        plateau={"factor": 0.5, "patience": 1},
+        min_lr=2e-4,
+    )
     lrs = [r["lr"] for r in rows]
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 2e-4])
 
@@ -108,8 +130,10 @@ def test_test_time_hflip_averages_each_image_with_its_mirror():
 def test_the_where_it_runs_line_says_when_mixed_precision_has_no_gpu():
     line = describe(CPU, "auto", 0).line()
     assert line.startswith("runs on cpu (no CUDA device, ")
-    assert ("precision fp32 (train.precision auto asks for mixed precision, which needs CUDA; none is visible) | "
-            "channels_last off | 0 DataLoader workers | torch " + str(torch.__version__)) in line
+    assert (
+        "precision fp32 (train.precision auto asks for mixed precision, which needs CUDA; none is visible) | "
+        "channels_last off | 0 DataLoader workers | torch " + str(torch.__version__)
+    ) in line
     assert "(" not in describe(CPU, "fp32", 0).line().split("precision fp32")[1].split("|")[0]
 
 
@@ -117,6 +141,8 @@ def test_the_where_it_runs_line_on_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     runtime = describe(torch.device("cuda", 0), "auto", 8)
-    assert runtime.line().startswith("runs on cuda:0 (NVIDIA H100 80GB HBM3) | precision bf16 (auto) | "
-                                     "channels_last on | 8 DataLoader workers | torch ")
+    assert runtime.line().startswith(
+        "runs on cuda:0 (NVIDIA H100 80GB HBM3) | precision bf16 (auto) | "
+        "channels_last on | 8 DataLoader workers | torch "
+    )
     assert runtime.as_dict()["precision"] == "bf16" and runtime.as_dict()["workers"] == 8

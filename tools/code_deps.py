@@ -7,6 +7,7 @@ date. This finds them with `ast` (imports inside functions count: they run too) 
 stage, the .py deps dvc.yaml lacks; tests/test_repository.py fails on any. Standard-library
 modulefinder would also walk torch and every other installed package; only stages/ and tools/ matter.
 """
+
 from __future__ import annotations
 
 import ast
@@ -80,7 +81,9 @@ def stage_modules(pipeline: dict) -> dict[str, str]:
     out = {}
     for name, stage in pipeline["stages"].items():
         body = stage.get("do", stage)
-        if m := re.search(r"python -m ([\w.]+)", " ".join(body["cmd"]) if isinstance(body["cmd"], list) else body["cmd"]):
+        if m := re.search(
+            r"python -m ([\w.]+)", " ".join(body["cmd"]) if isinstance(body["cmd"], list) else body["cmd"]
+        ):
             out[name] = m.group(1)
     return out
 

@@ -7,6 +7,7 @@ keeps one definition of the stages; the test suite checks that the committed dem
 this writes. demo/ is a DVC project of its own (`dvc init --subdir`), so `dvc status`, `dvc metrics
 show` and `dvc exp show` at the top level speak of the study's pipeline only, and in demo/ of the demo.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,11 @@ HEADER = """\
 # writes the synthetic (NOT real) films to demo/data. Run it with `make demo` or `cd demo && dvc repro`.
 """
 SYNTHESIZE = {
-    "cmd": ("python -m tools.make_demo_data data --seed ${synthetic.seed} --train ${synthetic.train} "
-            "--val ${synthetic.val} --test ${synthetic.test} --external data_external "
-            "--external-size ${synthetic.external}"),
+    "cmd": (
+        "python -m tools.make_demo_data data --seed ${synthetic.seed} --train ${synthetic.train} "
+        "--val ${synthetic.val} --test ${synthetic.test} --external data_external "
+        "--external-size ${synthetic.external}"
+    ),
     # the code it runs, from its imports (tools/code_deps.py), as every stage lists it
     "deps": [f"../{f}" for f in dep_list("tools.make_demo_data")],
     "params": ["synthetic"],
@@ -45,7 +48,7 @@ def relocate_plot(plot):
     """A plot whose template is named (found in the top project's .dvc/plots) gets the template's path."""
     if not isinstance(plot, dict):
         return plot
-    (name, spec), = plot.items()
+    ((name, spec),) = plot.items()
     if isinstance(spec, dict) and "template" in spec and "/" not in spec["template"]:
         spec = {**spec, "template": f"../.dvc/plots/{spec['template']}.json"}
     return {name: spec}
@@ -58,8 +61,11 @@ def demo_pipeline(top: dict) -> dict:
         body = stage["do"] if "do" in stage else stage
         body = {**body, "deps": [relocate(d) for d in body.get("deps", [])]}
         stages[name] = {**stage, "do": body} if "do" in stage else body
-    return {"stages": stages, "plots": [relocate_plot(p) for p in top.get("plots", [])],
-            **{k: v for k, v in top.items() if k not in ("stages", "plots")}}
+    return {
+        "stages": stages,
+        "plots": [relocate_plot(p) for p in top.get("plots", [])],
+        **{k: v for k, v in top.items() if k not in ("stages", "plots")},
+    }
 
 
 def render(top: dict) -> str:

@@ -1,5 +1,6 @@
 """Write the synthetic demo dataset (course layout) to a folder: python -m tools.make_demo_data data
 [--external data_external --external-size 60]: also a shifted external set (manifest layout, no COVID-19)."""
+
 from __future__ import annotations
 
 import argparse

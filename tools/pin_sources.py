@@ -5,6 +5,7 @@ Run it once, by the first person who downloads the sources (`make study-data` st
 after checking that the downloads are the right ones; then commit the file. A pin already known is
 never changed: a source whose bytes differ from it stays refused (docs/study-data.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sums", type=Path, help="the SHA256SUMS file (sources/SHA256SUMS)")
     pinned = pin(parser.parse_args().sums)
-    print(f"pinned {', '.join(pinned)}; commit the file" if pinned else "nothing to pin: every line has a sha256",
-          file=sys.stdout)
+    print(
+        f"pinned {', '.join(pinned)}; commit the file" if pinned else "nothing to pin: every line has a sha256",
+        file=sys.stdout,
+    )
 
 
 if __name__ == "__main__":

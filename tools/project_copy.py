@@ -1,5 +1,6 @@
 """A copy of the project with other params: the tests' temporary projects, bench.quality's runs and the
 GPU check's pipeline. Standard library and PyYAML only: the GPU check calls it on a bare Python."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,8 +19,9 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def copy_project(dest: Path, names, params: dict[str, dict] | None = None, root: Path = ROOT,
-                 missing_ok: bool = False) -> dict[str, dict]:
+def copy_project(
+    dest: Path, names, params: dict[str, dict] | None = None, root: Path = ROOT, missing_ok: bool = False
+) -> dict[str, dict]:
     """Copy the files and folders `names` (relative to `root`; folders without __pycache__) into `dest`,
     then each params file of `params` ({"demo/params.yaml": overrides, ...}) with its overrides merged
     over it; a file without overrides stays as written. Returns the params files written, as dicts."""

@@ -6,6 +6,7 @@ downloads every package `tools/gpu/gpu_wheels.txt` pins, built for that machine 
 manylinux x86_64), into the git-ignored .whl/ that travels with the tree. There, `tools.gpu.gpu_check`
 calls `missing` and `install` before anything else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,13 @@ from pathlib import Path
 LIST = Path("tools/gpu/gpu_wheels.txt")
 FOLDER = Path(".whl")
 PYTHON = "3.12"
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 BUILD_MARK = "# build"  # PyPI has a source archive only: build a pure-Python wheel here
 
 
@@ -53,8 +59,7 @@ def missing(folder: Path = FOLDER, path: Path = LIST) -> list[str]:
     for wheel in folder.glob("*.whl"):
         name, version = parse_wheel_filename(wheel.name)
         found.setdefault(canonicalize_name(name), []).append(str(version))
-    return [f"{name}=={version}" for name, version, _ in pins(path)
-            if found.get(canonicalize_name(name)) != [version]]
+    return [f"{name}=={version}" for name, version, _ in pins(path) if found.get(canonicalize_name(name)) != [version]]
 
 
 def size_mb(folder: Path = FOLDER) -> float:
@@ -63,9 +68,26 @@ def size_mb(folder: Path = FOLDER) -> float:
 
 def install(folder: Path, target: Path) -> None:
     """Unpack every wheel into `target` (put it first on PYTHONPATH); nothing is fetched."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, sorted(folder.glob("*.whl")))],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(target),
+            *map(str, sorted(folder.glob("*.whl"))),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def download(folder: Path = FOLDER, path: Path = LIST) -> None:
@@ -75,11 +97,26 @@ def download(folder: Path = FOLDER, path: Path = LIST) -> None:
     listed = pins(path)
     pip = [sys.executable, "-m", "pip", "-q"]
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-    subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", PYTHON,
-                    "--implementation", "cp", *platforms, "-d", str(folder),
-                    *[f"{n}=={v}" for n, v, build in listed if not build]], check=True)
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(folder), *[f"{n}=={v}" for n, v, build in listed if build]],
-                   check=True)
+    subprocess.run(
+        [
+            *pip,
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            PYTHON,
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(folder),
+            *[f"{n}=={v}" for n, v, build in listed if not build],
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(folder), *[f"{n}=={v}" for n, v, build in listed if build]], check=True
+    )
     left = missing(folder, path)
     if left:
         sys.exit(f"error: {folder} lacks {', '.join(left)} after the download; check {path}")

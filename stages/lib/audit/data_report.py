@@ -1,4 +1,5 @@
 """The data report's descriptive parts: counts per split and class, image facts per class."""
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,6 @@ def headline(report: dict) -> dict:
 def shortcut_headline(report: dict) -> dict:
     """The metadata-only baseline's macro-F1 per scored split, comparable to the models' headlines."""
     return {split: {"macro_f1": s["macro_f1"]} for split, s in report["shortcut"].items() if split != "features"}
-
 
 
 def cited_sources(data_dir) -> dict:

@@ -8,6 +8,7 @@ or encoding setting that decodes identically). Near: a DCT perceptual hash (pHas
 that survives re-encoding, resizing and mild contrast changes; compared by Hamming
 distance with numpy, all pairs of two splits in blocks.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,7 @@ def near_pairs(a: np.ndarray, b: np.ndarray, max_distance: int) -> list[tuple[in
     rows = max(1, BLOCK_BYTES // max(1, b.nbytes))
     pairs = []
     for start in range(0, len(a), rows):
-        dist = np.bitwise_count(a[start:start + rows, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
+        dist = np.bitwise_count(a[start : start + rows, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
         i, j = np.nonzero(dist <= max_distance)
         pairs += zip((i + start).tolist(), j.tolist(), dist[i, j].tolist())
     return pairs
@@ -56,8 +57,11 @@ def find_leaks(splits: dict[str, list[dict]], max_distance: int) -> dict:
         for r in ra:
             by_hash.setdefault(r["exact"], []).append(r["name"])
         exact = [[x, r["name"]] for r in rb for x in by_hash.get(r["exact"], [])]
-        close = near_pairs(np.stack([np.frombuffer(r["phash"], np.uint8) for r in ra]),
-                           np.stack([np.frombuffer(r["phash"], np.uint8) for r in rb]), max_distance)
+        close = near_pairs(
+            np.stack([np.frombuffer(r["phash"], np.uint8) for r in ra]),
+            np.stack([np.frombuffer(r["phash"], np.uint8) for r in rb]),
+            max_distance,
+        )
         near = [[ra[i]["name"], rb[j]["name"], d] for i, j, d in close if ra[i]["exact"] != rb[j]["exact"]]
         report[f"{a}/{b}"] = {"shared_patients": patients, "exact_duplicates": exact, "near_duplicates": near}
     return report
@@ -93,10 +97,16 @@ def leak_summary(leaks: dict) -> str | None:
     """One line saying what leaked where, or None when nothing did."""
     parts = []
     for pair, found in leaks.items():
-        counts = [(len(found["shared_patients"]), "shared patient(s)"), (len(found["exact_duplicates"]), "exact duplicate(s)"),
-                  (len(found["near_duplicates"]), "near duplicate(s)")]
+        counts = [
+            (len(found["shared_patients"]), "shared patient(s)"),
+            (len(found["exact_duplicates"]), "exact duplicate(s)"),
+            (len(found["near_duplicates"]), "near duplicate(s)"),
+        ]
         said = ", ".join(f"{n} {what}" for n, what in counts if n)
         if said:
-            example = (found["shared_patients"] or [" ~ ".join(map(str, (found["exact_duplicates"] or found["near_duplicates"])[0][:2]))])[0]
+            example = (
+                found["shared_patients"]
+                or [" ~ ".join(map(str, (found["exact_duplicates"] or found["near_duplicates"])[0][:2]))]
+            )[0]
             parts.append(f"{pair}: {said} (e.g. {example})")
     return "; ".join(parts) or None

@@ -1,6 +1,7 @@
 """The licences of the data's sources, where the dataset says them: a `SOURCES.csv` beside the data
 (as the course layout's real sample ships it) with a `license` (or `licence`) column, one row per
 film. Counted per licence for the data report; the model cards print them."""
+
 from __future__ import annotations
 
 import csv

@@ -4,6 +4,7 @@ Public CXR collections mix sources, so format, size and bit depth can carry the 
 forest fitted on those facts of the train split and scored on val/test is the floor a network
 must clearly beat before its score says anything about the lungs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,12 +27,14 @@ def fit_forest(x: np.ndarray, y: list[int], seed: int) -> RandomForestClassifier
 
 def features(facts: list[dict], formats: list[str]) -> np.ndarray:
     """One row per image: numeric facts plus a one-hot of the file format."""
-    return np.array([[f[k] for k in NUMERIC] + [float(f["format"] == x) for x in formats] for f in facts],
-                    dtype=np.float64)
+    return np.array(
+        [[f[k] for k in NUMERIC] + [float(f["format"] == x) for x in formats] for f in facts], dtype=np.float64
+    )
 
 
-def shortcut_audit(splits: dict[str, list[tuple[dict, int | None]]], seed: int,
-                   classes) -> tuple[dict, dict[str, np.ndarray]]:
+def shortcut_audit(
+    splits: dict[str, list[tuple[dict, int | None]]], seed: int, classes
+) -> tuple[dict, dict[str, np.ndarray]]:
     """`splits`: split -> (facts, label) per image. Fits on train, scores each other labeled split:
     ({"val": {"macro_f1", "per_class_recall"}, "test": {...}, "features": [...]},
      {split: class probabilities [N, len(classes)] of every image of val and test, in order}).

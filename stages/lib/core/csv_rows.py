@@ -5,6 +5,7 @@ its line terminator. Our files end lines with "\\n" alone, so a name holding "\\
 and a reader split the row there (issue 20). A row with a "\\r" in any field is written fully quoted;
 every other row stays as before, so ordinary files do not change by a byte.
 """
+
 from __future__ import annotations
 
 import csv

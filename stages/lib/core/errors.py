@@ -1,9 +1,10 @@
 """User-facing failures: one line naming the file and the fix, a non-zero exit, no traceback."""
+
 from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class UserError(Exception):

@@ -3,18 +3,18 @@
 Every output goes through `atomic_path`: a killed stage leaves either the previous file or the
 new one, never half of one.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 from stages.lib.core.errors import UserError
-
 
 
 @contextlib.contextmanager

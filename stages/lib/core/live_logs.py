@@ -3,6 +3,7 @@
 
 Standard library only: the GPU check reads them on a bare Python before any wheel is unpacked.
 """
+
 from __future__ import annotations
 
 import csv

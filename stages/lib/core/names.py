@@ -2,6 +2,7 @@
 
 Imported wherever they are used, so no module imports another only for a constant.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ A ProcessPoolExecutor worker whose parent is killed with -9 is never told: it bl
 queue forever, holding its memory (issue 20: 529 MB each). On Linux the kernel signals it instead
 (prctl PR_SET_PDEATHSIG); elsewhere a thread watches the parent id.
 """
+
 from __future__ import annotations
 
 import ctypes

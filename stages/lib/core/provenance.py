@@ -4,6 +4,7 @@ Every result a reader may copy out (the summary, each checkpoint, each detail me
 data report) carries `stamp(...)`, so a number can be traced back without the repository's history.
 No clock time goes in: a rerun at the same commit with the same data and params stays byte-identical.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,14 @@ import yaml
 
 # What "dirty" means: the code or the params differ from the commit. Pipeline outputs (metrics,
 # plots, dvc.lock) are left out: rewriting them is what a run does.
-SOURCE_PATHSPECS = (":(top,glob)**/*.py", ":(top,glob)**/dvc.yaml", ":(top,glob)**/params.yaml",
-                    ":(top)requirements.txt", ":(top)pyproject.toml", ":(top,glob).dvc/plots/*")
+SOURCE_PATHSPECS = (
+    ":(top,glob)**/*.py",
+    ":(top,glob)**/dvc.yaml",
+    ":(top,glob)**/params.yaml",
+    ":(top)requirements.txt",
+    ":(top)pyproject.toml",
+    ":(top,glob).dvc/plots/*",
+)
 MAX_LISTED = 10
 UNKNOWN = "unknown"  # `dirty` when git status gave no answer
 
@@ -85,10 +92,22 @@ def stamp(params: dict, data: dict | None) -> dict:
 def markdown(stamp_: dict) -> list[str]:
     """The stamp as a few Markdown lines for the summary."""
     git, data = stamp_["git"], stamp_["data"]
-    changes = {True: " with uncommitted changes to " + ", ".join(git["modified"]), False: " (clean)",
-               UNKNOWN: f" (uncommitted changes unknown: {git.get('note')})"}
+    changes = {
+        True: " with uncommitted changes to " + ", ".join(git["modified"]),
+        False: " (clean)",
+        UNKNOWN: f" (uncommitted changes unknown: {git.get('note')})",
+    }
     code = f"commit `{git['commit']}`{changes[git['dirty']]}" if git["commit"] else git["note"]
     source = f"`{data['path']}` md5 `{data['md5']}` (from {data['from']})" if data else "not tracked by DVC"
-    return ["## Provenance", "", f"- Code: {code}", f"- Data: {source}",
-            "- Params: the `params` block of each `metrics/<model>.json` (all of them below).", "",
-            "```yaml", yaml.safe_dump(stamp_["params"], sort_keys=False).rstrip(), "```", ""]
+    return [
+        "## Provenance",
+        "",
+        f"- Code: {code}",
+        f"- Data: {source}",
+        "- Params: the `params` block of each `metrics/<model>.json` (all of them below).",
+        "",
+        "```yaml",
+        yaml.safe_dump(stamp_["params"], sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]

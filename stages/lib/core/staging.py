@@ -4,6 +4,7 @@ A run killed with -9 cannot clean up, so each staging folder has a lock file bes
 (`.<out>.<random>.lock`, flock-ed for the run's lifetime; the kernel releases it when the process
 dies): the next run removes every `.<out>.*` folder whose lock nobody holds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,8 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LOCK = ".lock"
 
@@ -23,7 +24,7 @@ def staging_dir(out_dir: Path, mode: int) -> Iterator[Path]:
     remove_stale(out_dir)
     fd, lock = tempfile.mkstemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=LOCK)
     fcntl.flock(fd, fcntl.LOCK_EX)  # before the folder exists, so no other run takes it for stale
-    staging = Path(lock[:-len(LOCK)])
+    staging = Path(lock[: -len(LOCK)])
     try:
         staging.mkdir(mode)
         staging.chmod(mode)  # mkdir's mode is filtered by the umask: the caller's mode already was

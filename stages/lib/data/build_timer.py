@@ -1,5 +1,6 @@
 """Seconds per part of the last preprocess builds, for bench/scale.py: kept here, never in the data report
 (which must not vary between identical runs) and never in a file's facts."""
+
 from __future__ import annotations
 
 import contextlib

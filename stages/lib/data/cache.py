@@ -5,6 +5,7 @@ and hash each image once, in parallel -> make missing splits -> leakage and shor
 write the per-split arrays. The cache is assembled beside `out_dir` and swapped in at the end and
 the report is written only then, so any refusal leaves the previous outputs untouched.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,32 +18,33 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from stages.lib.params.schema import Data, Preprocess
-from stages.lib.data import build_timer
-from stages.lib.data.dataset import file_records
-from stages.lib.core.names import SPLITS, UNLABELED
+from stages.lib.audit.checks import data_checks
 from stages.lib.audit.data_report import cited_sources
-from stages.lib.core.errors import UserError
-from stages.lib.results.evaluation import predictions_csv
-from stages.lib.data.formats import BadImage, load_gray
-from stages.lib.core.files import umask, write_json, write_text
-from stages.lib.data.layouts import detect_layout, read_layout
-from stages.lib.data.records import check_paths
-from stages.lib.data.records import Sample
-from stages.lib.data.splits import drop_repeats, ensure_splits, unique_names
 from stages.lib.audit.leakage import exact_hash, perceptual_hash
-from stages.lib.core.pool_workers import die_with_parent
 from stages.lib.audit.licences import licences
+from stages.lib.core.errors import UserError
+from stages.lib.core.files import umask, write_json, write_text
+from stages.lib.core.names import SPLITS, UNLABELED
+from stages.lib.core.pool_workers import die_with_parent
 from stages.lib.core.provenance import data_hash, stamp
 from stages.lib.core.staging import staging_dir
-from stages.lib.data.transforms import preprocess_image, preprocess_transform
+from stages.lib.data import build_timer
 from stages.lib.data.cache_writer import Staged, swap_in, write_split
-from stages.lib.audit.checks import data_checks
+from stages.lib.data.dataset import file_records
+from stages.lib.data.formats import BadImage, load_gray
+from stages.lib.data.layouts import detect_layout, read_layout
+from stages.lib.data.records import Sample, check_paths
+from stages.lib.data.splits import drop_repeats, ensure_splits, unique_names
+from stages.lib.data.transforms import preprocess_image, preprocess_transform
+from stages.lib.params.schema import Data, Preprocess
+from stages.lib.results.evaluation import predictions_csv
 
 SYNTHETIC_MARKER = "SYNTHETIC"  # file the demo generator leaves in its data folder
 
 _transform = None  # one per worker process
 _max_pixels = None
+
+
 def _init_worker(p: Preprocess, max_pixels: int, parent: int) -> None:
     die_with_parent(parent)
     global _transform, _max_pixels
@@ -84,27 +86,38 @@ def _meta(staging: Path, data_dir: Path, p: Preprocess, d: Data, report: dict, s
     report["provenance"] = stamp({"preprocess": p.model_dump(), "data": d.model_dump()}, data)
     report.update(cited_sources(data_dir))  # the study's data (make study-data) cites its datasets
     report["licences"] = licences(data_dir)  # the model cards print them
-    return {"classes": list(d.classes), "preprocess": p.model_dump(), "counts": report["counts"],
-            "synthetic": (data_dir / SYNTHETIC_MARKER).exists(), "data": data,
-            "files": file_records(staging, splits)}
+    return {
+        "classes": list(d.classes),
+        "preprocess": p.model_dump(),
+        "counts": report["counts"],
+        "synthetic": (data_dir / SYNTHETIC_MARKER).exists(),
+        "data": data,
+        "files": file_records(staging, splits),
+    }
 
 
 def _write_shortcut(shortcut_dir: str | os.PathLike, shortcut_probs: dict, splits: dict, classes) -> None:
     """The metadata-only classifier's predictions of val and test, as predictions CSVs."""
     for split, probs in shortcut_probs.items():
         labels = np.array([UNLABELED if s.label is None else s.label for s in splits[split]])
-        write_text(Path(shortcut_dir) / f"{split}.csv", predictions_csv([s.name for s in splits[split]], labels, probs,
-                                                                        classes))
+        write_text(
+            Path(shortcut_dir) / f"{split}.csv",
+            predictions_csv([s.name for s in splits[split]], labels, probs, classes),
+        )
 
 
 def _tell(report: dict, report_path: str | os.PathLike) -> None:
     """What the report found that a user should read now: leakage, duplicates, first frames, patient ids."""
     if report["leakage"]["summary"]:
-        print(f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
-              file=sys.stderr)
+        print(
+            f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
+            file=sys.stderr,
+        )
     if report["duplicates"]["summary"]:
-        print(f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
-              file=sys.stderr)
+        print(
+            f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
+            file=sys.stderr,
+        )
     for key in ("first_frame_only", "patient_ids_differing_by_case"):
         if report[key]["summary"]:
             print(f"note: {report[key]['summary']}; details in {report_path} ({key})", file=sys.stderr)
@@ -112,9 +125,15 @@ def _tell(report: dict, report_path: str | os.PathLike) -> None:
 
 # params: dvc.yaml's three paths (data, cache, report), params' two sections, and two options with
 # defaults (the worker count, where the shortcut's predictions go) that tests and bench.scale set.
-def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
-                p: Preprocess, d: Data, workers: int | None = None,
-                shortcut_dir: str | os.PathLike | None = None) -> dict:
+def build_cache(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    report_path: str | os.PathLike,
+    p: Preprocess,
+    d: Data,
+    workers: int | None = None,
+    shortcut_dir: str | os.PathLike | None = None,
+) -> dict:
     """Preprocess the dataset under `data_dir` into `out_dir` and write the data report (and, into
     `shortcut_dir`, the metadata-only classifier's predictions of val and test).
 
@@ -133,8 +152,10 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         skipped += bad
         # (name, path) identifies an image: equal keys in two splits are the same file.
         row_of = {(s.name, s.path): i for i, s in enumerate(todo) if facts[i] is not None}
-        splits = {split: [_with_dicom_patient(s, facts[row_of[s.name, s.path]]) for s in ss if (s.name, s.path) in row_of]
-                  for split, ss in given.items()}
+        splits = {
+            split: [_with_dicom_patient(s, facts[row_of[s.name, s.path]]) for s in ss if (s.name, s.path) in row_of]
+            for split, ss in given.items()
+        }
         splits, notes = ensure_splits(splits, d)
         _check_not_empty(splits, data_dir, skipped)
         _check_classes(splits, data_dir, d.classes)
@@ -143,8 +164,15 @@ def build_cache(data_dir: str | os.PathLike, out_dir: str | os.PathLike, report_
         report = {"layout": layout, **checks}
         start = time.perf_counter()
         for split, ss in splits.items():
-            write_split(staging, split, images, [row_of[s.name, s.path] for s in ss], ss, d.classes,
-                         [facts[row_of[s.name, s.path]] for s in ss])
+            write_split(
+                staging,
+                split,
+                images,
+                [row_of[s.name, s.path] for s in ss],
+                ss,
+                d.classes,
+                [facts[row_of[s.name, s.path]] for s in ss],
+            )
         build_timer.seconds["write_cache"] += time.perf_counter() - start
         images.close()
         (staging / "all.npy").unlink()
@@ -163,8 +191,10 @@ def _check_not_empty(splits: dict[str, list[Sample]], data_dir: Path, skipped: l
     for split in SPLITS:
         if not splits.get(split):
             why = f" after skipping {len(skipped)} bad file(s)" if skipped else ""
-            raise UserError(f"{data_dir}: the {split} split has no images{why}, and later stages need it; "
-                            f"fix or add its images, or remove the {split} split so preprocess draws it from train")
+            raise UserError(
+                f"{data_dir}: the {split} split has no images{why}, and later stages need it; "
+                f"fix or add its images, or remove the {split} split so preprocess draws it from train"
+            )
 
 
 def _bad(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:
@@ -183,7 +213,9 @@ def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data,
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels, os.getpid()))
     try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
-        for i, (img, info, seconds) in enumerate(tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)):
+        for i, (img, info, seconds) in enumerate(
+            tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)
+        ):
             if img is None:
                 bad += _bad([BadImage(info, samples[i].path)], d.on_bad_image)
                 facts.append(None)
@@ -207,9 +239,9 @@ def _with_dicom_patient(s: Sample, facts: dict) -> Sample:
 def _check_classes(splits: dict[str, list[Sample]], data_dir: Path, classes) -> None:
     for c, name in enumerate(classes):
         if not any(s.label == c for s in splits["train"]):
-            raise UserError(f"{data_dir}: no training image of class {name!r}; every class needs some "
-                            "(add images of it to the training split, or remove it from data.classes)")
+            raise UserError(
+                f"{data_dir}: no training image of class {name!r}; every class needs some "
+                "(add images of it to the training split, or remove it from data.classes)"
+            )
     if any(s.label is None for s in splits["val"]):
         raise UserError(f"{data_dir}: the val split has images without a label; only test may be unlabeled")
-
-

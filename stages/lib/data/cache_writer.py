@@ -1,4 +1,5 @@
 """Writing the preprocess cache: one staging array filled image by image (a plain .npy), each split's array and index, the staging folder swapped in whole."""
+
 from __future__ import annotations
 
 import io
@@ -8,17 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.core.csv_rows import RowWriter
-from stages.lib.data.dataset import cache_files
 from stages.lib.audit.data_report import class_name
+from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.files import write_text
+from stages.lib.data.dataset import cache_files
 from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.data.records import Sample
 
 
 def _npy_header(f, shape: tuple[int, ...]) -> None:
-    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                                              "fortran_order": False, "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    )
 
 
 class Staged:
@@ -51,21 +53,29 @@ class Staged:
 
 # params: one split as the staging array holds it: the folder and split name, its rows in the array, its
 # samples and their facts, and the class names it is labelled by.
-def write_split(staging: Path, split: str, images: Staged, rows: list[int], samples: list[Sample],
-                 classes, facts: list[dict]) -> None:
+def write_split(
+    staging: Path, split: str, images: Staged, rows: list[int], samples: list[Sample], classes, facts: list[dict]
+) -> None:
     array_path, index_path = cache_files(staging, split)
     with open(array_path, "wb") as out:  # plain writes, not a memory map: see Staged
         _npy_header(out, (len(rows),) + images.shape[1:])
         for start in range(0, len(rows), 256):  # 16 MB at 256 px
-            out.write(images[rows[start:start + 256]])
+            out.write(images[rows[start : start + 256]])
     buf = io.StringIO()
     writer = RowWriter(buf)
     # Film metadata after the label: the built-in file facts, then a manifest's extra columns
     # (stages/lib/results/subgroups.py reads them). A hidden-label test image has an empty label.
     extra = [c for c, _ in samples[0].metadata] if samples else []
     writer.writerow(["filename", "label", *BUILT_IN_METADATA, *extra])
-    writer.writerows([s.name, "" if s.label is None else class_name(s.label, classes),
-                      *[f[k] for k in BUILT_IN_METADATA], *[v for _, v in s.metadata]] for s, f in zip(samples, facts))
+    writer.writerows(
+        [
+            s.name,
+            "" if s.label is None else class_name(s.label, classes),
+            *[f[k] for k in BUILT_IN_METADATA],
+            *[v for _, v in s.metadata],
+        ]
+        for s, f in zip(samples, facts)
+    )
     write_text(index_path, buf.getvalue())
 
 

@@ -8,6 +8,7 @@ Cache layout written by the preprocess stage (one array per split trains fast an
                    file its shape/rows, dtype and SHA-256, which `verify_cache` checks before a model is built
 Reading the dataset folder (layouts, formats) lives in layouts.py and formats.py.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,9 +24,8 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import UNLABELED
 
-
-
 # --- cache -------------------------------------------------------------------------------------
+
 
 def cache_files(cache_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
     cache_dir = Path(cache_dir)
@@ -93,8 +93,10 @@ def _check_file(path: Path, expected: dict | None) -> None:
             shape, dtype, offset = _npy_header(path)
             size = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
             if [list(shape), dtype] != [expected.get("shape"), expected.get("dtype")] or path.stat().st_size != size:
-                raise UserError(f"{path}: holds {dtype} {list(shape)} in {path.stat().st_size} bytes, meta.json "
-                                f"says {expected.get('dtype')} {expected.get('shape')}; {DAMAGED}")
+                raise UserError(
+                    f"{path}: holds {dtype} {list(shape)} in {path.stat().st_size} bytes, meta.json "
+                    f"says {expected.get('dtype')} {expected.get('shape')}; {DAMAGED}"
+                )
             index = path.with_suffix(".csv")
             if index.is_file() and _index_rows(index) != shape[0]:
                 raise UserError(f"{path}: {shape[0]} images but {index.name} lists {_index_rows(index)}; {DAMAGED}")
@@ -172,6 +174,7 @@ class CachedSplit(Dataset):
 
 # --- class imbalance (the study: WeightedRandomSampler + class-weighted cross-entropy) -----------
 
+
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=num_classes)
 
@@ -186,6 +189,8 @@ def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> Weighted
     """Draw len(labels) samples with replacement, each class equally likely in expectation."""
     weights = class_weights(labels, int(labels.max()) + 1)[labels]
     return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels), replacement=True,
+        torch.as_tensor(weights, dtype=torch.double),
+        num_samples=len(labels),
+        replacement=True,
         generator=generator,
     )

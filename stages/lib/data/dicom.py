@@ -1,5 +1,6 @@
 """DICOM films to one 8-bit gray channel (formats.load_gray calls load_dicom): pydicom, with GDCM for what it
 cannot decode, the VOI LUT or window, MONOCHROME1 inverted; one-line refusals naming what a file lacks."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,9 @@ def load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
     except (InvalidDicomError, AttributeError, OSError, ValueError, TypeError) as err:
-        raise BadImage(f"{path}: not a readable DICOM image ({err.__class__.__name__}); replace or remove it", path) from err
+        raise BadImage(
+            f"{path}: not a readable DICOM image ({err.__class__.__name__}); replace or remove it", path
+        ) from err
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in GRAY_DICOM:  # PALETTE COLOR's values are palette indices, not intensities
         what = f"colour DICOM ({photometric})" if photometric else "DICOM without a PhotometricInterpretation"
@@ -39,20 +42,31 @@ def load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
     except Exception as err:  # pydicom raises many types, e.g. for a missing JPEG2000 decoder
         raise BadImage(_undecodable(path, ds, err), path) from err
     if raw.ndim != 2:
-        raise BadImage(f"{path}: DICOM pixel data of shape {raw.shape}, not one gray frame; "
-                       "export it as single-frame grayscale", path)
+        raise BadImage(
+            f"{path}: DICOM pixel data of shape {raw.shape}, not one gray frame; export it as single-frame grayscale",
+            path,
+        )
     try:
         values, (lo, hi), scaled_by = dicom_display(raw, ds)
     except (ValueError, TypeError, AttributeError, NotImplementedError, IndexError) as err:  # a malformed VOI module
-        raise BadImage(f"{path}: DICOM values cannot be displayed ({_short(err)}); "
-                       "fix its window/VOI LUT or export it as PNG", path) from err
+        raise BadImage(
+            f"{path}: DICOM values cannot be displayed ({_short(err)}); fix its window/VOI LUT or export it as PNG",
+            path,
+        ) from err
     scale = 0.0 if hi <= lo else 255 / (hi - lo)
     gray = np.clip(np.round((values - lo) * scale), 0, 255).astype(np.uint8)
     if photometric == "MONOCHROME1":
         gray = 255 - gray  # MONOCHROME1 stores bone dark; flip so every film shows bone bright
-    facts = {"format": "DICOM", "width": cols, "height": rows, "channels": 1,
-             "bit_depth": _bits_stored(ds, raw), "scaled_by": scaled_by, "frames": frames,
-             "patient_id": str(ds.get("PatientID", "")).strip() or None}
+    facts = {
+        "format": "DICOM",
+        "width": cols,
+        "height": rows,
+        "channels": 1,
+        "bit_depth": _bits_stored(ds, raw),
+        "scaled_by": scaled_by,
+        "frames": frames,
+        "patient_id": str(ds.get("PatientID", "")).strip() or None,
+    }
     return gray, facts
 
 
@@ -73,7 +87,7 @@ def _gdcm_first_frame(path: Path, rows: int, cols: int) -> np.ndarray:
     fmt = image.GetPixelFormat()
     dtype = np.dtype(f"{'i' if fmt.GetPixelRepresentation() else 'u'}{fmt.GetBitsAllocated() // 8}")
     values = np.frombuffer(buffer.encode("utf-8", "surrogateescape"), dtype=dtype.newbyteorder("<"))
-    return values[:rows * cols].reshape(rows, cols)
+    return values[: rows * cols].reshape(rows, cols)
 
 
 @contextlib.contextmanager
@@ -104,12 +118,16 @@ def _undecodable(path: Path, ds, err: Exception) -> str:
         missing = get_decoder(syntax).missing_dependencies if syntax and syntax.is_compressed else []
     except (NotImplementedError, ValueError):  # a transfer syntax pydicom has no decoder for
         missing = []
-    wanted = sorted({req.split(" - requires ", 1)[-1].replace("gdcm>=", "python-gdcm>=").replace("numpy and ", "")
-                     for req in missing if " - requires " in req and "pylibjpeg-libjpeg" not in req})  # pylibjpeg-libjpeg is GPL: not offered
+    wanted = sorted(
+        {
+            req.split(" - requires ", 1)[-1].replace("gdcm>=", "python-gdcm>=").replace("numpy and ", "")
+            for req in missing
+            if " - requires " in req and "pylibjpeg-libjpeg" not in req
+        }
+    )  # pylibjpeg-libjpeg is GPL: not offered
     install = f"install {' or '.join(wanted)} (pip), or " if wanted else ""
     what = f"its {syntax.name} pixel data" if syntax else "its pixel data"
-    return (f"{path}: {what} cannot be decoded ({_short(err)}); "
-            f"{install}convert it to uncompressed DICOM or PNG")
+    return f"{path}: {what} cannot be decoded ({_short(err)}); {install}convert it to uncompressed DICOM or PNG"
 
 
 def _bits_stored(ds, raw: np.ndarray) -> int:
@@ -135,7 +153,7 @@ def dicom_display(raw: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float],
         ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
         return apply_windowing(values, ds), (float(ends.min()), float(ends.max())), "DICOM window"
     bits = _bits_stored(ds, raw)
-    stored = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if ds.get("PixelRepresentation") == 1 else [0, 2 ** bits - 1]
+    stored = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if ds.get("PixelRepresentation") == 1 else [0, 2**bits - 1]
     ends = apply_modality_lut(np.array(stored), ds)
     return values.astype(np.float64), (float(ends.min()), float(ends.max())), "DICOM BitsStored"
 
@@ -145,7 +163,7 @@ def voi_lut(item, ds) -> tuple[np.ndarray, int]:
     LUT in the entries' own dtype, so with 8-bit entries stored value 256 wraps to index 0; here
     the lookup is done by the caller with wide indices (PS3.3 C.11.2.1.1: values below the first
     take the first entry, above the last the last)."""
-    entries, first = int(item.LUTDescriptor[0]) or 2 ** 16, int(item.LUTDescriptor[1])
+    entries, first = int(item.LUTDescriptor[0]) or 2**16, int(item.LUTDescriptor[1])
     data = item.LUTData
     if isinstance(data, bytes):  # OW: 16-bit words in the dataset's byte order, as pydicom reads them
         little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True

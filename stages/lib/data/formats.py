@@ -13,6 +13,7 @@ so bone is bright in every image; other photometrics (RGB, YBR, PALETTE COLOR) a
 A multi-frame DICOM or multi-page TIFF gives its first frame, and `frames` says how many it had.
 No image is ever stretched to its own min/max: equal stored values give equal cached pixels.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def is_dicom(path: Path, head: bytes) -> bool:
     return path.suffix.lower() in DICOM_SUFFIXES or head[128:132] == b"DICM"
 
 
-def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS,
-              limit_name: str = "data.max_pixels") -> tuple[np.ndarray, dict]:
+def load_gray(
+    path: str | os.PathLike, max_pixels: int = MAX_PIXELS, limit_name: str = "data.max_pixels"
+) -> tuple[np.ndarray, dict]:
     """Decode `path` to uint8 [H, W]; also return its facts: format, width, height, channels,
     bit_depth, scaled_by (where the depth came from), frames (the first one is used), file_bytes
     and, for DICOM, patient_id.
@@ -88,11 +90,17 @@ def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS,
 def check_size(path: Path, width: int, height: int, limit: tuple[int, str]) -> None:
     max_pixels, name = limit
     if width * height > max_pixels:
-        raise BadImage(f"{path}: {width}x{height} = {width * height} pixels exceeds {name} "
-                       f"({max_pixels}); downscale the image or raise {name} if it is genuine", path)
+        raise BadImage(
+            f"{path}: {width}x{height} = {width * height} pixels exceeds {name} "
+            f"({max_pixels}); downscale the image or raise {name} if it is genuine",
+            path,
+        )
     if min(width, height) < MIN_SIDE:
-        raise BadImage(f"{path}: {width}x{height} pixels, smaller than {MIN_SIDE} px on a side, is not a "
-                       "radiograph; replace or remove it", path)
+        raise BadImage(
+            f"{path}: {width}x{height} pixels, smaller than {MIN_SIDE} px on a side, is not a "
+            "radiograph; replace or remove it",
+            path,
+        )
 
 
 def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
@@ -102,23 +110,32 @@ def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
             frames = getattr(im, "n_frames", 1)  # TIFF pages: headers only
             min_is_white = fmt == "TIFF" and im.tag_v2.get(TIFF_PHOTOMETRIC) == MIN_IS_WHITE
     except (OSError, SyntaxError, ValueError) as err:
-        raise BadImage(f"{path}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM); replace or remove it",
-                       path) from err
+        raise BadImage(
+            f"{path}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM); replace or remove it", path
+        ) from err
     if fmt not in RASTER_FORMATS:
         raise BadImage(f"{path}: a {fmt} file, which is not read here; convert it to PNG", path)
     check_size(path, width, height, limit)
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.shape[:2] != (height, width):
-        raise BadImage(f"{path}: a {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it", path)
+        raise BadImage(
+            f"{path}: a {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it", path
+        )
     channels = 1 if img.ndim == 2 else int(img.shape[2])
     gray = upright(_to_gray(img, path), orientation)
     wide = gray.dtype == np.uint16
     gray, bits, scaled_by = to_uint8(gray, png_sbit(path) if fmt == "PNG" else None)
     if min_is_white and wide:  # OpenCV inverts an 8-bit MinIsWhite TIFF but hands 16 bits over raw
         gray = 255 - gray
-    facts = {"format": "JPEG" if fmt == "MPO" else fmt, "width": int(gray.shape[1]), "height": int(gray.shape[0]),
-             "channels": channels, "bit_depth": bits, "scaled_by": scaled_by,
-             "frames": frames if fmt == "TIFF" else 1}
+    facts = {
+        "format": "JPEG" if fmt == "MPO" else fmt,
+        "width": int(gray.shape[1]),
+        "height": int(gray.shape[0]),
+        "channels": channels,
+        "bit_depth": bits,
+        "scaled_by": scaled_by,
+        "frames": frames if fmt == "TIFF" else 1,
+    }
     return gray, facts
 
 
@@ -140,8 +157,13 @@ def upright(img: np.ndarray, orientation: int) -> np.ndarray:
     if orientation in (5, 7):  # transposed: 5 = transpose, 7 = transverse (transpose + 180)
         img = np.swapaxes(img, 0, 1)
         return np.ascontiguousarray(img if orientation == 5 else img[::-1, ::-1])
-    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-           6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1)}
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        6: lambda a: np.rot90(a, -1),
+        8: lambda a: np.rot90(a, 1),
+    }
     return np.ascontiguousarray(ops[orientation](img)) if orientation in ops else img
 
 
@@ -162,13 +184,13 @@ def to_uint8(gray: np.ndarray, sbit: int | None = None) -> tuple[np.ndarray, int
     if gray.dtype == np.uint8:
         return gray, 8, "file depth"
     top = int(gray.max())
-    if sbit is not None and top < 2 ** sbit:
+    if sbit is not None and top < 2**sbit:
         bits, source = sbit, "PNG sBIT"
     elif sbit is not None:
         bits, source = 16, "file depth"
     else:
-        bits, source = next(b for b in DEPTHS if top < 2 ** b), "image maximum"
-    return cv2.convertScaleAbs(gray, alpha=255 / (2 ** bits - 1)), bits, source
+        bits, source = next(b for b in DEPTHS if top < 2**b), "image maximum"
+    return cv2.convertScaleAbs(gray, alpha=255 / (2**bits - 1)), bits, source
 
 
 def png_sbit(path: Path) -> int | None:
@@ -190,5 +212,3 @@ def png_sbit(path: Path) -> int | None:
                 significant = data[:3] if color_type in (2, 3, 6) else data[:1]  # colour: R, G, B
                 return max(significant) if 0 < max(significant) <= 16 else None
     return None
-
-

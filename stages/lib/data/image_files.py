@@ -1,6 +1,7 @@
 """New images for predict: the files a folder (with its subfolders) or a CSV list names, decoded and
 preprocessed exactly as the preprocess stage does, served in batches so that memory holds one batch
 (per DataLoader worker) however many images there are."""
+
 from __future__ import annotations
 
 import os
@@ -12,20 +13,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from stages.lib.params.schema import Preprocess
 from stages.lib.core.errors import UserError
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.data.records import files_in, read_csv
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
+from stages.lib.params.schema import Preprocess
 
 LIST_COLUMN = "path"  # as in the manifest layout, so a data/manifest.csv is a list too
 
 
 @dataclass(frozen=True)
 class ImageFile:
-    path: Path    # the file to read
-    name: str     # its row's name: the path below the folder, or as the CSV lists it
-    where: str    # where it was listed, for messages ("" for a folder's file, else "list.csv line 3")
+    path: Path  # the file to read
+    name: str  # its row's name: the path below the folder, or as the CSV lists it
+    where: str  # where it was listed, for messages ("" for a folder's file, else "list.csv line 3")
 
 
 def list_images(source: str | os.PathLike) -> list[ImageFile]:
@@ -37,11 +38,14 @@ def list_images(source: str | os.PathLike) -> list[ImageFile]:
     elif source.is_file() and source.suffix.lower() == ".csv":
         files = _from_list(source)
     elif source.exists():
-        raise UserError(f"{source} is neither a folder nor a .csv list; pass a folder of images, or a CSV "
-                        f"with a '{LIST_COLUMN}' column, with --images")
+        raise UserError(
+            f"{source} is neither a folder nor a .csv list; pass a folder of images, or a CSV "
+            f"with a '{LIST_COLUMN}' column, with --images"
+        )
     else:
-        raise UserError(f"{source} not found; pass a folder of images, or a CSV with a '{LIST_COLUMN}' column, "
-                        "with --images")
+        raise UserError(
+            f"{source} not found; pass a folder of images, or a CSV with a '{LIST_COLUMN}' column, with --images"
+        )
     if not files:
         raise UserError(f"{source} holds no image files; nothing to predict")
     return files
@@ -51,8 +55,10 @@ def _from_list(csv_path: Path) -> list[ImageFile]:
     """Rows of a CSV list; a relative path is relative to the CSV's own folder (like the manifest's)."""
     columns, rows = read_csv(csv_path)
     if LIST_COLUMN not in columns:
-        raise UserError(f"{csv_path}: no '{LIST_COLUMN}' column (columns: {', '.join(columns) or 'none'}); "
-                        f"put the image paths in a column named {LIST_COLUMN}")
+        raise UserError(
+            f"{csv_path}: no '{LIST_COLUMN}' column (columns: {', '.join(columns) or 'none'}); "
+            f"put the image paths in a column named {LIST_COLUMN}"
+        )
     files = []
     for line, row in rows:
         if not row[LIST_COLUMN]:
@@ -87,12 +93,27 @@ class DecodedImages(Dataset):
 def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     """(indices of the decoded files, their images [B, 1, S, S] or None, [(index, reason)] of bad ones)."""
     good = [(i, x) for i, x, _ in items if x is not None]
-    return ([i for i, _ in good], torch.stack([x for _, x in good]) if good else None,
-            [(i, reason) for i, x, reason in items if x is None])
+    return (
+        [i for i, _ in good],
+        torch.stack([x for _, x in good]) if good else None,
+        [(i, reason) for i, x, reason in items if x is None],
+    )
 
 
-def image_batches(files: list[ImageFile], preprocess: Preprocess, max_pixels: int, batch_size: int,
-                  workers: int = 0, pin_memory: bool = False) -> DataLoader:
+def image_batches(
+    files: list[ImageFile],
+    preprocess: Preprocess,
+    max_pixels: int,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
     """Batches in the files' order; `workers` processes decode ahead (each holds at most two batches)."""
-    return DataLoader(DecodedImages(files, preprocess, max_pixels), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=collate, pin_memory=pin_memory)
+    return DataLoader(
+        DecodedImages(files, preprocess, max_pixels),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+    )

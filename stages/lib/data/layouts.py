@@ -15,12 +15,12 @@ the file. Readers only parse; `check_paths` then refuses paths that escape the d
 finds missing files, and `ensure_splits` makes the val (and, for a manifest without splits, the
 test) split.
 """
+
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import SPLITS
@@ -33,6 +33,7 @@ COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
 
 # --- detection -----------------------------------------------------------------------------------
 
+
 def detect_layout(data_dir: Path) -> str:
     if (data_dir / MANIFEST).is_file():
         return "manifest"
@@ -42,15 +43,21 @@ def detect_layout(data_dir: Path) -> str:
         return "kaggle-pneumonia"
     if (data_dir / "train").is_dir():
         return "folders"
-    raise UserError(f"{data_dir}: no known layout (course train_data.csv, folders train/<class>/, Kaggle "
-                    f"chest_xray/, or {MANIFEST}); arrange the data as README 'Bring your own data' shows "
-                    "or set data.layout")
+    raise UserError(
+        f"{data_dir}: no known layout (course train_data.csv, folders train/<class>/, Kaggle "
+        f"chest_xray/, or {MANIFEST}); arrange the data as README 'Bring your own data' shows "
+        "or set data.layout"
+    )
 
 
 def read_layout(data_dir: Path, layout: str, classes) -> dict[str, list[Sample]]:
     """Samples per split for `layout`, labelled over `classes`; a split the data lacks is absent."""
-    readers = {"course": read_course, "folders": read_folders, "kaggle-pneumonia": read_kaggle,
-               "manifest": read_manifest}
+    readers = {
+        "course": read_course,
+        "folders": read_folders,
+        "kaggle-pneumonia": read_kaggle,
+        "manifest": read_manifest,
+    }
     if layout not in readers:
         raise UserError(f"data.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
     return readers[layout](data_dir, classes)
@@ -58,9 +65,13 @@ def read_layout(data_dir: Path, layout: str, classes) -> dict[str, list[Sample]]
 
 # --- course --------------------------------------------------------------------------------------
 
+
 def read_course(data_dir: Path, classes) -> dict[str, list[Sample]]:
-    return {split: read_course_split(data_dir, split, classes) for split in SPLITS
-            if split == "train" or (data_dir / f"{split}_data.csv").is_file()}
+    return {
+        split: read_course_split(data_dir, split, classes)
+        for split in SPLITS
+        if split == "train" or (data_dir / f"{split}_data.csv").is_file()
+    }
 
 
 def read_course_split(data_dir: str | os.PathLike, split: str, classes) -> list[Sample]:
@@ -75,8 +86,10 @@ def read_course_split(data_dir: str | os.PathLike, split: str, classes) -> list[
     expected = ("new_filename", *classes)
     missing = [c for c in expected if c not in columns]
     if missing and not hidden:
-        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
-                        f"{','.join(expected)} (data.classes; a hidden-label test CSV may have new_filename only)")
+        raise UserError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
+            f"{','.join(expected)} (data.classes; a hidden-label test CSV may have new_filename only)"
+        )
     samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden, classes) for line, row in rows]
     if not samples:
         raise UserError(f"{csv_path} lists no images; add rows or remove the split")
@@ -90,8 +103,10 @@ def _course_row(row: dict, line: int, csv_path: Path, image_dir: Path, hidden: b
     if not hidden:
         onehot = [_zero_or_one(row[c], c, where, name) for c in classes]
         if sorted(onehot) != [0] * (len(classes) - 1) + [1]:
-            raise UserError(f"{where}: row for {name!r} must have exactly one 1 among {', '.join(classes)}, "
-                            f"got {onehot}; fix its label")
+            raise UserError(
+                f"{where}: row for {name!r} must have exactly one 1 among {', '.join(classes)}, "
+                f"got {onehot}; fix its label"
+            )
         label = onehot.index(1)
     return Sample(path=image_dir / name, name=name, label=label, source=where)
 
@@ -103,8 +118,10 @@ def _zero_or_one(text: str, column: str, where: str, name: str) -> int:
     except ValueError:
         value = None
     if value not in (0.0, 1.0):
-        raise UserError(f"{where}: label columns must be 0 or 1, got {column} = {text!r} in the row for {name!r}; "
-                        "fix the row (soft labels are not supported)")
+        raise UserError(
+            f"{where}: label columns must be 0 or 1, got {column} = {text!r} in the row for {name!r}; "
+            "fix the row (soft labels are not supported)"
+        )
     return int(value)
 
 
@@ -121,8 +138,10 @@ def read_folders(data_dir: Path, classes) -> dict[str, list[Sample]]:
         for folder in subdirs(split_dir):
             label = parse_label(folder.name, classes)
             if label is None:
-                raise UserError(f"{folder}: folder name {folder.name!r} is not one of data.classes "
-                                f"({', '.join(classes)}); rename or remove it, or add the class to data.classes")
+                raise UserError(
+                    f"{folder}: folder name {folder.name!r} is not one of data.classes "
+                    f"({', '.join(classes)}); rename or remove it, or add the class to data.classes"
+                )
             samples += [Sample(p, p.relative_to(data_dir).as_posix(), label) for p in files_in(folder)]
     if "train" not in out:
         raise UserError(f"{data_dir}: the folders layout needs train/<class>/ folders")
@@ -148,11 +167,15 @@ def kaggle_sample(path: Path, data_dir: Path, classes) -> Sample:
     elif "bacteria" in stem or "virus" in stem:
         label = "bacteria" if "bacteria" in stem else "virus"
     else:
-        raise UserError(f"{path}: a PNEUMONIA file name must contain 'bacteria' or 'virus' (e.g. "
-                        "person1_bacteria_1.jpeg); rename it or move it out of the data folder")
+        raise UserError(
+            f"{path}: a PNEUMONIA file name must contain 'bacteria' or 'virus' (e.g. "
+            "person1_bacteria_1.jpeg); rename it or move it out of the data folder"
+        )
     index = parse_label(label, classes)
     if index is None:
-        raise UserError(f"{path}: {outside(label, classes)}; add it to data.classes or move the file out of the data folder")
+        raise UserError(
+            f"{path}: {outside(label, classes)}; add it to data.classes or move the file out of the data folder"
+        )
     m = re.match(r"(person\d+)_|(?:normal2-)?(im-\d+)", stem)
     patient = (m.group(1) or m.group(2).upper()) if m else None
     return Sample(path, name, index, patient)
@@ -165,8 +188,12 @@ def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
     out = {}
     for split in SPLITS:
         for split_dir in subdirs(root, split):
-            out.setdefault(split, []).extend(kaggle_sample(p, data_dir, classes) for d in ("normal", "pneumonia")
-                                             for folder in subdirs(split_dir, d) for p in files_in(folder))
+            out.setdefault(split, []).extend(
+                kaggle_sample(p, data_dir, classes)
+                for d in ("normal", "pneumonia")
+                for folder in subdirs(split_dir, d)
+                for p in files_in(folder)
+            )
     # Every COVID folder is read (covid/ and COVID-19/ side by side are both COVID-19 images).
     for covid in [p for p in subdirs(data_dir) if p.name.lower() in COVID_FOLDERS]:
         images = files_in(covid)
@@ -174,18 +201,22 @@ def read_kaggle(data_dir: Path, classes) -> dict[str, list[Sample]]:
             continue
         label = parse_label("COVID-19", classes)
         if label is None:
-            raise UserError(f"{images[0]}: {outside('COVID-19', classes)}; add it to data.classes "
-                            f"or move {covid} out of the data folder")
+            raise UserError(
+                f"{images[0]}: {outside('COVID-19', classes)}; add it to data.classes "
+                f"or move {covid} out of the data folder"
+            )
         split_dirs = [p for p in subdirs(covid) if p.name.lower() in SPLITS]
         # A flat COVID folder goes to train; ensure_splits then carves val from it by patient.
         for folder in split_dirs or [covid]:
             split = folder.name.lower() if split_dirs else "train"
-            out.setdefault(split, []).extend(Sample(p, p.relative_to(data_dir).as_posix(), label)
-                                             for p in files_in(folder))
+            out.setdefault(split, []).extend(
+                Sample(p, p.relative_to(data_dir).as_posix(), label) for p in files_in(folder)
+            )
     return out
 
 
 # --- manifest ------------------------------------------------------------------------------------
+
 
 def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
     csv_path = data_dir / MANIFEST
@@ -193,8 +224,10 @@ def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
         raise UserError(f"{csv_path} not found; the manifest layout needs {MANIFEST} with path,label columns")
     columns, rows = read_csv(csv_path)
     if "path" not in columns or "label" not in columns:
-        raise UserError(f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
-                        "optionally split,patient_id and film metadata columns")
+        raise UserError(
+            f"{csv_path}: columns {','.join(columns) or '(none)'}; expected path,label and "
+            "optionally split,patient_id and film metadata columns"
+        )
     extra = [c for c in columns if c not in MANIFEST_COLUMNS]
     _check_metadata_columns(csv_path, columns, extra)
     out: dict[str, list[Sample]] = {}
@@ -205,12 +238,21 @@ def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
             raise UserError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; fix the row")
         label = parse_label(row["label"], classes) if row["label"] else None
         if label is None and (row["label"] or split != "test"):
-            raise UserError(f"{where}: label {row['label']!r} of {row['path']!r} is not one of data.classes "
-                            f"({', '.join(classes)}; only test rows may leave it empty); fix the label or add "
-                            "the class to data.classes")
-        out.setdefault(split, []).append(Sample(data_dir / row["path"], row["path"], label,
-                                                row.get("patient_id") or None, where,
-                                                tuple((c, row.get(c, "")) for c in extra)))
+            raise UserError(
+                f"{where}: label {row['label']!r} of {row['path']!r} is not one of data.classes "
+                f"({', '.join(classes)}; only test rows may leave it empty); fix the label or add "
+                "the class to data.classes"
+            )
+        out.setdefault(split, []).append(
+            Sample(
+                data_dir / row["path"],
+                row["path"],
+                label,
+                row.get("patient_id") or None,
+                where,
+                tuple((c, row.get(c, "")) for c in extra),
+            )
+        )
     if not out:
         raise UserError(f"{csv_path} lists no images; add rows")
     if "split" not in columns:
@@ -231,10 +273,9 @@ def _check_metadata_columns(csv_path: Path, columns: tuple[str, ...], extra: lis
         raise UserError(f"{csv_path}: column {repeated!r} appears twice; keep one")
     clash = next((c for c in extra if c in BUILT_IN_METADATA or c in ("filename",)), None)
     if clash:
-        raise UserError(f"{csv_path}: column {clash!r} is a name the cache uses for every film; rename it "
-                        f"(e.g. {clash}_given)")
+        raise UserError(
+            f"{csv_path}: column {clash!r} is a name the cache uses for every film; rename it (e.g. {clash}_given)"
+        )
 
 
 # --- checks and splits ---------------------------------------------------------------------------
-
-

@@ -1,4 +1,5 @@
 """What every layout reader builds on: the sample record, how labels compare, CSV reading that names the file and line, the files of a folder."""
+
 from __future__ import annotations
 
 import csv
@@ -6,10 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from stages.lib.core.errors import UserError
 from stages.lib.data.formats import BadImage
-
 
 OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
 
@@ -20,11 +19,11 @@ LABEL_ALIASES = {"bacterial": "bacteria", "viral": "virus", "covid": "covid19"}
 
 @dataclass(frozen=True)
 class Sample:
-    path: Path            # the image file
-    name: str             # how the cache index and predictions name it (unique within a split)
-    label: int | None     # index into data.classes; None in a hidden-label test set
+    path: Path  # the image file
+    name: str  # how the cache index and predictions name it (unique within a split)
+    label: int | None  # index into data.classes; None in a hidden-label test set
     patient: str | None = None
-    source: str = ""      # where it was listed, for messages (file:line)
+    source: str = ""  # where it was listed, for messages (file:line)
     metadata: tuple[tuple[str, str], ...] = ()  # (column, value) of a manifest's extra columns
 
 
@@ -51,8 +50,10 @@ def read_csv(csv_path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
             reader = csv.DictReader(f)
             columns = tuple(c.strip() for c in (reader.fieldnames or ()))
             _check_separator(csv_path, columns)
-            rows = [(line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
-                    for line, r in enumerate(reader, start=2)]
+            rows = [
+                (line, {k.strip(): (v or "").strip() for k, v in r.items() if k is not None})
+                for line, r in enumerate(reader, start=2)
+            ]
     except (UnicodeDecodeError, csv.Error) as err:
         raise UserError(f"{csv_path}: not a UTF-8 CSV file ({err.__class__.__name__}); save it as UTF-8 CSV") from err
     return columns, rows
@@ -63,8 +64,9 @@ def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
     if len(columns) == 1:
         for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
             if sep in columns[0]:
-                raise UserError(f"{csv_path}: its columns are separated by {name}, not commas; "
-                                "save it as comma-separated CSV")
+                raise UserError(
+                    f"{csv_path}: its columns are separated by {name}, not commas; save it as comma-separated CSV"
+                )
 
 
 def files_in(folder: Path) -> list[Path]:
@@ -113,11 +115,15 @@ def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
         try:
             real = s.path.resolve()
         except (RuntimeError, OSError):  # Python raises RuntimeError for a loop before 3.13, OSError after
-            missing.append(BadImage(f"{where}: {s.path} is a symlink loop; point the link at the image or remove it", s.path))
+            missing.append(
+                BadImage(f"{where}: {s.path} is a symlink loop; point the link at the image or remove it", s.path)
+            )
             continue
         if not any(real.is_relative_to(r) for r in roots):
-            raise UserError(f"{where}: {s.path} resolves to {real}, outside the data folder {data_dir}; "
-                            "copy the file into the data folder instead of linking it")
+            raise UserError(
+                f"{where}: {s.path} resolves to {real}, outside the data folder {data_dir}; "
+                "copy the file into the data folder instead of linking it"
+            )
         if not real.is_file():
             missing.append(BadImage(f"{where}: image {s.path} not found; fix the path or add the image", s.path))
     return missing

@@ -1,4 +1,5 @@
 """Splits of the samples read: repeated films dropped, val and test drawn by patient where a layout lacks them, file names made unique."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,7 +12,9 @@ from stages.lib.core.errors import UserError
 from stages.lib.data.records import Sample
 
 
-def drop_repeats(splits: dict[str, list[Sample]], classes) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:
+def drop_repeats(
+    splits: dict[str, list[Sample]], classes
+) -> tuple[dict[str, list[Sample]], dict[str, list[list[str]]]]:
     """Keep one listing of a file listed twice in a split, and return the repeats per split as
     [first listing, repeat] for the data report. One file with two labels (in one split or two)
     is refused: it would train, or be scored, under both."""
@@ -24,8 +27,10 @@ def drop_repeats(splits: dict[str, list[Sample]], classes) -> tuple[dict[str, li
             key = _real(s.path)
             other = first.setdefault(key, s)
             if None not in (other.label, s.label) and other.label != s.label:
-                raise UserError(f"{other.source or other.path} and {s.source or s.path} give {s.path} two labels "
-                                f"({classes[other.label]}, {classes[s.label]}); keep only the right one")
+                raise UserError(
+                    f"{other.source or other.path} and {s.source or s.path} give {s.path} two labels "
+                    f"({classes[other.label]}, {classes[s.label]}); keep only the right one"
+                )
             if key in here:
                 repeats.setdefault(split, []).append([here[key].source or str(here[key].path), s.source or str(s.path)])
             else:
@@ -52,8 +57,10 @@ def split_off(samples: list[Sample], fraction: float, seed: int) -> tuple[list[S
     # A tiny set gets fewer, larger folds: sklearn needs a class with at least n_splits members.
     n_folds = min(max(2, round(1 / fraction)), len(set(groups)), int(np.bincount(labels + 1).max()))
     if n_folds < 2:
-        raise UserError(f"cannot split {len(samples)} image(s) of {len(set(groups))} patient(s) into train and a "
-                        "held-out split; add images or provide the val/test split")
+        raise UserError(
+            f"cannot split {len(samples)} image(s) of {len(set(groups))} patient(s) into train and a "
+            "held-out split; add images or provide the val/test split"
+        )
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     _, held = next(folds.split(np.zeros(len(samples)), labels, groups))
     held = set(held.tolist())
@@ -75,8 +82,10 @@ def ensure_splits(splits: dict[str, list[Sample]], p) -> tuple[dict[str, list[Sa
     val = splits.get("val", [])
     if len(val) < p.min_val:
         train, val = split_off(train + val, p.val_fraction, seed)
-        notes["val"] = (f"given val had {len(splits.get('val', []))} images (< data.min_val {p.min_val}); "
-                        f"split from train (data.val_fraction {p.val_fraction}, grouped by patient)")
+        notes["val"] = (
+            f"given val had {len(splits.get('val', []))} images (< data.min_val {p.min_val}); "
+            f"split from train (data.val_fraction {p.val_fraction}, grouped by patient)"
+        )
     return {"train": train, "val": val, "test": test}, notes
 
 

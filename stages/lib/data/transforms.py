@@ -5,6 +5,7 @@
 - `train_augment`: the study's random augmentations, applied per epoch on the cached uint8 image.
 - `to_model_input`: uint8 [B,1,S,S] -> normalised float [B,3,S,S] on the device, batched.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,14 +34,16 @@ def preprocess_transform(p: Preprocess) -> A.Compose:
     """
     size, crop = p.img_size, crop_size(p.img_size, p.center_crop_ratio)
     clip, tiles = p.clahe_clip_limit, p.clahe_tile_grid
-    return A.Compose([
-        # A fixed (clip, clip) range: a bare float makes albumentations sample clip in [1, clip],
-        # which would make the cached images random.
-        A.CLAHE(clip_limit=(clip, clip), tile_grid_size=(tiles, tiles), p=1.0),
-        A.SmallestMaxSize(max_size=max(size, crop)),
-        A.CenterCrop(height=crop, width=crop),
-        A.Resize(size, size),
-    ])
+    return A.Compose(
+        [
+            # A fixed (clip, clip) range: a bare float makes albumentations sample clip in [1, clip],
+            # which would make the cached images random.
+            A.CLAHE(clip_limit=(clip, clip), tile_grid_size=(tiles, tiles), p=1.0),
+            A.SmallestMaxSize(max_size=max(size, crop)),
+            A.CenterCrop(height=crop, width=crop),
+            A.Resize(size, size),
+        ]
+    )
 
 
 def train_augment(a: Augment, seed: int | None = None) -> A.Compose:
@@ -55,21 +58,25 @@ def train_augment(a: Augment, seed: int | None = None) -> A.Compose:
     - RandomBrightnessContrast and HorizontalFlip are unchanged.
     """
     var_lo, var_hi = a.noise_var_limit
-    return A.Compose([
-        A.Affine(
-            translate_percent=(-a.shift_limit, a.shift_limit),
-            scale=(1 - a.scale_limit, 1 + a.scale_limit),
-            rotate=(-a.rotate_limit, a.rotate_limit),
-            border_mode=cv2.BORDER_REFLECT,
-            p=a.affine_p,
-        ),
-        A.RandomBrightnessContrast(
-            brightness_limit=a.brightness_limit, contrast_limit=a.contrast_limit,
-            p=a.brightness_contrast_p,
-        ),
-        A.GaussNoise(std_range=(math.sqrt(var_lo) / 255, math.sqrt(var_hi) / 255), p=a.noise_p),
-        A.HorizontalFlip(p=a.hflip_p),
-    ], seed=seed)
+    return A.Compose(
+        [
+            A.Affine(
+                translate_percent=(-a.shift_limit, a.shift_limit),
+                scale=(1 - a.scale_limit, 1 + a.scale_limit),
+                rotate=(-a.rotate_limit, a.rotate_limit),
+                border_mode=cv2.BORDER_REFLECT,
+                p=a.affine_p,
+            ),
+            A.RandomBrightnessContrast(
+                brightness_limit=a.brightness_limit,
+                contrast_limit=a.contrast_limit,
+                p=a.brightness_contrast_p,
+            ),
+            A.GaussNoise(std_range=(math.sqrt(var_lo) / 255, math.sqrt(var_hi) / 255), p=a.noise_p),
+            A.HorizontalFlip(p=a.hflip_p),
+        ],
+        seed=seed,
+    )
 
 
 def preprocess_image(gray: np.ndarray, transform: A.Compose) -> np.ndarray:

@@ -3,6 +3,7 @@
 A film agrees when both precisions pick the same class and none of its class probabilities moves by
 more than `MAX_PROB_DIFF`; the precision passes when at least `MIN_AGREEING` of the films agree.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +19,10 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
     same_class = reference.argmax(1) == other.argmax(1)
     film_diff = np.abs(reference - other).max(1)
     agreeing = same_class & (film_diff <= MAX_PROB_DIFF)
-    return {"films": len(reference), "same_class": round(float(same_class.mean()), 4),
-            "agreeing": round(float(agreeing.mean()), 4), "max_prob_diff": round(float(film_diff.max()), 5),
-            "ok": bool(agreeing.mean() >= MIN_AGREEING)}
+    return {
+        "films": len(reference),
+        "same_class": round(float(same_class.mean()), 4),
+        "agreeing": round(float(agreeing.mean()), 4),
+        "max_prob_diff": round(float(film_diff.max()), 5),
+        "ok": bool(agreeing.mean() >= MIN_AGREEING),
+    }

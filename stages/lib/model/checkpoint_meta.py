@@ -5,15 +5,16 @@ naming its key, never filled from params.yaml's defaults (a 32 px model run at 2
 silently change its predictions). The checks are the params schema's own (config.py), with
 every default removed; keys beyond these (seed, epoch, provenance...) are left to their readers.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from stages.lib.params.schema import Preprocess, Train
 from stages.lib.core.errors import UserError
 from stages.lib.model.registry import BACKBONES
+from stages.lib.params.schema import Preprocess, Train
 
 
 def _without_defaults(section: type[BaseModel]) -> type[BaseModel]:
@@ -39,5 +40,7 @@ def check_meta(meta: dict, path) -> None:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         got = "" if first["type"] == "missing" else f", got {first['input']!r}"
-        raise UserError(f"{path}: its metadata key {key}: {first['msg'].lower()}{got} (an older or edited "
-                        f"checkpoint); retrain it (dvc repro --force train)") from None
+        raise UserError(
+            f"{path}: its metadata key {key}: {first['msg'].lower()}{got} (an older or edited "
+            f"checkpoint); retrain it (dvc repro --force train)"
+        ) from None

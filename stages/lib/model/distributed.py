@@ -7,6 +7,7 @@ params and draws the same seeded class-balanced stream, takes every N-th index o
 its predictions with the others' before any metric is computed, so all ranks take the same
 scheduler and early-stopping decisions. Only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -14,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,8 +29,16 @@ def under_torchrun() -> bool:
 
 def launch(nproc: int, module: str, argv: Sequence[str]) -> int:
     """Run `python -m module argv` as `nproc` processes on this machine; returns their exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", module, *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        module,
+        *argv,
+    ]
     return subprocess.call(cmd)
 
 
@@ -86,7 +95,9 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` when there are several ranks, else `model` itself."""
     if world_size() == 1:
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def broadcast_buffers(model: torch.nn.Module) -> None:
@@ -113,7 +124,7 @@ class RankShard(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         stream = list(self.sampler)
         stream += stream[: len(self) * self.world_size - len(stream)]
-        return iter(stream[self.rank::self.world_size])
+        return iter(stream[self.rank :: self.world_size])
 
 
 def gather(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:

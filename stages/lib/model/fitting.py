@@ -1,26 +1,28 @@
 """`fit`: one run from its first (or resumed) epoch to its last or to early stopping, with AdamW and class-
 weighted CE, through the callbacks that log each epoch and keep the best model and the resume state."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from stages.lib.data.dataset import CachedSplit, class_weights
 from stages.lib.model import distributed
 from stages.lib.model.rng import rng_state, set_rng_state
-from stages.lib.params.schema import Train
-from stages.lib.data.dataset import CachedSplit, class_weights
 from stages.lib.model.runtime import channels_last, precision
 from stages.lib.model.training import EpochResult, make_optimizer, make_scheduler, train_one_epoch, validate
+from stages.lib.params.schema import Train
 
 
 @dataclass
 class Progress:
     """Where training stands after an epoch; part of the resume checkpoint."""
+
     epoch: int = 0  # last completed epoch
     best_epoch: int = 0
     best_val_macro_f1: float = -1.0
@@ -39,8 +41,11 @@ class _Parts:
     scaler: object
 
     def state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
 
 def _setup(model: nn.Module, train_set: CachedSplit, t: Train, device: torch.device) -> _Parts:
@@ -48,10 +53,13 @@ def _setup(model: nn.Module, train_set: CachedSplit, t: Train, device: torch.dev
     model.to(device)
     if channels_last(device):
         model.to(memory_format=torch.channels_last)
-    weights = torch.as_tensor(class_weights(train_set.labels, len(train_set.classes)), dtype=torch.float32, device=device)
+    weights = torch.as_tensor(
+        class_weights(train_set.labels, len(train_set.classes)), dtype=torch.float32, device=device
+    )
     optimizer = make_optimizer(model, t, device)
-    return _Parts(nn.CrossEntropyLoss(weight=weights), optimizer, make_scheduler(optimizer, t),
-                  *precision(t.precision, device))
+    return _Parts(
+        nn.CrossEntropyLoss(weight=weights), optimizer, make_scheduler(optimizer, t), *precision(t.precision, device)
+    )
 
 
 def _restore(resume: dict, model: nn.Module, parts: _Parts, train_loader: DataLoader, seed: int) -> Progress:
@@ -67,17 +75,30 @@ def _restore(resume: dict, model: nn.Module, parts: _Parts, train_loader: DataLo
     return progress
 
 
-def _log_epoch(on_epoch: Callable[[dict], None], label: str, epoch: int, lr: float, tr: EpochResult,
-               val: EpochResult) -> None:
+def _log_epoch(
+    on_epoch: Callable[[dict], None], label: str, epoch: int, lr: float, tr: EpochResult, val: EpochResult
+) -> None:
     """One epoch's row for DVCLive and its line on the terminal; `label` is "<run> epoch <e>/<epochs>"."""
     images_per_s = tr.n / tr.seconds
-    on_epoch({"epoch": epoch, "lr": lr,
-              "train_loss": tr.loss, "train_macro_f1": tr.macro_f1, "train_accuracy": tr.accuracy,
-              "train_images_per_s": images_per_s, "train_first_batch_s": tr.first_batch_s,
-              "val_loss": val.loss, "val_macro_f1": val.macro_f1, "val_accuracy": val.accuracy})
-    tqdm.write(f"{label}: train loss {tr.loss:.4f} F1 {tr.macro_f1:.4f} | "
-               f"val loss {val.loss:.4f} F1 {val.macro_f1:.4f} acc {val.accuracy:.4f} | lr {lr:.2e} | "
-               f"{tr.n} images, {images_per_s:.0f} img/s, first batch after {tr.first_batch_s:.2f} s")
+    on_epoch(
+        {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": tr.loss,
+            "train_macro_f1": tr.macro_f1,
+            "train_accuracy": tr.accuracy,
+            "train_images_per_s": images_per_s,
+            "train_first_batch_s": tr.first_batch_s,
+            "val_loss": val.loss,
+            "val_macro_f1": val.macro_f1,
+            "val_accuracy": val.accuracy,
+        }
+    )
+    tqdm.write(
+        f"{label}: train loss {tr.loss:.4f} F1 {tr.macro_f1:.4f} | "
+        f"val loss {val.loss:.4f} F1 {val.macro_f1:.4f} acc {val.accuracy:.4f} | lr {lr:.2e} | "
+        f"{tr.n} images, {images_per_s:.0f} img/s, first batch after {tr.first_batch_s:.2f} s"
+    )
 
 
 def _advance(progress: Progress, epoch: int, score: float, t: Train) -> bool:
@@ -127,8 +148,9 @@ def fit(
     net = _forward_net(model, device, t)
     for epoch in range(progress.epoch + 1, t.epochs + 1):
         lr, label = parts.optimizer.param_groups[0]["lr"], f"{name} epoch {epoch}/{t.epochs}"
-        tr = train_one_epoch(net, train_loader, parts.criterion, parts.optimizer, parts.scaler, device,
-                             parts.autocast, desc=label)
+        tr = train_one_epoch(
+            net, train_loader, parts.criterion, parts.optimizer, parts.scaler, device, parts.autocast, desc=label
+        )
         distributed.broadcast_buffers(model)  # val scores the weights rank 0 saves, BatchNorm stats included
         val = validate(model, val_loader, device, parts.autocast, parts.criterion)
         if main:
@@ -140,11 +162,19 @@ def fit(
         else:
             parts.scheduler.step()
         if main:
-            on_checkpoint({"model": model.state_dict(), **parts.state(), "progress": asdict(progress),
-                           "rng": rng_state(train_loader)})
+            on_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    **parts.state(),
+                    "progress": asdict(progress),
+                    "rng": rng_state(train_loader),
+                }
+            )
         if progress.stale >= t.early_stopping_patience:
             if main:
-                tqdm.write(f"{name}: early stop at epoch {epoch}, best val macro-F1 "
-                           f"{progress.best_val_macro_f1:.4f} at epoch {progress.best_epoch}")
+                tqdm.write(
+                    f"{name}: early stop at epoch {epoch}, best val macro-F1 "
+                    f"{progress.best_val_macro_f1:.4f} at epoch {progress.best_epoch}"
+                )
             break
     return progress

@@ -4,6 +4,7 @@ Chosen over a hand-written hook implementation: it handles gradient hooks, ReLU 
 normalisation, and is what most CXR papers cite. The layer it targets is part of each backbone's
 record in models.py: the last convolutional stage, before global pooling.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,8 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from stages.lib.model.registry import gradcam_layer, spec
 from stages.lib.data.transforms import to_model_input
+from stages.lib.model.registry import gradcam_layer, spec
 
 MIN_CAM = 7  # cells a side of the last feature map below which no heatmap is drawn (224 px at stride 32)
 
@@ -38,8 +39,11 @@ def feature_map_size(model: torch.nn.Module, backbone: str, image_size: int) -> 
     try:
         model.eval()
         with torch.no_grad():
-            model(to_model_input(torch.zeros(1, 1, image_size, image_size, dtype=torch.uint8),
-                                 next(model.parameters()).device))
+            model(
+                to_model_input(
+                    torch.zeros(1, 1, image_size, image_size, dtype=torch.uint8), next(model.parameters()).device
+                )
+            )
     finally:
         hook.remove()
     return sizes[0]
@@ -49,9 +53,11 @@ def too_coarse(backbone: str, image_size: int, cells: tuple[int, int]) -> str | 
     """Why no heatmap is drawn, as a sentence for the figure; None when the feature map is fine enough."""
     if min(cells) >= MIN_CAM:
         return None
-    return (f"No heatmap: at {image_size} px the last feature map ({spec(backbone).gradcam_layer}) is "
-            f"{cells[0]}x{cells[1]}, under {MIN_CAM}x{MIN_CAM};\na few blocks scaled up cannot point at anatomy. "
-            f"preprocess.img_size >= {math.ceil(image_size * MIN_CAM / min(cells))} gives heatmaps.")
+    return (
+        f"No heatmap: at {image_size} px the last feature map ({spec(backbone).gradcam_layer}) is "
+        f"{cells[0]}x{cells[1]}, under {MIN_CAM}x{MIN_CAM};\na few blocks scaled up cannot point at anatomy. "
+        f"preprocess.img_size >= {math.ceil(image_size * MIN_CAM / min(cells))} gives heatmaps."
+    )
 
 
 def pick_examples(labels: np.ndarray, predicted: np.ndarray, per_class: int, num_classes: int) -> list[list[int]]:

@@ -2,6 +2,7 @@
 
 Used by training (validation), evaluate and predict, so all three score images the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,20 +12,27 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stages.lib.model.checkpoints import load_checkpoint
-from stages.lib.params.schema import Preprocess
-from stages.lib.data.dataset import CachedSplit
 from stages.lib.core.errors import UserError
+from stages.lib.data.dataset import CachedSplit
+from stages.lib.data.transforms import to_model_input
+from stages.lib.model.checkpoints import load_checkpoint
 from stages.lib.model.registry import build_model
 from stages.lib.model.runtime import autotuned, channels_last
-from stages.lib.data.transforms import to_model_input
+from stages.lib.params.schema import Preprocess
 
 
 # params: the model, its loader and device, then options with defaults (precision, loss, flip TTA, padding)
 # that evaluate, training and the benchmarks each set.
 @torch.no_grad()
-def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=None,
-            hflip: bool = False, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def predict(
+    model,
+    loader,
+    device,
+    autocast=contextlib.nullcontext(),
+    criterion=None,
+    hflip: bool = False,
+    pad_to: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities [N, C], labels [N] and mean loss (nan without a criterion).
 
     `hflip` averages the probabilities of each image and its mirror (test-time augmentation).
@@ -57,19 +65,28 @@ def predict(model, loader, device, autocast=contextlib.nullcontext(), criterion=
 
 # params: one cached split (model, cache, split, batch size, device), then options with defaults that evaluate
 # and external set.
-def predict_split(model, cache_dir: str, split: str, batch_size: int, device: torch.device, hflip: bool = False,
-                  autocast=contextlib.nullcontext(), workers: int = 0):
+def predict_split(
+    model,
+    cache_dir: str,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    hflip: bool = False,
+    autocast=contextlib.nullcontext(),
+    workers: int = 0,
+):
     """(file names, labels, probabilities [N, C]) for one cached split, in `autocast`'s precision."""
     data = CachedSplit(cache_dir, split)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda",
-                        num_workers=workers)
-    probs, labels, _ = predict(model, loader, device, autocast, hflip=hflip,
-                               pad_to=batch_size if autotuned(device) else None)
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda", num_workers=workers
+    )
+    probs, labels, _ = predict(
+        model, loader, device, autocast, hflip=hflip, pad_to=batch_size if autotuned(device) else None
+    )
     return data.names, labels, probs
 
 
-def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None,
-               classes=None):
+def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None, classes=None):
     """(network, metadata) from a checkpoint, refusing one that does not fit what the caller expects.
 
     The metadata's `preprocess` comes back as a `Preprocess`, so predict applies exactly the
@@ -78,13 +95,19 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
     ckpt = load_checkpoint(path)
     meta = ckpt["meta"]
     if classes is not None and list(meta["classes"]) != list(classes):
-        raise UserError(f"{path} was trained for classes {meta['classes']}, the data has {list(classes)}; "
-                        f"retrain it on this data (dvc repro)")
+        raise UserError(
+            f"{path} was trained for classes {meta['classes']}, the data has {list(classes)}; "
+            f"retrain it on this data (dvc repro)"
+        )
     if backbone is not None and meta["backbone"] != backbone:
-        raise UserError(f"{path} holds a {meta['backbone']} model, not {backbone}; retrain it (dvc repro train@{backbone})")
+        raise UserError(
+            f"{path} holds a {meta['backbone']} model, not {backbone}; retrain it (dvc repro train@{backbone})"
+        )
     if preprocess is not None and meta["preprocess"] != preprocess:
-        raise UserError(f"{path} was trained on images preprocessed with {meta['preprocess']}, the cache has "
-                        f"{preprocess}; rerun the pipeline (dvc repro)")
+        raise UserError(
+            f"{path} was trained on images preprocessed with {meta['preprocess']}, the cache has "
+            f"{preprocess}; rerun the pipeline (dvc repro)"
+        )
     stage = f"train@{meta['backbone']}" + (f"-{meta['seed']}" if "seed" in meta else "")  # dvc.yaml's matrix name
     retrain = f"retrain it (dvc repro --force {stage})"
     stored = Preprocess.model_validate(meta["preprocess"])  # complete and valid: load_checkpoint checked it
@@ -92,6 +115,7 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        raise UserError(f"{path}: its weights do not fit today's {meta['backbone']} "
-                        f"({str(err).splitlines()[0]}); {retrain}") from err
+        raise UserError(
+            f"{path}: its weights do not fit today's {meta['backbone']} ({str(err).splitlines()[0]}); {retrain}"
+        ) from err
     return model, {**meta, "preprocess": stored}

@@ -8,6 +8,7 @@ penultimate features, from which the OOD score (stages/lib/results/ood.py) is co
 graph whose output is the mean of its members' probabilities, as the ensemble stage averages them.
 Everything `cxr4-predict` needs travels in the file's metadata_props (keys `cxr4.*`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,15 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.lib.params.schema import Preprocess
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import atomic_path
-from stages.lib.model.registry import head
 from stages.lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from stages.lib.model.registry import head
+from stages.lib.params.schema import Preprocess
 
-OPSET = 18           # the opset we export and accept (onnxruntime 1.32 runs it; torch.onnx's default too)
-FORMAT = "1"         # metadata layout version, `cxr4.format`
-TOLERANCE = 1e-4     # largest difference allowed between onnxruntime's and PyTorch's probabilities
+OPSET = 18  # the opset we export and accept (onnxruntime 1.32 runs it; torch.onnx's default too)
+FORMAT = "1"  # metadata layout version, `cxr4.format`
+TOLERANCE = 1e-4  # largest difference allowed between onnxruntime's and PyTorch's probabilities
 EXTRA = "the export extra (make installs it; pip: pip install -e '.[export]')"
 
 
@@ -71,8 +72,15 @@ class Exportable(nn.Module):
 
 # params: the members and the output, the films the check runs on and where they came from, and the OOD score,
 # reference outputs and val fit that travel in the file.
-def export(members: list[tuple[nn.Module, dict]], out: str | os.PathLike, films: np.ndarray, films_from: str,
-           ood: dict | None, reference, fitted: dict | None = None) -> dict:
+def export(
+    members: list[tuple[nn.Module, dict]],
+    out: str | os.PathLike,
+    films: np.ndarray,
+    films_from: str,
+    ood: dict | None,
+    reference,
+    fitted: dict | None = None,
+) -> dict:
     """Write `members` (models with their checkpoint metadata) as one ONNX graph to `out`, checked on
     `films` (uint8 [N, 1, S, S]) against `reference(films) -> probabilities` (the PyTorch path); the
     file is replaced only when the check passes. Returns the check's figures."""
@@ -80,10 +88,13 @@ def export(members: list[tuple[nn.Module, dict]], out: str | os.PathLike, films:
     meta = members[0][1]
     module = Exportable([(model, m["backbone"]) for model, m in members]).eval()
     example = torch.from_numpy(films[:2])
-    props = {"cxr4.format": FORMAT, "cxr4.classes": json.dumps(list(meta["classes"])),
-             "cxr4.preprocess": json.dumps(meta["preprocess"].model_dump()),
-             "cxr4.members": json.dumps([{k: m.get(k) for k in ("backbone", "seed", "epoch")} for _, m in members]),
-             "cxr4.provenance": json.dumps([m.get("provenance") for _, m in members], default=str)}
+    props = {
+        "cxr4.format": FORMAT,
+        "cxr4.classes": json.dumps(list(meta["classes"])),
+        "cxr4.preprocess": json.dumps(meta["preprocess"].model_dump()),
+        "cxr4.members": json.dumps([{k: m.get(k) for k in ("backbone", "seed", "epoch")} for _, m in members]),
+        "cxr4.provenance": json.dumps([m.get("provenance") for _, m in members], default=str),
+    }
     if ood is not None and len(members) == 1:
         props["cxr4.ood"] = json.dumps(ood)
     if fitted is not None and len(members) == 1:  # evaluate's val fit (temperature, sets, operating points)
@@ -92,35 +103,46 @@ def export(members: list[tuple[nn.Module, dict]], out: str | os.PathLike, films:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
             program = torch.onnx.export(
-                module, (example,), input_names=["image"],
+                module,
+                (example,),
+                input_names=["image"],
                 output_names=["probabilities", "features"] if len(members) == 1 else ["probabilities"],
-                opset_version=OPSET, dynamo=True, dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
-                verbose=False)
+                opset_version=OPSET,
+                dynamo=True,
+                dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+                verbose=False,
+            )
         model = program.model_proto
         for key, value in props.items():
             model.metadata_props.add(key=key, value=value)
         onnx.save(model, str(tmp))
         check = verify(OnnxModel(tmp), films, reference)
         if check["max_abs_diff"] > TOLERANCE or check["argmax_differs"]:
-            raise UserError(f"export to {out} failed its check on {films_from}: onnxruntime's probabilities differ "
-                            f"from PyTorch's by up to {check['max_abs_diff']:.2e} (limit {TOLERANCE:.0e}) and the "
-                            f"predicted class differs on {check['argmax_differs']} of {check['films']} films; "
-                            "nothing written")
+            raise UserError(
+                f"export to {out} failed its check on {films_from}: onnxruntime's probabilities differ "
+                f"from PyTorch's by up to {check['max_abs_diff']:.2e} (limit {TOLERANCE:.0e}) and the "
+                f"predicted class differs on {check['argmax_differs']} of {check['films']} films; "
+                "nothing written"
+            )
     return check
 
 
-def verify(session: "OnnxModel", films: np.ndarray, reference, batch_size: int = 32) -> dict:
+def verify(session: OnnxModel, films: np.ndarray, reference, batch_size: int = 32) -> dict:
     """onnxruntime's probabilities against PyTorch's on the same films: the largest absolute difference
     and on how many films the predicted class differs."""
-    ours = np.concatenate([session.run(films[i:i + batch_size])[0] for i in range(0, len(films), batch_size)])
+    ours = np.concatenate([session.run(films[i : i + batch_size])[0] for i in range(0, len(films), batch_size)])
     theirs = reference(films)
-    return {"films": len(films), "max_abs_diff": float(np.abs(ours - theirs).max()),
-            "argmax_differs": int((ours.argmax(1) != theirs.argmax(1)).sum())}
+    return {
+        "films": len(films),
+        "max_abs_diff": float(np.abs(ours - theirs).max()),
+        "argmax_differs": int((ours.argmax(1) != theirs.argmax(1)).sum()),
+    }
 
 
 @dataclass
 class OnnxModel:
     """An ONNX file written by `cxr4-export`, opened for onnxruntime, refused in one line otherwise."""
+
     path: Path
 
     def __post_init__(self):
@@ -133,8 +155,9 @@ class OnnxModel:
             raise UserError(f"{self.path} is not an ONNX file ({err.__class__.__name__}); {redo}") from err
         props = {p.key: p.value for p in proto.metadata_props}
         if props.get("cxr4.format") != FORMAT:
-            raise UserError(f"{self.path} was not written by cxr4-export (no cxr4 metadata: classes, preprocessing); "
-                            f"{redo}")
+            raise UserError(
+                f"{self.path} was not written by cxr4-export (no cxr4 metadata: classes, preprocessing); {redo}"
+            )
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset != OPSET:
             raise UserError(f"{self.path} uses ONNX opset {opset}, this version runs opset {OPSET}; {redo}")
@@ -153,23 +176,27 @@ class OnnxModel:
 def export_models(model_paths: list[str], out: str, cache_dir: str, images: str | None) -> dict:
     """Load the checkpoints (one preprocessing and class list for all), gather the films that check the
     export, and export; returns the check's figures and where its films came from."""
-    from stages.lib.results import ood, posthoc
     from stages.lib.data.dataset import CachedSplit, verify_cache
     from stages.lib.model.inference import load_model, predict
+    from stages.lib.results import ood, posthoc
 
     _onnx()
     members = [load_model(p) for p in model_paths]
     first, meta0 = model_paths[0], members[0][1]
     for path, (_, meta) in zip(model_paths[1:], members[1:]):
         if meta["classes"] != meta0["classes"] or meta["preprocess"] != meta0["preprocess"]:
-            raise UserError(f"{path} was trained on other classes or preprocessing than {first}; an ensemble "
-                            "needs models of one pipeline run")
+            raise UserError(
+                f"{path} was trained on other classes or preprocessing than {first}; an ensemble "
+                "needs models of one pipeline run"
+            )
     if images is not None:
         films, where = _decoded(images, meta0["preprocess"]), f"images of {images}"
     else:
         if not (Path(cache_dir) / "meta.json").is_file():
-            raise UserError(f"no test films to check the export on: {cache_dir}/ is not a preprocess cache; run "
-                            "from the project root (dvc repro writes cache/), pass --cache DIR or --images DIR")
+            raise UserError(
+                f"no test films to check the export on: {cache_dir}/ is not a preprocess cache; run "
+                "from the project root (dvc repro writes cache/), pass --cache DIR or --images DIR"
+            )
         cache_meta = verify_cache(cache_dir)
         for path in model_paths:
             load_model(path, preprocess=cache_meta["preprocess"], classes=cache_meta["classes"])  # refuses a misfit
@@ -177,8 +204,10 @@ def export_models(model_paths: list[str], out: str, cache_dir: str, images: str 
 
     def reference(x: np.ndarray) -> np.ndarray:
         """The PyTorch path predict and evaluate take, averaged over the members as the ensemble stage does."""
-        batches = [(torch.from_numpy(x[i:i + 32]), torch.zeros(len(x[i:i + 32]), dtype=torch.long))
-                   for i in range(0, len(x), 32)]
+        batches = [
+            (torch.from_numpy(x[i : i + 32]), torch.zeros(len(x[i : i + 32]), dtype=torch.long))
+            for i in range(0, len(x), 32)
+        ]
         return np.mean([predict(model, batches, torch.device("cpu"))[0] for model, _ in members], axis=0)
 
     fitted = ood.ood_path(first)

@@ -8,6 +8,7 @@ can name any torchvision classification model (`torchvision.models.list_models()
 
 Adding a backbone is one record below plus its name in params.yaml's `backbones`.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,10 +24,10 @@ from stages.lib.core.errors import UserError
 
 @dataclass(frozen=True)
 class Backbone:
-    weights: str               # the ImageNet weights, pinned (a torchvision release may change DEFAULT)
-    classifier: str            # the attribute holding the classifier that the new head replaces
-    keep: int                  # leading modules of that classifier kept before the head (ConvNeXt's norm, flatten)
-    gradcam_layer: str         # Grad-CAM target: the last convolutional stage, before global pooling
+    weights: str  # the ImageNet weights, pinned (a torchvision release may change DEFAULT)
+    classifier: str  # the attribute holding the classifier that the new head replaces
+    keep: int  # leading modules of that classifier kept before the head (ConvNeXt's norm, flatten)
+    gradcam_layer: str  # Grad-CAM target: the last convolutional stage, before global pooling
     study_val: tuple[float, float] | None = None  # the reference study's val (accuracy, macro-F1), if it has one
 
 
@@ -42,7 +43,9 @@ BACKBONES: dict[str, Backbone] = {  # key: torchvision's model name
 def spec(name: str) -> Backbone:
     """The record of backbone `name` (params are checked against the registry when they load)."""
     if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; stages/lib/model/registry.py has records for {', '.join(BACKBONES)}")
+        raise UserError(
+            f"unknown backbone {name!r}; stages/lib/model/registry.py has records for {', '.join(BACKBONES)}"
+        )
     return BACKBONES[name]
 
 
@@ -57,8 +60,11 @@ def build_model(backbone: str, num_classes: int, dropout: float, pretrained: boo
     old = getattr(model, record.classifier)
     layers = list(old) if isinstance(old, nn.Sequential) else [old]
     in_features = next(m.in_features for m in reversed(layers) if isinstance(m, nn.Linear))
-    setattr(model, record.classifier,
-            nn.Sequential(*layers[:record.keep], nn.Dropout(dropout), nn.Linear(in_features, num_classes)))
+    setattr(
+        model,
+        record.classifier,
+        nn.Sequential(*layers[: record.keep], nn.Dropout(dropout), nn.Linear(in_features, num_classes)),
+    )
     return model
 
 

@@ -2,6 +2,7 @@
 it may be resumed. The state is trusted only when the run that wrote it was interrupted and used the
 same params, the same preprocessed data and the same code (the train stage's deps in dvc.yaml);
 anything else starts over, and says why. Plain types and tensors only: torch.load(weights_only=True)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from stages.lib.core.errors import UserError
 from stages.lib.core import live_logs
+from stages.lib.core.errors import UserError
 from stages.lib.core.files import atomic_path, write_text
 
 
@@ -24,8 +25,10 @@ def train_code(root: str | os.PathLike = ".") -> list[Path]:
         stage = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["train"]
         deps = stage.get("do", stage)["deps"]  # a foreach stage keeps them under `do`, a matrix stage not
     except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read the train stage's deps from {path} ({err.__class__.__name__}); "
-                        f"run the stage from the project root") from err
+        raise UserError(
+            f"cannot read the train stage's deps from {path} ({err.__class__.__name__}); "
+            f"run the stage from the project root"
+        ) from err
     code = []
     for dep in map(str, deps):
         if dep.endswith(".py"):

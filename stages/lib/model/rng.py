@@ -1,4 +1,5 @@
 """Random state: everything a resumed run needs to draw what the uninterrupted run drew (plain types)."""
+
 from __future__ import annotations
 
 import random
@@ -6,7 +7,6 @@ import random
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-
 
 
 def _augment_rngs(loader: DataLoader) -> list:

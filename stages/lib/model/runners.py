@@ -1,22 +1,23 @@
 """A trained model behind one call for `cxr4-predict`: a PyTorch checkpoint (.pt) or an ONNX file written
 by `cxr4-export` (.onnx, run with onnxruntime), each giving class probabilities and, where a fitted
 OOD score exists, the films' OOD scores."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from stages.lib.results import ood as ood_lib
-from stages.lib.results import posthoc
 from stages.lib.core.errors import UserError
 from stages.lib.model.inference import load_model, predict
 from stages.lib.model.runtime import pick_device
+from stages.lib.results import ood as ood_lib
+from stages.lib.results import posthoc
 
 
 class Runner:
     classes: list[str]
     preprocess: object
-    ood: dict | None     # the fitted OOD score, or None
+    ood: dict | None  # the fitted OOD score, or None
     fitted: dict | None  # evaluate's val fit (stages/lib/results/posthoc.py), or None
     device: torch.device
 
@@ -40,19 +41,24 @@ class TorchRunner(Runner):
     def __call__(self, x, hflip):
         with ood_lib.capture_features(self.model, self.backbone) as seen:
             probs, _, _ = predict(self.model, [(x, torch.zeros(len(x), dtype=torch.long))], self.device, hflip=hflip)
-        scores = ood_lib.score(self.ood, seen[0].float().cpu().numpy(), x.numpy()) if self.ood else None  # seen[1]: the mirror
+        scores = (
+            ood_lib.score(self.ood, seen[0].float().cpu().numpy(), x.numpy()) if self.ood else None
+        )  # seen[1]: the mirror
         return probs, scores
 
 
 class OnnxRunner(Runner):
     def __init__(self, path: str):
         from stages.lib.model.onnx_files import OnnxModel
+
         self.model = OnnxModel(path)
         self.classes, self.preprocess, self.ood = self.model.classes, self.model.preprocess, self.model.ood
         self.fitted = self.model.fitted
         self.device = torch.device("cpu")
-        self.missing_ood = (f"{path} carries no fitted OOD score (an ensemble, or exported before evaluate fitted "
-                            "one); pass --no-ood, or export a single model after evaluate")
+        self.missing_ood = (
+            f"{path} carries no fitted OOD score (an ensemble, or exported before evaluate fitted "
+            "one); pass --no-ood, or export a single model after evaluate"
+        )
 
     def __call__(self, x, hflip):
         films = x.numpy()

@@ -1,6 +1,7 @@
 """Where a stage runs: seeding, device, compute dtype, DataLoader workers, and the one line that
 says so at the start of train and evaluate (also stored in the checkpoint and DVCLive summary),
 so a GPU config that silently fell back to CPU shows at once."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from stages.lib.model import distributed
 from stages.lib.core.errors import UserError
+from stages.lib.model import distributed
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -80,18 +81,20 @@ def precision(setting: str, device: torch.device):
 class Runtime:
     device: str
     device_name: str
-    precision: str               # the dtype computed in
+    precision: str  # the dtype computed in
     channels_last: bool
     workers: int
     torch: str
-    cuda: str | None             # the CUDA version torch was built with (None: a CPU-only build)
-    note: str | None = None      # why the precision is not the one params asked for
+    cuda: str | None  # the CUDA version torch was built with (None: a CPU-only build)
+    note: str | None = None  # why the precision is not the one params asked for
 
     def line(self) -> str:
         asked = f" ({self.note})" if self.note else ""
-        return (f"runs on {self.device} ({self.device_name}) | precision {self.precision}{asked} | "
-                f"channels_last {'on' if self.channels_last else 'off'} | {self.workers} DataLoader workers | "
-                f"torch {self.torch}, CUDA {self.cuda or 'none'}")
+        return (
+            f"runs on {self.device} ({self.device_name}) | precision {self.precision}{asked} | "
+            f"channels_last {'on' if self.channels_last else 'off'} | {self.workers} DataLoader workers | "
+            f"torch {self.torch}, CUDA {self.cuda or 'none'}"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,5 +110,6 @@ def describe(device: torch.device, asked: str, workers: int) -> Runtime:
     elif asked == "auto":
         note = "auto"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"no CUDA device, {os.cpu_count()} cores"
-    return Runtime(str(device), gpu, name, channels_last(device), workers, str(torch.__version__), torch.version.cuda,
-                   note)
+    return Runtime(
+        str(device), gpu, name, channels_last(device), workers, str(torch.__version__), torch.version.cuda, note
+    )

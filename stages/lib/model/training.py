@@ -4,6 +4,7 @@ Train metrics come from the training pass itself (predictions on the augmented, 
 batches), not from a second inference pass over the training set as the study did: that pass cost
 a third of the compute and measures the same thing less honestly.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,15 +16,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from stages.lib.model import distributed
-from stages.lib.params.schema import Augment, Train
-from stages.lib.data.dataset import CachedSplit, balanced_sampler
 from stages.lib.core.errors import UserError
-from stages.lib.model.inference import predict
-from stages.lib.results.metrics import macro_f1
-from stages.lib.model.runtime import autotuned, channels_last, resolve_workers
+from stages.lib.data.dataset import CachedSplit, balanced_sampler
 from stages.lib.data.transforms import to_model_input, train_augment
-
+from stages.lib.model import distributed
+from stages.lib.model.inference import predict
+from stages.lib.model.runtime import autotuned, channels_last, resolve_workers
+from stages.lib.params.schema import Augment, Train
+from stages.lib.results.metrics import macro_f1
 
 MAX_NON_FINITE_FP16 = 5
 
@@ -61,8 +61,9 @@ class EpochLoader(DataLoader):
         return super().__iter__()
 
 
-def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.device,
-                 seed: int) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    cache_dir: str, t: Train, augment: Augment, device: torch.device, seed: int
+) -> tuple[DataLoader, DataLoader]:
     """Class-balanced, augmented train loader and a plain val loader over the cache; `seed` is the run's.
 
     Under DDP each rank gets every N-th index of the shared sampled stream and of the val set;
@@ -73,8 +74,11 @@ def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.devic
     val_set = CachedSplit(cache_dir, "val")
     workers = resolve_workers(t.num_workers, device)
     common = dict(
-        batch_size=t.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0, worker_init_fn=_seed_worker_augment if workers else None,
+        batch_size=t.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=_seed_worker_augment if workers else None,
     )
     generator = torch.Generator().manual_seed(seed)  # the same on every rank: one shared stream
     sampler = balanced_sampler(train_set.labels, generator)
@@ -84,8 +88,10 @@ def make_loaders(cache_dir: str, t: Train, augment: Augment, device: torch.devic
     # (the sampler draws with replacement, so no image is left out for good). CPU runs keep it.
     train_loader = EpochLoader(train_set, sampler=sampler, generator=generator, drop_last=autotuned(device), **common)
     if len(train_loader) == 0:  # only with drop_last: fewer draws per process than one batch
-        raise UserError(f"train.batch_size {t.batch_size} exceeds the {len(sampler)} training images each process "
-                        f"draws per epoch; lower it (or train.nproc)")
+        raise UserError(
+            f"train.batch_size {t.batch_size} exceeds the {len(sampler)} training images each process "
+            f"draws per epoch; lower it (or train.nproc)"
+        )
     val_loader = EpochLoader(val_set, sampler=range(rank, len(val_set), world), **common)
     return train_loader, val_loader
 
@@ -107,8 +113,9 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocas
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # batch where the streak first went over
     bad_loss = torch.zeros((), dtype=torch.float32, device=device)
     preds, labels = [], []
-    bar = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False,
-               disable=None if distributed.is_main() else True)
+    bar = tqdm(
+        loader, desc=desc, unit="batch", mininterval=1.0, leave=False, disable=None if distributed.is_main() else True
+    )
     start = time.perf_counter()
     first_batch_s = float("nan")
     for batch, (x, y) in enumerate(bar, start=1):
@@ -136,24 +143,36 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, device, autocas
     y_true, y_pred = torch.cat(labels).cpu().numpy(), torch.cat(preds).cpu().numpy()
     seconds = time.perf_counter() - start
     if first_bad:
-        raise UserError(f"{desc}, batch {first_bad}: the loss is {bad_loss}; training diverged. "
-                        f"Lower train.lr, or check the data for blank or corrupt images")
+        raise UserError(
+            f"{desc}, batch {first_bad}: the loss is {bad_loss}; training diverged. "
+            f"Lower train.lr, or check the data for blank or corrupt images"
+        )
     losses, y_true, y_pred = distributed.gather(np.array([total_loss]), y_true, y_pred)
     return _epoch_result(losses.sum(), y_true, y_pred, seconds, first_batch_s)
 
 
-def _epoch_result(total_loss: float, y_true: np.ndarray, y_pred: np.ndarray, seconds: float = float("nan"),
-                  first_batch_s: float = float("nan")) -> EpochResult:
+def _epoch_result(
+    total_loss: float,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    seconds: float = float("nan"),
+    first_batch_s: float = float("nan"),
+) -> EpochResult:
     return EpochResult(
-        loss=float(total_loss) / len(y_true), accuracy=float((y_true == y_pred).mean()),
-        macro_f1=macro_f1(y_true, y_pred), n=len(y_true), seconds=seconds, first_batch_s=first_batch_s,
+        loss=float(total_loss) / len(y_true),
+        accuracy=float((y_true == y_pred).mean()),
+        macro_f1=macro_f1(y_true, y_pred),
+        n=len(y_true),
+        seconds=seconds,
+        first_batch_s=first_batch_s,
     )
 
 
 def validate(model, loader, device, autocast, criterion) -> EpochResult:
     """Val metrics over the whole val set: each rank scores its share, the shares are joined."""
-    probs, labels, mean_loss = predict(model, loader, device, autocast, criterion,
-                                       pad_to=loader.batch_size if autotuned(device) else None)
+    probs, labels, mean_loss = predict(
+        model, loader, device, autocast, criterion, pad_to=loader.batch_size if autotuned(device) else None
+    )
     losses, labels, preds = distributed.gather(np.array([mean_loss * len(labels)]), labels, probs.argmax(1))
     return _epoch_result(losses.sum(), labels, preds)
 
@@ -169,7 +188,6 @@ def make_scheduler(optimizer, t: Train):
     """ReduceLROnPlateau on val macro-F1 (the study's default) or cosine annealing."""
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=t.plateau.factor, patience=t.plateau.patience, min_lr=t.min_lr)
+            optimizer, mode="max", factor=t.plateau.factor, patience=t.plateau.patience, min_lr=t.min_lr
+        )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.min_lr)
-
-

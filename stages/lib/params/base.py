@@ -1,11 +1,9 @@
 """What every params section is built from: the strict base model, the notes on a field's source and allowed values, the one-rule refusal."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
-
-
 
 STUDY_BACKBONES = ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny")
 

@@ -1,11 +1,12 @@
 """docs/params.md's table, generated from the schema:  python -m stages.lib.params.docs [docs/params.md]"""
+
 from __future__ import annotations
 
 import sys
 
+from stages.lib.params.data_sections import Assemble, Synthetic
 from stages.lib.params.messages import allowed, as_yaml, sections
 from stages.lib.params.schema import Config
-from stages.lib.params.data_sections import Assemble, Synthetic
 
 
 def params_table() -> str:

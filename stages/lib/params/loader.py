@@ -1,4 +1,5 @@
 """params.yaml read as DVC reads it (YAML 1.2's core schema) and checked against the schema, once per stage."""
+
 from __future__ import annotations
 
 import os
@@ -19,20 +20,26 @@ class ParamsLoader(yaml.SafeLoader):
         keys = [self.construct_object(k, deep=True) for k, _ in node.value]
         for k, (key_node, _) in zip(keys, node.value):
             if keys.count(k) > 1:
-                raise UserError(f"{key_node.start_mark.name}: key {k!r} appears twice (line "
-                                f"{key_node.start_mark.line + 1}); keep one")
+                raise UserError(
+                    f"{key_node.start_mark.name}: key {k!r} appears twice (line "
+                    f"{key_node.start_mark.line + 1}); keep one"
+                )
         return super().construct_mapping(node, deep)
 
 
 YAML_1_2_CORE = (  # (tag, pattern, first characters): replace 1.1's bool, int, float and timestamp rules
     ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
     ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
-    ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
-     "-+0123456789."),
+    (
+        "float",
+        r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+        "-+0123456789.",
+    ),
 )
 ParamsLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in rules if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp")]
-    for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 for tag, pattern, first in YAML_1_2_CORE:
     ParamsLoader.add_implicit_resolver(f"tag:yaml.org,2002:{tag}", re.compile(f"^(?:{pattern})$"), list(first))
 

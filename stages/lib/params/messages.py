@@ -1,5 +1,6 @@
 """What a wrong params.yaml is told: keys removed, unknown or missing, and values outside what a field
 allows, each as one line naming the file, the dotted key and the fix (the schema is in schema.py)."""
+
 from __future__ import annotations
 
 import difflib
@@ -16,11 +17,11 @@ from stages.lib.params.schema import OPTIONAL_SECTIONS, Config
 # Keys that no longer exist, and what to write instead.
 REMOVED = {
     "train.amp": "train.amp was removed: train.precision is the one mixed-precision knob (auto | bf16 | fp16 | "
-                 "fp32; amp: false is precision: fp32); delete train.amp",
+    "fp32; amp: false is precision: fp32); delete train.amp",
     "train.backbones": "train.backbones moved to the top level: write `backbones: [...]` beside `train:`, "
-                       "not inside it",
+    "not inside it",
     "train.seed": "train.seed moved to the top level as a list: write `seeds: [42]` beside `backbones:` (one "
-                  "training run per backbone and seed)",
+    "training run per backbone and seed)",
 }
 
 
@@ -54,8 +55,10 @@ def _check_keys(raw, model: type[BaseModel], prefix: str, source: str) -> None:
         if key not in raw:
             default = field.get_default(call_default_factory=True)
             default = default.model_dump() if isinstance(default, BaseModel) else default
-            raise UserError(f"{source}: {dotted} is missing; add it (default: {as_yaml({key: default})}). "
-                            f"Every param must be in {source}, where DVC tracks it")
+            raise UserError(
+                f"{source}: {dotted} is missing; add it (default: {as_yaml({key: default})}). "
+                f"Every param must be in {source}, where DVC tracks it"
+            )
         sub = _section(field)
         if sub is not None and raw[key] is not None:
             _check_keys(raw[key], sub, f"{dotted}.", source)
@@ -100,8 +103,10 @@ def allowed(field: FieldInfo) -> str:
     high = f"{limits['le']}]" if "le" in limits else f"{limits['lt']})" if "lt" in limits else ""
     if low and high:
         return f"{noun} in {low}, {high}"
-    return " ".join([noun] + [f"{op} {limits[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                              if k in limits])
+    return " ".join(
+        [noun]
+        + [f"{op} {limits[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in limits]
+    )
 
 
 def _section(field: FieldInfo) -> type[BaseModel] | None:

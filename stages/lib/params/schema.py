@@ -6,6 +6,7 @@ is strict: a quoted "0.1" or "false" is refused, never converted, and every key 
 default used silently would be a value DVC does not track). The sections are declared in
 data_sections.py and run_sections.py, on base.py's strict model; Config, here, holds them all. docs/params.md is generated from the descriptions here (`python -m stages.lib.params.docs`).
 """
+
 from __future__ import annotations
 
 import re
@@ -13,61 +14,80 @@ from typing import Union
 
 from pydantic import Field, field_validator, model_validator
 
-from stages.lib.params.base import STUDY_BACKBONES, Section, allows, source_of, refuse
+from stages.lib.params.base import STUDY_BACKBONES, Section, allows, refuse, source_of
+
 # Every section is imported from here (`from stages.lib.params.schema import Train`), wherever it is declared.
 from stages.lib.params.data_sections import Assemble, Augment, Data, Preprocess, Synthetic
 from stages.lib.params.run_sections import Evaluate, Plateau, Train  # noqa: F401 (Plateau: re-exported)
-
 
 OPTIONAL_SECTIONS = {"synthetic", "assemble"}  # may be absent: synthetic is demo/params.yaml's, assemble the top's
 
 
 class Config(Section):
     """params.yaml. `backbones` sits outside `train` so the train stage can depend on `train` whole."""
+
     preprocess: Preprocess = Field(default_factory=Preprocess, description="run once per image")
     data: Data = Field(default_factory=Data, description="reading data/")
     augment: Augment = Field(default_factory=Augment, description="train-time augmentation")
     backbones: list[str] = Field(
         default_factory=lambda: list(STUDY_BACKBONES),
-        json_schema_extra=allows("distinct names, each with a record in stages/lib/model/registry.py", **source_of("report")),
-        description="the networks trained and compared; dvc.yaml loops over them")
+        json_schema_extra=allows(
+            "distinct names, each with a record in stages/lib/model/registry.py", **source_of("report")
+        ),
+        description="the networks trained and compared; dvc.yaml loops over them",
+    )
     seeds: list[int] = Field(
         default_factory=lambda: [42],
         json_schema_extra=allows("distinct integers from 0 to 2**32 - 1", **source_of("ours")),
         description="one training run per backbone and seed (dvc.yaml's matrix); the report gives their spread and "
-                    "scores each backbone's seed ensemble")
+        "scores each backbone's seed ensemble",
+    )
     train: Train = Field(default_factory=Train, description="training")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
     synthetic: Union[Synthetic, None] = Field(
-        None, description="demo/params.yaml only: the synthetic films its first stage writes")
+        None, description="demo/params.yaml only: the synthetic films its first stage writes"
+    )
     assemble: Union[Assemble, None] = Field(
-        None, description="params.yaml only: the study's data assembled from its public sources")
+        None, description="params.yaml only: the study's data assembled from its public sources"
+    )
     external: dict[str, str] = Field(
         default_factory=dict,
-        json_schema_extra=allows("a mapping of names (letters, digits, - _ .) to DVC-tracked folders relative to "
-                                  "the project, other than data; {} for none", **source_of("ours")),
+        json_schema_extra=allows(
+            "a mapping of names (letters, digits, - _ .) to DVC-tracked folders relative to "
+            "the project, other than data; {} for none",
+            **source_of("ours"),
+        ),
         description="external labelled datasets, each in any layout preprocess reads: preprocessed alike and scored "
-                    "by every model (dvc.yaml's external@<name>; docs/calibration.md)")
+        "by every model (dvc.yaml's external@<name>; docs/calibration.md)",
+    )
 
     @field_validator("external")
     @classmethod
     def _external_sets(cls, sets: dict[str, str]) -> dict[str, str]:
         for name, folder in sets.items():
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise refuse(f"names {name!r}: use letters, digits, '-', '_' or '.' (it names the stage and its "
-                             "files)", show_value=False)
+                raise refuse(
+                    f"names {name!r}: use letters, digits, '-', '_' or '.' (it names the stage and its files)",
+                    show_value=False,
+                )
             parts = folder.replace("\\", "/").strip("/").split("/")
             if folder.startswith("/") or ".." in parts or parts[0] in ("", "data", "cache", "models"):
-                raise refuse(f"{name}: {folder!r} must be a folder inside the project other than data/ (and not "
-                             "cache/ or models/), e.g. data_external/" + name, show_value=False)
+                raise refuse(
+                    f"{name}: {folder!r} must be a folder inside the project other than data/ (and not "
+                    "cache/ or models/), e.g. data_external/" + name,
+                    show_value=False,
+                )
         return sets
 
     @model_validator(mode="after")
-    def _known_classes(self) -> "Config":
+    def _known_classes(self) -> Config:
         unknown = [c for c in self.evaluate.target_sensitivity if c not in self.data.classes]
         if unknown:
-            raise refuse(f"evaluate.target_sensitivity names {unknown[0]!r}, not in data.classes "
-                         f"{self.data.classes}; use one of those names", show_value=False)
+            raise refuse(
+                f"evaluate.target_sensitivity names {unknown[0]!r}, not in data.classes "
+                f"{self.data.classes}; use one of those names",
+                show_value=False,
+            )
         return self
 
     @field_validator("seeds")
@@ -84,8 +104,11 @@ class Config(Section):
 
         unknown = [n for n in names if n not in BACKBONES]
         if unknown:
-            raise refuse(f"lists {unknown[0]!r}, which has no record in stages/lib/model/registry.py (records: "
-                         f"{', '.join(BACKBONES)}); add its record there or remove the name", show_value=False)
+            raise refuse(
+                f"lists {unknown[0]!r}, which has no record in stages/lib/model/registry.py (records: "
+                f"{', '.join(BACKBONES)}); add its record there or remove the name",
+                show_value=False,
+            )
         if not names or len(set(names)) < len(names):
             raise refuse("must be a non-empty list of distinct names")
         return names

@@ -1,4 +1,5 @@
 """Per-class curves, one panel per class and one curve per model: ROC, precision-recall and reliability (calibration)."""
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,14 @@ def _one_vs_rest(outputs, classes, draw, xlabel: str, ylabel: str, legend_title:
 
 
 @styled
-def roc_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, dict], classes,
-             class_ci: dict[str, list] | None = None, colours: dict[str, str] | None = None, split: str = "test"):
+def roc_grid(
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]],
+    scores: dict[str, dict],
+    classes,
+    class_ci: dict[str, list] | None = None,
+    colours: dict[str, str] | None = None,
+    split: str = "test",
+):
     """One-vs-rest ROC per class, every model on the same axes, with the chance diagonal.
 
     `outputs[model] = (labels [N], probs [N, C])`; `scores[model]` is that split's metrics dict (the
@@ -53,29 +60,46 @@ def roc_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str
     def draw(ax, name, c, positive, score, first):
         auroc = scores[name]["per_class"][classes[c]]["auroc"]
         ci = (class_ci or {}).get(name, [None] * len(classes))[c]
-        shown = RocCurveDisplay.from_predictions(positive, score, ax=ax, name=name,
-                                                 curve_kwargs={"color": colours[name]}, plot_chance_level=first,
-                                                 chance_level_kw={"color": "grey", "linestyle": ":",
-                                                                  "label": "chance (0.50)"})
+        shown = RocCurveDisplay.from_predictions(
+            positive,
+            score,
+            ax=ax,
+            name=name,
+            curve_kwargs={"color": colours[name]},
+            plot_chance_level=first,
+            chance_level_kw={"color": "grey", "linestyle": ":", "label": "chance (0.50)"},
+        )
         shown.line_.set_label(f"{name} {auroc:.2f}{_ci_text(ci)}")
 
-    fig = _one_vs_rest(outputs, classes, draw, "false positive rate", "true positive rate",
-                       "AUROC [95% CI]" if class_ci else "AUROC")
+    fig = _one_vs_rest(
+        outputs, classes, draw, "false positive rate", "true positive rate", "AUROC [95% CI]" if class_ci else "AUROC"
+    )
     fig.suptitle(f"ROC, one class vs the rest ({split} split)")
     return fig
 
 
 @styled
-def pr_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, dict], classes,
-            colours: dict[str, str] | None = None, split: str = "test"):
+def pr_grid(
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]],
+    scores: dict[str, dict],
+    classes,
+    colours: dict[str, str] | None = None,
+    split: str = "test",
+):
     """One-vs-rest precision-recall per class, every model on the same axes, with the class's
     prevalence (a classifier without skill). Legend: average precision from `scores[model]`."""
     colours = colours or model_colours(outputs)
 
     def draw(ax, name, c, positive, score, first):
         shown = PrecisionRecallDisplay.from_predictions(
-            positive, score, ax=ax, name=name, curve_kwargs={"color": colours[name]}, plot_chance_level=first,
-            chance_level_kw={"color": "grey", "linestyle": ":", "label": f"prevalence {positive.mean():.2f}"})
+            positive,
+            score,
+            ax=ax,
+            name=name,
+            curve_kwargs={"color": colours[name]},
+            plot_chance_level=first,
+            chance_level_kw={"color": "grey", "linestyle": ":", "label": f"prevalence {positive.mean():.2f}"},
+        )
         shown.line_.set_label(f"{name} {scores[name]['per_class'][classes[c]]['average_precision']:.2f}")
 
     fig = _one_vs_rest(outputs, classes, draw, "recall", "precision", "average precision")
@@ -94,21 +118,45 @@ def _class_panel(ax, cls, labels, c, drawn, xlabel, ylabel, legend_title):
     if drawn:
         lines = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
         reference = [h for h in lines if h.get_linestyle() == ":"]
-        ax.legend(handles=[h for h in lines if h not in reference] + reference, title=legend_title, loc="best",
-                  handlelength=1.2, borderaxespad=0.3, labelspacing=0.25, frameon=True, framealpha=0.85,
-                  edgecolor="none")
+        ax.legend(
+            handles=[h for h in lines if h not in reference] + reference,
+            title=legend_title,
+            loc="best",
+            handlelength=1.2,
+            borderaxespad=0.3,
+            labelspacing=0.25,
+            frameon=True,
+            framealpha=0.85,
+            edgecolor="none",
+        )
     else:
-        ax.text(0.5, 0.5, f"undefined: the split has\n{'no' if not (labels == c).any() else 'only'} {cls} images",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            f"undefined: the split has\n{'no' if not (labels == c).any() else 'only'} {cls} images",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
 
 
-def _scaled_curve(top, labels: np.ndarray, scaled: tuple[float, np.ndarray, float], bins: int, title: str,
-                  first_column: bool) -> None:
+def _scaled_curve(
+    top, labels: np.ndarray, scaled: tuple[float, np.ndarray, float], bins: int, title: str, first_column: bool
+) -> None:
     """The reliability curve after temperature scaling (dashed, grey) over the one before; its ECE in the title."""
     t, after, after_ece = scaled
-    CalibrationDisplay.from_predictions(after.argmax(1) == labels, after.max(1), n_bins=bins,
-                                        strategy="uniform", ax=top, name=f"T = {t:.2f}", color="0.35",
-                                        ref_line=False, linestyle="--", markersize=3)
+    CalibrationDisplay.from_predictions(
+        after.argmax(1) == labels,
+        after.max(1),
+        n_bins=bins,
+        strategy="uniform",
+        ax=top,
+        name=f"T = {t:.2f}",
+        color="0.35",
+        ref_line=False,
+        linestyle="--",
+        markersize=3,
+    )
     top.get_legend().remove()
     top.set(xlabel="", ylabel="accuracy" if first_column else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
     top.set_title(f"{title}\nafter T = {t:.2f}: {after_ece:.3f}")  # 2 lines: fits
@@ -117,17 +165,30 @@ def _scaled_curve(top, labels: np.ndarray, scaled: tuple[float, np.ndarray, floa
 def _bin_counts(bottom, confidence: np.ndarray, edges: np.ndarray, colour: str, first_column: bool) -> None:
     """How many images each confidence bin holds, under the curve."""
     counts, _ = np.histogram(confidence, bins=edges)
-    bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colour, alpha=0.6,
-               edgecolor="white", linewidth=0.4)
+    bottom.bar(
+        edges[:-1],
+        counts,
+        width=np.diff(edges),
+        align="edge",
+        color=colour,
+        alpha=0.6,
+        edgecolor="white",
+        linewidth=0.4,
+    )
     bottom.set_xlabel("confidence (top class)")
     bottom.set_ylabel("images" if first_column else "")
     bottom.grid(False)
 
 
 @styled
-def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, dict], bins: int,
-                     colours: dict[str, str] | None = None, split: str = "test",
-                     scaled: dict[str, tuple[float, np.ndarray, float]] | None = None):
+def reliability_grid(
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]],
+    scores: dict[str, dict],
+    bins: int,
+    colours: dict[str, str] | None = None,
+    split: str = "test",
+    scaled: dict[str, tuple[float, np.ndarray, float]] | None = None,
+):
     """Per model: accuracy vs mean top-class confidence over `bins` equal-width bins (empty bins have no
     point) and, under it, how many images each bin holds; ECE (from `scores[model]["ece"]`) in the title.
     `scaled[model] = (temperature, temperature-scaled probabilities, their ECE)` adds the curve after
@@ -146,8 +207,9 @@ def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: 
         bottom = fig.add_subplot(grid[2 * r + 1, c], sharex=top, sharey=first_bars)  # counts compare too
         first, first_bars = first or top, first_bars or bottom
         confidence, correct = probs.max(1), probs.argmax(1) == labels
-        CalibrationDisplay.from_predictions(correct, confidence, n_bins=bins, strategy="uniform", ax=top, name=name,
-                                            color=colours[name], markersize=3)
+        CalibrationDisplay.from_predictions(
+            correct, confidence, n_bins=bins, strategy="uniform", ax=top, name=name, color=colours[name], markersize=3
+        )
         top.get_legend().remove()
         top.set(xlabel="", ylabel="accuracy" if c == 0 else "", xlim=(0, 1), ylim=(0, 1), aspect="auto")
         top.tick_params(labelbottom=False)
@@ -155,6 +217,8 @@ def reliability_grid(outputs: dict[str, tuple[np.ndarray, np.ndarray]], scores: 
         if scaled and name in scaled:
             _scaled_curve(top, labels, scaled[name], bins, f"{name}: ECE {scores[name]['ece']:.3f}", c == 0)
         _bin_counts(bottom, confidence, edges, colours[name], c == 0)
-    fig.suptitle(f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin"
-                 + ("\ndashed grey = after temperature scaling fitted on val" if scaled else ""))
+    fig.suptitle(
+        f"Reliability ({split} split): dotted = perfectly calibrated; bars = images per bin"
+        + ("\ndashed grey = after temperature scaling fitted on val" if scaled else "")
+    )
     return fig

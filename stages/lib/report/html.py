@@ -6,6 +6,7 @@ or archived alone. No script, no style sheet or font from elsewhere: the page ma
 (unlike `dvc plots show`'s page, which loads Vega from a CDN). tests/test_figures.py opens it in headless
 Chromium and fails on a blank page, a broken image or any network request.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,23 +34,29 @@ pre { background: #f6f6f6; padding: .75rem; overflow-x: auto; font-size: 12px; }
 
 def inline_images(page: str, base: Path) -> str:
     """Every `<img src="relative.png">` replaced by the file's bytes as a data URI (paths from `base`)."""
-    return re.sub(r'<img src="([^"]*)"',
-                  lambda m: f'<img src="{_data_uri(base / html.unescape(m[1]), html.unescape(m[1]))}"', page)
+    return re.sub(
+        r'<img src="([^"]*)"',
+        lambda m: f'<img src="{_data_uri(base / html.unescape(m[1]), html.unescape(m[1]))}"',
+        page,
+    )
 
 
 def _data_uri(path: Path, src: str) -> str:
     if path.suffix.lower() != ".png":
         raise UserError(f"the summary embeds {src}, which is not a PNG; the HTML report inlines PNG figures only")
     if not path.is_file():
-        raise UserError(f"the summary embeds {src} but {path} does not exist; rerun the stage that writes it "
-                        "(dvc repro)")
+        raise UserError(
+            f"the summary embeds {src} but {path} does not exist; rerun the stage that writes it (dvc repro)"
+        )
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def html_report(markdown: str, base: str | os.PathLike, title: str) -> str:
     """One self-contained HTML page from the summary's Markdown; image links are relative to `base`."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"{inline_images(body, Path(base))}</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"{inline_images(body, Path(base))}</body>\n</html>\n"
+    )

@@ -1,6 +1,7 @@
 """The summary's sections on what travels beyond the test score (docs/calibration.md): calibration
 before and after temperature scaling, prediction-set coverage and size, operating points, and
 subgroups; every number with its CI."""
+
 from __future__ import annotations
 
 import math
@@ -24,44 +25,65 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
     scored split shown (test, or val when test labels are hidden)."""
     if not blocks:
         return []
-    lines = ["## Calibration, prediction sets and operating points", "",
-             "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
-             f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.", "",
-             "| Model | T | NLL | Brier score | ECE |", "|---|---:|---|---|---|"]
+    lines = [
+        "## Calibration, prediction sets and operating points",
+        "",
+        "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
+        f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.",
+        "",
+        "| Model | T | NLL | Brier score | ECE |",
+        "|---|---:|---|---|---|",
+    ]
     for name, b in blocks.items():
         t = b["temperature"]
         scored = t.get(split)
         if scored is None:
             continue
-        lines.append(f"| {name} | {t['value']:.2f} | {_before_after(scored['nll'])} | {_before_after(scored['brier'])} "
-                     f"| {_before_after(scored['ece'])} |")
+        lines.append(
+            f"| {name} | {t['value']:.2f} | {_before_after(scored['nll'])} | {_before_after(scored['brier'])} "
+            f"| {_before_after(scored['ece'])} |"
+        )
     alpha = next(iter(blocks.values()))["coverage"]["alpha"]
-    lines += ["", f"Prediction sets (split-conformal, alpha {alpha}): each film's set holds the true class with "
-              f"probability at least {1 - alpha:.2f} if {split} resembles val. Coverage per class is the share of that "
-              "class's films whose set holds it.", "",
-              "| Model | Coverage [95% CI] | Mean set size [95% CI] | Empty sets | Coverage per class |",
-              "|---|---|---|---:|---|"]
+    lines += [
+        "",
+        f"Prediction sets (split-conformal, alpha {alpha}): each film's set holds the true class with "
+        f"probability at least {1 - alpha:.2f} if {split} resembles val. Coverage per class is the share of that "
+        "class's films whose set holds it.",
+        "",
+        "| Model | Coverage [95% CI] | Mean set size [95% CI] | Empty sets | Coverage per class |",
+        "|---|---|---|---:|---|",
+    ]
     for name, b in blocks.items():
         cov = b["coverage"].get(split)
         if cov is None:
             continue
-        per = ", ".join(f"{c} absent" if v.get("absent") else f"{c} {_ci(v['coverage'], v['coverage_ci95'])}"
-                        for c, v in cov["per_class"].items())
-        lines.append(f"| {name} | {_ci(cov['coverage'], cov['coverage_ci95'])} | "
-                     f"{_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |")
+        per = ", ".join(
+            f"{c} absent" if v.get("absent") else f"{c} {_ci(v['coverage'], v['coverage_ci95'])}"
+            for c, v in cov["per_class"].items()
+        )
+        lines.append(
+            f"| {name} | {_ci(cov['coverage'], cov['coverage_ci95'])} | "
+            f"{_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
+        )
     points = [(name, c, p) for name, b in blocks.items() for c, p in b["operating_points"].items()]
     if points:
-        lines += ["", f"Operating points: the threshold reaching the target sensitivity on val, on {split}.", "",
-                  "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
-                  "|---|---|---:|---:|---|---|"]
+        lines += [
+            "",
+            f"Operating points: the threshold reaching the target sensitivity on val, on {split}.",
+            "",
+            "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
+            "|---|---|---:|---:|---|---|",
+        ]
         for name, c, p in points:
             s = p.get(split)
             if p["threshold"] is None or s is None:
                 lines.append(f"| {name} | {c} | {p['target_sensitivity']} | n/a | {p.get('note') or 'not scored'} | |")
                 continue
-            lines.append(f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
-                         f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
-                         f"{_ci(s['specificity'], s['specificity_ci95'])} |")
+            lines.append(
+                f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
+                f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
+                f"{_ci(s['specificity'], s['specificity_ci95'])} |"
+            )
     return lines + [""]
 
 
@@ -74,15 +96,18 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
         return []
     first = next(iter(blocks.values()))
     models = list(blocks)
-    lines = ["## Subgroups", "",
-             f"Macro-F1 [95% CI] of each subgroup of the {first['split']} films, per metadata column (file format and "
-             "bit depth always; manifest columns named in evaluate.subgroups). **below**: the subgroup's interval lies "
-             "wholly under the model's overall macro-F1 (its row in the table above): the model does worse there "
-             "than chance explains. Small subgroups have wide intervals.", ""]
+    lines = [
+        "## Subgroups",
+        "",
+        f"Macro-F1 [95% CI] of each subgroup of the {first['split']} films, per metadata column (file format and "
+        "bit depth always; manifest columns named in evaluate.subgroups). **below**: the subgroup's interval lies "
+        "wholly under the model's overall macro-F1 (its row in the table above): the model does worse there "
+        "than chance explains. Small subgroups have wide intervals.",
+        "",
+    ]
     flagged = []
     for column, groups in first["by"].items():
-        lines += [f"`{column}`:", "", "| Value | n | " + " | ".join(models) + " |",
-                  "|---|---:|" + "---|" * len(models)]
+        lines += [f"`{column}`:", "", "| Value | n | " + " | ".join(models) + " |", "|---|---:|" + "---|" * len(models)]
         for value, g in groups.items():
             cells = []
             for name in models:
@@ -105,35 +130,59 @@ def external_markdown(sets: dict[str, dict[str, dict]], folders: dict[str, str])
     recall per class, an absent class shown as absent."""
     if not sets:
         return []
-    lines = ["## External validation", "",
-             "Every model on labelled films from elsewhere, preprocessed as the internal data (stage "
-             "external@<name>) and scored as test (each metrics file's block `external`). Drop = internal test − "
-             "external macro-F1 over the classes the external set has, with a 95% bootstrap CI: the model is the "
-             "same in both scores, the films are not (each set's films resampled on its own); a CI wholly above 0 "
-             "means the model does worse on these films than chance explains. An ensemble has no OOD score of its "
-             "own: its runs' rows give theirs (docs/calibration.md).", ""]
+    lines = [
+        "## External validation",
+        "",
+        "Every model on labelled films from elsewhere, preprocessed as the internal data (stage "
+        "external@<name>) and scored as test (each metrics file's block `external`). Drop = internal test − "
+        "external macro-F1 over the classes the external set has, with a 95% bootstrap CI: the model is the "
+        "same in both scores, the films are not (each set's films resampled on its own); a CI wholly above 0 "
+        "means the model does worse on these films than chance explains. An ensemble has no OOD score of its "
+        "own: its runs' rows give theirs (docs/calibration.md).",
+        "",
+    ]
     for name, models in sets.items():
         first = next(iter(models.values()))
         counts = ", ".join(f"{c} {n}" for c, n in first["counts"].items())
         absent = first["absent_classes"]
-        lines += [f"### {name}", "",
-                  f"{first['n']} films from `{folders.get(name, '?')}` ({counts})."
-                  + (f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same "
-                     "classes." if absent else ""), "",
-                  "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
-                  "| Prediction-set coverage [95% CI] | OOD flagged |", "|---|---:|---|---|---|---|---:|"]
+        lines += [
+            f"### {name}",
+            "",
+            f"{first['n']} films from `{folders.get(name, '?')}` ({counts})."
+            + (
+                f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same classes."
+                if absent
+                else ""
+            ),
+            "",
+            "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
+            "| Prediction-set coverage [95% CI] | OOD flagged |",
+            "|---|---:|---|---|---|---|---:|",
+        ]
         for model, m in models.items():
             d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
             share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
-            lines.append(f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
-                         f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
-                         f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |")
-        lines += ["", f"Recall per class on {name}:", "",
-                  "| Model | " + " | ".join(first["counts"]) + " |", "|---|" + "---:|" * len(first["counts"])]
+            lines.append(
+                f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
+                f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
+                f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
+            )
+        lines += [
+            "",
+            f"Recall per class on {name}:",
+            "",
+            "| Model | " + " | ".join(first["counts"]) + " |",
+            "|---|" + "---:|" * len(first["counts"]),
+        ]
         for model, m in models.items():
             per = m["per_class"]
-            lines.append(f"| {model} | " + " | ".join(
-                f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
-                for c in first["counts"]) + " |")
+            lines.append(
+                f"| {model} | "
+                + " | ".join(
+                    f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
+                    for c in first["counts"]
+                )
+                + " |"
+            )
         lines.append("")
     return lines

@@ -1,4 +1,5 @@
 """The runs' own figures: training curves from DVCLive (and their CSV) and the models' comparison with CIs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from stages.lib.report.plots import COMPARED, CURVE_METRICS, PAGE, model_colours
 
 
 @styled
-def training_curves(runs: dict[str, list[dict]], best_epochs: dict[str, list] | None = None,
-                    colours: dict[str, str] | None = None):
+def training_curves(
+    runs: dict[str, list[dict]], best_epochs: dict[str, list] | None = None, colours: dict[str, str] | None = None
+):
     """Train (top row) and val (bottom row) loss, macro-F1 and accuracy per epoch, every model on the
     same axes; each column shares its y axis, so train and val compare directly.
 
@@ -35,18 +37,39 @@ def training_curves(runs: dict[str, list[dict]], best_epochs: dict[str, list] | 
                     points = dict(h.get(split, {}).get(metric, []))
                     if not points:
                         continue
-                    ax.plot(list(points), list(points.values()), color=colours[name], alpha=alpha, marker="o",
-                            markersize=2)
+                    ax.plot(
+                        list(points), list(points.values()), color=colours[name], alpha=alpha, marker="o", markersize=2
+                    )
                     if best in points:
-                        ax.plot([best], [points[best]], marker="*", markersize=9, color=colours[name],
-                                markeredgecolor="black", markeredgewidth=0.5, linestyle="none", zorder=3)
+                        ax.plot(
+                            [best],
+                            [points[best]],
+                            marker="*",
+                            markersize=9,
+                            color=colours[name],
+                            markeredgecolor="black",
+                            markeredgewidth=0.5,
+                            linestyle="none",
+                            zorder=3,
+                        )
             ax.set_title(f"{split} {label}")
             if r == 1:
                 ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     handles = [Line2D([], [], color=colours[n], marker="o", markersize=3, label=n) for n in runs]
-    handles.append(Line2D([], [], color="grey", marker="*", markersize=9, markeredgecolor="black",
-                          markeredgewidth=0.5, linestyle="none", label="best epoch (val macro-F1)"))
+    handles.append(
+        Line2D(
+            [],
+            [],
+            color="grey",
+            marker="*",
+            markersize=9,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+            linestyle="none",
+            label="best epoch (val macro-F1)",
+        )
+    )
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
     fig.suptitle("Training curves (shared y axis per column)")
     return fig
@@ -88,16 +111,38 @@ def _compared_panel(ax, shown: _Compared, split: str, key: str, label: str, last
         if not m or m.get(key) is None:
             continue
         low, high = [v if v is not None else m[key] for v in m.get(f"{key}_ci95", (None, None))]
-        ax.errorbar(m[key], yi, xerr=[[m[key] - low], [high - m[key]]], fmt="o", color=shown.colours[name],
-                    markersize=4, capsize=2, elinewidth=1)
+        ax.errorbar(
+            m[key],
+            yi,
+            xerr=[[m[key] - low], [high - m[key]]],
+            fmt="o",
+            color=shown.colours[name],
+            markersize=4,
+            capsize=2,
+            elinewidth=1,
+        )
         values = shown.seeds.get(name, {}).get(split, {}).get(key, [])
         if len(values) > 1:
-            ax.plot(values, yi + np.linspace(-0.22, -0.12, len(values)), "o", markersize=3,
-                    markerfacecolor="none", color=shown.colours[name], gid="seed")
+            ax.plot(
+                values,
+                yi + np.linspace(-0.22, -0.12, len(values)),
+                "o",
+                markersize=3,
+                markerfacecolor="none",
+                color=shown.colours[name],
+                gid="seed",
+            )
     ref = 0 if key == "accuracy" else 1 if key == "macro_f1" else None
     if split == "val" and ref is not None and shown.study:
-        ax.plot([shown.study[n][ref] if n in shown.study else np.nan for n in shown.names], shown.y + 0.25, "v",
-                color="black", markersize=4, linestyle="none", gid="study")
+        ax.plot(
+            [shown.study[n][ref] if n in shown.study else np.nan for n in shown.names],
+            shown.y + 0.25,
+            "v",
+            color="black",
+            markersize=4,
+            linestyle="none",
+            gid="study",
+        )
     if key == "macro_f1" and split in shown.shortcut:
         ax.axvline(shown.shortcut[split]["macro_f1"], color="grey", linestyle="--", linewidth=1, gid="shortcut")
     ax.set_title(f"{split}: {label}")
@@ -110,21 +155,37 @@ def _compared_panel(ax, shown: _Compared, split: str, key: str, label: str, last
 def _compared_legend(fig, shown: _Compared, splits: list[str]) -> None:
     counts = {len(v.get(splits[-1], {}).get("macro_f1", [])) for v in shown.seeds.values()} or {1}
     handles = [Line2D([], [], color="black", marker="o", markersize=4, label="estimate, 95% bootstrap CI")]
-    handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=3, linestyle="none",
-                          label=f"each seed (n={max(counts)})") if max(counts) > 1 else
-                   Line2D([], [], linestyle="none", label="1 seed: no run-to-run spread"))
+    handles.append(
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="o",
+            markerfacecolor="none",
+            markersize=3,
+            linestyle="none",
+            label=f"each seed (n={max(counts)})",
+        )
+        if max(counts) > 1
+        else Line2D([], [], linestyle="none", label="1 seed: no run-to-run spread")
+    )
     if shown.study:
-        handles.append(Line2D([], [], color="black", marker="v", markersize=4, linestyle="none",
-                              label="study (published, val)"))
+        handles.append(
+            Line2D([], [], color="black", marker="v", markersize=4, linestyle="none", label="study (published, val)")
+        )
     if any(s in shown.shortcut for s in splits):
         handles.append(Line2D([], [], color="grey", linestyle="--", label="metadata-only shortcut"))
     fig.legend(handles=handles, loc="outside lower center", ncols=2)
 
 
 @styled
-def comparison(scores: dict[str, dict], seeds: dict[str, dict] | None = None,
-               study: dict[str, tuple[float, float]] | None = None, shortcut: dict | None = None,
-               colours: dict[str, str] | None = None):
+def comparison(
+    scores: dict[str, dict],
+    seeds: dict[str, dict] | None = None,
+    study: dict[str, tuple[float, float]] | None = None,
+    shortcut: dict | None = None,
+    colours: dict[str, str] | None = None,
+):
     """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs: one row per scored split
     (val, test), one column per metric, models on a shared y axis, each column on a shared x axis.
 
@@ -137,11 +198,25 @@ def comparison(scores: dict[str, dict], seeds: dict[str, dict] | None = None,
     - `shortcut[split]["macro_f1"]`: the metadata-only classifier's score, a dashed line on macro-F1.
     """
     names = list(scores)
-    shown = _Compared(names, np.arange(len(names))[::-1], scores, seeds or {}, study or {}, shortcut or {},
-                      colours or model_colours(scores))  # first model on top
+    shown = _Compared(
+        names,
+        np.arange(len(names))[::-1],
+        scores,
+        seeds or {},
+        study or {},
+        shortcut or {},
+        colours or model_colours(scores),
+    )  # first model on top
     splits = [s for s in ("val", "test") if any(scores[n].get(s) for n in names)]
-    fig, axes = plt.subplots(len(splits), 3, figsize=(PAGE, 0.9 + len(splits) * (0.45 + 0.3 * len(names))),
-                             sharey=True, sharex="col", squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(splits),
+        3,
+        figsize=(PAGE, 0.9 + len(splits) * (0.45 + 0.3 * len(names))),
+        sharey=True,
+        sharex="col",
+        squeeze=False,
+        layout="constrained",
+    )
     for r, split in enumerate(splits):
         for c, (key, label) in enumerate(COMPARED):
             _compared_panel(axes[r][c], shown, split, key, label, r == len(splits) - 1)

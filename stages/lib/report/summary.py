@@ -4,13 +4,14 @@ One table per split with 95% CIs and the metadata-only shortcut as a row beside 
 shortcut audit's verdict, the report stage's seed and paired-comparison sections, the per-class table,
 then every figure embedded with its caption. html_report.py turns the same text into one HTML file.
 """
+
 from __future__ import annotations
 
 import math
 
-from stages.lib.results.comparisons import beats, sentence
-from stages.lib.report.plots import SYNTHETIC_MARK
 from stages.lib.core.names import ENSEMBLE, SHORTCUT
+from stages.lib.report.plots import SYNTHETIC_MARK
+from stages.lib.results.comparisons import beats, sentence
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 
@@ -28,30 +29,42 @@ def _images(m: dict) -> int:
     return sum(c["support"] for c in m["per_class"].values())
 
 
-def split_table(scores: dict[str, dict], training: dict[str, dict], split: str,
-                study: dict[str, tuple[float, float]], shortcut: dict) -> list[str]:
+def split_table(
+    scores: dict[str, dict],
+    training: dict[str, dict],
+    split: str,
+    study: dict[str, tuple[float, float]],
+    shortcut: dict,
+) -> list[str]:
     """One split's table: a row per model, then the metadata-only shortcut; the study's numbers in a
     last column on val only (the split the study reported)."""
     with_study = bool(study) and split == "val"
     scored = [s[split] for s in scores.values() if s[split] is not None]
     size = f" ({_images(scored[0])} images)" if scored else ""
-    lines = [f"## {SPLIT_NAMES[split]} split{size}", "",
-             "| Model | Accuracy [95% CI] | Macro-F1 [95% CI] | Macro AUROC [95% CI] | Macro precision | "
-             "Macro recall | ECE | Best epoch / run |" + (" Study acc / F1 |" if with_study else ""),
-             "|---|---|---|---|---:|---:|---:|---:|" + ("---:|" if with_study else "")]
+    lines = [
+        f"## {SPLIT_NAMES[split]} split{size}",
+        "",
+        "| Model | Accuracy [95% CI] | Macro-F1 [95% CI] | Macro AUROC [95% CI] | Macro precision | "
+        "Macro recall | ECE | Best epoch / run |" + (" Study acc / F1 |" if with_study else ""),
+        "|---|---|---|---|---:|---:|---:|---:|" + ("---:|" if with_study else ""),
+    ]
     for name, s in scores.items():
         m, t = s[split], training.get(name, {})
         ref = " " + (f"{study[name][0]:.3f} / {study[name][1]:.3f}" if name in study else "-") + " |"
         if m is None:
             lines.append(f"| {name} | labels hidden | | | | | | |" + (ref if with_study else ""))
             continue
-        lines.append(f"| {name} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'macro_f1')} | "
-                     f"{_with_ci(m, 'macro_auroc')} | {_fmt(m['macro_precision'])} | {_fmt(m['macro_recall'])} | "
-                     f"{_fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |"
-                     + (ref if with_study else ""))
+        lines.append(
+            f"| {name} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'macro_f1')} | "
+            f"{_with_ci(m, 'macro_auroc')} | {_fmt(m['macro_precision'])} | {_fmt(m['macro_recall'])} | "
+            f"{_fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |"
+            + (ref if with_study else "")
+        )
     if split in shortcut:
-        lines.append(f"| *metadata only, no pixels (shortcut audit)* | | {_fmt(shortcut[split]['macro_f1'])} "
-                     "| | | | | |" + (" |" if with_study else ""))
+        lines.append(
+            f"| *metadata only, no pixels (shortcut audit)* | | {_fmt(shortcut[split]['macro_f1'])} "
+            "| | | | | |" + (" |" if with_study else "")
+        )
     return lines + [""]
 
 
@@ -66,29 +79,41 @@ def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str, versus: 
         return []
     base, versus = shortcut[split]["macro_f1"], versus or {}
     recall = ", ".join(f"{c} {r:.2f}" for c, r in shortcut[split]["per_class_recall"].items())
-    lines = ["## Shortcut audit", "",
-             f"A random forest that sees only file metadata ({', '.join(shortcut.get('features', []))}), no pixels, "
-             f"reaches {split} macro-F1 **{base:.3f}** (recall per class: {recall}). Scores near it may come from "
-             f"how the images were stored rather than from what they show. A model beats it when the paired 95% CI "
-             f"of its difference on the same images lies above 0.", ""]
+    lines = [
+        "## Shortcut audit",
+        "",
+        f"A random forest that sees only file metadata ({', '.join(shortcut.get('features', []))}), no pixels, "
+        f"reaches {split} macro-F1 **{base:.3f}** (recall per class: {recall}). Scores near it may come from "
+        f"how the images were stored rather than from what they show. A model beats it when the paired 95% CI "
+        f"of its difference on the same images lies above 0.",
+        "",
+    ]
     for name, s in scores.items():
         if s[split] is None or (name in versus and beats(versus[name])):
             continue
         said = sentence(name, SHORTCUT, "macro_f1", versus[name]) if name in versus else "not compared"
-        lines += [f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
-                  f"{_with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).", ""]  # one quote each
+        lines += [
+            f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
+            f"{_with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).",
+            "",
+        ]  # one quote each
     return lines
 
 
 def per_class_table(scores: dict[str, dict], classes, split: str) -> list[str]:
-    lines = [f"## Per class ({split})", "",
-             "| Model | Class | Precision | Recall | F1 | AUROC | Average precision | Images |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"## Per class ({split})",
+        "",
+        "| Model | Class | Precision | Recall | F1 | AUROC | Average precision | Images |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, s in scores.items():
         for cls in classes:
             pc = s[split]["per_class"][cls]
-            lines.append(f"| {name} | {cls} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} | {_fmt(pc['f1'])} | "
-                         f"{_fmt(pc['auroc'])} | {_fmt(pc.get('average_precision'))} | {pc['support']} |")
+            lines.append(
+                f"| {name} | {cls} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} | {_fmt(pc['f1'])} | "
+                f"{_fmt(pc['auroc'])} | {_fmt(pc.get('average_precision'))} | {pc['support']} |"
+            )
     return lines + [""]
 
 
@@ -102,10 +127,18 @@ def figure_lines(figures: list[tuple[str, str, str]]) -> list[str]:
 
 # params: the results report.py collected (scores, training, figures, study, shortcut, comparisons) and how to
 # show them (classes, synthetic, split, sections).
-def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes, synthetic: bool,
-                     figures: list[tuple[str, str, str]], study: dict[str, tuple[float, float]],
-                     shortcut: dict | None = None, shown: str = "test", sections: list[str] | None = None,
-                     versus_shortcut: dict | None = None) -> str:
+def summary_markdown(
+    scores: dict[str, dict],
+    training: dict[str, dict],
+    classes,
+    synthetic: bool,
+    figures: list[tuple[str, str, str]],
+    study: dict[str, tuple[float, float]],
+    shortcut: dict | None = None,
+    shown: str = "test",
+    sections: list[str] | None = None,
+    versus_shortcut: dict | None = None,
+) -> str:
     """The results section: tables per split with CIs, shortcut audit, further sections, per class, figures.
 
     `scores[model][split]`: the split's metrics dict (None when its labels are hidden); `training[model]`:
@@ -118,17 +151,25 @@ def summary_markdown(scores: dict[str, dict], training: dict[str, dict], classes
     shortcut = shortcut or {}
     lines = ["# Results", ""]
     if synthetic:
-        lines += [f"> **{SYNTHETIC_MARK.upper()}.** These numbers come from generated images: they show "
-                  "the pipeline works and say nothing about medicine.", ""]
-    lines += ["Point estimates with 95% bootstrap confidence intervals (resampling the split's images). "
-              f"`{ENSEMBLE}` averages every run's probabilities. A model whose interval reaches the "
-              "metadata-only row has not shown that it reads the images.", ""]
+        lines += [
+            f"> **{SYNTHETIC_MARK.upper()}.** These numbers come from generated images: they show "
+            "the pipeline works and say nothing about medicine.",
+            "",
+        ]
+    lines += [
+        "Point estimates with 95% bootstrap confidence intervals (resampling the split's images). "
+        f"`{ENSEMBLE}` averages every run's probabilities. A model whose interval reaches the "
+        "metadata-only row has not shown that it reads the images.",
+        "",
+    ]
     for split in SPLIT_NAMES:
         lines += split_table(scores, training, split, study, shortcut)
     if scores:
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
-        lines += [f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')}).",
-                  ""]
+        lines += [
+            f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')}).",
+            "",
+        ]
     lines += shortcut_lines(scores, shortcut, shown, versus_shortcut)
     lines += sections or []
     lines += per_class_table(scores, classes, shown)

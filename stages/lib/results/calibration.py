@@ -12,6 +12,7 @@ softmax(log p / T) = softmax(logits / T) exactly; for an ensemble (the mean of s
 probabilities) it scales the log of the averaged probabilities, which is a temperature on the
 ensemble as one model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,11 +50,16 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> dict:
     found = minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
     improved = bool(found.success and found.fun < before)
     t = float(np.exp(found.x)) if improved else 1.0
-    return {"value": t, "val_nll_before": before, "val_nll_after": float(found.fun) if improved else before,
-            "note": None if improved else "no temperature lowers the val NLL: T = 1 (probabilities unchanged)"}
+    return {
+        "value": t,
+        "val_nll_before": before,
+        "val_nll_after": float(found.fun) if improved else before,
+        "note": None if improved else "no temperature lowers the val NLL: T = 1 (probabilities unchanged)",
+    }
 
 
 # Batched over bootstrap resamples (y [B, n], p [B, n, C]), for metrics.bootstrap_ci.
+
 
 def _nll_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     true = np.take_along_axis(p, y[..., None], -1)[..., 0]
@@ -85,8 +91,9 @@ def ece(labels: np.ndarray, probs: np.ndarray, bins: int) -> float:
     return float(_ece_batch(labels[None], probs[None], bins)[0])
 
 
-def calibration_scores(labels: np.ndarray, before: np.ndarray, after: np.ndarray, resamples: int, seed: int,
-                       bins: int) -> dict:
+def calibration_scores(
+    labels: np.ndarray, before: np.ndarray, after: np.ndarray, resamples: int, seed: int, bins: int
+) -> dict:
     """NLL, Brier score and ECE of the same images before and after temperature scaling, each with a
     95% bootstrap CI (the same image resamples for before and after: one seed)."""
     statistics = {"nll": _nll_batch, "brier": _brier_batch, "ece": lambda y, p: _ece_batch(y, p, bins)}

@@ -11,6 +11,7 @@
 
 Both reuse the batched statistics of stages.lib.results.metrics (tested there against scikit-learn).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -30,12 +31,16 @@ def _labelled(labels: np.ndarray, runs: np.ndarray) -> tuple[np.ndarray, np.ndar
     return labels[known], runs[:, known]
 
 
-def seed_block(per_seed: dict[int, dict], labels: np.ndarray, runs: np.ndarray, resamples: int,
-               seed: int) -> dict:
+def seed_block(per_seed: dict[int, dict], labels: np.ndarray, runs: np.ndarray, resamples: int, seed: int) -> dict:
     """`per_seed[s]` is run s's detail metrics (metrics/<b>/seed<s>.json), `runs` its test
     probabilities [seeds, N, C] in the same order. Returns metrics/<b>.json's `seeds` block."""
-    heads = {str(s): {**{split: {k: m[split][k] for k in keys} for split, keys in HEADLINE.items() if m.get(split)},
-                      "best_epoch": m.get("best_epoch")} for s, m in per_seed.items()}
+    heads = {
+        str(s): {
+            **{split: {k: m[split][k] for k in keys} for split, keys in HEADLINE.items() if m.get(split)},
+            "best_epoch": m.get("best_epoch"),
+        }
+        for s, m in per_seed.items()
+    }
     keys = [(split, k) for split, ks in HEADLINE.items() for k in ks if all(split in h for h in heads.values())]
 
     def over_seeds(fn) -> dict:
@@ -44,11 +49,17 @@ def seed_block(per_seed: dict[int, dict], labels: np.ndarray, runs: np.ndarray, 
             out.setdefault(split, {})[k] = fn([h[split][k] for h in heads.values()])
         return out
 
-    block = {"n": len(per_seed), "runs": heads, "mean": over_seeds(statistics.fmean),
-             "sd": over_seeds(statistics.stdev) if len(per_seed) > 1 else None}
+    block = {
+        "n": len(per_seed),
+        "runs": heads,
+        "mean": over_seeds(statistics.fmean),
+        "sd": over_seeds(statistics.stdev) if len(per_seed) > 1 else None,
+    }
     y, p = _labelled(labels, runs)
     if len(y):
-        block["pooled_ci95"] = {"test": {k: pooled_ci(y, p, CI_STATISTICS[k], resamples, seed) for k in HEADLINE["test"]}}
+        block["pooled_ci95"] = {
+            "test": {k: pooled_ci(y, p, CI_STATISTICS[k], resamples, seed) for k in HEADLINE["test"]}
+        }
     if len(per_seed) == 1:
         block["note"] = ONE_SEED
     return block
@@ -65,8 +76,14 @@ def pooled_ci(y: np.ndarray, runs: np.ndarray, statistic, resamples: int, seed: 
     return _interval(np.concatenate(draws) if draws else np.array([]))
 
 
-def paired_difference(labels: np.ndarray, runs_a: np.ndarray, runs_b: np.ndarray, resamples: int,
-                      seed: int, keys: tuple[str, ...] = COMPARED) -> dict:
+def paired_difference(
+    labels: np.ndarray,
+    runs_a: np.ndarray,
+    runs_b: np.ndarray,
+    resamples: int,
+    seed: int,
+    keys: tuple[str, ...] = COMPARED,
+) -> dict:
     """{statistic: {"difference", "ci95", "median", "verdict"}} of A − B on the same labelled images, each
     side its seed ensemble (the mean of its runs [seeds, N, C]) taken as one fixed model: the CI resamples
     the images only, the same draw for both sides. `median` is the bootstrap's, a check that the
@@ -85,8 +102,12 @@ def paired_difference(labels: np.ndarray, runs_a: np.ndarray, runs_b: np.ndarray
         draws = np.concatenate(diffs) if diffs else np.array([])
         ci = _interval(draws)
         finite = draws[np.isfinite(draws)]
-        out[key] = {"difference": point if np.isfinite(point) else None, "ci95": ci,
-                    "median": float(np.median(finite)) if len(finite) else None, "verdict": verdict(ci)}
+        out[key] = {
+            "difference": point if np.isfinite(point) else None,
+            "ci95": ci,
+            "median": float(np.median(finite)) if len(finite) else None,
+            "verdict": verdict(ci),
+        }
     return out
 
 

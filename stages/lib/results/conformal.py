@@ -11,6 +11,7 @@ is the contortion); crepes takes scores directly but forms sets from (by default
 p-values and keeps the whole calibration-score array, where cxr4-predict needs one stored threshold.
 The method itself is the few lines below, checked against a worked example in tests/test_posthoc.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,18 +56,23 @@ def coverage_scores(labels: np.ndarray, sets: np.ndarray, classes, resamples: in
     """Marginal coverage and mean set size with 95% bootstrap CIs (resampling images), the count of
     empty sets, and coverage per true class (its CI resampling that class's images); a class with no
     image here is reported as absent, not as 0."""
-    out = {"n": int(len(labels)),
-           "coverage": float(_coverage_batch(labels[None], sets[None])[0]),
-           "coverage_ci95": bootstrap_ci(labels, sets, _coverage_batch, resamples, seed),
-           "mean_set_size": float(_size_batch(labels[None], sets[None])[0]),
-           "mean_set_size_ci95": bootstrap_ci(labels, sets, _size_batch, resamples, seed),
-           "empty_sets": int((~sets.any(1)).sum()), "per_class": {}}
+    out = {
+        "n": int(len(labels)),
+        "coverage": float(_coverage_batch(labels[None], sets[None])[0]),
+        "coverage_ci95": bootstrap_ci(labels, sets, _coverage_batch, resamples, seed),
+        "mean_set_size": float(_size_batch(labels[None], sets[None])[0]),
+        "mean_set_size_ci95": bootstrap_ci(labels, sets, _size_batch, resamples, seed),
+        "empty_sets": int((~sets.any(1)).sum()),
+        "per_class": {},
+    }
     for c, name in enumerate(classes):
         mine = labels == c
         if not mine.any():
             out["per_class"][name] = {"n": 0, "absent": True}
             continue
-        out["per_class"][name] = {"n": int(mine.sum()), "coverage": float(sets[mine, c].mean()),
-                                  "coverage_ci95": bootstrap_ci(labels[mine], sets[mine], _coverage_batch,
-                                                                resamples, seed)}
+        out["per_class"][name] = {
+            "n": int(mine.sum()),
+            "coverage": float(sets[mine, c].mean()),
+            "coverage_ci95": bootstrap_ci(labels[mine], sets[mine], _coverage_batch, resamples, seed),
+        }
     return out

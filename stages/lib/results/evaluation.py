@@ -3,6 +3,7 @@
 Evaluate (one run), combine (a backbone's seeds) and ensemble (every run) all end in
 `write_and_score`, so their files and numbers have one shape.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,18 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.params.schema import Evaluate
 from stages.lib.core.csv_rows import RowWriter
-from stages.lib.core.names import SCORED_SPLITS, UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_text
+from stages.lib.core.names import SCORED_SPLITS, UNLABELED
+from stages.lib.params.schema import Evaluate
 from stages.lib.results.metrics import split_metrics
 
 
-
-
-def write_and_score(outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray]], classes, out_dir: Path,
-                    e: Evaluate) -> dict:
+def write_and_score(
+    outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray]], classes, out_dir: Path, e: Evaluate
+) -> dict:
     """`outputs[split] = (names, labels, probs)` for each scored split -> <split>.csv in `out_dir`;
     returns the metrics per split (None, with a note, when a split's labels are hidden)."""
     report = {}
@@ -53,8 +53,9 @@ def read_runs(folders: list[Path], split: str, classes) -> tuple[list[str], np.n
     names, labels, _ = runs[0]
     for folder, (other_names, other_labels, _) in zip(folders, runs):
         if other_names != names or (other_labels != labels).any():
-            raise UserError(f"{folder}/{split}.csv lists other images than {folders[0]}/{split}.csv; rerun evaluate "
-                            f"(dvc repro)")
+            raise UserError(
+                f"{folder}/{split}.csv lists other images than {folders[0]}/{split}.csv; rerun evaluate (dvc repro)"
+            )
     return names, labels, np.stack([p for _, _, p in runs])
 
 
@@ -70,6 +71,7 @@ def score_mean(folders: list[Path], classes, out_dir: Path, e: Evaluate) -> tupl
 
 
 # --- per-image predictions CSV: filename,true_label,predicted_label,prob_<class>... ---------------
+
 
 def predictions_csv(names, labels: np.ndarray, probs: np.ndarray, classes) -> str:
     buf = io.StringIO()
@@ -89,7 +91,6 @@ def read_predictions(path: str | os.PathLike, classes) -> tuple[list[str], np.nd
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     names = [r["filename"] for r in rows]
-    labels = np.array([classes.index(r["true_label"]) if r["true_label"] else UNLABELED for r in rows],
-                      dtype=np.int64)
+    labels = np.array([classes.index(r["true_label"]) if r["true_label"] else UNLABELED for r in rows], dtype=np.int64)
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows], dtype=np.float64)
     return names, labels, probs

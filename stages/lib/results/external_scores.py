@@ -5,6 +5,7 @@ the summary), and compared with the internal test.
 A class of data.classes with no film in the set is reported as absent, never as a score of 0; the
 internal test score it is compared with is taken over the same classes.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.results import posthoc
-from stages.lib.params.schema import Evaluate
-from stages.lib.data.dataset import UNLABELED, verify_cache
 from stages.lib.core.errors import UserError
-from stages.lib.results.evaluation import read_runs
 from stages.lib.core.files import read_json
+from stages.lib.data.dataset import UNLABELED, verify_cache
+from stages.lib.params.schema import Evaluate
+from stages.lib.results import posthoc
+from stages.lib.results.evaluation import read_runs
 from stages.lib.results.metrics import _macro_f1_batch, macro_f1, split_metrics
 
 KEY = "external"  # predictions/<model>/external/<name>.csv; the OOD score's share on it: flagged["external/<name>"]
@@ -37,13 +38,17 @@ def open_caches(root: str | os.PathLike, names, cache_meta: dict) -> dict[str, t
     for name in names:
         path = Path(root) / name
         if not (path / "meta.json").is_file():
-            raise UserError(f"{path} not found: the external set {name!r} (params.yaml `external`) is not "
-                            f"preprocessed yet; run dvc repro external@{name}")
+            raise UserError(
+                f"{path} not found: the external set {name!r} (params.yaml `external`) is not "
+                f"preprocessed yet; run dvc repro external@{name}"
+            )
         meta = verify_cache(path)
         if meta["preprocess"] != cache_meta["preprocess"] or meta["classes"] != cache_meta["classes"]:
-            raise UserError(f"{path} was preprocessed with {meta['preprocess']} (classes {meta['classes']}), the "
-                            f"internal cache with {cache_meta['preprocess']} (classes {cache_meta['classes']}); "
-                            f"rerun dvc repro external@{name}")
+            raise UserError(
+                f"{path} was preprocessed with {meta['preprocess']} (classes {meta['classes']}), the "
+                f"internal cache with {cache_meta['preprocess']} (classes {cache_meta['classes']}); "
+                f"rerun dvc repro external@{name}"
+            )
         out[name] = (path, next(iter(meta["counts"])))  # stages/lib/data/external.py writes one split
     return out
 
@@ -54,8 +59,9 @@ def facts(cache_dir: str | os.PathLike) -> dict:
     return {"layout": meta["layout"], "synthetic": meta["synthetic"], "data": meta["data"]}
 
 
-def score_runs(folders: list[Path], names, classes, fitted: dict, test: tuple[np.ndarray, np.ndarray],
-               e: Evaluate) -> dict:
+def score_runs(
+    folders: list[Path], names, classes, fitted: dict, test: tuple[np.ndarray, np.ndarray], e: Evaluate
+) -> dict:
     """The `external` block of an ensemble: the mean of its runs' probabilities on each set in `names`,
     read from the runs' predictions folders as their test is, scored by `score`."""
     out = {}
@@ -65,22 +71,28 @@ def score_runs(folders: list[Path], names, classes, fitted: dict, test: tuple[np
     return out
 
 
-def score(labels: np.ndarray, probs: np.ndarray, classes, fitted: dict, test: tuple[np.ndarray, np.ndarray],
-          e: Evaluate) -> dict:
+def score(
+    labels: np.ndarray, probs: np.ndarray, classes, fitted: dict, test: tuple[np.ndarray, np.ndarray], e: Evaluate
+) -> dict:
     """One model on one external set, scored as test is: metrics with CIs (an absent class marked
     absent), its val fit judged there (temperature before/after, prediction-set coverage, operating
     points), and the drop from the internal test `test` = (labels, probabilities) (None when test
     labels are hidden)."""
     absent = absent_classes(labels, classes)
     present = [k for k, c in enumerate(classes) if c not in absent]
-    m = mark_absent(split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins),
-                    probs, classes, absent)
+    m = mark_absent(
+        split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins), probs, classes, absent
+    )
     m.update(posthoc.score(fitted, labels, probs, e))
-    m.update(n=int(len(labels)), counts={c: int((labels == k).sum()) for k, c in enumerate(classes)},
-             absent_classes=absent)
+    m.update(
+        n=int(len(labels)), counts={c: int((labels == k).sum()) for k, c in enumerate(classes)}, absent_classes=absent
+    )
     known = test[0] != UNLABELED
-    m["drop"] = (drop(restrict(test[0][known], test[1][known], present), (labels, probs), e.bootstrap_resamples,
-                      e.seed) if known.any() else None)
+    m["drop"] = (
+        drop(restrict(test[0][known], test[1][known], present), (labels, probs), e.bootstrap_resamples, e.seed)
+        if known.any()
+        else None
+    )
     return m
 
 
@@ -93,8 +105,12 @@ def mark_absent(metrics: dict, probs: np.ndarray, classes, absent: list[str]) ->
     films the model called that class}: no recall, F1 or AUROC exists for it, and 0 would be a lie."""
     predicted = probs.argmax(1)
     for c in absent:
-        metrics["per_class"][c] = {"absent": True, "support": 0, "predicted_as": int((predicted == classes.index(c)).sum()),
-                                   "note": "no film of this class in the external set: not scored"}
+        metrics["per_class"][c] = {
+            "absent": True,
+            "support": 0,
+            "predicted_as": int((predicted == classes.index(c)).sum()),
+            "note": "no film of this class in the external set: not scored",
+        }
     return metrics
 
 
@@ -104,8 +120,9 @@ def restrict(labels: np.ndarray, probs: np.ndarray, present: list[int]) -> tuple
     return labels[mine], probs[mine]
 
 
-def drop(test: tuple[np.ndarray, np.ndarray], external: tuple[np.ndarray, np.ndarray], resamples: int,
-         seed: int) -> dict:
+def drop(
+    test: tuple[np.ndarray, np.ndarray], external: tuple[np.ndarray, np.ndarray], resamples: int, seed: int
+) -> dict:
     """Internal test macro-F1 minus external macro-F1 of one model (over the classes the external set
     has), with a 95% bootstrap CI of the difference. Paired is the model: both scores are of the same
     probabilities' argmax, so every draw holds the model fixed. Not paired are the films: the sets

@@ -3,14 +3,22 @@
 `split_metrics` is the one entry point: the evaluate stage, the ensemble and the report all call
 it on (labels, probabilities), so their numbers cannot disagree.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix,
-                             f1_score, precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -72,14 +80,22 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
         acc = float(correct[members].mean()) if n else None
         if n:
             ece += n / len(y_true) * abs(acc - conf)
-        rows.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "count": n,
-                     "confidence": conf, "accuracy": acc})
+        rows.append(
+            {
+                "bin_low": float(edges[b]),
+                "bin_high": float(edges[b + 1]),
+                "count": n,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
     return float(ece), rows
 
 
 # Bootstrap statistics, vectorised over resamples: y [B, n] labels, p [B, n, C] probabilities.
 # They equal the sklearn-based point metrics above on each resample (tested), at 1000x the speed
 # of calling sklearn in a loop.
+
 
 def _accuracy_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return (p.argmax(-1) == y).mean(-1)
@@ -145,8 +161,9 @@ def class_auroc_ci95(y_true: np.ndarray, probs: np.ndarray, resamples: int, seed
     return out
 
 
-def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes, resamples: int = 1000, seed: int = 0,
-                  bins: int = 15) -> dict:
+def split_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes, resamples: int = 1000, seed: int = 0, bins: int = 15
+) -> dict:
     """Everything reported for one split, from true labels and predicted probabilities."""
     y_true = np.asarray(y_true)
     m = classification_metrics(y_true, probs.argmax(1), classes)
@@ -154,11 +171,15 @@ def split_metrics(y_true: np.ndarray, probs: np.ndarray, classes, resamples: int
         auroc = one_vs_rest_auroc(y_true, probs, c)
         per = m["per_class"][name]
         per["auroc"] = auroc
-        per["average_precision"] = (float(average_precision_score(y_true == c, probs[:, c]))
-                                    if (y_true == c).any() else None)
+        per["average_precision"] = (
+            float(average_precision_score(y_true == c, probs[:, c])) if (y_true == c).any() else None
+        )
         if auroc is None:
-            per["auroc_note"] = (f"undefined: no {name} image in this split" if not (y_true == c).any()
-                                 else f"undefined: every image in this split is {name}")
+            per["auroc_note"] = (
+                f"undefined: no {name} image in this split"
+                if not (y_true == c).any()
+                else f"undefined: every image in this split is {name}"
+            )
     auroc = macro_auroc(y_true, probs)
     m["macro_auroc"] = auroc if np.isfinite(auroc) else None
     for key, statistic in CI_STATISTICS.items():
@@ -187,4 +208,3 @@ def headline(report: dict) -> dict:
     if "best_epoch" in report:
         out["best_epoch"] = report["best_epoch"]
     return out
-

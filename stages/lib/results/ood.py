@@ -15,6 +15,7 @@ beside it on the demo and flagged far fewer non-X-ray films (docs/predict.md).
 
 Stored beside the model as `<model>.ood.json` (written by evaluate); `cxr4-predict` finds it there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,17 +27,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stages.lib.data.dataset import CachedSplit
-from stages.lib.core.names import UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_json
-from stages.lib.model.registry import head
+from stages.lib.core.names import UNLABELED
+from stages.lib.data.dataset import CachedSplit
 from stages.lib.data.transforms import to_model_input
+from stages.lib.model.registry import head
 
 KIND = "feature_and_film_distance"  # what `score` computes; a file of another kind is refused
-KEEP = 0.95                 # share of val films the threshold keeps in
-VAR_FLOOR = 1e-6            # a feature constant on the train films must not divide by zero
-THUMB = 8                   # the film's layout: its 8 x 8 thumbnail
+KEEP = 0.95  # share of val films the threshold keeps in
+VAR_FLOOR = 1e-6  # a feature constant on the train films must not divide by zero
+THUMB = 8  # the film's layout: its 8 x 8 thumbnail
 
 
 def ood_path(model_path: str | os.PathLike) -> Path:
@@ -58,8 +59,16 @@ def capture_features(model, backbone: str):
 def film_features(films: np.ndarray) -> np.ndarray:
     """uint8 films [N, 1, S, S] (preprocessed) -> [N, 64]: the 8 x 8 thumbnail, each film scaled to mean 0
     and sd 1, so that its layout counts and not its exposure (an average-grey film is not "typical")."""
-    thumbs = np.array([cv2.resize(np.ascontiguousarray(f[0]), (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
-                       for f in films], dtype=np.float64) / 255
+    thumbs = (
+        np.array(
+            [
+                cv2.resize(np.ascontiguousarray(f[0]), (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
+                for f in films
+            ],
+            dtype=np.float64,
+        )
+        / 255
+    )
     return (thumbs - thumbs.mean(1, keepdims=True)) / (thumbs.std(1, keepdims=True) + 1e-3)
 
 
@@ -72,8 +81,11 @@ def split_features(model, backbone: str, cache_dir: str, split: str, batch_size:
         for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
             model(to_model_input(x, device))
     films = np.asarray(data.images)[:, None]
-    return {"net": torch.cat([f.float().cpu() for f in seen]).numpy(), "film": film_features(films),
-            "labels": np.asarray(data.labels)}
+    return {
+        "net": torch.cat([f.float().cpu() for f in seen]).numpy(),
+        "film": film_features(films),
+        "labels": np.asarray(data.labels),
+    }
 
 
 def _fit_distance(features: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
@@ -106,8 +118,15 @@ def score(stats: dict, net: np.ndarray, films: np.ndarray) -> np.ndarray:
 def fit(train: dict, val: dict, val_films: np.ndarray, n_classes: int) -> dict:
     """Distances fitted on train's labelled films; their scale and the threshold on val."""
     known = train["labels"] != UNLABELED
-    stats = {"kind": KIND, **{k: _fit_distance(train[k][known].astype(np.float64), train["labels"][known], n_classes)
-                              for k in ("net", "film")}, "centre": [0.0, 0.0], "spread": [1.0, 1.0]}
+    stats = {
+        "kind": KIND,
+        **{
+            k: _fit_distance(train[k][known].astype(np.float64), train["labels"][known], n_classes)
+            for k in ("net", "film")
+        },
+        "centre": [0.0, 0.0],
+        "spread": [1.0, 1.0],
+    }
     d = _parts(stats, val["net"], val_films)
     # Each distance in units of its own val tail (its KEEP quantile sits at 1), so a part whose val films
     # spread widely (a weak network's features) cannot hide the other part's signal under its outliers.
@@ -121,8 +140,17 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
     return scores > stats["threshold"]
 
 
-def fit_and_save(model, backbone: str, cache_dir: str, batch_size: int, device, out: str | os.PathLike,
-                 n_classes: int, splits=("val", "test"), others: dict[str, tuple[str, str]] | None = None) -> dict:
+def fit_and_save(
+    model,
+    backbone: str,
+    cache_dir: str,
+    batch_size: int,
+    device,
+    out: str | os.PathLike,
+    n_classes: int,
+    splits=("val", "test"),
+    others: dict[str, tuple[str, str]] | None = None,
+) -> dict:
     """Fit on train (distances) and val (scale, threshold); record under `flagged` the share flagged on
     each of `splits` and of `others` ({key: (another cache, its split)}, e.g. the external sets under
     "external/<name>"): the shares the summary reports."""
@@ -141,6 +169,8 @@ def load(path: str | os.PathLike) -> dict:
     """A fitted score from its JSON, refusing one this version cannot compute."""
     stats = read_json(path)
     if not isinstance(stats, dict) or stats.get("kind") != KIND or "threshold" not in stats:
-        raise UserError(f"{path} is not an OOD score this version computes (kind {KIND}); rerun evaluate "
-                        "(dvc repro --force evaluate)")
+        raise UserError(
+            f"{path} is not an OOD score this version computes (kind {KIND}); rerun evaluate "
+            "(dvc repro --force evaluate)"
+        )
     return stats

@@ -3,6 +3,7 @@ and that threshold's sensitivity and specificity (with bootstrap CIs) on test or
 
 A film is flagged for class c when p(c) >= the threshold (one-vs-rest, independent of the argmax).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,14 +34,17 @@ def _specificity_batch(y: np.ndarray, flagged: np.ndarray, c: int) -> np.ndarray
         return (~flagged & negative).sum(-1) / negative.sum(-1)
 
 
-def operating_scores(labels: np.ndarray, probs: np.ndarray, c: int, threshold: float, resamples: int,
-                     seed: int) -> dict:
+def operating_scores(
+    labels: np.ndarray, probs: np.ndarray, c: int, threshold: float, resamples: int, seed: int
+) -> dict:
     """Sensitivity and specificity of flagging class `c` at `threshold`, with 95% bootstrap CIs over
     images; a side with no image (no positives, or no negatives) is None, with the count 0."""
     flagged = probs[:, c] >= threshold
     out = {"n_positive": int((labels == c).sum()), "n_negative": int((labels != c).sum())}
-    for name, statistic, count in (("sensitivity", _sensitivity_batch, "n_positive"),
-                                   ("specificity", _specificity_batch, "n_negative")):
+    for name, statistic, count in (
+        ("sensitivity", _sensitivity_batch, "n_positive"),
+        ("specificity", _specificity_batch, "n_negative"),
+    ):
         if not out[count]:
             out[name], out[f"{name}_ci95"] = None, [None, None]
             continue

@@ -6,17 +6,18 @@ evaluate), where cxr4-predict finds it; a seed ensemble's and the all-model ense
 their metrics files (`fitted`). Everything downstream of the temperature (sets, flags) uses the
 temperature-scaled probabilities.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from stages.lib.results import calibration, conformal, operating_points
-from stages.lib.params.schema import Evaluate
-from stages.lib.core.names import UNLABELED
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json
+from stages.lib.core.names import UNLABELED
+from stages.lib.params.schema import Evaluate
+from stages.lib.results import calibration, conformal, operating_points
 
 SIDECAR_SUFFIX = ".calibration.json"
 VERSION = 1
@@ -33,17 +34,32 @@ def fit(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> dict:
     known = labels != UNLABELED
     labels, probs = labels[known], probs[known]
     if not len(labels):
-        raise UserError("the val split has no labelled image: nothing to fit temperature, prediction sets or "
-                        "operating points on; give val labels")
+        raise UserError(
+            "the val split has no labelled image: nothing to fit temperature, prediction sets or "
+            "operating points on; give val labels"
+        )
     temperature = calibration.fit_temperature(labels, probs)
     scaled = calibration.apply_temperature(probs, temperature["value"])
     sets = conformal.fit_threshold(labels, scaled, e.alpha)
-    points = {name: {"target_sensitivity": target,
-                     **operating_points.fit_threshold(labels, scaled, classes.index(name), target)}
-              for name, target in e.target_sensitivity.items()}
-    return {"version": VERSION, "classes": list(classes), "fitted_on": "val", "n_val": int(len(labels)),
-            "temperature": temperature, "alpha": e.alpha, "conformal_score": conformal.SCORE,
-            "conformal_threshold": sets["threshold"], "conformal_note": sets["note"], "operating_points": points}
+    points = {
+        name: {
+            "target_sensitivity": target,
+            **operating_points.fit_threshold(labels, scaled, classes.index(name), target),
+        }
+        for name, target in e.target_sensitivity.items()
+    }
+    return {
+        "version": VERSION,
+        "classes": list(classes),
+        "fitted_on": "val",
+        "n_val": int(len(labels)),
+        "temperature": temperature,
+        "alpha": e.alpha,
+        "conformal_score": conformal.SCORE,
+        "conformal_threshold": sets["threshold"],
+        "conformal_note": sets["note"],
+        "operating_points": points,
+    }
 
 
 def apply(fitted: dict, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -51,8 +67,11 @@ def apply(fitted: dict, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict
     scaled = calibration.apply_temperature(probs, fitted["temperature"]["value"])
     sets = conformal.prediction_sets(scaled, fitted["conformal_threshold"])
     classes = fitted["classes"]
-    flags = {name: scaled[:, classes.index(name)] >= point["threshold"]
-             for name, point in fitted["operating_points"].items() if point["threshold"] is not None}
+    flags = {
+        name: scaled[:, classes.index(name)] >= point["threshold"]
+        for name, point in fitted["operating_points"].items()
+        if point["threshold"] is not None
+    }
     return scaled, sets, flags
 
 
@@ -66,12 +85,16 @@ def score(fitted: dict, labels: np.ndarray, probs: np.ndarray, e: Evaluate) -> d
     points = {}
     for name, point in fitted["operating_points"].items():
         if point["threshold"] is not None:
-            points[name] = operating_points.operating_scores(labels, scaled, classes.index(name), point["threshold"],
-                                                             e.bootstrap_resamples, e.seed)
-    return {"temperature": calibration.calibration_scores(labels, probs, scaled, e.bootstrap_resamples, e.seed,
-                                                          e.calibration_bins),
-            "coverage": conformal.coverage_scores(labels, sets, classes, e.bootstrap_resamples, e.seed),
-            "operating_points": points}
+            points[name] = operating_points.operating_scores(
+                labels, scaled, classes.index(name), point["threshold"], e.bootstrap_resamples, e.seed
+            )
+    return {
+        "temperature": calibration.calibration_scores(
+            labels, probs, scaled, e.bootstrap_resamples, e.seed, e.calibration_bins
+        ),
+        "coverage": conformal.coverage_scores(labels, sets, classes, e.bootstrap_resamples, e.seed),
+        "operating_points": points,
+    }
 
 
 def blocks(fitted: dict, outputs: dict[str, tuple[np.ndarray, np.ndarray]], e: Evaluate) -> dict:
@@ -79,11 +102,22 @@ def blocks(fitted: dict, outputs: dict[str, tuple[np.ndarray, np.ndarray]], e: E
     labelled split in `outputs` ({split: (labels, probabilities)}) under its name. Val's coverage is
     in-sample (the threshold was fitted there), so coverage is reported on the other splits only."""
     t = fitted["temperature"]
-    out = {"temperature": {"value": t["value"], "fitted_on": "val", "note": t["note"],
-                           "method": "softmax(log p / T), T minimising val NLL (docs/calibration.md)"},
-           "coverage": {"alpha": fitted["alpha"], "target": 1 - fitted["alpha"], "score": fitted["conformal_score"],
-                        "threshold": fitted["conformal_threshold"], "note": fitted["conformal_note"]},
-           "operating_points": {name: dict(point) for name, point in fitted["operating_points"].items()}}
+    out = {
+        "temperature": {
+            "value": t["value"],
+            "fitted_on": "val",
+            "note": t["note"],
+            "method": "softmax(log p / T), T minimising val NLL (docs/calibration.md)",
+        },
+        "coverage": {
+            "alpha": fitted["alpha"],
+            "target": 1 - fitted["alpha"],
+            "score": fitted["conformal_score"],
+            "threshold": fitted["conformal_threshold"],
+            "note": fitted["conformal_note"],
+        },
+        "operating_points": {name: dict(point) for name, point in fitted["operating_points"].items()},
+    }
     for split, (labels, probs) in outputs.items():
         if not (labels != UNLABELED).any():
             continue
@@ -110,6 +144,8 @@ def load(model_path: str | Path, classes) -> dict | None:
         return None
     fitted = read_json(path)
     if fitted.get("version") != VERSION or fitted.get("classes") != list(classes):
-        raise UserError(f"{path} does not belong to {model_path} (classes {fitted.get('classes')}, version "
-                        f"{fitted.get('version')}); rerun evaluate (dvc repro) or delete it")
+        raise UserError(
+            f"{path} does not belong to {model_path} (classes {fitted.get('classes')}, version "
+            f"{fitted.get('version')}); rerun evaluate (dvc repro) or delete it"
+        )
     return fitted

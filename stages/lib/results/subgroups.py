@@ -4,6 +4,7 @@ subgroup's macro-F1 interval lies wholly below the model's overall macro-F1 on t
 
 The metadata is read from the cache's index (<split>.csv after filename,label), written by preprocess.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ import os
 
 import numpy as np
 
-from stages.lib.data.dataset import cache_files
-from stages.lib.core.names import UNLABELED
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import UNLABELED
+from stages.lib.data.dataset import cache_files
 from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, macro_auroc, macro_f1
 
@@ -35,9 +36,11 @@ def columns_to_score(metadata: dict[str, list[str]], named, where: str) -> list[
     missing = next((c for c in named if c not in metadata), None)
     if missing is not None:
         have = [c for c in metadata if c not in BUILT_IN_METADATA] or ["none besides " + ", ".join(BUILT_IN_METADATA)]
-        raise UserError(f"evaluate.subgroups names column {missing!r}, which the films of {where} do not have "
-                        f"(metadata columns: {', '.join(have)}); add it to manifest.csv and rerun preprocess, or "
-                        "remove it from evaluate.subgroups")
+        raise UserError(
+            f"evaluate.subgroups names column {missing!r}, which the films of {where} do not have "
+            f"(metadata columns: {', '.join(have)}); add it to manifest.csv and rerun preprocess, or "
+            "remove it from evaluate.subgroups"
+        )
     return [c for c in BUILT_IN_METADATA if c in metadata] + [c for c in named if c not in BUILT_IN_METADATA]
 
 
@@ -46,9 +49,13 @@ def group_scores(labels: np.ndarray, probs: np.ndarray, classes, resamples: int,
     predicted = probs.argmax(1)
     auroc = macro_auroc(labels, probs)
     counts = np.bincount(labels, minlength=len(classes))
-    out = {"n": int(len(labels)), "per_class_n": {c: int(k) for c, k in zip(classes, counts)},
-           "accuracy": float((predicted == labels).mean()), "macro_f1": macro_f1(labels, predicted),
-           "macro_auroc": auroc if np.isfinite(auroc) else None}
+    out = {
+        "n": int(len(labels)),
+        "per_class_n": {c: int(k) for c, k in zip(classes, counts)},
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": macro_f1(labels, predicted),
+        "macro_auroc": auroc if np.isfinite(auroc) else None,
+    }
     for key, statistic in CI_STATISTICS.items():
         out[f"{key}_ci95"] = bootstrap_ci(labels, probs, statistic, resamples, seed)
     return out
@@ -56,8 +63,16 @@ def group_scores(labels: np.ndarray, probs: np.ndarray, classes, resamples: int,
 
 # params: the films (labels, probabilities, metadata), what they are grouped and scored by (columns, classes),
 # the overall score compared with, and the bootstrap (resamples, seed).
-def subgroup_scores(labels: np.ndarray, probs: np.ndarray, metadata: dict[str, list[str]], columns, classes,
-                    overall_macro_f1: float, resamples: int, seed: int) -> dict:
+def subgroup_scores(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    metadata: dict[str, list[str]],
+    columns,
+    classes,
+    overall_macro_f1: float,
+    resamples: int,
+    seed: int,
+) -> dict:
     """{column: {value: group_scores + below_overall}} over the labelled films; `below_overall` is true
     when the subgroup's macro-F1 95% CI lies wholly below `overall_macro_f1`."""
     known = labels != UNLABELED

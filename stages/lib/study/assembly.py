@@ -2,6 +2,7 @@
 whole patients, a seeded patient-grouped split, and a `manifest` layout that preprocess reads
 (manifest.csv), with SOURCES.csv (each film's origin and licence) and assembly.json (what was kept
 and left out, and why). Same sources and params, same bytes (docs/study-data.md)."""
+
 from __future__ import annotations
 
 import csv
@@ -15,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.audit.data_report import ASSEMBLY
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.layouts import MANIFEST
 from stages.lib.data.records import Sample
 from stages.lib.data.splits import split_off
-from stages.lib.study.sources import (DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover,
-                                      read_kermany)
+from stages.lib.study.sources import DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover, read_kermany
 
 MARKER = ASSEMBLY  # what was kept and why; also says that the folder is ours to replace
 
@@ -37,13 +37,25 @@ def drop_duplicates(films: list[Film]) -> tuple[list[Film], list[dict]]:
     kept, dropped = [], []
     for copies in by_hash.values():
         if len({f.label for f in copies}) > 1:
-            dropped.append({"sha256": copies[0].sha256, "kept": None, "dropped": [f.path for f in copies],
-                            "why": "identical films with different classes"})
+            dropped.append(
+                {
+                    "sha256": copies[0].sha256,
+                    "kept": None,
+                    "dropped": [f.path for f in copies],
+                    "why": "identical films with different classes",
+                }
+            )
         else:
             kept.append(copies[0])
             if len(copies) > 1:
-                dropped.append({"sha256": copies[0].sha256, "kept": copies[0].path,
-                                "dropped": [f.path for f in copies[1:]], "why": "identical film"})
+                dropped.append(
+                    {
+                        "sha256": copies[0].sha256,
+                        "kept": copies[0].path,
+                        "dropped": [f.path for f in copies[1:]],
+                        "why": "identical film",
+                    }
+                )
     return sorted(kept, key=lambda f: f.path), dropped
 
 
@@ -93,8 +105,10 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
     label = {"kermany": "Kermany 2018 source", "hannover": "Hannover COVID-19 source"}
     pins = {name: check_pinned(label[name], path, sums) for name, path in sources.items()}
     if out.exists() and not (out / MARKER).is_file():
-        raise UserError(f"{out} exists and was not assembled from the sources (no {out / MARKER}); move it away "
-                        "first (your own data: README 'Bring your own data')")
+        raise UserError(
+            f"{out} exists and was not assembled from the sources (no {out / MARKER}); move it away "
+            "first (your own data: README 'Bring your own data')"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.assembling."))
     os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; data/ gets a folder's usual permissions
@@ -121,26 +135,46 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
 def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], urls: dict[str, str]) -> None:
     manifest = [[f.path, f.label, splits[f.path], f.patient] for f in kept]
     (staging / MANIFEST).write_text(_csv(["path", "label", "split", "patient_id"], manifest), encoding="utf-8")
-    origins = [[f.path, f.dataset, f.original, urls[f.dataset], DATASETS[f.dataset].doi,
-                DATASETS[f.dataset].licence, f.sha256] for f in kept]
+    origins = [
+        [f.path, f.dataset, f.original, urls[f.dataset], DATASETS[f.dataset].doi, DATASETS[f.dataset].licence, f.sha256]
+        for f in kept
+    ]
     (staging / SOURCES_CSV).write_text(
-        _csv(["path", "dataset", "original", "url", "doi", "licence", "sha256"], origins), encoding="utf-8")
+        _csv(["path", "dataset", "original", "url", "doi", "licence", "sha256"], origins), encoding="utf-8"
+    )
 
 
 # params: the result of each step of the assembly, summarised together.
 def _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
-    counts = {s: dict(sorted(Counter(f.label for f in kept if splits[f.path] == s).items(),
-                             key=lambda kv: STUDY_CLASSES.index(kv[0]))) for s in ("train", "val", "test")}
+    counts = {
+        s: dict(
+            sorted(
+                Counter(f.label for f in kept if splits[f.path] == s).items(), key=lambda kv: STUDY_CLASSES.index(kv[0])
+            )
+        )
+        for s in ("train", "val", "test")
+    }
     return {
-        "sources": {n: {"file": str(p), "sha256": pins[n], "url": import_url(p), "doi": DATASETS[n].doi,
-                        "licence": DATASETS[n].licence, "citation": DATASETS[n].citation,
-                        "films_read": sum(f.dataset == n for f in read),
-                        "films_kept": sum(f.dataset == n for f in kept)} for n, p in sources.items()},
+        "sources": {
+            n: {
+                "file": str(p),
+                "sha256": pins[n],
+                "url": import_url(p),
+                "doi": DATASETS[n].doi,
+                "licence": DATASETS[n].licence,
+                "citation": DATASETS[n].citation,
+                "films_read": sum(f.dataset == n for f in read),
+                "films_kept": sum(f.dataset == n for f in kept),
+            }
+            for n, p in sources.items()
+        },
         "params": a.model_dump(),
         "counts": counts,
-        "left_out": {"hannover": {why: len(paths) for why, paths in left_out.items()},
-                     "duplicates": sum(len(d["dropped"]) for d in duplicates),
-                     "over the per-class caps": len(unique) - len(kept)},
+        "left_out": {
+            "hannover": {why: len(paths) for why, paths in left_out.items()},
+            "duplicates": sum(len(d["dropped"]) for d in duplicates),
+            "over the per-class caps": len(unique) - len(kept),
+        },
         "duplicates": duplicates,
         "hannover_left_out": left_out,
     }

@@ -8,6 +8,7 @@ their films read out of the archives as DVC imports them (docs/study-data.md).
   `data.csv`; every film is a COVID-19 patient's, kept when frontal (AP/PA) and taken on or after
   the day of admission (`admission_offset <= 0`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,25 +43,34 @@ class Dataset:
 
 DATASETS = {
     "kermany": Dataset(
-        "kermany", "Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
-        "Images for Classification. Mendeley Data, v2, 2018", "10.17632/rscbjbr9sj.2", "CC BY 4.0"),
+        "kermany",
+        "Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
+        "Images for Classification. Mendeley Data, v2, 2018",
+        "10.17632/rscbjbr9sj.2",
+        "CC BY 4.0",
+    ),
     "hannover": Dataset(
-        "hannover", "Winther HB et al. COVID-19 Image Repository. Institute for Diagnostic and Interventional "
-        "Radiology, Hannover Medical School; figshare, 2020", "10.6084/m9.figshare.12275009", "CC BY 3.0"),
+        "hannover",
+        "Winther HB et al. COVID-19 Image Repository. Institute for Diagnostic and Interventional "
+        "Radiology, Hannover Medical School; figshare, 2020",
+        "10.6084/m9.figshare.12275009",
+        "CC BY 3.0",
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Film:
-    path: str        # where it goes under the output folder
-    dataset: str     # a DATASETS key
-    original: str    # its path inside the source archive
-    label: str       # one of the study's classes
-    patient: str     # dataset-prefixed, so two sources' ids never meet
-    sha256: str      # of its bytes: exact duplicates share it
+    path: str  # where it goes under the output folder
+    dataset: str  # a DATASETS key
+    original: str  # its path inside the source archive
+    label: str  # one of the study's classes
+    patient: str  # dataset-prefixed, so two sources' ids never meet
+    sha256: str  # of its bytes: exact duplicates share it
 
 
 # --- pins ----------------------------------------------------------------------------------------
+
 
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
@@ -89,17 +99,23 @@ def check_pinned(name: str, path: Path, sums: Path) -> str:
     `update` accepts whatever the URL now serves, so this is what stops changed bytes."""
     pins = read_pins(sums)
     if path.name not in pins:
-        raise UserError(f"{name} ({path}): no line for {path.name} in {sums}; add one ('UNKNOWN  {path.name}' "
-                        "until its sum is known)")
+        raise UserError(
+            f"{name} ({path}): no line for {path.name} in {sums}; add one ('UNKNOWN  {path.name}' "
+            "until its sum is known)"
+        )
     if not path.is_file():
         raise UserError(f"{name} ({path}) is missing; download it with `dvc update {path}.dvc` (make study-data)")
     actual = sha256_file(path)
     if pins[path.name] is None:
-        raise UserError(f"{name} ({path}) has no pinned sha256 yet (UNKNOWN in {sums}); its sha256 is {actual}: "
-                        "if the download is the right one, `make pin-sources` writes it; commit the file")
+        raise UserError(
+            f"{name} ({path}) has no pinned sha256 yet (UNKNOWN in {sums}); its sha256 is {actual}: "
+            "if the download is the right one, `make pin-sources` writes it; commit the file"
+        )
     if actual != pins[path.name]:
-        raise UserError(f"{name} ({path}): sha256 {actual} differs from the pinned {pins[path.name]} in {sums}; "
-                        "the source changed: refusing it (docs/study-data.md says what to do)")
+        raise UserError(
+            f"{name} ({path}): sha256 {actual} differs from the pinned {pins[path.name]} in {sums}; "
+            "the source changed: refusing it (docs/study-data.md says what to do)"
+        )
     return actual
 
 
@@ -153,8 +169,9 @@ def read_kermany(archive: Path, out: Path) -> list[Film]:
                 data = z.read(info)
                 films.append(_write(out, "kermany", member, data, kermany_label(member), kermany_patient(member)))
     except (zipfile.BadZipFile, OSError) as err:
-        raise UserError(f"Kermany source {archive}: not a readable zip ({err}); delete it and download it "
-                        "again") from err
+        raise UserError(
+            f"Kermany source {archive}: not a readable zip ({err}); delete it and download it again"
+        ) from err
     if not films:
         raise UserError(f"Kermany source {archive}: no films under train|test/NORMAL|PNEUMONIA/")
     return films
@@ -167,8 +184,9 @@ def read_hannover(archive: Path, out: Path) -> tuple[list[Film], dict[str, list[
         with tarfile.open(archive, "r:*") as tar:
             files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise UserError(f"Hannover source {archive}: not a readable tar archive ({err}); delete it and download it "
-                        "again") from err
+        raise UserError(
+            f"Hannover source {archive}: not a readable tar archive ({err}); delete it and download it again"
+        ) from err
     tables = sorted(name for name in files if name.split("/")[-1] == "data.csv" and name.count("/") <= 1)
     if len(tables) != 1:
         raise UserError(f"Hannover source {archive}: expected one data.csv at its top, found {len(tables) or 'none'}")
@@ -183,8 +201,10 @@ def read_hannover(archive: Path, out: Path) -> tuple[list[Film], dict[str, list[
         member = f"{root}/png/{row['image_id']}.png" if root else f"png/{row['image_id']}.png"
         if row["projection"].strip().lower() not in FRONTAL:
             left_out["not frontal"].append(member)
-        elif not re.fullmatch(r"-?\d+", row["admission_offset"].strip()) or \
-                int(row["admission_offset"]) > MAX_ADMISSION_OFFSET:
+        elif (
+            not re.fullmatch(r"-?\d+", row["admission_offset"].strip())
+            or int(row["admission_offset"]) > MAX_ADMISSION_OFFSET
+        ):
             left_out["before admission or no admission offset"].append(member)
         elif member not in files:
             raise UserError(f"Hannover source {archive}: data.csv lists {row['image_id']}, but {member} is not in it")
