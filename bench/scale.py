@@ -146,23 +146,12 @@ def pss_kb(pid) -> int | None:
 
 
 def children() -> list[int]:
-    """The preprocess workers: this process's children that it forked (their command line is its own),
-    whichever of its threads started them; not the git that provenance runs, nor multiprocessing's
-    resource tracker (both exec'd)."""
-    pids, own = [], _cmdline("self")
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return [p for p in pids if _cmdline(p) == own]
+    """The preprocess workers: the processes multiprocessing started for this one (the pool's), not
+    the git that provenance runs. A forked git child carries this process's command line until it
+    execs, so matching command lines counted it on a loaded machine (3 workers seen for 2)."""
+    import multiprocessing.process as mp_process
 
-
-def _cmdline(pid) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
+    return [p.pid for p in list(mp_process._children) if p.pid is not None]
 
 
 def folder_mb(path: Path) -> float:
