@@ -116,21 +116,17 @@ class RssSampler(threading.Thread):
     def sample(self, pss: bool = True) -> None:
         for field, kb in status(self.FIELDS).items():
             self.peaks[field] = max(self.peaks[field], kb)
-        if not pss:
-            for pid in children():
-                hwm = status(["VmHWM"], pid).get("VmHWM")
-                if hwm is not None:
-                    self.worker_hwm[pid] = max(self.worker_hwm.get(pid, 0), hwm)
-            return
-        workers_pss = 0
-        for pid in children():
-            hwm, pss = status(["VmHWM"], pid).get("VmHWM"), pss_kb(pid)
-            if hwm is None or pss is None:  # it exited between the listing and the read
+        workers_pss, pids = 0, children()
+        pss = pss or any(pid not in self.worker_hwm for pid in pids)  # a new worker is read at once
+        for pid in pids:
+            hwm = status(["VmHWM"], pid).get("VmHWM")
+            if hwm is None:  # it exited between the listing and the read
                 continue
             self.worker_hwm[pid] = max(self.worker_hwm.get(pid, 0), hwm)
-            workers_pss += pss
-        self.workers_pss = max(self.workers_pss, workers_pss)
-        self.total_pss = max(self.total_pss, workers_pss + (pss_kb("self") or 0))
+            workers_pss += (pss_kb(pid) or 0) if pss else 0
+        if pss:
+            self.workers_pss = max(self.workers_pss, workers_pss)
+            self.total_pss = max(self.total_pss, workers_pss + (pss_kb("self") or 0))
 
 
 def status(fields, pid="self") -> dict[str, int]:
