@@ -72,6 +72,7 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
     assert f"{min(rates):.0f}-{max(rates):.0f} images/s per core" in readme
     assert f"~{scale['extrapolated_100k_s'] / 60:.0f} min projected" in readme
     assert scale["max_peak_rss_mb"] < 1024 and "its own process under 1 GB" in readme
+    assert f"it and its workers {scale['max_peak_pss_mb']:.0f} MB at most (PSS" in readme
     names = {
         "resnet18": "ResNet-18",
         "densenet121": "DenseNet-121",
@@ -83,6 +84,14 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
     gains = [r["seed_ensemble_gain"] for r in quality["backbones"].values()]
     assert f"add {min(gains):+.3f} to {max(gains):+.3f}" in readme
     assert f"scores {quality['shortcut_test_macro_f1']:.3f}" in readme
+    # each model's paired difference to the shortcut, and "clearly better" exactly where the one rule says so
+    verdicts = {names[b]: (r["minus_shortcut"], r["beats_shortcut"]) for b, r in quality["backbones"].items()}
+    runs = sum(len(r["test_macro_f1"]["runs"]) for r in quality["backbones"].values())
+    verdicts[f"all {runs} runs"] = (quality["ensemble_minus_shortcut"], quality["ensemble_beats_shortcut"])
+    for name, (sentence, beats) in verdicts.items():
+        diff = sentence.split(" = ")[1].split(":")[0]
+        assert f"{name} {diff}" in readme
+        assert (f"{name} {diff} (clearly better)" in readme) == beats, name
 
 
 def test_the_scale_figures_in_docs_are_the_committed_scale_json():
