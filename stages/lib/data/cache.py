@@ -71,7 +71,7 @@ def _listed(data_dir: Path, d: Data) -> tuple[str, dict[str, list[Sample]], dict
     start = time.perf_counter()
     layout = detect_layout(data_dir) if d.layout == "auto" else d.layout
     listed = read_layout(data_dir, layout, d.classes)
-    skipped = _bad(check_paths([s for ss in listed.values() for s in ss], data_dir), d.on_bad_image)
+    skipped = skip_or_refuse(check_paths([s for ss in listed.values() for s in ss], data_dir), d.on_bad_image)
     given, repeats = drop_repeats(listed, d.classes)
     given = {split: unique_names(samples) for split, samples in given.items()}
     build_timer.seconds["layout"] += time.perf_counter() - start
@@ -148,7 +148,7 @@ def build_cache(
         missing = {e.path for e in skipped}
         todo = [s for ss in given.values() for s in ss if s.path not in missing]
         with build_timer.timed("decode_wall"):
-            images, facts, bad = _decode_all(todo, staging / "all.npy", p, d, workers)
+            images, facts, bad = decode_all(todo, staging / "all.npy", p, d, workers)
         skipped += bad
         # (name, path) identifies an image: equal keys in two splits are the same file.
         row_of = {(s.name, s.path): i for i, s in enumerate(todo) if facts[i] is not None}
@@ -197,13 +197,14 @@ def _check_not_empty(splits: dict[str, list[Sample]], data_dir: Path, skipped: l
             )
 
 
-def _bad(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:
+def skip_or_refuse(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:
+    """The bad images to skip; under data.on_bad_image "error" the first one is refused instead."""
     if errors and on_bad_image == "error":
         raise UserError(f"{errors[0]} (or set data.on_bad_image: skip to skip bad files)")
     return errors
 
 
-def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data, workers: int | None):
+def decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data, workers: int | None):
     """Every image through the worker into one staging array; returns it, the facts (None for a bad
     image) and the bad images' errors."""
     size = p.img_size
@@ -217,7 +218,7 @@ def _decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data,
             tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)
         ):
             if img is None:
-                bad += _bad([BadImage(info, samples[i].path)], d.on_bad_image)
+                bad += skip_or_refuse([BadImage(info, samples[i].path)], d.on_bad_image)
                 facts.append(None)
                 images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
             else:

@@ -17,7 +17,7 @@ from pathlib import Path
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask, write_json
 from stages.lib.core.provenance import data_hash
-from stages.lib.data.cache import SYNTHETIC_MARKER, _bad, _decode_all
+from stages.lib.data.cache import SYNTHETIC_MARKER, decode_all, skip_or_refuse
 from stages.lib.data.cache_writer import swap_in, write_split
 from stages.lib.data.dataset import file_records
 from stages.lib.data.layouts import detect_layout, read_layout
@@ -46,13 +46,13 @@ def build_external_cache(
             f"{unlabelled.source or unlabelled.path}: {unlabelled.name} has no label; an external set "
             "is scored, so every film needs one"
         )
-    missing = {e.path for e in _bad(check_paths(samples, data_dir), d.on_bad_image)}
+    missing = {e.path for e in skip_or_refuse(check_paths(samples, data_dir), d.on_bad_image)}
     samples = [s for s in samples if s.path not in missing]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     staging.chmod(0o777 & ~umask())
     try:
-        images, facts, _ = _decode_all(samples, staging / "all.npy", p, d, workers)
+        images, facts, _ = decode_all(samples, staging / "all.npy", p, d, workers)
         keep = [i for i, f in enumerate(facts) if f is not None]
         if not keep:
             raise UserError(f"{data_dir}: no readable image; nothing to score")
