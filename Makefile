@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
+.PHONY: demo test test-fast lint study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
 
 # requirements.txt is the hash-pinned lock of every package (README "Dependencies"); the project itself
 # goes in editable, without dependencies of its own, so nothing outside the lock is ever installed.
@@ -44,6 +44,9 @@ pin-sources: $(STAMP)
 # -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)
 	$(PINNED_THREADS) PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -rs tests
+
+test-fast: $(STAMP)  # the unit layer, under a minute: no pipeline, benchmark or real backbone run
+	$(PINNED_THREADS) PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -rs -m "not slow" tests
 
 # ruff, as pinned in the lock and configured in pyproject.toml: the lint rules and the formatter's layout.
 lint: $(STAMP)

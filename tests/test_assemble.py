@@ -287,6 +287,7 @@ def test_the_committed_imports_pin_versioned_urls_that_the_makefile_assembles():
     assert "data" not in outs  # data/ is data.dvc's, whichever way it came: `dvc add data` never collides
 
 
+@pytest.mark.slow
 def test_make_study_data_imports_checks_assembles_and_tracks_data_with_dvc(tmp_path):
     """The documented command, on stand-ins imported with `dvc import-url --no-exec` from local paths:
     data.dvc tracks a manifest preprocess reads; a source changed upstream is refused by name."""

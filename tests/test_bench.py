@@ -21,6 +21,7 @@ def smoke(module: str, out, *extra) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_loader_bench_smoke_gives_headline_spreads_and_other_sizes(tmp_path):
     r = smoke("bench.loader", tmp_path / "loader.json", "--repeats", "2")
     assert STAMP <= set(r) and r["repeats"] == 2 and r["smoke"] is True
@@ -39,6 +40,7 @@ def test_loader_bench_smoke_gives_headline_spreads_and_other_sizes(tmp_path):
         assert low < row["speedup"] < high
 
 
+@pytest.mark.slow
 def test_epoch_bench_smoke_breaks_the_headline_epoch_into_model_and_loader_parts(tmp_path):
     r = smoke("bench.epoch", tmp_path / "epoch.json", "--repeats", "1", "--workers", "0")
     assert STAMP <= set(r) and r["img_size"] == 32 and r["other_sizes"][0]["img_size"] == 16
@@ -68,6 +70,7 @@ def test_benches_refuse_fewer_than_three_repeats_outside_smoke():
     check_repeats(3, smoke=False)
 
 
+@pytest.mark.slow
 def test_gpu_bench_smoke_writes_real_and_ceiling_per_backbone(tmp_path):
     r = smoke("bench.gpu", tmp_path / "gpu.json", "--backbones", "resnet18", "--repeats", "1")
     assert r["device"] == "cpu" and r["smoke"] is True and r["img_size"] == 32 and r["precision"] == "float32"
@@ -80,6 +83,7 @@ def test_gpu_bench_smoke_writes_real_and_ceiling_per_backbone(tmp_path):
     assert b["real_over_ceiling"] == pytest.approx(b["real_img_s"]["median"] / b["ceiling_img_s"]["median"], rel=0.02)
 
 
+@pytest.mark.slow
 def test_gpu_bench_refuses_to_run_without_a_gpu_unless_smoke(tmp_path):
     import torch
 

@@ -69,6 +69,7 @@ def test_ensemble_refuses_members_scored_on_different_images(tmp_path):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_gradcam_heatmap_has_image_shape_and_unit_range(backbone):
     torch.manual_seed(0)

@@ -308,6 +308,7 @@ def test_the_agreement_rule_counts_films_that_keep_their_class_and_probabilities
     assert r["same_class"] == 0.995 and r["agreeing"] == 0.99 and not r["ok"]
 
 
+@pytest.mark.slow
 def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
     from stages.lib.model.agreement import MAX_PROB_DIFF, MIN_AGREEING, agreement
     from stages.lib.model.inference import predict

@@ -48,6 +48,7 @@ def rearrange(real: Path, root: Path, layout: str) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["folders", "kaggle-pneumonia", "manifest"])
 def test_real_images_in_every_layout_give_the_course_counts(tmp_path, real_data, layout):
     data = rearrange(real_data, tmp_path / "data", layout)

@@ -110,6 +110,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_preprocess_killed_with_9_leaves_no_worker_and_its_staging_is_removed_next_run(tmp_path):
     folders_tree(tmp_path / "data", {})  # 20 films, 0.3 s each on 2 workers: about 3 s of decoding

@@ -13,6 +13,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -157,6 +158,7 @@ def same_tree(a: Path, b: Path) -> bool:
     return files(a) == files(b) and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files(a))
 
 
+@pytest.mark.slow
 def test_a_local_folder_remote_gives_a_colleague_the_data(tmp_path, tiny_data):
     """docs/remote.md at the top level: remote add, push; a colleague clones and pulls the data."""
     proj = make_project(tmp_path / "proj", tiny_data, {})  # `dvc add data` done and committed

@@ -57,6 +57,7 @@ def population(rng: np.random.Generator, m: int, classes: int = 4) -> tuple:
     return y, a.astype(np.float32), b.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_the_paired_ci_covers_the_true_difference_of_a_seed_ensemble_95_percent_of_the_time():
     """The ensemble of A's seeds is one fixed model: on 1000 test sets of 183 images drawn from one
     population, the 95% CI of A − B covers the population's difference in 93-97% of them, and the
