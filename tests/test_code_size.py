@@ -28,9 +28,6 @@ OVER = {
     "stages/lib/report/posthoc_summary.py::external_markdown lines": 64,
     "stages/lib/report/posthoc_summary.py::posthoc_markdown lines": 65,
     "stages/lib/results/ood.py::fit_and_save params": 9,
-    "stages/report.py": 365,
-    "stages/report.py::report lines": 105,
-    "stages/report.py::report params": 11,
 }
 
 
