@@ -23,8 +23,6 @@ OVER = {
     "stages/evaluate.py::evaluate lines": 82,
     "stages/evaluate.py::evaluate params": 12,
     "stages/evaluate.py::gradcam_figure params": 7,
-    "stages/lib/report/posthoc_summary.py::external_markdown lines": 64,
-    "stages/lib/report/posthoc_summary.py::posthoc_markdown lines": 65,
     "stages/lib/results/ood.py::fit_and_save params": 9,
 }
 

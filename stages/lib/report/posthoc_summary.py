@@ -25,15 +25,24 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
     scored split shown (test, or val when test labels are hidden)."""
     if not blocks:
         return []
-    lines = [
-        "## Calibration, prediction sets and operating points",
-        "",
-        "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
-        f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.",
-        "",
-        "| Model | T | NLL | Brier score | ECE |",
-        "|---|---:|---|---|---|",
-    ]
+    return (
+        [
+            "## Calibration, prediction sets and operating points",
+            "",
+            "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
+            f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.",
+            "",
+        ]
+        + temperature_table(blocks, split)
+        + coverage_table(blocks, split)
+        + operating_points_table(blocks, split)
+        + [""]
+    )
+
+
+def temperature_table(blocks: dict[str, dict], split: str) -> list[str]:
+    """Each model's temperature and its NLL, Brier score and ECE on `split` before -> after scaling."""
+    lines = ["| Model | T | NLL | Brier score | ECE |", "|---|---:|---|---|---|"]
     for name, b in blocks.items():
         t = b["temperature"]
         scored = t.get(split)
@@ -43,8 +52,13 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
             f"| {name} | {t['value']:.2f} | {_before_after(scored['nll'])} | {_before_after(scored['brier'])} "
             f"| {_before_after(scored['ece'])} |"
         )
+    return lines
+
+
+def coverage_table(blocks: dict[str, dict], split: str) -> list[str]:
+    """Each model's conformal prediction sets on `split`: coverage, mean size, empty sets, coverage per class."""
     alpha = next(iter(blocks.values()))["coverage"]["alpha"]
-    lines += [
+    lines = [
         "",
         f"Prediction sets (split-conformal, alpha {alpha}): each film's set holds the true class with "
         f"probability at least {1 - alpha:.2f} if {split} resembles val. Coverage per class is the share of that "
@@ -65,26 +79,32 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
             f"| {name} | {_ci(cov['coverage'], cov['coverage_ci95'])} | "
             f"{_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
         )
+    return lines
+
+
+def operating_points_table(blocks: dict[str, dict], split: str) -> list[str]:
+    """Each model's operating points: the val threshold per class and its sensitivity and specificity on `split`."""
     points = [(name, c, p) for name, b in blocks.items() for c, p in b["operating_points"].items()]
-    if points:
-        lines += [
-            "",
-            f"Operating points: the threshold reaching the target sensitivity on val, on {split}.",
-            "",
-            "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
-            "|---|---|---:|---:|---|---|",
-        ]
-        for name, c, p in points:
-            s = p.get(split)
-            if p["threshold"] is None or s is None:
-                lines.append(f"| {name} | {c} | {p['target_sensitivity']} | n/a | {p.get('note') or 'not scored'} | |")
-                continue
-            lines.append(
-                f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
-                f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
-                f"{_ci(s['specificity'], s['specificity_ci95'])} |"
-            )
-    return lines + [""]
+    if not points:
+        return []
+    lines = [
+        "",
+        f"Operating points: the threshold reaching the target sensitivity on val, on {split}.",
+        "",
+        "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for name, c, p in points:
+        s = p.get(split)
+        if p["threshold"] is None or s is None:
+            lines.append(f"| {name} | {c} | {p['target_sensitivity']} | n/a | {p.get('note') or 'not scored'} | |")
+            continue
+        lines.append(
+            f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
+            f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
+            f"{_ci(s['specificity'], s['specificity_ci95'])} |"
+        )
+    return lines
 
 
 def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
@@ -142,47 +162,50 @@ def external_markdown(sets: dict[str, dict[str, dict]], folders: dict[str, str])
         "",
     ]
     for name, models in sets.items():
-        first = next(iter(models.values()))
-        counts = ", ".join(f"{c} {n}" for c, n in first["counts"].items())
-        absent = first["absent_classes"]
-        lines += [
-            f"### {name}",
-            "",
-            f"{first['n']} films from `{folders.get(name, '?')}` ({counts})."
-            + (
-                f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same classes."
-                if absent
-                else ""
-            ),
-            "",
-            "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
-            "| Prediction-set coverage [95% CI] | OOD flagged |",
-            "|---|---:|---|---|---|---|---:|",
-        ]
-        for model, m in models.items():
-            d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
-            share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
-            lines.append(
-                f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
-                f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
-                f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
-            )
-        lines += [
-            "",
-            f"Recall per class on {name}:",
-            "",
-            "| Model | " + " | ".join(first["counts"]) + " |",
-            "|---|" + "---:|" * len(first["counts"]),
-        ]
-        for model, m in models.items():
-            per = m["per_class"]
-            lines.append(
-                f"| {model} | "
-                + " | ".join(
-                    f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
-                    for c in first["counts"]
-                )
-                + " |"
-            )
-        lines.append("")
+        lines += external_set_lines(name, models, folders.get(name, "?"))
     return lines
+
+
+def external_set_lines(name: str, models: dict[str, dict], folder: str) -> list[str]:
+    """One external set: its films, each model's scores there beside its internal test, recall per class."""
+    first = next(iter(models.values()))
+    counts = ", ".join(f"{c} {n}" for c, n in first["counts"].items())
+    absent = first["absent_classes"]
+    lines = [
+        f"### {name}",
+        "",
+        f"{first['n']} films from `{folder}` ({counts})."
+        + (
+            f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same classes."
+            if absent
+            else ""
+        ),
+        "",
+        "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
+        "| Prediction-set coverage [95% CI] | OOD flagged |",
+        "|---|---:|---|---|---|---|---:|",
+    ]
+    for model, m in models.items():
+        d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
+        share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
+        lines.append(
+            f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
+            f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
+            f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
+        )
+    return lines + ["", f"Recall per class on {name}:", ""] + _recall_table(models, list(first["counts"]))
+
+
+def _recall_table(models: dict[str, dict], classes: list[str]) -> list[str]:
+    lines = ["| Model | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for model, m in models.items():
+        per = m["per_class"]
+        lines.append(
+            f"| {model} | "
+            + " | ".join(
+                f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
+                for c in classes
+            )
+            + " |"
+        )
+    return lines + [""]
