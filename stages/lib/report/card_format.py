@@ -1,27 +1,16 @@
-"""How a model card writes its numbers: three decimals or n/a, a value with its 95% CI, the headline
-metrics of scored sets as a table, and the data's DVC stamp as one phrase."""
+"""How a model card writes its numbers (stages/lib/report/numbers.py): a metric with its 95% CI, the
+headline metrics of scored sets as a table, and the data's DVC stamp as one phrase."""
 
 from __future__ import annotations
 
-import math
+from stages.lib.report.numbers import value_ci
 
 HEADLINE = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("macro_auroc", "Macro AUROC"))
 
 
-def fmt(v, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-
 def with_ci(m: dict, key: str) -> str:
     """`m[key]` with its 95% CI `m[key_ci95]`: `0.812 [0.700, 0.900]`."""
-    low, high = m.get(f"{key}_ci95") or (None, None)
-    return f"{fmt(m.get(key))} [{fmt(low)}, {fmt(high)}]"
-
-
-def pair(ci) -> str:
-    """A CI alone: `[0.700, 0.900]`."""
-    low, high = ci or (None, None)
-    return f"[{fmt(low)}, {fmt(high)}]"
+    return value_ci(m.get(key), m.get(f"{key}_ci95"))
 
 
 def images(m: dict) -> int | None:

@@ -4,7 +4,8 @@ each block that only some metrics files hold appears when the file holds it."""
 
 from __future__ import annotations
 
-from stages.lib.report.card_format import fmt, images, metric_rows, pair
+from stages.lib.report.card_format import images, metric_rows
+from stages.lib.report.numbers import fmt, pair
 
 
 def metrics_lines(m: dict, split: str) -> list[str]:

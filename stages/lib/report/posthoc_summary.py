@@ -4,20 +4,11 @@ subgroups; every number with its CI."""
 
 from __future__ import annotations
 
-import math
-
-
-def _num(v, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-
-def _ci(value, ci) -> str:
-    low, high = ci or (None, None)
-    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+from stages.lib.report.numbers import fmt, value_ci
 
 
 def _before_after(block: dict) -> str:
-    return f"{_ci(block['before'], block['before_ci95'])} → {_ci(block['after'], block['after_ci95'])}"
+    return f"{value_ci(block['before'], block['before_ci95'])} → {value_ci(block['after'], block['after_ci95'])}"
 
 
 def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
@@ -72,12 +63,12 @@ def coverage_table(blocks: dict[str, dict], split: str) -> list[str]:
         if cov is None:
             continue
         per = ", ".join(
-            f"{c} absent" if v.get("absent") else f"{c} {_ci(v['coverage'], v['coverage_ci95'])}"
+            f"{c} absent" if v.get("absent") else f"{c} {value_ci(v['coverage'], v['coverage_ci95'])}"
             for c, v in cov["per_class"].items()
         )
         lines.append(
-            f"| {name} | {_ci(cov['coverage'], cov['coverage_ci95'])} | "
-            f"{_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
+            f"| {name} | {value_ci(cov['coverage'], cov['coverage_ci95'])} | "
+            f"{value_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
         )
     return lines
 
@@ -101,8 +92,8 @@ def operating_points_table(blocks: dict[str, dict], split: str) -> list[str]:
             continue
         lines.append(
             f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
-            f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
-            f"{_ci(s['specificity'], s['specificity_ci95'])} |"
+            f"{value_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
+            f"{value_ci(s['specificity'], s['specificity_ci95'])} |"
         )
     return lines
 
@@ -132,7 +123,7 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
             cells = []
             for name in models:
                 s = blocks[name]["by"][column][value]
-                cells.append(_ci(s["macro_f1"], s["macro_f1_ci95"]) + (" **below**" if s["below_overall"] else ""))
+                cells.append(value_ci(s["macro_f1"], s["macro_f1_ci95"]) + (" **below**" if s["below_overall"] else ""))
                 if s["below_overall"]:
                     flagged.append(f"{name} on {column} = {value}")
             lines.append(f"| {value} | {g['n']} | " + " | ".join(cells) + " |")
@@ -189,9 +180,9 @@ def external_set_lines(name: str, models: dict[str, dict], folder: str) -> list[
         d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
         share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
         lines.append(
-            f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
-            f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
-            f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
+            f"| {model} | {fmt(d.get('test_macro_f1'))} | {value_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
+            f"{value_ci(d.get('drop'), d.get('drop_ci95'))} | {fmt(ece['before'])} → {fmt(ece['after'])} | "
+            f"{value_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
         )
     return lines + ["", f"Recall per class on {name}:", ""] + _recall_table(models, list(first["counts"]))
 
@@ -203,7 +194,7 @@ def _recall_table(models: dict[str, dict], classes: list[str]) -> list[str]:
         lines.append(
             f"| {model} | "
             + " | ".join(
-                f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
+                f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else fmt(per[c]["recall"])
                 for c in classes
             )
             + " |"
