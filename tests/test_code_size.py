@@ -23,14 +23,7 @@ OVER = {
     "stages/evaluate.py::evaluate lines": 82,
     "stages/evaluate.py::evaluate params": 12,
     "stages/evaluate.py::gradcam_figure params": 7,
-    "stages/lib/report/cards.py": 420,
-    "stages/lib/report/cards.py::card_markdown lines": 106,
-    "stages/lib/report/posthoc_summary.py::external_markdown lines": 64,
-    "stages/lib/report/posthoc_summary.py::posthoc_markdown lines": 65,
     "stages/lib/results/ood.py::fit_and_save params": 9,
-    "stages/report.py": 365,
-    "stages/report.py::report lines": 105,
-    "stages/report.py::report params": 11,
 }
 
 

@@ -4,20 +4,11 @@ subgroups; every number with its CI."""
 
 from __future__ import annotations
 
-import math
-
-
-def _num(v, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-
-def _ci(value, ci) -> str:
-    low, high = ci or (None, None)
-    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+from stages.lib.report.numbers import fmt, value_ci
 
 
 def _before_after(block: dict) -> str:
-    return f"{_ci(block['before'], block['before_ci95'])} → {_ci(block['after'], block['after_ci95'])}"
+    return f"{value_ci(block['before'], block['before_ci95'])} → {value_ci(block['after'], block['after_ci95'])}"
 
 
 def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
@@ -25,15 +16,24 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
     scored split shown (test, or val when test labels are hidden)."""
     if not blocks:
         return []
-    lines = [
-        "## Calibration, prediction sets and operating points",
-        "",
-        "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
-        f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.",
-        "",
-        "| Model | T | NLL | Brier score | ECE |",
-        "|---|---:|---|---|---|",
-    ]
+    return (
+        [
+            "## Calibration, prediction sets and operating points",
+            "",
+            "Fitted on val for each model, applied unchanged to the split below (docs/calibration.md). "
+            f"Before → after temperature scaling on the {split} split, 95% bootstrap CIs; lower is better.",
+            "",
+        ]
+        + temperature_table(blocks, split)
+        + coverage_table(blocks, split)
+        + operating_points_table(blocks, split)
+        + [""]
+    )
+
+
+def temperature_table(blocks: dict[str, dict], split: str) -> list[str]:
+    """Each model's temperature and its NLL, Brier score and ECE on `split` before -> after scaling."""
+    lines = ["| Model | T | NLL | Brier score | ECE |", "|---|---:|---|---|---|"]
     for name, b in blocks.items():
         t = b["temperature"]
         scored = t.get(split)
@@ -43,8 +43,13 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
             f"| {name} | {t['value']:.2f} | {_before_after(scored['nll'])} | {_before_after(scored['brier'])} "
             f"| {_before_after(scored['ece'])} |"
         )
+    return lines
+
+
+def coverage_table(blocks: dict[str, dict], split: str) -> list[str]:
+    """Each model's conformal prediction sets on `split`: coverage, mean size, empty sets, coverage per class."""
     alpha = next(iter(blocks.values()))["coverage"]["alpha"]
-    lines += [
+    lines = [
         "",
         f"Prediction sets (split-conformal, alpha {alpha}): each film's set holds the true class with "
         f"probability at least {1 - alpha:.2f} if {split} resembles val. Coverage per class is the share of that "
@@ -58,33 +63,39 @@ def posthoc_markdown(blocks: dict[str, dict], split: str) -> list[str]:
         if cov is None:
             continue
         per = ", ".join(
-            f"{c} absent" if v.get("absent") else f"{c} {_ci(v['coverage'], v['coverage_ci95'])}"
+            f"{c} absent" if v.get("absent") else f"{c} {value_ci(v['coverage'], v['coverage_ci95'])}"
             for c, v in cov["per_class"].items()
         )
         lines.append(
-            f"| {name} | {_ci(cov['coverage'], cov['coverage_ci95'])} | "
-            f"{_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
+            f"| {name} | {value_ci(cov['coverage'], cov['coverage_ci95'])} | "
+            f"{value_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
         )
+    return lines
+
+
+def operating_points_table(blocks: dict[str, dict], split: str) -> list[str]:
+    """Each model's operating points: the val threshold per class and its sensitivity and specificity on `split`."""
     points = [(name, c, p) for name, b in blocks.items() for c, p in b["operating_points"].items()]
-    if points:
-        lines += [
-            "",
-            f"Operating points: the threshold reaching the target sensitivity on val, on {split}.",
-            "",
-            "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
-            "|---|---|---:|---:|---|---|",
-        ]
-        for name, c, p in points:
-            s = p.get(split)
-            if p["threshold"] is None or s is None:
-                lines.append(f"| {name} | {c} | {p['target_sensitivity']} | n/a | {p.get('note') or 'not scored'} | |")
-                continue
-            lines.append(
-                f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
-                f"{_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
-                f"{_ci(s['specificity'], s['specificity_ci95'])} |"
-            )
-    return lines + [""]
+    if not points:
+        return []
+    lines = [
+        "",
+        f"Operating points: the threshold reaching the target sensitivity on val, on {split}.",
+        "",
+        "| Model | Class | Target (val) | Threshold | Sensitivity [95% CI] | Specificity [95% CI] |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for name, c, p in points:
+        s = p.get(split)
+        if p["threshold"] is None or s is None:
+            lines.append(f"| {name} | {c} | {p['target_sensitivity']} | n/a | {p.get('note') or 'not scored'} | |")
+            continue
+        lines.append(
+            f"| {name} | {c} | {p['target_sensitivity']} | {p['threshold']:.3f} | "
+            f"{value_ci(s['sensitivity'], s['sensitivity_ci95'])} | "
+            f"{value_ci(s['specificity'], s['specificity_ci95'])} |"
+        )
+    return lines
 
 
 def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
@@ -112,7 +123,7 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
             cells = []
             for name in models:
                 s = blocks[name]["by"][column][value]
-                cells.append(_ci(s["macro_f1"], s["macro_f1_ci95"]) + (" **below**" if s["below_overall"] else ""))
+                cells.append(value_ci(s["macro_f1"], s["macro_f1_ci95"]) + (" **below**" if s["below_overall"] else ""))
                 if s["below_overall"]:
                     flagged.append(f"{name} on {column} = {value}")
             lines.append(f"| {value} | {g['n']} | " + " | ".join(cells) + " |")
@@ -142,47 +153,50 @@ def external_markdown(sets: dict[str, dict[str, dict]], folders: dict[str, str])
         "",
     ]
     for name, models in sets.items():
-        first = next(iter(models.values()))
-        counts = ", ".join(f"{c} {n}" for c, n in first["counts"].items())
-        absent = first["absent_classes"]
-        lines += [
-            f"### {name}",
-            "",
-            f"{first['n']} films from `{folders.get(name, '?')}` ({counts})."
-            + (
-                f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same classes."
-                if absent
-                else ""
-            ),
-            "",
-            "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
-            "| Prediction-set coverage [95% CI] | OOD flagged |",
-            "|---|---:|---|---|---|---|---:|",
-        ]
-        for model, m in models.items():
-            d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
-            share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
-            lines.append(
-                f"| {model} | {_num(d.get('test_macro_f1'))} | {_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
-                f"{_ci(d.get('drop'), d.get('drop_ci95'))} | {_num(ece['before'])} → {_num(ece['after'])} | "
-                f"{_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
-            )
-        lines += [
-            "",
-            f"Recall per class on {name}:",
-            "",
-            "| Model | " + " | ".join(first["counts"]) + " |",
-            "|---|" + "---:|" * len(first["counts"]),
-        ]
-        for model, m in models.items():
-            per = m["per_class"]
-            lines.append(
-                f"| {model} | "
-                + " | ".join(
-                    f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else _num(per[c]["recall"])
-                    for c in first["counts"]
-                )
-                + " |"
-            )
-        lines.append("")
+        lines += external_set_lines(name, models, folders.get(name, "?"))
     return lines
+
+
+def external_set_lines(name: str, models: dict[str, dict], folder: str) -> list[str]:
+    """One external set: its films, each model's scores there beside its internal test, recall per class."""
+    first = next(iter(models.values()))
+    counts = ", ".join(f"{c} {n}" for c, n in first["counts"].items())
+    absent = first["absent_classes"]
+    lines = [
+        f"### {name}",
+        "",
+        f"{first['n']} films from `{folder}` ({counts})."
+        + (
+            f" Absent here: {', '.join(absent)}; the internal test macro-F1 beside it is over the same classes."
+            if absent
+            else ""
+        ),
+        "",
+        "| Model | Internal test macro-F1 | External macro-F1 [95% CI] | Drop [95% CI] | ECE before → after T "
+        "| Prediction-set coverage [95% CI] | OOD flagged |",
+        "|---|---:|---|---|---|---|---:|",
+    ]
+    for model, m in models.items():
+        d, ece, cov = m.get("drop") or {}, m["temperature"]["ece"], m["coverage"]
+        share = f"{m['ood']['flagged']:.1%}" if isinstance(m.get("ood"), dict) else "n/a"
+        lines.append(
+            f"| {model} | {fmt(d.get('test_macro_f1'))} | {value_ci(m['macro_f1'], m['macro_f1_ci95'])} | "
+            f"{value_ci(d.get('drop'), d.get('drop_ci95'))} | {fmt(ece['before'])} → {fmt(ece['after'])} | "
+            f"{value_ci(cov['coverage'], cov['coverage_ci95'])} | {share} |"
+        )
+    return lines + ["", f"Recall per class on {name}:", ""] + _recall_table(models, list(first["counts"]))
+
+
+def _recall_table(models: dict[str, dict], classes: list[str]) -> list[str]:
+    lines = ["| Model | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for model, m in models.items():
+        per = m["per_class"]
+        lines.append(
+            f"| {model} | "
+            + " | ".join(
+                f"absent ({per[c]['predicted_as']} called {c})" if per[c].get("absent") else fmt(per[c]["recall"])
+                for c in classes
+            )
+            + " |"
+        )
+    return lines + [""]

@@ -7,22 +7,17 @@ then every figure embedded with its caption. html_report.py turns the same text 
 
 from __future__ import annotations
 
-import math
-
 from stages.lib.core.names import ENSEMBLE, SHORTCUT
+from stages.lib.report.numbers import fmt
 from stages.lib.report.plots import SYNTHETIC_MARK
 from stages.lib.results.comparisons import beats, sentence
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 
 
-def _fmt(v, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-
 def _with_ci(m: dict, key: str) -> str:
     low, high = m.get(f"{key}_ci95", (None, None))
-    return f"{_fmt(m[key])} [{_fmt(low)}, {_fmt(high)}]"
+    return f"{fmt(m[key])} [{fmt(low)}, {fmt(high)}]"
 
 
 def _images(m: dict) -> int:
@@ -56,13 +51,12 @@ def split_table(
             continue
         lines.append(
             f"| {name} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'macro_f1')} | "
-            f"{_with_ci(m, 'macro_auroc')} | {_fmt(m['macro_precision'])} | {_fmt(m['macro_recall'])} | "
-            f"{_fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |"
-            + (ref if with_study else "")
+            f"{_with_ci(m, 'macro_auroc')} | {fmt(m['macro_precision'])} | {fmt(m['macro_recall'])} | "
+            f"{fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |" + (ref if with_study else "")
         )
     if split in shortcut:
         lines.append(
-            f"| *metadata only, no pixels (shortcut audit)* | | {_fmt(shortcut[split]['macro_f1'])} "
+            f"| *metadata only, no pixels (shortcut audit)* | | {fmt(shortcut[split]['macro_f1'])} "
             "| | | | | |" + (" |" if with_study else "")
         )
     return lines + [""]
@@ -111,8 +105,8 @@ def per_class_table(scores: dict[str, dict], classes, split: str) -> list[str]:
         for cls in classes:
             pc = s[split]["per_class"][cls]
             lines.append(
-                f"| {name} | {cls} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} | {_fmt(pc['f1'])} | "
-                f"{_fmt(pc['auroc'])} | {_fmt(pc.get('average_precision'))} | {pc['support']} |"
+                f"| {name} | {cls} | {fmt(pc['precision'])} | {fmt(pc['recall'])} | {fmt(pc['f1'])} | "
+                f"{fmt(pc['auroc'])} | {fmt(pc.get('average_precision'))} | {pc['support']} |"
             )
     return lines + [""]
 

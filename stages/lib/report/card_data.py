@@ -1,0 +1,97 @@
+"""The model card's sections on what the model is and what it was made from: the model, its recipe (the
+params it was trained with), the data (counts, grouping, leakage, licences) and the data's shortcut audit."""
+
+from __future__ import annotations
+
+from stages.lib.report.card_format import data_stamp, with_ci
+
+
+def what_it_is(name: str, m: dict) -> str:
+    """One run, a backbone's seed ensemble or the ensemble of every run, as its metrics file says."""
+    params = (m.get("provenance") or {}).get("params", {})
+    if "members" in m:
+        return f"the mean of the class probabilities of {len(m['members'])} runs ({', '.join(m['members'])})"
+    if "seeds" in m and isinstance(m["seeds"], dict):
+        return (
+            f"{params.get('backbone', name)}: the mean of the class probabilities of its runs with seeds "
+            f"{', '.join(map(str, params.get('seeds', m['seeds'].get('runs', {}).keys())))} (its seed ensemble)"
+        )
+    return (
+        f"{params.get('backbone', name)}, one training run (seed {m.get('seed')}): the checkpoint of epoch "
+        f"{m.get('best_epoch')} of {m.get('epochs_run')} (best val macro-F1)"
+    )
+
+
+def recipe(m: dict) -> list[str]:
+    """The params the model was trained with: one run's own, or each member run's."""
+    prov = m.get("provenance") or {}
+    runs = prov.get("runs") or {"": prov}
+    lines = []
+    for seed, run in runs.items():
+        params = (run or {}).get("params", {})
+        for section in ("preprocess", "train", "augment", "evaluate"):
+            if isinstance(params.get(section), dict):
+                values = ", ".join(f"{k}={v}" for k, v in params[section].items())
+                lines.append(f"- {f'seed {seed}, ' if seed else ''}`{section}`: {values}")
+    if "members" in m:
+        lines.append("- Each member's recipe: its own card (models/<backbone>/seed<seed>.card.md).")
+    return lines
+
+
+def data_lines(data: dict) -> list[str]:
+    """The data report's layout, counts per split and class, patient grouping, leakage, duplicates, licences."""
+    classes = list(next(iter(data["counts"].values())))
+    lines = [
+        f"Layout `{data.get('layout')}`; the data: {data_stamp((data.get('provenance') or {}).get('data'))}.",
+        "",
+        "| Split | " + " | ".join(classes) + " | Total |",
+        "|---|" + "---:|" * (len(classes) + 1),
+    ]
+    for split, counts in data["counts"].items():
+        lines.append(
+            f"| {split} | " + " | ".join(str(counts.get(c, 0)) for c in classes) + f" | {sum(counts.values())} |"
+        )
+    made = data.get("splits_made") or {}
+    grouping = "; ".join(f"{s}: {note}" for s, note in made.items()) or "the splits as the layout gives them"
+    leakage = (data.get("leakage") or {}).get("summary") or "none found"
+    duplicates = (data.get("duplicates") or {}).get("summary") or "none found"
+    licences = data.get("licences")
+    lines += [
+        "",
+        f"- Patient grouping: {grouping} (a split drawn here keeps each patient's films in one split).",
+        f"- Leakage between splits (near-duplicate films): {leakage}.",
+        f"- Duplicates: {duplicates}.",
+        "- Licences of the sources (films each, from the data's SOURCES.csv): "
+        + (
+            "; ".join(f"{k}: {v}" for k, v in licences.items())
+            if isinstance(licences, dict) and licences
+            else "not recorded by this layout; see the data's own README and cite its sources (docs/notice.md)"
+        )
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def shortcut_lines(m: dict, shortcut: dict, split: str) -> list[str]:
+    """The metadata-only shortcut's score on `split` beside the model's, and whether the model clearly beats it."""
+    if split not in shortcut or not m.get(split):
+        return ["The data report has no shortcut audit for this split.", ""]
+    base, (low, high) = shortcut[split]["macro_f1"], m[split].get("macro_f1_ci95") or (None, None)
+    stored = (
+        "so its score may come from how the files were stored (size, format, bit depth) rather than from what they show"
+    )
+    if low is not None and low > base:
+        verdict = "clearly beats it: the lower end of its 95% CI is above the shortcut's score"
+    elif high is not None and high < base:
+        verdict = (
+            "scores BELOW it: file metadata alone classifies these films better than this model reads them; "
+            "the model has not shown that it reads the images"
+        )
+    else:
+        verdict = f"does NOT clearly beat it: its 95% CI reaches the shortcut's score, {stored}"
+    return [
+        f"A classifier that sees only file metadata, no pixels, scores {split} macro-F1 **{base:.3f}**; this "
+        f"model {with_ci(m[split], 'macro_f1')}. It {verdict}.",
+        "",
+    ]
