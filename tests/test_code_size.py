@@ -18,8 +18,6 @@ OVER = {
     "bench/gpu.py::main lines": 75,
     "bench/gpu.py::run lines": 66,
     "bench/scale.py::main lines": 67,
-    "stages/combine.py::combine params": 9,
-    "stages/ensemble.py::ensemble params": 9,
     "stages/lib/report/cards.py": 420,
     "stages/lib/report/cards.py::card_markdown lines": 106,
     "stages/lib/report/posthoc_summary.py::external_markdown lines": 64,
