@@ -14,7 +14,7 @@ from stages.lib.core.files import read_json, write_json
 from stages.lib.core.names import SCORED_SPLITS
 from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.model import gradcam
-from stages.lib.model.inference import Scorer, load_model, scorer
+from stages.lib.model.inference import Scorer, load_model
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Evaluate, Train
 from stages.lib.report import cards
@@ -49,7 +49,7 @@ def evaluate(backbone: str, files: RunFiles, e: Evaluate, t: Train | None = None
     classes = cache_meta["classes"]
     caches = ext.open_caches(files.external, external, cache_meta)  # refused before any inference
     model, meta = load_model(files.model, backbone, cache_meta["preprocess"], classes)
-    run = scorer(model, t or Train(precision="fp32", num_workers=0), e.batch_size, e.tta_hflip)
+    run = Scorer.ready(model, t or Train(precision="fp32", num_workers=0), e.batch_size, e.tta_hflip)
     print(f"{backbone}: {run.runtime.line()}", flush=True)
     outputs = {split: run.split(files.cache, split) for split in SCORED_SPLITS}
     report = write_and_score(outputs, classes, Path(files.predictions), e)
@@ -92,9 +92,10 @@ def run_facts(meta: dict, e: Evaluate) -> dict:
 def fit_ood(run: Scorer, backbone: str, files: RunFiles, caches: dict, n_classes: int) -> dict:
     """The OOD score fitted on the internal cache, with its share flagged on val, test and each
     external set; written to `files.ood`."""
-    sources = {s: (files.cache, s) for s in ("val", "test")}
-    sources.update({ext.predictions_split(name): (str(c), split) for name, (c, split) in caches.items()})
-    stats = ood.fit_and_flag(*ood.measure(run.model, backbone, sources, run.batch_size, run.device), n_classes)
+    others = {ext.predictions_split(name): (str(c), split) for name, (c, split) in caches.items()}
+    stats = ood.fit_and_flag(
+        *ood.measure(run.model, backbone, files.cache, others, run.batch_size, run.device), n_classes
+    )
     write_json(files.ood, stats)
     return stats
 

@@ -108,6 +108,18 @@ class Scorer:
     workers: int
     runtime: Runtime  # what it computes with, for the stage's log line
 
+    @classmethod
+    def ready(cls, model, t: Train, batch_size: int, hflip: bool) -> Scorer:
+        """Move `model` to the device inference runs on (channels_last where it pays) and score as
+        training ran: `t` is params.yaml's `train` section (its precision and DataLoader workers)."""
+        device = pick_device()
+        workers = resolve_workers(t.num_workers, device)
+        autocast, _ = precision(t.precision, device)
+        model.to(device)
+        if channels_last(device):
+            model.to(memory_format=torch.channels_last)
+        return cls(model, device, batch_size, hflip, autocast, workers, describe(device, t.precision, workers))
+
     def split(self, cache_dir: str | os.PathLike, split: str):
         """(file names, labels, probabilities [N, C]) for one cached split (predict_split)."""
         return predict_split(
@@ -120,18 +132,6 @@ class Scorer:
             autocast=self.autocast,
             workers=self.workers,
         )
-
-
-def scorer(model, t: Train, batch_size: int, hflip: bool) -> Scorer:
-    """Move `model` to the device inference runs on (channels_last where it pays) and score as
-    training ran: `t` is params.yaml's `train` section (its precision and DataLoader workers)."""
-    device = pick_device()
-    workers = resolve_workers(t.num_workers, device)
-    autocast, _ = precision(t.precision, device)
-    model.to(device)
-    if channels_last(device):
-        model.to(memory_format=torch.channels_last)
-    return Scorer(model, device, batch_size, hflip, autocast, workers, describe(device, t.precision, workers))
 
 
 def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None, classes=None):

@@ -140,21 +140,22 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
     return scores > stats["threshold"]
 
 
-def measure(model, backbone: str, sources: dict[str, tuple[str, str]], batch_size: int, device) -> tuple[dict, dict]:
-    """(features, films) for fitting and flagging: `split_features` of train and of each of `sources`
-    ({key: (a cache, its split)}: "val" and "test" of the internal cache, "external/<name>" of another),
-    and the films (uint8 [N, 1, S, S]) of each of `sources`; train's comes from the cache of "val"."""
-    feats = {"train": split_features(model, backbone, sources["val"][0], "train", batch_size, device)}
-    feats.update(
-        {key: split_features(model, backbone, c, split, batch_size, device) for key, (c, split) in sources.items()}
-    )
-    films = {key: np.asarray(CachedSplit(c, split).images)[:, None] for key, (c, split) in sources.items()}
+def measure(model, backbone: str, cache_dir: str, others: dict[str, tuple[str, str]], batch_size: int, device):
+    """(features, films) to fit and flag on: `split_features` of the cache's train, val and test and of
+    each of `others` ({key: (another cache, its split)}, e.g. the external sets under "external/<name>"),
+    and the films (uint8 [N, 1, S, S]) of all but train."""
+    flagged_on = {**{s: (cache_dir, s) for s in ("val", "test")}, **others}
+    feats = {
+        key: split_features(model, backbone, c, split, batch_size, device)
+        for key, (c, split) in {"train": (cache_dir, "train"), **flagged_on}.items()
+    }
+    films = {key: np.asarray(CachedSplit(c, split).images)[:, None] for key, (c, split) in flagged_on.items()}
     return feats, films
 
 
 def fit_and_flag(feats: dict, films: dict, n_classes: int) -> dict:
     """Fit on train (distances) and val (scale, threshold) of `measure`'s features; record under
-    `flagged` the share flagged on each of its sources: the shares the summary reports."""
+    `flagged` the share flagged on each set of films: the shares the summary reports."""
     stats = fit(feats["train"], feats["val"], films["val"], n_classes)
     stats["flagged"] = {s: float(flagged(stats, score(stats, feats[s]["net"], films[s])).mean()) for s in films}
     return stats
