@@ -142,6 +142,41 @@ def precision_agreement(
     return agreement(probs(contextlib.nullcontext()), probs(autocast))
 
 
+def setup(s: common.Settings, train_loader, device: torch.device, epoch_s: float) -> dict:
+    """What the figures were measured with: device, versions, precision, sizes and the train loader."""
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "precision": str(s.compute_dtype(device)).removeprefix("torch."),
+        "channels_last": device.type == "cuda",
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "compile": s.compile,
+        "img_size": s.img_size,
+        "batch_size": s.batch_size,
+        "workers": train_loader.num_workers,
+        "pin_memory": train_loader.pin_memory,
+        "train_images": len(train_loader.dataset),
+        "epoch_s_target": epoch_s,
+    }
+
+
+def backbone_line(backbone: str, r: dict) -> str:
+    return (
+        f"{backbone:16s} real {r['real_img_s']['median']:8.1f}  ceiling {r['ceiling_img_s']['median']:8.1f} img/s  "
+        f"real/ceiling {r['real_over_ceiling']:.3f}  first batch {r['first_batch_ms']:.0f} ms  loader alone "
+        f"{r['loader_img_s']['median']:.0f} img/s  epoch {r['epoch_s']:.1f} s"
+        + (f"  stage/real {r['stage_over_real']:.3f}" if "stage_over_real" in r else "")
+    )
+
+
+def batch_line(size: int, other: dict) -> str:
+    return (
+        f"{'':16s} batch {size:4d}: real {other['real_img_s']['median']:8.1f}  ceiling "
+        f"{other['ceiling_img_s']['median']:8.1f} img/s  real/ceiling {other['real_over_ceiling']:.3f}"
+    )
+
+
 # params: the benchmark's settings and cache, then what the command line and the GPU check choose (backbones,
 # repeats, DVCLive folder, sync, epoch length, batch sizes, trained models, the agreement's precision), as
 # keywords with defaults.
@@ -160,21 +195,9 @@ def run(
 ) -> dict:
     seed_everything(s.seed, s.deterministic)  # as the train stage: cudnn.benchmark unless deterministic
     train_loader, _ = s.loaders(cache, device)
-    dtype = s.compute_dtype(device)
+    n_train = len(train_loader.dataset)
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "precision": str(dtype).removeprefix("torch."),
-        "channels_last": device.type == "cuda",
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "compile": s.compile,
-        "img_size": s.img_size,
-        "batch_size": s.batch_size,
-        "workers": train_loader.num_workers,
-        "pin_memory": train_loader.pin_memory,
-        "train_images": len(train_loader.dataset),
-        "epoch_s_target": epoch_s,
+        **setup(s, train_loader, device, epoch_s),
         "backbones": {},
         "batch_sizes": {str(b): {} for b in batch_sizes},
     }
@@ -187,34 +210,21 @@ def run(
             r["agreement"] = precision_agreement(model, backbone, cache, s, device, autocast)
         result["backbones"][backbone] = r
         sync()
-        print(
-            f"{backbone:16s} real {r['real_img_s']['median']:8.1f}  ceiling {r['ceiling_img_s']['median']:8.1f} img/s  "
-            f"real/ceiling {r['real_over_ceiling']:.3f}  first batch {r['first_batch_ms']:.0f} ms  loader alone "
-            f"{r['loader_img_s']['median']:.0f} img/s  epoch {r['epoch_s']:.1f} s"
-            + (f"  stage/real {r['stage_over_real']:.3f}" if "stage_over_real" in r else ""),
-            flush=True,
-        )
+        print(backbone_line(backbone, r), flush=True)
         for size in batch_sizes:  # one timed epoch per side: enough to show the order of magnitude
-            if size > len(train_loader.dataset):
-                result["batch_sizes"][str(size)][backbone] = {
-                    "note": f"more than the {len(train_loader.dataset)} training images"
-                }
+            if size > n_train:
+                result["batch_sizes"][str(size)][backbone] = {"note": f"more than the {n_train} training images"}
                 continue
             other = bench_backbone(backbone, s.with_train(batch_size=size), cache, device, 1, epoch_s / 2)
             result["batch_sizes"][str(size)][backbone] = {
                 k: other[k] for k in ("real_img_s", "ceiling_img_s", "real_over_ceiling", "epoch_s")
             }
             sync()
-            print(
-                f"{'':16s} batch {size:4d}: real {other['real_img_s']['median']:8.1f}  ceiling "
-                f"{other['ceiling_img_s']['median']:8.1f} img/s  real/ceiling {other['real_over_ceiling']:.3f}",
-                flush=True,
-            )
+            print(batch_line(size, other), flush=True)
     return result
 
 
-@cli
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (synthetic images) to check the script")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
@@ -248,7 +258,24 @@ def main() -> None:
         help="larger batches measured beside params' (real and ceiling)",
     )
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/gpu.json)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def training_cache(args: argparse.Namespace, s: common.Settings, tmp: Path) -> tuple[common.Settings, Path, str]:
+    """(settings, cache, where its films come from): `--cache` at the size it holds, else one built in
+    `tmp` from the benchmark's films (tiny with --smoke, and with a worker so the worker path runs too)."""
+    if args.cache is not None:
+        size = read_json(args.cache / "meta.json")["preprocess"]["img_size"]
+        return s.at_size(size), args.cache, f"the cache {args.cache}"
+    if args.smoke:
+        s = s.at_size(32).with_data(min_val=1).with_train(batch_size=4, num_workers=1)
+    data, source = common.images(tmp, SMOKE_SIZES if args.smoke else None)
+    return s, common.cache(data, tmp, s), source
+
+
+@cli
+def main() -> None:
+    args = parse_args()
     common.check_repeats(args.repeats, args.smoke)
     s = common.settings()
     device = torch.device("cpu") if args.smoke else pick_device()
@@ -257,14 +284,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     with common.tempdir() as tmp:
-        cache, source = args.cache, f"the cache {args.cache}"
-        if cache is not None:  # train at the size the cache holds
-            s = s.at_size(read_json(cache / "meta.json")["preprocess"]["img_size"])
-        else:
-            if args.smoke:  # tiny, and with a worker so the worker path runs too
-                s = s.at_size(32).with_data(min_val=1).with_train(batch_size=4, num_workers=1)
-            data, source = common.images(Path(tmp), SMOKE_SIZES if args.smoke else None)
-            cache = common.cache(data, Path(tmp), s)
+        s, cache, source = training_cache(args, s, Path(tmp))
         # On CPU (smoke) the agreement check still compares fp32 with bf16, as autocast runs there too.
         smoke_autocast = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else None
         epoch_s = args.epoch_s if args.epoch_s is not None else (0.0 if args.smoke else 5.0)

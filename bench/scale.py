@@ -236,23 +236,8 @@ def combine_repeats(runs: list[dict]) -> dict:
 
 
 def measure_in_child(data: Path, work: Path, workers: int, params: dict) -> dict:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scale",
-            "--child",
-            str(data),
-            "--work",
-            str(work),
-            "--workers",
-            str(workers),
-            "--params",
-            json.dumps(params),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    child = ["--child", str(data), "--work", str(work), "--workers", str(workers), "--params", json.dumps(params)]
+    proc = subprocess.run([sys.executable, "-m", "bench.scale", *child], capture_output=True, text=True)
     if proc.returncode != 0:
         raise UserError(f"the preprocess run on {data} failed:\n{proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -290,8 +275,7 @@ def extrapolate(g: dict) -> float:
     return round(sum(g[p]["at_130k_s"] for p in PER_IMAGE) / TARGET_CORES + sum(g[p]["at_130k_s"] for p in SERIAL), 1)
 
 
-@cli
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="numbers of images N")
     parser.add_argument(
@@ -303,7 +287,49 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/scale.json)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)  # one N, in a fresh process
     parser.add_argument("--params", type=json.loads, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def measure_sizes(folder: Path, work: Path, sizes: list[int], repeats: int, workers: int, params: dict) -> list[dict]:
+    """One row per N (combine_repeats of `repeats` runs, each in a fresh process on a fresh cache)."""
+    rows = []
+    for n in sizes:
+        select(folder, n)
+        runs = []
+        for _ in range(repeats):
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            runs.append(measure_in_child(folder, work, workers, params))
+        rows.append(combine_repeats(runs))
+        r = rows[-1]
+        print(
+            f"n {r['n']:6d}: {r['wall_s']:7.1f} s, {r['img_s_per_core']:6.1f} img/s/core, peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"(anon {r['peak_rss_anon_mb']:.0f}, file {r['peak_rss_file_mb']:.0f}), workers' peaks summed "
+            f"{r['worker_peak_rss_mb']:.0f} MB, PSS with workers {r['peak_pss_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB, "
+            f"parts {r['parts_s']}",
+            flush=True,
+        )
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    return rows
+
+
+def findings(rows: list[dict]) -> dict:
+    """The rows with how each part grows, the stage extrapolated to the target, and the spreads and peaks."""
+    g, rates = growth(rows), [r["img_s_per_core"] for r in rows]
+    return {
+        "sizes": rows,
+        "growth": g,
+        "extrapolated_100k_s": extrapolate(g),
+        "target": {**TARGET, "cores": TARGET_CORES},
+        "throughput_spread": round(max(rates) / min(rates) - 1, 3),
+        "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "max_peak_pss_mb": max(r["peak_pss_mb"] for r in rows),
+        "films": "SYNTHETIC (stages/lib/data/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB",
+    }
+
+
+@cli
+def main() -> None:
+    args = parse_args()
     if args.child is not None:
         print(json.dumps(measure(args.child, args.work, args.workers, args.params)))
         return
@@ -320,35 +346,9 @@ def main() -> None:
     with common.tempdir() as tmp:
         work = Path(tmp) if args.smoke else args.work
         sizes = [30, 60] if args.smoke else sorted(args.sizes)
-        folder = films(work, max(sizes))
-        rows = []
-        for n in sizes:
-            select(folder, n)
-            runs = []
-            for _ in range(repeats):
-                shutil.rmtree(work / "cache", ignore_errors=True)
-                runs.append(measure_in_child(folder, work, args.workers, params))
-            rows.append(combine_repeats(runs))
-            r = rows[-1]
-            print(
-                f"n {r['n']:6d}: {r['wall_s']:7.1f} s, {r['img_s_per_core']:6.1f} img/s/core, peak RSS {r['peak_rss_mb']:.0f} MB "
-                f"(anon {r['peak_rss_anon_mb']:.0f}, file {r['peak_rss_file_mb']:.0f}), workers' peaks summed "
-                f"{r['worker_peak_rss_mb']:.0f} MB, PSS with workers {r['peak_pss_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB, "
-                f"parts {r['parts_s']}",
-                flush=True,
-            )
-        shutil.rmtree(work / "cache", ignore_errors=True)
-    g = growth(rows)
-    rates = [r["img_s_per_core"] for r in rows]
+        rows = measure_sizes(films(work, max(sizes)), work, sizes, repeats, args.workers, params)
     result = {
-        "sizes": rows,
-        "growth": g,
-        "extrapolated_100k_s": extrapolate(g),
-        "target": {**TARGET, "cores": TARGET_CORES},
-        "throughput_spread": round(max(rates) / min(rates) - 1, 3),
-        "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
-        "max_peak_pss_mb": max(r["peak_pss_mb"] for r in rows),
-        "films": "SYNTHETIC (stages/lib/data/synthetic.py): 700-1500 px, PNG and JPEG, gray and RGB",
+        **findings(rows),
         "smoke": args.smoke,
         "img_size": s.img_size,
         "elapsed_s": round(time.perf_counter() - start, 1),
@@ -356,7 +356,7 @@ def main() -> None:
     }
     path = common.save("scale", result, args.out)
     print(
-        f"growth {g}\nextrapolated to 100k + 15k + 15k on {TARGET_CORES} cores: {result['extrapolated_100k_s']} s -> {path}"
+        f"growth {result['growth']}\nextrapolated to 100k + 15k + 15k on {TARGET_CORES} cores: {result['extrapolated_100k_s']} s -> {path}"
     )
 
 

@@ -22,6 +22,8 @@ from stages.lib.results.evaluation import score_mean
 from stages.lib.results.metrics import headline
 
 
+# params: the command line (dvc.yaml's cmd: --backbone, --runs, --predictions, --cache-meta's content, --metrics,
+# --headline) and params.yaml's `seeds`, `evaluate` and `external`, one each: the stage's interface.
 def combine(
     backbone: str,
     seeds,

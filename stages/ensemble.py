@@ -24,6 +24,8 @@ def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path
     return {f"{b}/seed{s}": seed_run(Path(predictions_dir) / b, s) for b in backbones for s in seeds}
 
 
+# params: the command line (dvc.yaml's cmd: --predictions, --cache-meta's content, --out, --metrics, --headline)
+# and params.yaml's `backbones`, `seeds`, `evaluate` and `external`, one each: the stage's interface.
 def ensemble(
     backbones,
     seeds,

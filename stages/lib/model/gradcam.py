@@ -14,6 +14,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from stages.lib.data.dataset import CachedSplit
 from stages.lib.data.transforms import to_model_input
 from stages.lib.model.registry import gradcam_layer, spec
 
@@ -74,3 +75,29 @@ def pick_examples(labels: np.ndarray, predicted: np.ndarray, per_class: int, num
                     picked.append(kind.pop(0))
         rows.append(picked)
     return rows
+
+
+def examples(model: torch.nn.Module, backbone: str, data: CachedSplit, probs: np.ndarray, per_class: int):
+    """(rows, note): Grad-CAM of the predicted class for correct and misclassified images of each class
+    of `data` (`per_class` a class, pick_examples), one row per class as report.plots.gradcam_grid
+    draws them; no heatmap, and `note` says why, when the target layer's map is too coarse."""
+    predicted = probs.argmax(1)
+    rows = pick_examples(data.labels, predicted, per_class, len(data.classes))
+    picks = [i for row in rows for i in row]
+    images = torch.stack([data[i][0] for i in picks])
+    note = too_coarse(backbone, images.shape[-1], feature_map_size(model, backbone, images.shape[-1]))
+    heat = [None] * len(picks) if note else heatmaps(model, backbone, images, [int(predicted[i]) for i in picks])
+    example = {
+        i: {
+            "image": images[k, 0].numpy(),
+            "heat": heat[k],
+            "caption": _caption(data.classes, data.labels[i], predicted[i], probs[i]),
+        }
+        for k, i in enumerate(picks)
+    }
+    return [[example[i] for i in row] for row in rows], note
+
+
+def _caption(classes, true: int, predicted: int, probs) -> str:
+    verdict = "correct" if true == predicted else "MISCLASSIFIED"
+    return f"{verdict}: true {classes[true]}\npredicted {classes[predicted]} (p={probs[predicted]:.2f})"

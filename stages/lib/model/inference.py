@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,8 +18,16 @@ from stages.lib.data.dataset import CachedSplit
 from stages.lib.data.transforms import to_model_input
 from stages.lib.model.checkpoints import load_checkpoint
 from stages.lib.model.registry import build_model
-from stages.lib.model.runtime import autotuned, channels_last
-from stages.lib.params.schema import Preprocess
+from stages.lib.model.runtime import (
+    Runtime,
+    autotuned,
+    channels_last,
+    describe,
+    pick_device,
+    precision,
+    resolve_workers,
+)
+from stages.lib.params.schema import Preprocess, Train
 
 
 # params: the model, its loader and device, then options with defaults (precision, loss, flip TTA, padding)
@@ -84,6 +93,45 @@ def predict_split(
         model, loader, device, autocast, hflip=hflip, pad_to=batch_size if autotuned(device) else None
     )
     return data.names, labels, probs
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A model set up to score cached splits as evaluate does: on the device it was moved to, in the
+    train precision with the train DataLoader workers, each image with its mirror when `hflip`."""
+
+    model: torch.nn.Module
+    device: torch.device
+    batch_size: int
+    hflip: bool
+    autocast: contextlib.AbstractContextManager
+    workers: int
+    runtime: Runtime  # what it computes with, for the stage's log line
+
+    @classmethod
+    def ready(cls, model, t: Train, batch_size: int, hflip: bool) -> Scorer:
+        """Move `model` to the device inference runs on (channels_last where it pays) and score as
+        training ran: `t` is params.yaml's `train` section (its precision and DataLoader workers)."""
+        device = pick_device()
+        workers = resolve_workers(t.num_workers, device)
+        autocast, _ = precision(t.precision, device)
+        model.to(device)
+        if channels_last(device):
+            model.to(memory_format=torch.channels_last)
+        return cls(model, device, batch_size, hflip, autocast, workers, describe(device, t.precision, workers))
+
+    def split(self, cache_dir: str | os.PathLike, split: str):
+        """(file names, labels, probabilities [N, C]) for one cached split (predict_split)."""
+        return predict_split(
+            self.model,
+            str(cache_dir),
+            split,
+            self.batch_size,
+            self.device,
+            hflip=self.hflip,
+            autocast=self.autocast,
+            workers=self.workers,
+        )
 
 
 def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess: dict | None = None, classes=None):

@@ -26,13 +26,19 @@ def write_and_score(
 ) -> dict:
     """`outputs[split] = (names, labels, probs)` for each scored split -> <split>.csv in `out_dir`;
     returns the metrics per split (None, with a note, when a split's labels are hidden)."""
+    write_predictions(outputs, classes, out_dir)
     report = {}
-    for split, (names, labels, probs) in outputs.items():
-        write_text(out_dir / f"{split}.csv", predictions_csv(names, labels, probs, classes))
+    for split, (_, labels, probs) in outputs.items():
         report[split] = score_split(labels, probs, classes, e)
         if report[split] is None:
             report[f"{split}_note"] = "labels hidden: predictions written, not scored"
     return report
+
+
+def write_predictions(outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray]], classes, out_dir: Path) -> None:
+    """`outputs[key] = (names, labels, probs)` -> `out_dir`/<key>.csv (key: a split, or external/<name>)."""
+    for key, (names, labels, probs) in outputs.items():
+        write_text(Path(out_dir) / f"{key}.csv", predictions_csv(names, labels, probs, classes))
 
 
 def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> dict | None:

@@ -59,6 +59,22 @@ def facts(cache_dir: str | os.PathLike) -> dict:
     return {"layout": meta["layout"], "synthetic": meta["synthetic"], "data": meta["data"]}
 
 
+def score_sets(
+    caches: dict[str, tuple[Path, str]],
+    outputs: dict,
+    classes,
+    fitted: dict,
+    test: tuple[np.ndarray, np.ndarray],
+    e: Evaluate,
+) -> dict:
+    """The `external` block of one run: for each set in `caches` (open_caches) where it came from
+    (`facts`) and its predictions `outputs[name]` = (names, labels, probs) scored by `score`."""
+    return {
+        name: {**facts(cache), **score(outputs[name][1], outputs[name][2], classes, fitted, test, e)}
+        for name, (cache, _) in caches.items()
+    }
+
+
 def score_runs(
     folders: list[Path], names, classes, fitted: dict, test: tuple[np.ndarray, np.ndarray], e: Evaluate
 ) -> dict:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from stages.lib.core.errors import UserError
-from stages.lib.core.files import read_json, write_json
+from stages.lib.core.files import read_json
 from stages.lib.core.names import UNLABELED
 from stages.lib.data.dataset import CachedSplit
 from stages.lib.data.transforms import to_model_input
@@ -140,28 +140,24 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
     return scores > stats["threshold"]
 
 
-def fit_and_save(
-    model,
-    backbone: str,
-    cache_dir: str,
-    batch_size: int,
-    device,
-    out: str | os.PathLike,
-    n_classes: int,
-    splits=("val", "test"),
-    others: dict[str, tuple[str, str]] | None = None,
-) -> dict:
-    """Fit on train (distances) and val (scale, threshold); record under `flagged` the share flagged on
-    each of `splits` and of `others` ({key: (another cache, its split)}, e.g. the external sets under
-    "external/<name>"): the shares the summary reports."""
-    feats = {s: split_features(model, backbone, cache_dir, s, batch_size, device) for s in ("train", *splits)}
-    films = {s: np.asarray(CachedSplit(cache_dir, s).images)[:, None] for s in splits}
-    for key, (other_cache, split) in (others or {}).items():
-        feats[key] = split_features(model, backbone, other_cache, split, batch_size, device)
-        films[key] = np.asarray(CachedSplit(other_cache, split).images)[:, None]
+def measure(model, backbone: str, cache_dir: str, others: dict[str, tuple[str, str]], batch_size: int, device):
+    """(features, films) to fit and flag on: `split_features` of the cache's train, val and test and of
+    each of `others` ({key: (another cache, its split)}, e.g. the external sets under "external/<name>"),
+    and the films (uint8 [N, 1, S, S]) of all but train."""
+    flagged_on = {**{s: (cache_dir, s) for s in ("val", "test")}, **others}
+    feats = {
+        key: split_features(model, backbone, c, split, batch_size, device)
+        for key, (c, split) in {"train": (cache_dir, "train"), **flagged_on}.items()
+    }
+    films = {key: np.asarray(CachedSplit(c, split).images)[:, None] for key, (c, split) in flagged_on.items()}
+    return feats, films
+
+
+def fit_and_flag(feats: dict, films: dict, n_classes: int) -> dict:
+    """Fit on train (distances) and val (scale, threshold) of `measure`'s features; record under
+    `flagged` the share flagged on each set of films: the shares the summary reports."""
     stats = fit(feats["train"], feats["val"], films["val"], n_classes)
     stats["flagged"] = {s: float(flagged(stats, score(stats, feats[s]["net"], films[s])).mean()) for s in films}
-    write_json(out, stats)
     return stats
 
 
