@@ -37,6 +37,7 @@ from bench import common
 from stages.lib.core import live_logs
 from stages.lib.core.errors import UserError, cli
 from stages.lib.core.files import read_json
+from stages.lib.core.names import run_name
 from stages.lib.model.agreement import agreement
 from stages.lib.model.inference import load_model, predict_split
 from stages.lib.model.registry import BACKBONES
@@ -114,7 +115,7 @@ def bench_backbone(
 
 def stage_log(live: Path, backbone: str, seed: int) -> dict:
     """The train stage's own per-epoch figures from its DVCLive log ({} without one)."""
-    run = live / backbone / f"seed{seed}"
+    run = live / run_name(backbone, seed)
     img_s, first = live_logs.column(run, "images_per_s"), live_logs.column(run, "first_batch_s")
     if not img_s:
         return {}
@@ -206,7 +207,7 @@ def run(
         r = bench_backbone(backbone, s, cache, device, repeats, epoch_s)
         if live is not None and (stage := stage_log(live, backbone, s.seed)):
             r.update(stage, stage_over_real=round(stage["stage_img_s"] / r["real_img_s"]["median"], 3))
-        if models is not None and (model := models / backbone / f"seed{s.seed}.pt").is_file():
+        if models is not None and (model := models / f"{run_name(backbone, s.seed)}.pt").is_file():
             r["agreement"] = precision_agreement(model, backbone, cache, s, device, autocast)
         result["backbones"][backbone] = r
         sync()

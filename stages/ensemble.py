@@ -9,7 +9,7 @@ from pathlib import Path
 from stages.lib.core import provenance
 from stages.lib.core.errors import cli
 from stages.lib.core.files import read_json, write_json
-from stages.lib.core.names import SCORED_SPLITS, seed_run
+from stages.lib.core.names import SCORED_SPLITS, run_name, seed_run
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Evaluate
 from stages.lib.report import cards
@@ -21,7 +21,7 @@ from stages.lib.results.metrics import headline
 
 def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path]:
     """{"<backbone>/seed<seed>": its evaluate stage's predictions folder} for every run."""
-    return {f"{b}/seed{s}": seed_run(Path(predictions_dir) / b, s) for b in backbones for s in seeds}
+    return {run_name(b, s): seed_run(Path(predictions_dir) / b, s) for b in backbones for s in seeds}
 
 
 # params: the command line (dvc.yaml's cmd: --predictions, --cache-meta's content, --out, --metrics, --headline)

@@ -58,8 +58,11 @@ def evaluate(backbone: str, files: RunFiles, e: Evaluate, t: Train | None = None
     on_external = {name: run.split(cache, split) for name, (cache, split) in caches.items()}
     write_predictions({ext.predictions_split(n): o for n, o in on_external.items()}, classes, files.predictions)
     report["external"] = ext.score_sets(caches, on_external, classes, fitted, outputs["test"][1:], e)
-    report["subgroups"] = subgroup_block(files.cache, outputs, report, classes, e)
-    shown = "test" if report["test"] is not None else "val"  # Grad-CAM needs true labels to pick examples
+    # subgroups and Grad-CAM on test, or on val when test labels are hidden (Grad-CAM picks examples by label)
+    shown = "test" if report["test"] is not None else "val"
+    report["subgroups"] = subgroups.subgroups_block(
+        files.cache, shown, outputs[shown][1:], report[shown]["macro_f1"], classes, e
+    )
     save_figure(
         gradcam_figure(model, backbone, files.cache, shown, e.gradcam_per_class, outputs[shown][2]),
         files.gradcam,
@@ -106,23 +109,6 @@ def add_ood(report: dict, stats: dict, caches: dict) -> None:
     report["ood"] = {"flagged": shares, "keep": ood.KEEP}
     for name in caches:
         report["external"][name]["ood"] = {"flagged": shares[ext.predictions_split(name)], "keep": ood.KEEP}
-
-
-def subgroup_block(cache_dir: str, outputs: dict, report: dict, classes, e: Evaluate) -> dict:
-    """The `subgroups` block: per metadata column, each value's n and metrics with CIs on test (val
-    when test labels are hidden), flagged where its macro-F1 CI lies wholly below the overall."""
-    split = "test" if report["test"] is not None else "val"
-    metadata = subgroups.read_metadata(cache_dir, split)
-    columns = subgroups.columns_to_score(metadata, e.subgroups, f"{cache_dir}/{split}.csv")
-    _, labels, probs = outputs[split]
-    overall = report[split]["macro_f1"]
-    return {
-        "split": split,
-        "overall_macro_f1": overall,
-        "by": subgroups.subgroup_scores(
-            labels, probs, metadata, columns, classes, overall, e.bootstrap_resamples, e.seed
-        ),
-    }
 
 
 def gradcam_figure(model, backbone: str, cache_dir: str, split: str, per_class: int, probs):

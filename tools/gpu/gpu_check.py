@@ -44,6 +44,7 @@ import yaml
 from stages.lib.core import live_logs
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
+from stages.lib.core.names import run_name
 from tools.gpu import wheels
 from tools.project_copy import copy_project, merge
 
@@ -297,15 +298,18 @@ def outputs(project: Path, backbones: list[str], seed: int, epochs: int) -> dict
     """What the pipeline should have left, found or not (one seed: the check's)."""
 
     def epochs_logged(b: str) -> int:
-        return len(live_logs.column(project / "dvclive" / b / f"seed{seed}", "images_per_s"))
+        return len(live_logs.column(project / "dvclive" / run_name(b, seed), "images_per_s"))
 
     found = {
         "metrics/summary.md": (project / "metrics" / "summary.md").is_file(),
         "metrics/data_report.json": (project / "metrics" / "data_report.json").is_file(),
-        **{f"models/{b}/seed{seed}.pt": (project / "models" / b / f"seed{seed}.pt").is_file() for b in backbones},
+        **{
+            f"models/{run_name(b, seed)}.pt": (project / "models" / f"{run_name(b, seed)}.pt").is_file()
+            for b in backbones
+        },
         **{f"metrics/{b}.json": (project / "metrics" / f"{b}.json").is_file() for b in backbones},
         **{f"metrics/headline/{b}.json": (project / "metrics" / "headline" / f"{b}.json").is_file() for b in backbones},
-        **{f"dvclive/{b}/seed{seed}: {epochs} epochs": epochs_logged(b) == epochs for b in backbones},
+        **{f"dvclive/{run_name(b, seed)}: {epochs} epochs": epochs_logged(b) == epochs for b in backbones},
     }
     return found
 

@@ -20,6 +20,12 @@ ENSEMBLE = "ensemble"
 SHORTCUT = "shortcut"
 
 
+def run_name(backbone: str, seed: int) -> str:
+    """One run's name, `<backbone>/seed<seed>`: its label in comparisons and its path stem under models/,
+    dvclive/, metrics/ and plots/gradcam/ (dvc.yaml's train and evaluate outs)."""
+    return f"{backbone}/seed{seed}"
+
+
 def seed_run(folder: str | Path, seed: int) -> Path:
     """One seed's predictions folder under a backbone's: `<folder>/seeds/seed<seed>` (dvc.yaml's evaluate outs)."""
     return Path(folder) / "seeds" / f"seed{seed}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_text
+from stages.lib.core.names import run_name
 from stages.lib.report.card_data import data_lines, recipe, shortcut_lines, what_it_is
 from stages.lib.report.card_format import data_stamp, images
 from stages.lib.report.card_metrics import (
@@ -171,10 +172,10 @@ def summary_lines(models_dir: str | os.PathLike, summary_dir: str | os.PathLike,
         "",
     ]
     for b in backbones:
-        runs = ", ".join(link(f"seed {s}", models_dir / b / f"seed{s}.card.md") for s in seeds)
+        runs = ", ".join(link(f"seed {s}", models_dir / f"{run_name(b, s)}.card.md") for s in seeds)
         lines.append(f"- {link(b, models_dir / f'{b}.card.md')} (its seed ensemble; runs: {runs})")
     lines += [f"- {link('ensemble', models_dir / 'ensemble.card.md')}", ""]
-    fitted = {f"{b}/seed{s}": models_dir / b / f"seed{s}.ood.json" for b in backbones for s in seeds}
+    fitted = {run_name(b, s): models_dir / f"{run_name(b, s)}.ood.json" for b in backbones for s in seeds}
     shares = {run: read_json(p).get("flagged", {}) for run, p in fitted.items() if p.is_file()}
     sets = list(dict.fromkeys(k for v in shares.values() for k in v))
     if shares and sets:

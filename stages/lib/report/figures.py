@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stages.lib.core.names import ENSEMBLE, SCORED_SPLITS
+from stages.lib.core.names import ENSEMBLE, SCORED_SPLITS, run_name
 from stages.lib.params.schema import Config
 from stages.lib.report.class_curves import pr_grid, reliability_grid, roc_grid
 from stages.lib.report.plots import confusion_grid, figure_captions, model_colours
@@ -84,5 +84,7 @@ def figure_links(names, cfg: Config, shown: str, figures_dir: str, gradcam_dir: 
     captions = figure_captions(shown, cfg.evaluate.bootstrap_resamples)
     linked = [(Path(figures_dir) / f, *captions[f]) for f in names]
     title, caption = captions["gradcam"]
-    linked += [(Path(gradcam_dir) / b / f"seed{cfg.seeds[0]}.png", title.format(b=b), caption) for b in cfg.backbones]
+    linked += [
+        (Path(gradcam_dir) / f"{run_name(b, cfg.seeds[0])}.png", title.format(b=b), caption) for b in cfg.backbones
+    ]
     return [(os.path.relpath(p, summary_dir), title, caption) for p, title, caption in linked]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stages.lib.core import live_logs
 from stages.lib.core.files import read_json
-from stages.lib.core.names import ENSEMBLE, SCORED_SPLITS, SHORTCUT, UNLABELED, seed_run
+from stages.lib.core.names import ENSEMBLE, SCORED_SPLITS, SHORTCUT, UNLABELED, run_name, seed_run
 from stages.lib.params.schema import Config, Evaluate
 from stages.lib.results import external_scores as ext
 from stages.lib.results import ood, posthoc, subgroups
@@ -91,12 +91,12 @@ def _add_seeds(r: Results, b: str, cfg: Config, live_dir: str) -> None:
     the median best epoch / epochs run."""
     e, per_seed = cfg.evaluate, {}
     for i, s in enumerate(cfg.seeds):
-        live = Path(live_dir) / b / f"seed{s}"
+        live = Path(live_dir) / run_name(b, s)
         summary = read_json(live / "metrics.json") if (live / "metrics.json").is_file() else {}
         per_seed[s] = {
             split: score_split(r.runs[split][b][0], r.runs[split][b][1][i], r.classes, e) for split in SCORED_SPLITS
         } | {"best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run")}
-        r.histories[b if len(cfg.seeds) == 1 else f"{b}/seed{s}"] = live_logs.history(live)
+        r.histories[b if len(cfg.seeds) == 1 else run_name(b, s)] = live_logs.history(live)
     r.seeds[b] = seed_block(per_seed, *r.runs["test"][b], e.bootstrap_resamples, e.seed)
     epochs = [m for m in per_seed.values() if m["best_epoch"] is not None]
     if epochs:
@@ -135,20 +135,17 @@ def posthoc_fits(r: Results, models, e: Evaluate) -> dict[str, tuple[dict, dict]
 
 def subgroup_blocks(cfg: Config, cache_dir: Path, r: Results, split: str, models) -> dict:
     """Each model's `subgroups` block on the shown split, as evaluate computes it for one run."""
-    metadata = subgroups.read_metadata(cache_dir, split)
-    columns = subgroups.columns_to_score(metadata, cfg.evaluate.subgroups, f"{cache_dir}/{split}.csv")
-    e, out = cfg.evaluate, {}
-    for name in models:
-        labels, runs = r.runs[split][name]
-        overall = r.scores[name][split]["macro_f1"]
-        out[name] = {
-            "split": split,
-            "overall_macro_f1": overall,
-            "by": subgroups.subgroup_scores(
-                labels, runs.mean(0), metadata, columns, r.classes, overall, e.bootstrap_resamples, e.seed
-            ),
-        }
-    return out
+    return {
+        name: subgroups.subgroups_block(
+            cache_dir,
+            split,
+            mean_of_runs(r.runs[split][name]),
+            r.scores[name][split]["macro_f1"],
+            r.classes,
+            cfg.evaluate,
+        )
+        for name in models
+    }
 
 
 def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, models_dir: str | None) -> dict:
@@ -159,7 +156,7 @@ def external_blocks(cfg: Config, r: Results, fits: dict, predictions_dir: str, m
     if not cfg.external:
         return {}
     runs = {
-        f"{b}/seed{s}": (b, i, seed_run(Path(predictions_dir) / b, s))
+        run_name(b, s): (b, i, seed_run(Path(predictions_dir) / b, s))
         for b in cfg.backbones
         for i, s in enumerate(cfg.seeds)
     }

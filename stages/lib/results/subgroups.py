@@ -87,3 +87,15 @@ def subgroup_scores(
             scores["below_overall"] = bool(high is not None and high < overall_macro_f1)
             out[column][value if value != "" else "(empty)"] = scores
     return out
+
+
+def subgroups_block(
+    cache_dir: str | os.PathLike, split: str, scored: tuple, overall_macro_f1: float, classes, e
+) -> dict:
+    """A model's `subgroups` block on a cached split (evaluate's, and the report's for the seed ensembles
+    and the ensemble): `scored` its (labels, probabilities) there, `e` params' evaluate section (the
+    columns named, the bootstrap)."""
+    metadata = read_metadata(cache_dir, split)
+    columns = columns_to_score(metadata, e.subgroups, f"{cache_dir}/{split}.csv")
+    by = subgroup_scores(*scored, metadata, columns, classes, overall_macro_f1, e.bootstrap_resamples, e.seed)
+    return {"split": split, "overall_macro_f1": overall_macro_f1, "by": by}
