@@ -91,8 +91,8 @@ def test_a_bad_csv_list_is_refused_in_one_line(tmp_path, model_path, monkeypatch
 def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path, monkeypatch):
     """Decoding and classifying interleave batch by batch: at no point are all images in memory."""
     import stages.lib.model.runners
-    import stages.predict
     from stages.lib.data.image_files import DecodedImages
+    from stages.lib.model.prediction import predict_images
 
     for i in range(5):
         write_xray(tmp_path / "new" / f"{i}.png", i)
@@ -106,9 +106,7 @@ def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path,
             events.append(f"classify {len(batches[0][0])}") or classify(model, batches, *a, **k)
         ),
     )
-    done, skipped = stages.predict.predict_images(
-        str(model_path), tmp_path / "new", tmp_path / "p.csv", batch_size=2, workers=0
-    )
+    done, skipped = predict_images(str(model_path), tmp_path / "new", tmp_path / "p.csv", batch_size=2, workers=0)
     assert (done, skipped) == (5, [])
     assert events == [
         "decode 0",
@@ -123,7 +121,7 @@ def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path,
     streamed = read_rows(tmp_path / "p.csv")
 
     # Worker processes decode ahead in the same order: the same rows.
-    stages.predict.predict_images(str(model_path), tmp_path / "new", tmp_path / "w.csv", batch_size=2, workers=1)
+    predict_images(str(model_path), tmp_path / "new", tmp_path / "w.csv", batch_size=2, workers=1)
     assert (tmp_path / "w.csv").read_text() == (tmp_path / "p.csv").read_text() and len(streamed) == 5
 
 
