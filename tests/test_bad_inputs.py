@@ -314,6 +314,7 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
     import stages.evaluate
     import stages.lib.results.run_evaluation
     import stages.train
+    from stages.lib.model import training_run
 
     cache = shutil.copytree(built_cache, tmp_path / "cache")
     flip_a_bit(cache / "val.npy")
@@ -326,7 +327,7 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
     def no_model(*a, **k):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(stages.train, "build_model", no_model)
+    monkeypatch.setattr(training_run, "build_model", no_model)
     monkeypatch.setattr(stages.lib.results.run_evaluation, "load_model", no_model)
     monkeypatch.setattr(sys, "argv", stage_cmd(stage, "resnet18")[2:])
     with pytest.raises(SystemExit) as done:

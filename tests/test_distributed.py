@@ -94,14 +94,14 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
 
 
 def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
-    import stages.train
     from stages.lib.core.errors import UserError
+    from stages.lib.model import distributed, training_run
     from stages.lib.params.schema import Train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(stages.train.distributed, "launch", lambda *a: pytest.fail("launched anyway"))
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("launched anyway"))
     with pytest.raises(
         UserError, match=r"^train.nproc 4 exceeds the 2 visible GPU\(s\); lower it or set CUDA_VISIBLE_DEVICES$"
     ):
-        stages.train.launch_ranks("resnet18", Train(nproc=4, pretrained=False))
+        training_run.launch_ranks("resnet18", Train(nproc=4, pretrained=False))

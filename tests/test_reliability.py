@@ -88,6 +88,20 @@ def test_changed_params_refuse_to_resume(tmp_path, tiny_data):
     assert "was written with other params, data or code; training from epoch 1" in run(args, proj).stdout
 
 
+def test_an_interrupted_run_without_its_best_model_starts_over(tmp_path):
+    from stages.lib.model.resume import load_resume_state, save_resume_state
+
+    resume, model = tmp_path / "resume.pt", tmp_path / "model.pt"
+    save_resume_state(resume, {"progress": {"epoch": 2, "finished": False}}, "fp")
+    assert load_resume_state(resume, "fp", model) == (
+        None,
+        f"{model} is missing, so the interrupted run cannot be resumed; training from epoch 1",
+    )
+    model.write_bytes(b"")
+    state, note = load_resume_state(resume, "fp", model)
+    assert state["progress"]["epoch"] == 2 and note == f"resuming from {resume}: epoch 2 done, continuing"
+
+
 @pytest.mark.slow
 def test_two_runs_give_identical_metrics_and_weights(tmp_path, tiny_data):
     params = merge(TINY, {"train": {"epochs": 2}})

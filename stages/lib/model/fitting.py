@@ -121,7 +121,7 @@ def _forward_net(model: nn.Module, device: torch.device, t: Train) -> nn.Module:
 
 
 # params: the loop's inputs (model, loaders, params, device, run name, seed) and, as keywords with
-# defaults, the resume state and three callbacks, so train.py and the tests pass only what they use.
+# defaults, the resume state and three callbacks, so training_run.py and the tests pass only what they use.
 def fit(
     model: nn.Module,
     train_loader: DataLoader,

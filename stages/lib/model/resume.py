@@ -55,8 +55,9 @@ def save_resume_state(path: str | os.PathLike, state: dict, fp: str) -> None:
         torch.save({**state, "fingerprint": fp}, tmp)
 
 
-def load_resume_state(path: str | os.PathLike, fp: str) -> tuple[dict | None, str]:
-    """(state to resume, or None; a sentence saying what happens and why)."""
+def load_resume_state(path: str | os.PathLike, fp: str, model_path: str | os.PathLike) -> tuple[dict | None, str]:
+    """(state to resume, or None; a sentence saying what happens and why). A run resumes with the best
+    model it kept (`model_path`) as well as its state, so without that file it starts over."""
     path = Path(path)
     if not path.is_file():
         return None, "no interrupted run to resume; training from epoch 1"
@@ -68,6 +69,8 @@ def load_resume_state(path: str | os.PathLike, fp: str) -> tuple[dict | None, st
         return None, f"{path} was written with other params, data or code; training from epoch 1"
     if state["progress"]["finished"]:
         return None, f"{path} belongs to a finished run; training again from epoch 1"
+    if not Path(model_path).is_file():
+        return None, f"{model_path} is missing, so the interrupted run cannot be resumed; training from epoch 1"
     return state, f"resuming from {path}: epoch {state['progress']['epoch']} done, continuing"
 
 
