@@ -338,6 +338,16 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
     )
 
 
+def test_resume_fingerprint_reads_every_module_of_the_rooms_train_depends_on_in_both_pipelines():
+    from stages.lib.model.resume import train_code
+
+    for root in (ROOT, ROOT / "demo"):  # dvc.yaml names the rooms as stages/lib/<room>, demo/ as ../stages/lib/<room>
+        code = {p.resolve() for p in train_code(root)}
+        assert (ROOT / "stages" / "lib" / "model" / "fitting.py").resolve() in code, root
+        assert (ROOT / "stages" / "lib" / "core" / "names.py").resolve() in code, root
+        assert (ROOT / "stages" / "train.py").resolve() in code, root
+
+
 def test_resume_fingerprint_follows_meta_json_not_a_second_pass_over_the_arrays(tmp_path, built_cache):
     cache = shutil.copytree(built_cache, tmp_path / "cache")
     before = fingerprint("resnet18", {}, cache, ROOT)

@@ -33,9 +33,17 @@ def train_code(root: str | os.PathLike = ".") -> list[Path]:
     for dep in map(str, deps):
         if dep.endswith(".py"):
             code.append(Path(root) / dep)
-        elif dep.startswith(("stages/", "tools/")):  # a room of stages/lib: every module in it
+        elif _in_code_folder(dep):  # a room of stages/lib: every module in it
             code += sorted((Path(root) / dep).rglob("*.py"))
     return code
+
+
+def _in_code_folder(dep: str) -> bool:
+    """A dep under stages/ or tools/, as dvc.yaml writes it (`stages/lib/core`) or demo/dvc.yaml (`../stages/lib/core`)."""
+    parts = Path(dep).parts
+    while parts[:1] == ("..",):
+        parts = parts[1:]
+    return parts[:1] in (("stages",), ("tools",))
 
 
 def fingerprint(backbone: str, params: dict, cache_dir: str | os.PathLike, root: str | os.PathLike = ".") -> str:
