@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
+.PHONY: demo deps test test-fast lint study-data pin-sources bench bench-scale quality gpu-wheels gpu-check clean-demo
 
 # requirements.txt is the hash-pinned lock of every package (README "Dependencies"); the project itself
 # goes in editable, without dependencies of its own, so nothing outside the lock is ever installed.
@@ -25,6 +25,12 @@ demo: $(STAMP)
 	cd demo && $(PINNED_THREADS) PATH="$(BIN):$$PATH" dvc repro
 	@echo && cat demo/metrics/summary.md
 	@echo "Headline: cd demo && dvc metrics show   Detail: demo/metrics/   Figures: demo/plots/   Report: demo/metrics/report.html   Page: cd demo && dvc plots show"
+
+# Each stage's code deps in dvc.yaml: exactly the .py files its command imports, directly or not (never a
+# folder: Python's __pycache__ would change it). Run after moving code between modules; demo/dvc.yaml follows.
+deps: $(STAMP)
+	$(BIN)/python -m tools.code_deps --write
+	$(BIN)/python -m tools.demo_pipeline
 
 # The study's data from its two public sources (docs/study-data.md): download the imports that
 # sources/*.dvc pin, check each against sources/SHA256SUMS, assemble data/ (manifest layout, with

@@ -12,6 +12,9 @@ import pytest
 # does, before anything starts torch. stages/__init__.py pins the instruction set.
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "2")
+# Stages, DVC and the console commands run as on a user's machine, where Python writes __pycache__ beside
+# the code it imports (a bytecode file must never make a stage look changed); some CI images turn it off.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 from helpers import P32, REAL_DATA, TINY_DEMO, make_project, run, skip_unless_ci  # noqa: E402 (after the thread count)
 

@@ -65,10 +65,10 @@ def project_root(path: Path) -> Path:
 
 
 def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
-    """Run a command with the project's venv first on PATH and that project copy's code importable;
-    output captured as text."""
+    """Run a command with the project's venv first on PATH and that project copy's code importable, writing
+    bytecode as a user's Python does; output captured as text."""
     env = dict(
-        os.environ,
+        {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         PATH=f"{Path(sys.executable).absolute().parent}{os.pathsep}{os.environ['PATH']}",
         DVC_NO_ANALYTICS="1",
         PYTHONPATH=str(project_root(cwd)),

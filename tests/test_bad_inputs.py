@@ -338,14 +338,32 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
     )
 
 
-def test_resume_fingerprint_reads_every_module_of_the_rooms_train_depends_on_in_both_pipelines():
-    from stages.lib.model.resume import train_code
+def test_resume_fingerprint_hashes_exactly_the_modules_training_imports_in_both_pipelines(tmp_path):
+    """An edit to a module the train stage imports invalidates a killed run's state; an edit to one it does
+    not import (the ONNX exporter) keeps it resumable; the demo's ../stages deps read the same files."""
+    from tools.code_deps import code_files
 
-    for root in (ROOT, ROOT / "demo"):  # dvc.yaml names the rooms as stages/lib/<room>, demo/ as ../stages/lib/<room>
-        code = {p.resolve() for p in train_code(root)}
-        assert (ROOT / "stages" / "lib" / "model" / "fitting.py").resolve() in code, root
-        assert (ROOT / "stages" / "lib" / "core" / "names.py").resolve() in code, root
-        assert (ROOT / "stages" / "train.py").resolve() in code, root
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "demo").mkdir()
+    for pipeline in ("dvc.yaml", "demo/dvc.yaml"):
+        shutil.copy(ROOT / pipeline, tmp_path / pipeline)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "meta.json").write_text("{}")
+    imported = code_files("stages.train", tmp_path)
+    assert "stages/lib/model/onnx_files.py" not in imported and "stages/lib/model/fitting.py" in imported
+
+    def fingerprints():
+        return [fingerprint("resnet18", {}, tmp_path / "cache", tmp_path / root) for root in ("", "demo")]
+
+    before = fingerprints()
+    assert before[0] == before[1]
+    with open(tmp_path / "stages" / "lib" / "model" / "onnx_files.py", "a") as f:
+        f.write("# an edit training never runs\n")
+    assert fingerprints() == before
+    with open(tmp_path / "stages" / "lib" / "model" / "fitting.py", "a") as f:
+        f.write("# an edit training runs\n")
+    after = fingerprints()
+    assert after[0] == after[1] != before[0]
 
 
 def test_resume_fingerprint_follows_meta_json_not_a_second_pass_over_the_arrays(tmp_path, built_cache):

@@ -5,6 +5,7 @@ import json
 import re
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,15 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
 
 def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):
     demo = demo_project / "demo"
+    # As a user would, with Python writing __pycache__ (tests/conftest.py): the README's predict and export
+    # import the whole package, then a second `make demo` runs no stage.
+    for argv in [*readme_commands("cxr4-predict ")[:1], *readme_commands("cxr4-export ")]:
+        argv[argv.index("--out") + 1] = str(tmp_path / Path(argv[argv.index("--out") + 1]).name)
+        run(argv, demo_project)
+    assert list((demo_project / "stages" / "lib" / "model").glob("__pycache__/*.pyc")), "no bytecode written"
+    again = run(["make", "demo", f"VENV={Path(sys.executable).parent.parent}", "STAMP="], demo_project).stdout
+    assert stages_run(again) == set() and "didn't change, skipping" in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], demo).stdout
-    assert stages_run(run(["dvc", "repro"], demo).stdout) == set()
 
     shown = run(["dvc", "metrics", "show"], demo).stdout
     assert max(len(line) for line in shown.splitlines()) <= 200
@@ -200,6 +208,49 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     table = run([*shlex.split(command), "--no-pager"], demo).stdout.splitlines()
     assert max(len(line.rstrip()) for line in table) <= 200
     assert "ensemble.json:test.macro_f1" in table[1] and "train.lr" in table[1] and len(table) >= 6
+
+
+def edit_probes(root: Path) -> list[str]:
+    """One module of every room of stages/lib, of stages/ itself and of tools/ (the first by name that is not
+    a package's __init__), and the ONNX exporter, which no stage of the pipeline runs."""
+    rooms = sorted(p.parent for p in (root / "stages" / "lib").glob("*/__init__.py"))
+    folders = [root / "stages", root / "tools", *rooms]
+    firsts = [min(p for p in folder.glob("*.py") if p.name != "__init__.py") for folder in folders]
+    exporter = next((root / "stages" / "lib").rglob("onnx_files.py"))
+    return sorted({p.relative_to(root).as_posix() for p in [*firsts, exporter]})
+
+
+def test_an_edit_to_a_module_reruns_exactly_the_stages_whose_command_imports_it(demo_project, tmp_path):
+    """`dvc status` after a comment line is appended to one module: in demo/, the stages whose command
+    imports it (directly or not, read from the imports, not from dvc.yaml) and no other; at the top level
+    (never run), DVC's own reading of dvc.yaml gives each stage those files as its code deps."""
+    from dvc.repo import Repo
+
+    from tools.code_deps import code_files
+
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_project, proj, symlinks=True)
+
+    def imports(repo) -> dict[str, set[str]]:
+        commands = {s.addressing: re.search(r"python -m ([\w.]+)", s.cmd or "") for s in repo.index.stages}
+        return {name: code_files(m.group(1), proj) for name, m in commands.items() if m}  # not sources/*.dvc
+
+    with Repo(str(proj)) as top:
+        for stage in (s for s in top.index.stages if s.addressing in imports(top)):
+            listed = {Path(d.fs_path).relative_to(proj).as_posix() for d in stage.deps if d.def_path.endswith(".py")}
+            assert listed == imports(top)[stage.addressing], stage.addressing
+    with Repo(str(proj / "demo")) as repo:
+        runs = imports(repo)
+        assert repo.status() == {}
+        probes = edit_probes(proj)
+        assert "stages/lib/model/onnx_files.py" in probes and len(probes) >= 10
+        for probe in probes:
+            text = (proj / probe).read_text()
+            (proj / probe).write_text(text + "# an edit\n")
+            expected = {name for name, files in runs.items() if probe in files}
+            assert set(repo.status()) == expected, probe
+            (proj / probe).write_text(text)
+        assert repo.status() == {}
 
 
 def readme_commands(prefix: str) -> list[list[str]]:

@@ -194,44 +194,78 @@ def test_the_demo_remote_gives_a_colleague_its_data_and_trained_models(demo_proj
     assert "Data and pipelines are up to date" in run(["dvc", "status"], colleague / "demo").stdout
 
 
-def test_every_stage_depends_on_all_project_code_it_imports():
+def test_every_stage_depends_on_exactly_the_project_files_it_imports():
     """dvc.yaml and demo/dvc.yaml list, for each stage, every file under stages/ and tools/ its command
-    imports, directly or not: an edit to one must make `dvc status` show the stage."""
-    from tools.code_deps import missing_deps
+    imports, directly or not, and nothing else of the code (no folder, no module it does not run): an
+    edit to one must make `dvc status` show the stage, an edit elsewhere must not."""
+    from tools.code_deps import wrong_deps
 
-    lacking = {
+    wrong = {
         f"{path.relative_to(ROOT)}, stage {stage}": files
         for path in (ROOT / "dvc.yaml", ROOT / "demo" / "dvc.yaml")
-        for stage, files in missing_deps(path).items()
+        for stage, files in wrong_deps(path).items()
     }
-    assert not lacking, (
-        "stages lack deps on code they import; add them to dvc.yaml, then run "
-        "python -m tools.demo_pipeline:\n" + "\n".join(f"  {k}: {', '.join(v)}" for k, v in lacking.items())
+    assert not wrong, "code deps differ from the imports; run `make deps`:\n" + "\n".join(
+        f"  {k}: missing {v['missing']}, extra {v['extra']}" for k, v in wrong.items()
     )
+
+
+CODE = {
+    "stages/__init__.py": "",
+    "stages/lib/__init__.py": "",
+    "stages/run.py": "def main():\n    from stages.lib import a\n",
+    "stages/lib/a.py": "from . import b\nimport numpy\n",
+    "stages/lib/b.py": "from .c import X\n",
+    "stages/lib/c.py": "X = 1\n",
+    "stages/lib/unused.py": "",
+}
+
+
+def code_tree(root: Path, deps: list[str]) -> Path:
+    for name, text in CODE.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: python -m stages.run --x y\n    # data, then code\n    deps:\n"
+        + "".join(f"      - {d}\n" for d in deps)
+        + "    # the outputs\n    outs:\n      - out\n"
+    )
+    return root / "dvc.yaml"
 
 
 def test_code_deps_follow_imports_in_functions_relative_ones_and_package_inits(tmp_path):
-    from tools.code_deps import code_files, missing_deps
+    from tools.code_deps import code_files, wrong_deps
 
-    files = {
-        "stages/__init__.py": "",
-        "stages/lib/__init__.py": "",
-        "stages/run.py": "def main():\n    from stages.lib import a\n",
-        "stages/lib/a.py": "from . import b\nimport numpy\n",
-        "stages/lib/b.py": "from .c import X\n",
-        "stages/lib/c.py": "X = 1\n",
-        "stages/lib/unused.py": "",
-    }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    used = set(files) - {"stages/lib/unused.py"}
+    used = set(CODE) - {"stages/lib/unused.py"}
+    assert code_files("stages.run", tmp_path) == set()  # nothing there yet
+    dvc_yaml = code_tree(tmp_path, ["data", *sorted(used - {"stages/lib/c.py"}), "stages/lib/unused.py"])
     assert code_files("stages.run", tmp_path) == used
-    deps = sorted(used - {"stages/lib/c.py"})
-    (tmp_path / "dvc.yaml").write_text(
-        yaml.safe_dump({"stages": {"s": {"cmd": "python -m stages.run --x y", "deps": deps}}})
-    )
-    assert missing_deps(tmp_path / "dvc.yaml", tmp_path) == {"s": ["stages/lib/c.py"]}
+    assert wrong_deps(dvc_yaml, tmp_path) == {"s": {"missing": ["stages/lib/c.py"], "extra": ["stages/lib/unused.py"]}}
+    code_tree(tmp_path, ["data", "stages/run.py", "stages/lib"])  # a folder is never exact
+    assert wrong_deps(dvc_yaml, tmp_path)["s"]["extra"] == ["stages/lib"]
+
+
+def test_make_deps_writes_exactly_the_imports_and_keeps_every_other_line(tmp_path):
+    from tools.code_deps import write_code_deps, wrong_deps
+
+    dvc_yaml = code_tree(tmp_path, ["data", "stages/run.py", "stages/lib", "stages/lib/unused.py"])
+    before = dvc_yaml.read_text()
+    write_code_deps(dvc_yaml, tmp_path)
+    assert wrong_deps(dvc_yaml, tmp_path) == {}
+    after = dvc_yaml.read_text()
+    code = [line.strip()[2:] for line in after.splitlines() if line.strip().startswith("- stages/")]
+    assert code == [
+        "stages/run.py",
+        "stages/__init__.py",
+        "stages/lib/__init__.py",
+        "stages/lib/a.py",
+        "stages/lib/b.py",
+        "stages/lib/c.py",
+    ]  # its own module first
+    kept = [line for line in before.splitlines() if "stages/" not in line]
+    assert [line for line in after.splitlines() if "stages/" not in line] == kept  # comments and order
+    write_code_deps(dvc_yaml, tmp_path)
+    assert dvc_yaml.read_text() == after  # a second run changes nothing
 
 
 def test_a_missing_requirement_skips_locally_and_fails_in_ci(monkeypatch):

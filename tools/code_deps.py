@@ -1,15 +1,19 @@
-"""The project code each DVC stage runs, read from the imports:  python -m tools.code_deps [dvc.yaml]
+"""Each DVC stage's code deps, read from the imports:  python -m tools.code_deps [--write]  (make deps)
 
 A stage's result depends on every project module its command imports, directly or not, and on the
-package __init__ files that importing them runs (stages/__init__.py pins the CPU kernels). dvc.yaml
-must list each as a dep, or an edit to one leaves stale results while `dvc status` says all is up to
-date. This finds them with `ast` (imports inside functions count: they run too) and prints, per
-stage, the .py deps dvc.yaml lacks; tests/test_repository.py fails on any. Standard-library
+package __init__ files that importing them runs (stages/__init__.py pins the CPU kernels). So its code
+deps in dvc.yaml are exactly those .py files: one missing and an edit to it leaves stale results while
+`dvc status` says all is up to date; one extra (or a folder, whose __pycache__ Python rewrites on
+import) and DVC reruns the stage for code it never runs. This finds them with `ast` (imports inside
+functions count: they run too). Without flags it prints each stage's missing and extra code deps in
+dvc.yaml and demo/dvc.yaml (exit 1 on any; tests/test_repository.py runs it); `--write` rewrites the
+code deps of dvc.yaml in place, comments and all (`make deps` then regenerates demo/dvc.yaml). Standard-library
 modulefinder would also walk torch and every other installed package; only stages/ and tools/ matter.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import os
 import re
@@ -17,6 +21,9 @@ import sys
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
+
+from stages.lib.core.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("stages", "tools")  # the project's code; everything else is a locked dependency
@@ -68,12 +75,9 @@ def code_files(module: str, root: Path = ROOT) -> set[str]:
 
 
 def dep_list(module: str, root: Path = ROOT) -> list[str]:
-    """dvc.yaml's code deps for `python -m <module>`: its own file first, the package __init__ files, then
-    each room of stages/lib it imports as one folder (stages/lib/<room>), as dvc.yaml lists them."""
-    files = sorted(code_files(module, root))
+    """The code deps of `python -m <module>`: its own file first, then every other file it runs, sorted."""
     own = root.joinpath(*module.split(".")).with_suffix(".py").relative_to(root).as_posix()
-    rooms = sorted({"/".join(f.split("/")[:3]) for f in files if f.startswith("stages/lib/") and f.count("/") == 3})
-    return [own] + [f for f in files if f != own and not any(f.startswith(r + "/") for r in rooms)] + rooms
+    return [own] + sorted(code_files(module, root) - {own})
 
 
 def stage_modules(pipeline: dict) -> dict[str, str]:
@@ -88,34 +92,77 @@ def stage_modules(pipeline: dict) -> dict[str, str]:
     return out
 
 
-def _covered(path: Path, deps: set[Path]) -> bool:
-    """A file is a dep when dvc.yaml lists it or a folder holding it (DVC hashes a folder dep whole)."""
-    return path in deps or any(parent in deps for parent in path.parents)
+def is_code(dep) -> bool:
+    """A dep under stages/ or tools/, as dvc.yaml names it (`stages/x.py`) or demo/dvc.yaml (`../stages/x.py`)."""
+    parts = Path(str(dep)).parts
+    while parts[:1] == ("..",):
+        parts = parts[1:]
+    return parts[:1] in (("stages",), ("tools",))
 
 
-def missing_deps(dvc_yaml: Path, root: Path = ROOT) -> dict[str, list[str]]:
-    """{stage: the project files its module imports that its deps lack}, for stages lacking any, named
-    as dvc.yaml would name them (relative to its folder: demo/dvc.yaml says ../stages/...)."""
+def wrong_deps(dvc_yaml: Path, root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
+    """{stage: {"missing": files it runs but does not list, "extra": code deps it lists but does not run}}
+    for each stage whose code deps are not exactly its import closure; named as dvc.yaml would name them
+    (relative to its folder: demo/dvc.yaml says ../stages/...). A folder of code is always extra."""
     pipeline = yaml.safe_load(dvc_yaml.read_text())
     here = dvc_yaml.parent.resolve()
     out = {}
     for name, module in stage_modules(pipeline).items():
         stage = pipeline["stages"][name]
-        deps = {(here / d).resolve() for d in stage.get("do", stage).get("deps", [])}
-        lacking = sorted(f for f in code_files(module, root) if not _covered((root / f).resolve(), deps))
-        if lacking:
-            out[name] = [os.path.relpath(root / f, here) for f in lacking]
+        listed = {os.path.normpath(d) for d in map(str, stage.get("do", stage).get("deps", [])) if is_code(d)}
+        wanted = {os.path.relpath(root / f, here) for f in code_files(module, root)}
+        if listed != wanted:
+            out[name] = {"missing": sorted(wanted - listed), "extra": sorted(listed - wanted)}
     return out
 
 
+def _yaml() -> YAML:
+    """ruamel's round trip, laid out as dvc.yaml is, so a rewrite changes only the deps it replaces."""
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)
+    return rt
+
+
+def write_code_deps(dvc_yaml: Path, root: Path = ROOT) -> None:
+    """Replace each stage's code deps in dvc.yaml by its import closure, where the first of them stood
+    (after the data deps when it lists none), keeping every comment and every other line."""
+    rt = _yaml()
+    pipeline = rt.load(dvc_yaml.read_text())
+    for name, module in stage_modules(pipeline).items():
+        stage = pipeline["stages"][name]
+        deps = stage.get("do", stage)["deps"]
+        code = [i for i, d in enumerate(deps) if is_code(d)]
+        start, stop = (code[0], code[-1] + 1) if code else (len(deps), len(deps))
+        trailing = deps.ca.items.pop(stop - 1, None) if code else None  # the comment after the last one
+        del deps[start:stop]
+        for i, dep in enumerate(dep_list(module, root)):
+            deps.insert(start + i, dep)
+        if trailing is not None:
+            deps.ca.items[start + len(dep_list(module, root)) - 1] = trailing
+    with atomic_path(dvc_yaml) as tmp, open(tmp, "w") as f:
+        rt.dump(pipeline, f)
+
+
 def main() -> int:
-    paths = [Path(p) for p in sys.argv[1:]] or [ROOT / "dvc.yaml", ROOT / "demo" / "dvc.yaml"]
-    lacking = False
-    for path in paths:
-        for stage, files in missing_deps(path).items():
-            lacking = True
-            print(f"{path}: stage {stage} imports, but does not depend on: {', '.join(files)}")
-    return 1 if lacking else 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps, then demo/dvc.yaml")
+    args = parser.parse_args()
+    if args.write:
+        write_code_deps(ROOT / "dvc.yaml")  # `make deps` then writes demo/dvc.yaml from it (tools.demo_pipeline)
+        print("wrote the code deps of dvc.yaml from the imports")
+        return 0
+    wrong = False
+    for path in (ROOT / "dvc.yaml", ROOT / "demo" / "dvc.yaml"):
+        for stage, files in wrong_deps(path).items():
+            wrong = True
+            for kind, names in files.items():
+                if names:
+                    print(f"{path.relative_to(ROOT)}: stage {stage}, {kind} code deps: {', '.join(names)}")
+    if wrong:
+        print("run `make deps` to write them from the imports", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

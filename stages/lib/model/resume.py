@@ -19,7 +19,8 @@ from stages.lib.core.files import atomic_path, write_text
 
 
 def train_code(root: str | os.PathLike = ".") -> list[Path]:
-    """The train stage's code deps as dvc.yaml lists them: a change to any invalidates a resume."""
+    """The train stage's code deps, the .py files dvc.yaml lists (exactly what it imports: `make deps`): a
+    change to any invalidates a resume; a change to a module training does not import does not."""
     path = Path(root) / "dvc.yaml"
     try:
         stage = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["train"]
@@ -29,21 +30,7 @@ def train_code(root: str | os.PathLike = ".") -> list[Path]:
             f"cannot read the train stage's deps from {path} ({err.__class__.__name__}); "
             f"run the stage from the project root"
         ) from err
-    code = []
-    for dep in map(str, deps):
-        if dep.endswith(".py"):
-            code.append(Path(root) / dep)
-        elif _in_code_folder(dep):  # a room of stages/lib: every module in it
-            code += sorted((Path(root) / dep).rglob("*.py"))
-    return code
-
-
-def _in_code_folder(dep: str) -> bool:
-    """A dep under stages/ or tools/, as dvc.yaml writes it (`stages/lib/core`) or demo/dvc.yaml (`../stages/lib/core`)."""
-    parts = Path(dep).parts
-    while parts[:1] == ("..",):
-        parts = parts[1:]
-    return parts[:1] in (("stages",), ("tools",))
+    return [Path(root) / dep for dep in map(str, deps) if dep.endswith(".py")]
 
 
 def fingerprint(backbone: str, params: dict, cache_dir: str | os.PathLike, root: str | os.PathLike = ".") -> str:
