@@ -173,6 +173,7 @@ def _bits_stored(ds, raw: np.ndarray) -> int:
 
 
 ROBUST_PERCENTILES = (0.5, 99.5)  # the range of a film without a VOI: a few hot or dead pixels do not set it
+VALUES_PRESENT = "DICOM values present"  # its scaled_by
 
 
 def dicom_display(raw: np.ndarray, ds, pad: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float], str]:
@@ -181,7 +182,7 @@ def dicom_display(raw: np.ndarray, ds, pad: np.ndarray | None = None) -> tuple[n
     With a VOI the range is its output range (VOI LUT entries, or the window's output as pydicom
     defines it), a property of the file; pydicom's rule applies: a VOI LUT before a window.
     Without one (raw detector output) it is what a viewer shows: the values present, padding
-    (`pad`) left out, from the 0.5th to the 99.5th percentile (as nnU-Net clips intensities).
+    (`pad`) left out, from the 0.5th to the 99.5th percentile (those nnU-Net clips CT values to).
     """
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
@@ -197,9 +198,6 @@ def dicom_display(raw: np.ndarray, ds, pad: np.ndarray | None = None) -> tuple[n
     values = values.astype(np.float64)
     lo, hi = np.percentile(values if pad is None else values[~pad], ROBUST_PERCENTILES)
     return values, (float(lo), float(hi)), VALUES_PRESENT
-
-
-VALUES_PRESENT = "DICOM values present"  # scaled_by of a film without a VOI
 
 
 def voi_lut(item, ds) -> tuple[np.ndarray, int]:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from stages.lib.core.errors import UserError
+from stages.lib.data.dicom import ROBUST_PERCENTILES, VALUES_PRESENT
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.data.records import files_in, read_csv
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
@@ -85,9 +86,20 @@ class DecodedImages(Dataset):
             gray, facts = load_gray(f.path, self.max_pixels, "--max-pixels")
         except UserError as err:
             return i, None, f"{f.where}: {err}" if f.where else str(err)
-        if facts.get("frames", 1) > 1:  # said, as preprocess says it in its report
-            tqdm.write(f"note: {f.path}: {facts['frames']} frames or pages; the first was used", file=sys.stderr)
+        for note in film_notes(facts):
+            tqdm.write(f"note: {f.path}: {note}", file=sys.stderr)
         return i, torch.from_numpy(preprocess_image(gray, self.transform))[None], ""
+
+
+def film_notes(facts: dict) -> list[str]:
+    """How a film was read, where it is not the plain way: said per film (preprocess says it in its report)."""
+    notes = [f"{facts['frames']} frames or pages; the first was used"] if facts.get("frames", 1) > 1 else []
+    if facts.get("scaled_by") == VALUES_PRESENT:
+        low, high = ROBUST_PERCENTILES
+        notes.append(f"no DICOM window; scaled by the values present ({low}th-{high}th percentile, padding left out)")
+    if facts.get("transparent"):
+        notes.append("transparent pixels composited on black")
+    return notes
 
 
 def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
