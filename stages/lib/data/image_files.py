@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from stages.lib.core.errors import UserError
 from stages.lib.data.dicom import ROBUST_PERCENTILES, VALUES_PRESENT
 from stages.lib.data.formats import BadImage, load_gray
-from stages.lib.data.records import files_in, read_csv
+from stages.lib.data.records import files_in, find_listed, fix_missing, read_csv
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
 from stages.lib.params.schema import Preprocess
 
@@ -53,18 +53,22 @@ def list_images(source: str | os.PathLike) -> list[ImageFile]:
 
 
 def _from_list(csv_path: Path) -> list[ImageFile]:
-    """Rows of a CSV list; a relative path is relative to the CSV's own folder (like the manifest's)."""
+    """Rows of a CSV list; a relative path is relative to the CSV's own folder (like the manifest's), and
+    matched to the disk's names under one Unicode form (records.find_listed)."""
     columns, rows = read_csv(csv_path)
     if LIST_COLUMN not in columns:
         raise UserError(
             f"{csv_path}: no '{LIST_COLUMN}' column (columns: {', '.join(columns) or 'none'}); "
             f"put the image paths in a column named {LIST_COLUMN}"
         )
-    files = []
+    files, listings = [], {}
     for line, row in rows:
+        where = f"{csv_path} line {line}"
         if not row[LIST_COLUMN]:
-            raise UserError(f"{csv_path} line {line}: empty {LIST_COLUMN}; fill it in or remove the row")
-        files.append(ImageFile(csv_path.parent / row[LIST_COLUMN], row[LIST_COLUMN], f"{csv_path} line {line}"))
+            raise UserError(f"{where}: empty {LIST_COLUMN}; fill it in or remove the row")
+        files.append(
+            ImageFile(find_listed(csv_path.parent, row[LIST_COLUMN], where, listings), row[LIST_COLUMN], where)
+        )
     return files
 
 
@@ -82,7 +86,8 @@ class DecodedImages(Dataset):
         f = self.files[i]
         try:
             if not f.path.exists():  # missing, or a link that loops or points nowhere
-                raise BadImage(f"{f.path}: not found (or a broken or looping link); fix the path or remove it", f.path)
+                fix = fix_missing(f.name, "fix the path or remove it")
+                raise BadImage(f"{f.path}: not found (or a broken or looping link); {fix}", f.path)
             gray, facts = load_gray(f.path, self.max_pixels, "--max-pixels")
         except UserError as err:
             return i, None, f"{f.where}: {err}" if f.where else str(err)
