@@ -14,8 +14,8 @@ from stages.lib.data.formats import BadImage, load_gray
 
 
 def by_values_present(values: np.ndarray) -> np.ndarray:
-    """The documented rule for a DICOM without a VOI: its values' robust range mapped to 0..255."""
-    lo, hi = np.percentile(values.astype(float), ROBUST_PERCENTILES)
+    """The documented rule for a DICOM without a VOI: the values at its robust percentiles mapped to 0..255."""
+    lo, hi = np.percentile(values, ROBUST_PERCENTILES, method="nearest").astype(float)
     return np.clip(np.round((values.astype(float) - lo) * 255 / (hi - lo)), 0, 255)
 
 
@@ -96,6 +96,13 @@ def test_a_narrow_film_without_a_window_fills_the_gray_range(tmp_path):
     gray, facts = load_gray(path)
     np.testing.assert_array_equal(gray, by_values_present(values))
     assert gray.min() == 0 and gray.max() == 255 and facts["scaled_by"] == "DICOM values present"
+
+
+def test_the_range_is_taken_after_the_rescale_whatever_its_sign(tmp_path):
+    stored = np.repeat(np.linspace(0, 900, 64), 80).reshape(64, 80).astype(np.uint16)
+    path = tmp_path / "inverse.dcm"
+    write_dicom(path, stored, "MONOCHROME2", 16, RescaleSlope=-2, RescaleIntercept=5000)
+    np.testing.assert_array_equal(load_gray(path)[0], by_values_present(5000 - 2 * stored.astype(float)))
 
 
 def test_a_few_outliers_do_not_set_the_range(tmp_path):

@@ -182,7 +182,9 @@ def dicom_display(raw: np.ndarray, ds, pad: np.ndarray | None = None) -> tuple[n
     With a VOI the range is its output range (VOI LUT entries, or the window's output as pydicom
     defines it), a property of the file; pydicom's rule applies: a VOI LUT before a window.
     Without one (raw detector output) it is what a viewer shows: the values present, padding
-    (`pad`) left out, from the 0.5th to the 99.5th percentile (those nnU-Net clips CT values to).
+    (`pad`) left out, from the stored value at the 0.5th percentile to the one at the 99.5th (those
+    nnU-Net clips CT values to), through the modality LUT. Selected among the stored integers,
+    which is 4-8x faster than among the float values (0.1 s for 9 MP here).
     """
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
@@ -195,9 +197,9 @@ def dicom_display(raw: np.ndarray, ds, pad: np.ndarray | None = None) -> tuple[n
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
         return apply_windowing(values, ds), (float(ends.min()), float(ends.max())), "DICOM window"
-    values = values.astype(np.float64)
-    lo, hi = np.percentile(values if pad is None else values[~pad], ROBUST_PERCENTILES)
-    return values, (float(lo), float(hi)), VALUES_PRESENT
+    stored = np.percentile(raw if pad is None else raw[~pad], ROBUST_PERCENTILES, method="nearest")
+    ends = apply_modality_lut(stored, ds)  # a rescale with a negative slope swaps them
+    return values.astype(np.float64), (float(ends.min()), float(ends.max())), VALUES_PRESENT
 
 
 def voi_lut(item, ds) -> tuple[np.ndarray, int]:
