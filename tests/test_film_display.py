@@ -85,6 +85,19 @@ def test_a_film_that_is_all_padding_is_a_bad_file(tmp_path):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_malformed_padding_value_is_a_bad_file_in_one_line(tmp_path):
+    path = tmp_path / "two.dcm"
+    write_dicom(path, padded_film(np.uint16, 0)[0], "MONOCHROME2", 12)
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.add_new(0x00280120, "US", [0, 7])  # two values where the standard allows one
+    ds.save_as(path)
+    with pytest.raises(BadImage, match=r"DICOM values cannot be displayed .*padding value") as err:
+        load_gray(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 # --- 2. no window, a narrow range ------------------------------------------------------------------
 
 
@@ -183,6 +196,19 @@ def test_transparency_opencv_drops_is_read_from_pillow(tmp_path):
     assert (gray[:, 40:] == 0).all() and (gray[:, :40] == film[:, :40]).all() and facts["transparent"]
     gray, _ = load_gray(tmp_path / "trns.png")
     np.testing.assert_array_equal(gray, np.where(film == 255, 0, film))
+
+
+def test_transparency_pillow_cannot_read_is_a_bad_file_in_one_line(tmp_path, monkeypatch):
+    film = gradient(255, np.uint8)
+    Image.fromarray(film).save(tmp_path / "trns.png", transparency=255)
+
+    def truncated(*args, **kwargs):
+        raise OSError("image file is truncated")
+
+    monkeypatch.setattr(Image.Image, "convert", truncated)
+    with pytest.raises(BadImage, match="its transparency cannot be read") as err:
+        load_gray(tmp_path / "trns.png")
+    assert str(tmp_path / "trns.png") in str(err.value) and "\n" not in str(err.value)
 
 
 def test_an_opaque_alpha_changes_nothing_and_is_not_noted(tmp_path):

@@ -63,17 +63,19 @@ def load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
 
 def _shown(path: Path, raw: np.ndarray, ds, photometric: str) -> tuple[np.ndarray, str]:
     """(the film as uint8 with bone bright and padding black, which range scaled it)."""
-    pad = padding(raw, ds)
-    if pad is not None and pad.all():
-        raise BadImage(
-            f"{path}: every pixel is padding (PixelPaddingValue {ds.PixelPaddingValue}), no film; replace or remove it",
-            path,
-        )
     try:
+        pad = padding(raw, ds)
+        if pad is not None and pad.all():
+            raise BadImage(
+                f"{path}: every pixel is padding (PixelPaddingValue {ds.PixelPaddingValue}), no film; "
+                "replace or remove it",
+                path,
+            )
         values, (lo, hi), scaled_by = dicom_display(raw, ds, pad)
-    except (ValueError, TypeError, AttributeError, NotImplementedError, IndexError) as err:  # a malformed VOI module
+    except (ValueError, TypeError, AttributeError, NotImplementedError, IndexError) as err:  # a malformed module
         raise BadImage(
-            f"{path}: DICOM values cannot be displayed ({_short(err)}); fix its window/VOI LUT or export it as PNG",
+            f"{path}: DICOM values cannot be displayed ({_short(err)}); fix its window/VOI LUT or padding value, "
+            "or export it as PNG",
             path,
         ) from err
     scale = 0.0 if hi <= lo else 255 / (hi - lo)

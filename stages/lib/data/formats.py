@@ -153,8 +153,11 @@ def _alpha(img: np.ndarray, path: Path) -> np.ndarray:
     OpenCV drops (a gray+alpha TIFF, a gray PNG's tRNS value)."""
     if img.ndim == 3 and img.shape[2] == 4:
         return img[..., 3]
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA").getchannel("A"))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGBA").getchannel("A"))
+    except (OSError, ValueError) as err:
+        raise BadImage(f"{path}: its transparency cannot be read ({err}); save it without transparency", path) from err
 
 
 def on_black(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
