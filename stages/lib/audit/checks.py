@@ -1,9 +1,9 @@
-"""The data report's findings from every film's facts: counts, image statistics, leakage (refused under data.on_leak: error), duplicates, the shortcut audit, first frames, patient ids; one picture under two labels is refused."""
+"""The data report's findings from every film's facts: counts, image statistics, leakage (refused under data.on_leak: error), duplicates, the shortcut audit, first frames, transparency, patient ids; one picture under two labels is refused."""
 
 from __future__ import annotations
 
 from stages.lib.audit.data_report import image_stats, split_counts
-from stages.lib.audit.input_notes import first_frames, ids_differing_by_case
+from stages.lib.audit.input_notes import first_frames, ids_differing_by_case, transparent_films
 from stages.lib.audit.leakage import find_leaks, label_conflict, leak_summary, same_pixels
 from stages.lib.audit.shortcut import shortcut_audit
 from stages.lib.core.errors import UserError
@@ -49,6 +49,7 @@ def data_checks(
             "duplicates": _duplicates(repeats, same_pixels(records)),
             "shortcut": shortcut,
             "first_frame_only": first_frames(records),
+            "transparency": transparent_films(records),
             "patient_ids_differing_by_case": ids_differing_by_case(records),
         }, shortcut_probs
 

@@ -1,6 +1,6 @@
 """Data-report entries that say what was done with inputs that are fine but unusual: files with
-several frames or pages (the first is used), and patient ids that differ only by letter case
-(kept apart: ids are compared exactly, docs/data.md)."""
+several frames or pages (the first is used), files with transparent pixels (composited on black), and
+patient ids that differ only by letter case (kept apart: ids are compared exactly, docs/data.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ def first_frames(records: dict[str, list[dict]]) -> dict:
         if r.get("frames", 1) > 1
     ]
     summary = f"{len(files)} file(s) with several frames or pages: the first of each was used" if files else None
+    return {"summary": summary, "files": files}
+
+
+def transparent_films(records: dict[str, list[dict]]) -> dict:
+    """Files with transparent pixels, composited on black (formats.on_black): what a viewer shows."""
+    files = [
+        {"split": split, "file": r["name"]} for split in SPLITS for r in records.get(split, []) if r.get("transparent")
+    ]
+    summary = f"{len(files)} file(s) with transparent pixels: composited on black" if files else None
     return {"summary": summary, "files": files}
 
 

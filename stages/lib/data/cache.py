@@ -107,7 +107,8 @@ def _write_shortcut(shortcut_dir: str | os.PathLike, shortcut_probs: dict, split
 
 
 def _tell(report: dict, report_path: str | os.PathLike) -> None:
-    """What the report found that a user should read now: leakage, duplicates, first frames, patient ids."""
+    """What the report found that a user should read now: leakage, duplicates, first frames, transparency,
+    patient ids."""
     if report["leakage"]["summary"]:
         print(
             f"WARNING: LEAKAGE BETWEEN SPLITS: {report['leakage']['summary']}; details in {report_path}",
@@ -118,7 +119,7 @@ def _tell(report: dict, report_path: str | os.PathLike) -> None:
             f"note: duplicates within splits: {report['duplicates']['summary']}; details in {report_path}",
             file=sys.stderr,
         )
-    for key in ("first_frame_only", "patient_ids_differing_by_case"):
+    for key in ("first_frame_only", "transparency", "patient_ids_differing_by_case"):
         if report[key]["summary"]:
             print(f"note: {report[key]['summary']}; details in {report_path} ({key})", file=sys.stderr)
 

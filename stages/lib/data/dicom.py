@@ -1,5 +1,6 @@
 """DICOM films to one 8-bit gray channel (formats.load_gray calls load_dicom): pydicom, with GDCM for what it
-cannot decode, the VOI LUT or window, MONOCHROME1 inverted; one-line refusals naming what a file lacks."""
+cannot decode, the VOI LUT or window (without one, the robust range of the values present), padding shown
+as background, MONOCHROME1 inverted; one-line refusals naming what a file lacks."""
 
 from __future__ import annotations
 
@@ -46,17 +47,7 @@ def load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
             f"{path}: DICOM pixel data of shape {raw.shape}, not one gray frame; export it as single-frame grayscale",
             path,
         )
-    try:
-        values, (lo, hi), scaled_by = dicom_display(raw, ds)
-    except (ValueError, TypeError, AttributeError, NotImplementedError, IndexError) as err:  # a malformed VOI module
-        raise BadImage(
-            f"{path}: DICOM values cannot be displayed ({_short(err)}); fix its window/VOI LUT or export it as PNG",
-            path,
-        ) from err
-    scale = 0.0 if hi <= lo else 255 / (hi - lo)
-    gray = np.clip(np.round((values - lo) * scale), 0, 255).astype(np.uint8)
-    if photometric == "MONOCHROME1":
-        gray = 255 - gray  # MONOCHROME1 stores bone dark; flip so every film shows bone bright
+    gray, scaled_by = _shown(path, raw, ds, photometric)
     facts = {
         "format": "DICOM",
         "width": cols,
@@ -68,6 +59,55 @@ def load_dicom(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
         "patient_id": str(ds.get("PatientID", "")).strip() or None,
     }
     return gray, facts
+
+
+def _shown(path: Path, raw: np.ndarray, ds, photometric: str) -> tuple[np.ndarray, str]:
+    """(the film as uint8 with bone bright and padding black, which range scaled it)."""
+    try:
+        pad = padding(raw, ds)
+        if pad is not None and pad.all():
+            raise BadImage(
+                f"{path}: every pixel is padding (PixelPaddingValue {ds.PixelPaddingValue}), no film; "
+                "replace or remove it",
+                path,
+            )
+        values, (lo, hi), scaled_by = dicom_display(raw, ds, pad)
+    except (ValueError, TypeError, AttributeError, NotImplementedError, IndexError) as err:  # a malformed module
+        raise BadImage(
+            f"{path}: DICOM values cannot be displayed ({_short(err)}); fix its window/VOI LUT or padding value, "
+            "or export it as PNG",
+            path,
+        ) from err
+    scale = 0.0 if hi <= lo else 255 / (hi - lo)
+    gray = np.clip(np.round((values - lo) * scale), 0, 255).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        gray = 255 - gray  # MONOCHROME1 stores bone dark; flip so every film shows bone bright
+    if pad is not None:
+        gray[pad] = 0  # background: black, as PS3.3 recommends padding be shown
+    return gray, scaled_by
+
+
+def padding(raw: np.ndarray, ds) -> np.ndarray | None:
+    """Where the stored values are padding, not film (PS3.3 C.7.5.1.1.2): equal to Pixel Padding Value
+    or, with Pixel Padding Range Limit, between the two inclusive; compared before the modality LUT.
+    None without padding."""
+    first = ds.get("PixelPaddingValue")
+    if first is None:
+        return None
+    bits = _bits_stored(ds, raw)
+    limit = ds.get("PixelPaddingRangeLimit", first)
+    lo, hi = sorted(_as_stored(int(v), ds, bits) for v in (first, limit))
+    pad = (raw >= lo) & (raw <= hi)
+    return pad if pad.any() else None
+
+
+def _as_stored(value: int, ds, bits: int) -> int:
+    """A padding value as the pixel array holds it: in a signed image, a value a writer put as US (its
+    two's complement, e.g. 63536 for -2000) is read back in the image's BitsStored."""
+    if ds.get("PixelRepresentation") != 1 or value < 2 ** (bits - 1):
+        return value
+    value &= 2**bits - 1
+    return value - 2**bits if value >= 2 ** (bits - 1) else value
 
 
 def _gdcm_first_frame(path: Path, rows: int, cols: int) -> np.ndarray:
@@ -134,12 +174,19 @@ def _bits_stored(ds, raw: np.ndarray) -> int:
     return int(ds.get("BitsStored") or raw.dtype.itemsize * 8)
 
 
-def dicom_display(raw: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float], str]:
-    """(values after the modality LUT and VOI, the range the VOI maps to, which VOI was used).
+ROBUST_PERCENTILES = (0.5, 99.5)  # the range of a film without a VOI: a few hot or dead pixels do not set it
+VALUES_PRESENT = "DICOM values present"  # its scaled_by
 
-    The range is the VOI's output range (VOI LUT entries, or the window's output as pydicom
-    defines it) and without a VOI the stored bit depth through the modality LUT: a property of
-    the file, never of this image's pixels. pydicom's rule applies: a VOI LUT before a window.
+
+def dicom_display(raw: np.ndarray, ds, pad: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float], str]:
+    """(values after the modality LUT and VOI, the range the VOI maps to, which range that is).
+
+    With a VOI the range is its output range (VOI LUT entries, or the window's output as pydicom
+    defines it), a property of the file; pydicom's rule applies: a VOI LUT before a window.
+    Without one (raw detector output) it is what a viewer shows: the values present, padding
+    (`pad`) left out, from the stored value at the 0.5th percentile to the one at the 99.5th (those
+    nnU-Net clips CT values to), through the modality LUT. Selected among the stored integers,
+    which is 4-8x faster than among the float values (0.1 s for 9 MP here).
     """
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
@@ -152,10 +199,9 @@ def dicom_display(raw: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float],
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
         return apply_windowing(values, ds), (float(ends.min()), float(ends.max())), "DICOM window"
-    bits = _bits_stored(ds, raw)
-    stored = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if ds.get("PixelRepresentation") == 1 else [0, 2**bits - 1]
-    ends = apply_modality_lut(np.array(stored), ds)
-    return values.astype(np.float64), (float(ends.min()), float(ends.max())), "DICOM BitsStored"
+    stored = np.percentile(raw if pad is None else raw[~pad], ROBUST_PERCENTILES, method="nearest")
+    ends = apply_modality_lut(stored, ds)  # a rescale with a negative slope swaps them
+    return values.astype(np.float64), (float(ends.min()), float(ends.max())), VALUES_PRESENT
 
 
 def voi_lut(item, ds) -> tuple[np.ndarray, int]:

@@ -3,15 +3,17 @@
 Every file's size is read from its header before any pixel is decoded (decompression bombs, films
 too small to be X-rays); a file whose header cannot be read is refused rather than decoded to find out.
 JPEG, PNG (8/16-bit, gray/RGB/RGBA), BMP and TIFF headers are read by Pillow and decoded by
-OpenCV, turned upright by their EXIF orientation as every viewer shows them. A 16-bit film is
+OpenCV, turned upright by their EXIF orientation as every viewer shows them; transparent pixels (an
+alpha channel or a PNG tRNS value) are composited on black. A 16-bit film is
 scaled by its true bit depth: the PNG sBIT chunk where present, else the smallest of 8, 10, 12, 14
 or 16 bits that holds its maximum, so a 12-bit export is not left nearly black. A MinIsWhite TIFF is
 inverted at every depth (OpenCV does it for 8 bits only). DICOM is read by pydicom (python-gdcm
 decodes JPEG Lossless, JPEG-LS and 12-bit JPEG): modality LUT (rescale slope/intercept), then the
-VOI LUT or window, scaled by that output range (without one, by BitsStored), MONOCHROME1 inverted
-so bone is bright in every image; other photometrics (RGB, YBR, PALETTE COLOR) are refused.
+VOI LUT or window, scaled by that output range (without one, by the robust range of the values
+present, as a viewer shows it), padding black, MONOCHROME1 inverted so bone is bright in every
+image; other photometrics (RGB, YBR, PALETTE COLOR) are refused.
 A multi-frame DICOM or multi-page TIFF gives its first frame, and `frames` says how many it had.
-No image is ever stretched to its own min/max: equal stored values give equal cached pixels.
+No raster image is stretched to its own min/max: equal stored values give equal cached pixels.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
             fmt, (width, height), orientation = im.format, im.size, _orientation(im)
             frames = getattr(im, "n_frames", 1)  # TIFF pages: headers only
             min_is_white = fmt == "TIFF" and im.tag_v2.get(TIFF_PHOTOMETRIC) == MIN_IS_WHITE
+            see_through = im.has_transparency_data  # an alpha channel, or a PNG tRNS colour
     except (OSError, SyntaxError, ValueError) as err:
         raise BadImage(
             f"{path}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM); replace or remove it", path
@@ -122,11 +125,16 @@ def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
             f"{path}: a {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it", path
         )
     channels = 1 if img.ndim == 2 else int(img.shape[2])
-    gray = upright(_to_gray(img, path), orientation)
+    gray, alpha = _to_gray(img, path), _alpha(img, path) if see_through else None
+    if alpha is not None:
+        gray[alpha == 0] = 0  # what no viewer shows does not set the bit depth
+    gray = upright(gray, orientation)
     wide = gray.dtype == np.uint16
     gray, bits, scaled_by = to_uint8(gray, png_sbit(path) if fmt == "PNG" else None)
     if min_is_white and wide:  # OpenCV inverts an 8-bit MinIsWhite TIFF but hands 16 bits over raw
         gray = 255 - gray
+    if alpha is not None:
+        gray = on_black(gray, upright(alpha, orientation))
     facts = {
         "format": "JPEG" if fmt == "MPO" else fmt,
         "width": int(gray.shape[1]),
@@ -135,8 +143,29 @@ def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
         "bit_depth": bits,
         "scaled_by": scaled_by,
         "frames": frames if fmt == "TIFF" else 1,
+        "transparent": alpha is not None and bool((alpha < np.iinfo(alpha.dtype).max).any()),
     }
     return gray, facts
+
+
+def _alpha(img: np.ndarray, path: Path) -> np.ndarray:
+    """The alpha channel as stored (0 = transparent): OpenCV's fourth channel, else Pillow's for what
+    OpenCV drops (a gray+alpha TIFF, a gray PNG's tRNS value)."""
+    if img.ndim == 3 and img.shape[2] == 4:
+        return img[..., 3]
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGBA").getchannel("A"))
+    except (OSError, ValueError) as err:
+        raise BadImage(f"{path}: its transparency cannot be read ({err}); save it without transparency", path) from err
+
+
+def on_black(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite on black, the background of a film shown bone bright (air, and DICOM padding here):
+    a pixel shows `alpha / max` of its gray. A viewer shows transparent pixels alike whatever they
+    hold, so the network must see them alike too."""
+    opacity = alpha.astype(np.float64) / np.iinfo(alpha.dtype).max
+    return np.round(gray * opacity).astype(np.uint8)
 
 
 def _orientation(im: Image.Image) -> int:

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from stages.lib.core.errors import UserError
+from stages.lib.data.dicom import ROBUST_PERCENTILES, VALUES_PRESENT
 from stages.lib.data.formats import BadImage, load_gray
-from stages.lib.data.records import files_in, read_csv
+from stages.lib.data.records import files_in, find_listed, fix_missing, read_csv
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
 from stages.lib.params.schema import Preprocess
 
@@ -52,18 +53,22 @@ def list_images(source: str | os.PathLike) -> list[ImageFile]:
 
 
 def _from_list(csv_path: Path) -> list[ImageFile]:
-    """Rows of a CSV list; a relative path is relative to the CSV's own folder (like the manifest's)."""
+    """Rows of a CSV list; a relative path is relative to the CSV's own folder (like the manifest's), and
+    matched to the disk's names under one Unicode form (records.find_listed)."""
     columns, rows = read_csv(csv_path)
     if LIST_COLUMN not in columns:
         raise UserError(
             f"{csv_path}: no '{LIST_COLUMN}' column (columns: {', '.join(columns) or 'none'}); "
             f"put the image paths in a column named {LIST_COLUMN}"
         )
-    files = []
+    files, listings = [], {}
     for line, row in rows:
+        where = f"{csv_path} line {line}"
         if not row[LIST_COLUMN]:
-            raise UserError(f"{csv_path} line {line}: empty {LIST_COLUMN}; fill it in or remove the row")
-        files.append(ImageFile(csv_path.parent / row[LIST_COLUMN], row[LIST_COLUMN], f"{csv_path} line {line}"))
+            raise UserError(f"{where}: empty {LIST_COLUMN}; fill it in or remove the row")
+        files.append(
+            ImageFile(find_listed(csv_path.parent, row[LIST_COLUMN], where, listings), row[LIST_COLUMN], where)
+        )
     return files
 
 
@@ -81,13 +86,25 @@ class DecodedImages(Dataset):
         f = self.files[i]
         try:
             if not f.path.exists():  # missing, or a link that loops or points nowhere
-                raise BadImage(f"{f.path}: not found (or a broken or looping link); fix the path or remove it", f.path)
+                fix = fix_missing(f.name, "fix the path or remove it")
+                raise BadImage(f"{f.path}: not found (or a broken or looping link); {fix}", f.path)
             gray, facts = load_gray(f.path, self.max_pixels, "--max-pixels")
         except UserError as err:
             return i, None, f"{f.where}: {err}" if f.where else str(err)
-        if facts.get("frames", 1) > 1:  # said, as preprocess says it in its report
-            tqdm.write(f"note: {f.path}: {facts['frames']} frames or pages; the first was used", file=sys.stderr)
+        for note in film_notes(facts):
+            tqdm.write(f"note: {f.path}: {note}", file=sys.stderr)
         return i, torch.from_numpy(preprocess_image(gray, self.transform))[None], ""
+
+
+def film_notes(facts: dict) -> list[str]:
+    """How a film was read, where it is not the plain way: said per film (preprocess says it in its report)."""
+    notes = [f"{facts['frames']} frames or pages; the first was used"] if facts.get("frames", 1) > 1 else []
+    if facts.get("scaled_by") == VALUES_PRESENT:
+        low, high = ROBUST_PERCENTILES
+        notes.append(f"no DICOM window; scaled by the values present ({low}th-{high}th percentile, padding left out)")
+    if facts.get("transparent"):
+        notes.append("transparent pixels composited on black")
+    return notes
 
 
 def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:

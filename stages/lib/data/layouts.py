@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import SPLITS
-from stages.lib.data.records import Sample, files_in, outside, parse_label, read_csv, subdirs
+from stages.lib.data.records import Sample, files_in, find_listed, outside, parse_label, read_csv, subdirs
 
 LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
 MANIFEST = "manifest.csv"
@@ -90,7 +91,9 @@ def read_course_split(data_dir: str | os.PathLike, split: str, classes) -> list[
             f"{csv_path}: missing column(s) {', '.join(missing)}; expected header "
             f"{','.join(expected)} (data.classes; a hidden-label test CSV may have new_filename only)"
         )
-    samples = [_course_row(row, line, csv_path, data_dir / f"{split}_images", hidden, classes) for line, row in rows]
+    image_dir, listings = data_dir / f"{split}_images", {}  # each folder listed once, for find_listed
+    samples = [_course_row(row, line, csv_path, image_dir, hidden, classes) for line, row in rows]
+    samples = [replace(s, path=find_listed(image_dir, s.name, s.source, listings)) for s in samples]
     if not samples:
         raise UserError(f"{csv_path} lists no images; add rows or remove the split")
     return samples
@@ -231,6 +234,7 @@ def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
     extra = [c for c in columns if c not in MANIFEST_COLUMNS]
     _check_metadata_columns(csv_path, columns, extra)
     out: dict[str, list[Sample]] = {}
+    listings: dict = {}  # each folder listed once, for find_listed
     for line, row in rows:
         where = f"{csv_path}:{line}"
         split = row.get("split", "").lower() or "train"
@@ -245,7 +249,7 @@ def read_manifest(data_dir: Path, classes) -> dict[str, list[Sample]]:
             )
         out.setdefault(split, []).append(
             Sample(
-                data_dir / row["path"],
+                find_listed(data_dir, row["path"], where, listings),
                 row["path"],
                 label,
                 row.get("patient_id") or None,

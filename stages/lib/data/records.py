@@ -1,9 +1,11 @@
-"""What every layout reader builds on: the sample record, how labels compare, CSV reading that names the file and line, the files of a folder."""
+"""What every layout reader builds on: the sample record, how labels compare, CSV reading that names the file and line, the file a CSV's name means, the files of a folder."""
 
 from __future__ import annotations
 
 import csv
+import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,51 @@ def _check_separator(csv_path: Path, columns: tuple[str, ...]) -> None:
                 )
 
 
+def find_listed(base: Path, name: str, where: str, listings: dict) -> Path:
+    """The file a CSV's relative `name` means under `base`, each part matched under Unicode NFC: macOS
+    writes names in NFD, most tools in NFC, and the two look alike. A name that two entries match is
+    refused naming both. `listings` keeps each folder's entries for the CSV's other rows."""
+    if Path(name).is_absolute():
+        return base / name  # check_paths refuses it
+    path = base
+    for part in Path(name).parts:
+        found = _entries(path, listings).get(unicodedata.normalize("NFC", part), [part])
+        if len(found) > 1:
+            forms = " and ".join(f"{ascii(n)} ({_form(n)})" for n in sorted(found))
+            raise UserError(
+                f"{where}: {name!r} matches {len(found)} files in {path} whose names differ only in Unicode form "
+                f"(NFC/NFD: macOS writes NFD, most tools NFC): {forms}; rename or remove one of them"
+            )
+        path = path / found[0]
+    return path
+
+
+def _entries(folder: Path, listings: dict) -> dict[str, list[str]]:
+    """A folder's entry names by their NFC form (none for what is not a readable folder)."""
+    if folder not in listings:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            names = []
+        listings[folder] = {}
+        for n in names:
+            listings[folder].setdefault(unicodedata.normalize("NFC", n), []).append(n)
+    return listings[folder]
+
+
+def _form(name: str) -> str:
+    return next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, name)), "mixed form")
+
+
+def fix_missing(name: str, fix: str) -> str:
+    """How to fix a listed file that is not there: a name with backslashes is a Windows path, which
+    is one file name, not folders, on Linux and macOS."""
+    if "\\" not in name:
+        return fix
+    posix = name.replace("\\", "/")
+    return f"it has backslashes (a Windows path?): write it with / ({posix}), which every system reads"
+
+
 def files_in(folder: Path) -> list[Path]:
     """Every file under `folder` but the ones operating systems leave behind. A file that is not an
     image is kept, so preprocess refuses (or skips and reports) it instead of silently dropping it;
@@ -125,5 +172,6 @@ def check_paths(samples: list[Sample], data_dir: Path) -> list[BadImage]:
                 "copy the file into the data folder instead of linking it"
             )
         if not real.is_file():
-            missing.append(BadImage(f"{where}: image {s.path} not found; fix the path or add the image", s.path))
+            fix = fix_missing(s.name, "fix the path or add the image")
+            missing.append(BadImage(f"{where}: image {s.path} not found; {fix}", s.path))
     return missing
