@@ -32,20 +32,24 @@ deps: $(STAMP)
 	$(BIN)/python -m tools.code_deps --write
 	$(BIN)/python -m tools.demo_pipeline
 
-# The study's data from its two public sources (docs/study-data.md): download the imports that
-# sources/*.dvc pin, check each against sources/SHA256SUMS, assemble data/ (manifest layout, with
+# The study's data from its two public sources (docs/study-data.md): download the imports in sources/
+# (Kermany's zip from its URL, checked against its sha256 in sources/SHA256SUMS; the Hannover films
+# from their git repository at the commit the .dvc files name), assemble data/ (manifest layout, with
 # SOURCES.csv) and track it as data.dvc, the file your own data would make. Then: dvc repro.
+# sources/ is a DVC project of its own, as demo/ is: `dvc status` checks a git import for updates by
+# cloning its repository, which the top level's `dvc status` must not do (offline, or at every call).
 KERMANY := sources/ChestXRay2017.zip
-HANNOVER := sources/covid-19-image-repository.tar.gz
+HANNOVER := sources/covid-19-image-repository
 study-data: $(STAMP)
-	PATH="$(BIN):$$PATH" dvc update $(KERMANY).dvc $(HANNOVER).dvc
+	cd sources && PATH="$(BIN):$$PATH" dvc update --recursive .
 	$(BIN)/python -m stages.assemble --kermany $(KERMANY) --hannover $(HANNOVER) --sums sources/SHA256SUMS --out data
 	PATH="$(BIN):$$PATH" dvc add data
 	@echo "data/ assembled and tracked: git add data.dvc sources && git commit -m 'The study data', then dvc repro"
 
-# Once, by the first person to download a source whose line in sources/SHA256SUMS says UNKNOWN.
+# Only when `make study-data` refused the Kermany download as differing from its pin, and you checked
+# the download as the refusal says: its sha256 becomes the pin. Then commit sources/SHA256SUMS.
 pin-sources: $(STAMP)
-	$(BIN)/python -m tools.pin_sources sources/SHA256SUMS
+	$(BIN)/python -m tools.pin_sources sources/SHA256SUMS $(KERMANY)
 
 # -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)

@@ -1,5 +1,6 @@
-"""Step `assemble` of `make study-data`: the study's two public sources (DVC imports, checked
-against their pinned sha256) -> data/ in the manifest layout, with SOURCES.csv (docs/study-data.md).
+"""Step `assemble` of `make study-data`: the study's two public sources (DVC imports: Kermany's zip
+checked against its pinned sha256, the Hannover repository's files imported at one git commit) ->
+data/ in the manifest layout, with SOURCES.csv (docs/study-data.md).
 
 Not a dvc.yaml stage: its output is tracked as data.dvc, the file a user's own data also makes, so
 the two ways in cannot collide (DVC refuses an output declared twice)."""
@@ -18,8 +19,12 @@ from stages.lib.study.assembly import assemble
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kermany", required=True, type=Path, help="ChestXRay2017.zip, as imported")
-    parser.add_argument("--hannover", required=True, type=Path, help="the Hannover repository's git archive, imported")
-    parser.add_argument("--sums", required=True, type=Path, help="the pinned sha256 of each source (SHA256SUMS)")
+    parser.add_argument(
+        "--hannover", required=True, type=Path, help="folder of the Hannover repository's png/ and data.csv, imported"
+    )
+    parser.add_argument(
+        "--sums", required=True, type=Path, help="the pinned sha256 of each downloaded file (SHA256SUMS)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="data folder to write (replaced whole)")
     args = parser.parse_args()
     cfg = load_params()

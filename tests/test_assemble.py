@@ -1,6 +1,7 @@
 """The study's data from its two public sources (`make study-data`), proven on tiny stand-ins with
-the real archives' folder and file-name patterns: labels, frontal and post-admission Hannover films,
-whole patients, exact duplicates dropped, licences, the same bytes twice, pins that refuse by name."""
+the real sources' folder and file-name patterns: labels, frontal and post-admission Hannover films,
+whole patients, exact duplicates dropped, licences, the same bytes twice, pins that refuse by name
+(Kermany's sha256; the Hannover imports' git commit)."""
 
 import csv
 import hashlib
@@ -9,7 +10,6 @@ import json
 import re
 import shutil
 import sys
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -27,11 +27,11 @@ from stages.lib.data.layouts import detect_layout, read_layout
 from stages.lib.params.schema import Assemble, Data, Preprocess
 from stages.lib.report.summary import sources_lines
 from stages.lib.study.assembly import assemble, cap
-from stages.lib.study.sources import Film
+from stages.lib.study.sources import HANNOVER_IMPORTS, Film, import_origin
 from tools.pin_sources import pin
 
-KERMANY, HANNOVER = "ChestXRay2017.zip", "covid-19-image-repository.tar.gz"
-HANNOVER_ROOT = "covid-19-image-repository-ad7ab099b425f16e06bba22322336b7d6a732965"
+KERMANY, HANNOVER = "ChestXRay2017.zip", "covid-19-image-repository"  # the zip; the folder of png/ and data.csv
+COMMIT = "a9842c3b52767f048d67adf0d85f2c440b9b3d25"
 DUPLICATE = "chest_xray/test/NORMAL/IM-0009-0001.jpeg"  # the same bytes as chest_xray/train/NORMAL/IM-0001-0001.jpeg
 
 
@@ -91,7 +91,8 @@ def write_kermany(path: Path) -> None:
             z.writestr(name, data)
 
 
-def write_hannover(path: Path, extra: bytes = b"") -> None:
+def write_hannover(folder: Path) -> None:
+    """The repository's png/ and data.csv, as `dvc import` (or a git checkout) leaves them."""
     rows = hannover_rows()
     table = io.StringIO()
     writer = csv.DictWriter(
@@ -102,13 +103,18 @@ def write_hannover(path: Path, extra: bytes = b"") -> None:
     )
     writer.writeheader()
     writer.writerows(rows)
-    files = {f"{HANNOVER_ROOT}/data.csv": table.getvalue().encode(), f"{HANNOVER_ROOT}/readme.md": b"# repo" + extra}
-    files.update({f"{HANNOVER_ROOT}/png/{r['image_id']}.png": film(1000 + i, "PNG") for i, r in enumerate(rows)})
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    (folder / "png").mkdir(parents=True, exist_ok=True)
+    (folder / "data.csv").write_text(table.getvalue())
+    for i, r in enumerate(rows):
+        (folder / "png" / f"{r['image_id']}.png").write_bytes(film(1000 + i, "PNG"))
+
+
+def write_imports(folder: Path, url: str, rev: str, rev_lock: str | None = None) -> None:
+    """The .dvc files `dvc import --rev <rev> <url> <part>` writes for png/ and data.csv (DVC's format)."""
+    for part in HANNOVER_IMPORTS:
+        repo = {"url": url, "rev": rev, "rev_lock": rev if rev_lock is None else rev_lock}
+        stage = {"frozen": True, "deps": [{"path": part, "repo": repo}], "outs": [{"hash": "md5", "path": part}]}
+        (folder / f"{part}.dvc").write_text(yaml.safe_dump(stage, sort_keys=False))
 
 
 def sha(path: Path) -> str:
@@ -121,9 +127,8 @@ def sources(tmp_path) -> Path:
     folder.mkdir()
     write_kermany(folder / KERMANY)
     write_hannover(folder / HANNOVER)
-    (folder / "SHA256SUMS").write_text(
-        f"# pins\n{sha(folder / KERMANY)}  {KERMANY}\n{sha(folder / HANNOVER)}  {HANNOVER}\n"
-    )
+    write_imports(folder / HANNOVER, "https://github.com/ml-workgroup/covid-19-image-repository", COMMIT)
+    (folder / "SHA256SUMS").write_text(f"# pins\n{sha(folder / KERMANY)}  {KERMANY}\n")
     return folder
 
 
@@ -198,6 +203,13 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
             else ("hannover", "CC BY 3.0", "10.6084/m9.figshare.12275009")
         )
         assert p == f"images/{r['dataset']}/{r['original']}" and r["sha256"] == sha(data / p)
+        # a Hannover film: its repository and commit, as the .dvc files lock them; Kermany's zip has no commit
+        assert (r["url"], r["commit"]) == (
+            ("", "") if kermany else ("https://github.com/ml-workgroup/covid-19-image-repository", COMMIT)
+        )
+    assert "images/hannover/png/000aaaaa.png" in origins
+    assert summary["sources"]["kermany"]["sha256"] == sha(sources / KERMANY)
+    assert summary["sources"]["hannover"]["commit"] == COMMIT
 
     # preprocess reads it, finds no patient shared between splits, and its data report cites both datasets.
     report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", Preprocess(img_size=32), Data(min_val=4))
@@ -220,27 +232,66 @@ def test_the_assembled_folder_is_a_manifest_with_labels_whole_patients_licences_
     assert tree(tmp_path / "again") == tree(data)
 
 
-def test_a_changed_or_unpinned_source_is_refused_by_name_and_the_earlier_data_stay(sources, tmp_path):
+def test_a_changed_or_unpinned_source_is_refused_in_one_line_and_the_earlier_data_stay(sources, tmp_path):
     data = tmp_path / "data"
     build(sources, data)
     before = tree(data)
-    write_hannover(sources / HANNOVER, extra=b" changed upstream")
-    with pytest.raises(
-        UserError,
-        match=rf"^Hannover COVID-19 source \({re.escape(str(sources / HANNOVER))}\): sha256 "
-        rf"[0-9a-f]{{64}} differs from the pinned",
-    ):
-        build(sources, data)
-    sums = sources / "SHA256SUMS"
-    sums.write_text(sums.read_text().replace(sha(sources / KERMANY), "UNKNOWN"))
-    with pytest.raises(UserError, match=r"^Kermany 2018 source .* has no pinned sha256 yet .*make pin-sources"):
-        build(sources, data)
-    assert tree(data) == before
+    sums, zipped, folder = sources / "SHA256SUMS", sources / KERMANY, sources / HANNOVER
 
-    pinned = pin(sums)  # the first downloader's step: UNKNOWN lines only; a known pin is never changed
-    assert pinned == [KERMANY] and f"{sha(sources / KERMANY)}  {KERMANY}" in sums.read_text()
-    with pytest.raises(UserError, match="Hannover COVID-19 source"):
-        build(sources, data)
+    def refused(pattern: str) -> str:
+        with pytest.raises(UserError, match=pattern) as err:
+            build(sources, data)
+        assert "\n" not in str(err.value) and tree(data) == before
+        return str(err.value)
+
+    # Kermany's zip changed at its URL: what to check, and the command that re-pins it.
+    with zipfile.ZipFile(zipped, "a") as z:
+        z.writestr("chest_xray/train/NORMAL/IM-0999-0001.jpeg", film(999))
+    message = refused(
+        rf"^Kermany 2018 source \({re.escape(str(zipped))}\): sha256 {sha(zipped)} differs from the pin "
+        rf"[0-9a-f]{{64}} in {re.escape(str(sums))}, refused; check the download \(5,856 films under chest_xray/"
+    )
+    assert "a second download gives the same sum" in message and "`make pin-sources` pins it" in message
+    sums.write_text("# pins\n")
+    refused(r"^Kermany 2018 source .*: sha256 [0-9a-f]{64} has no pin in .*make pin-sources")
+    sums.write_text(f"UNKNOWN  {KERMANY}\n")  # a pin is a sha256, nothing else
+    refused(rf"^{re.escape(str(sums))}:1: expected '<sha256>  <file>', got 'UNKNOWN  {KERMANY}'$")
+    assert pin(sums, [zipped]) == [KERMANY] and sums.read_text() == f"{sha(zipped)}  {KERMANY}\n"
+
+    # The Hannover imports: at one full commit, or refused (a branch or tag moves under `dvc update`).
+    url = "https://github.com/ml-workgroup/covid-19-image-repository"
+    write_imports(folder, url, "master", rev_lock=COMMIT)
+    refused(
+        rf"^Hannover COVID-19 source: {re.escape(str(folder / 'png.dvc'))} imports at rev master \(rev_lock {COMMIT}\)"
+    )
+    write_imports(folder, url, COMMIT[:7], rev_lock=COMMIT)
+    refused(
+        rf"imports at rev a9842c3 .*not at one full commit, which can move silently; `cd {re.escape(str(sources))} "
+        r"&& dvc update --rev <40-hex commit> covid-19-image-repository/png\.dvc covid-19-image-repository/data\.csv\.dvc`$"
+    )
+    write_imports(folder, url, COMMIT)
+    (folder / "data.csv.dvc").write_text((folder / "data.csv.dvc").read_text().replace(COMMIT, "f" * 40))
+    refused(rf"^Hannover COVID-19 source: the imports in .* are at different commits \({COMMIT}, {'f' * 40}\)")
+    (folder / "png.dvc").unlink()
+    refused(r"png\.dvc is missing or is no `dvc import` of a git repository")
+    write_imports(folder, url, COMMIT)
+    (folder / "png" / "000aaaaa.png").unlink()
+    refused(r"^Hannover source .*: data.csv lists 000aaaaa, but png/000aaaaa.png is not there$")
+
+
+def test_pin_sources_pins_the_files_named_and_keeps_every_other_line(tmp_path):
+    (tmp_path / "a.zip").write_bytes(b"a")
+    (tmp_path / "b.zip").write_bytes(b"b")
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"# why\n{'0' * 64}  a.zip\n{'1' * 64}  b.zip\n")
+    assert pin(sums, [tmp_path / "a.zip"]) == ["a.zip"]
+    assert sums.read_text() == f"# why\n{'1' * 64}  b.zip\n{sha(tmp_path / 'a.zip')}  a.zip\n"
+    with pytest.raises(UserError, match="c.zip missing: `make study-data` downloads it"):
+        pin(sums, [tmp_path / "c.zip"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.zip").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"other/a.zip not beside .*SHA256SUMS"):
+        pin(sums, [tmp_path / "other" / "a.zip"])
 
 
 def test_a_data_folder_not_assembled_here_is_never_replaced(sources, tmp_path):
@@ -269,59 +320,132 @@ def test_caps_draw_whole_patients_with_the_seed():
     assert cap(films, caps, seed=0) == kept and cap(films, caps, seed=1) != kept
 
 
-def test_the_committed_imports_pin_versioned_urls_that_the_makefile_assembles():
+def test_the_committed_imports_pin_a_versioned_url_and_a_commit_and_no_pin_is_left_to_fill():
+    sources = ROOT / "sources"
+    kermany = yaml.safe_load((sources / f"{KERMANY}.dvc").read_text())  # `dvc import-url`, pinned by its sha256
+    assert kermany["frozen"] and kermany["outs"][0]["path"] == KERMANY
+    assert re.fullmatch(
+        r"https://data\.mendeley\.com/public-files/datasets/rscbjbr9sj/files/[0-9a-f-]{36}/\w+",
+        import_origin(sources / KERMANY)[0],
+    )
+    pins = [line for line in (sources / "SHA256SUMS").read_text().splitlines() if not line.startswith("#")]
+    assert [re.sub("^[0-9a-f]{64}  ", "<sha256>  ", line) for line in pins] == [f"<sha256>  {KERMANY}"]  # no UNKNOWN
+    for part in HANNOVER_IMPORTS:  # `dvc import` from the git repository: the commit is the pin
+        stage = yaml.safe_load((sources / HANNOVER / f"{part}.dvc").read_text())
+        assert stage["frozen"] and stage["outs"][0]["path"] == part and stage["deps"][0]["path"] == part
+        assert stage["deps"][0]["repo"] == {
+            "url": "https://github.com/ml-workgroup/covid-19-image-repository",
+            "rev": COMMIT,  # release 2.0, the last commit to change png/ and data.csv
+            "rev_lock": COMMIT,
+        }
+    # sources/ is a DVC project of its own (a git import's status clones its repository); the Makefile
+    # updates every import there and assembles from them.
+    assert (sources / ".dvc" / "config").is_file()
     makefile = (ROOT / "Makefile").read_text()
-    for name, url in (
-        (KERMANY, r"https://data\.mendeley\.com/public-files/datasets/rscbjbr9sj/files/[0-9a-f-]{36}/"),
-        (HANNOVER, r"https://github\.com/ml-workgroup/covid-19-image-repository/archive/[0-9a-f]{40}\.tar\.gz"),
-    ):
-        stage = yaml.safe_load((ROOT / "sources" / f"{name}.dvc").read_text())
-        assert stage["frozen"] and stage["outs"][0]["path"] == name
-        assert re.match(url, stage["deps"][0]["path"]), stage["deps"][0]["path"]
-        assert f"sources/{name}" in makefile
-        assert re.search(
-            rf"^([0-9a-f]{{64}}|UNKNOWN)  {re.escape(name)}$", (ROOT / "sources" / "SHA256SUMS").read_text(), re.M
-        )
+    assert 'cd sources && PATH="$(BIN):$$PATH" dvc update --recursive .' in makefile
+    assert f"KERMANY := sources/{KERMANY}" in makefile and f"HANNOVER := sources/{HANNOVER}" in makefile
     top = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = [o if isinstance(o, str) else next(iter(o)) for s in top.values() for o in s.get("do", s).get("outs", [])]
     assert "data" not in outs  # data/ is data.dvc's, whichever way it came: `dvc add data` never collides
 
 
+def git_commit(repo: Path, message: str, *flags: str) -> str:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", *flags, "-m", message], repo)
+    return run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+
+
+def set_rev(folder: Path, commit: str) -> None:
+    """What `dvc update --rev <commit>` writes into each import (the test has no second download to wait for)."""
+    for part in HANNOVER_IMPORTS:
+        stage = yaml.safe_load((folder / f"{part}.dvc").read_text())
+        stage["deps"][0]["repo"].update(rev=commit, rev_lock=commit)
+        (folder / f"{part}.dvc").write_text(yaml.safe_dump(stage, sort_keys=False))
+
+
 @pytest.mark.slow
-def test_make_study_data_imports_checks_assembles_and_tracks_data_with_dvc(tmp_path):
-    """The documented command, on stand-ins imported with `dvc import-url --no-exec` from local paths:
-    data.dvc tracks a manifest preprocess reads; a source changed upstream is refused by name."""
-    upstream = tmp_path / "upstream"
-    upstream.mkdir()
-    write_kermany(upstream / KERMANY)
-    write_hannover(upstream / HANNOVER)
+def test_make_study_data_imports_at_the_pinned_commit_checks_assembles_and_tracks_data_with_dvc(tmp_path):
+    """The documented command, offline: a local git repository stands in for GitHub (`dvc import`), a
+    local zip for Mendeley (`dvc import-url`). data.dvc tracks a manifest preprocess reads; the commit
+    in the .dvc files decides data/; an upstream edit never comes in silently; a changed zip is refused."""
+    upstream = tmp_path / "upstream"  # GitHub's stand-in: png/ and data.csv as plain git files
+    write_hannover(upstream)
+    run(["git", "init", "-q"], upstream)
+    first = git_commit(upstream, "data upload")
+    write_kermany(tmp_path / KERMANY)
     proj = tmp_path / "proj"  # the files `make study-data` reads; no dvc.yaml, so each DVC call is quick
     proj.mkdir()
     for name in ("Makefile", "params.yaml"):
         shutil.copy2(ROOT / name, proj / name)
-    shutil.copytree(ROOT / "sources", proj / "sources")
+    shutil.copytree(ROOT / "sources", proj / "sources", ignore=shutil.ignore_patterns("tmp", "cache"))
     run(["git", "init", "-q"], proj)
     run(["dvc", "init", "-q"], proj)
-    for name in (KERMANY, HANNOVER):
-        run(["dvc", "import-url", "-q", "--no-exec", "--force", str(upstream / name), f"sources/{name}"], proj)
-    (proj / "sources" / "SHA256SUMS").write_text(
-        f"{sha(upstream / KERMANY)}  {KERMANY}\n{sha(upstream / HANNOVER)}  {HANNOVER}\n"
-    )
+    src = proj / "sources"
+    run(["dvc", "import-url", "-q", "--no-exec", "--force", str(tmp_path / KERMANY), KERMANY], src)
+    for part in HANNOVER_IMPORTS:
+        run(
+            [
+                "dvc",
+                "import",
+                "-q",
+                "--no-exec",
+                "--force",
+                "--rev",
+                first,
+                str(upstream),
+                part,
+                "-o",
+                f"{HANNOVER}/{part}",
+            ],
+            src,
+        )
+    (src / "SHA256SUMS").write_text(f"{sha(tmp_path / KERMANY)}  {KERMANY}\n")
     make = ["make", "study-data", f"VENV={Path(sys.prefix)}", "STAMP="]
+    data = proj / "data"
     run(make, proj)
     tracked = yaml.safe_load((proj / "data.dvc").read_text())["outs"][0]
-    assert tracked["path"] == "data" and detect_layout(proj / "data") == "manifest"
-    assert json.loads((proj / "data" / "assembly.json").read_text())["sources"]["hannover"]["url"] == str(
-        upstream / HANNOVER
-    )
+    assert tracked["path"] == "data" and detect_layout(data) == "manifest"
+    hannover = json.loads((data / "assembly.json").read_text())["sources"]["hannover"]
+    assert (hannover["url"], hannover["commit"], hannover["films_kept"]) == (str(upstream), first, 16)
+    assert yaml.safe_load((src / HANNOVER / "png.dvc").read_text())["deps"][0]["repo"]["rev_lock"] == first
+    before = tree(data)
 
-    write_hannover(upstream / HANNOVER, extra=b" changed upstream")  # DVC's update takes it silently; the pin does not
+    # Upstream edits a film in a new commit on its branch: pinned at `first`, nothing of it comes in.
+    edited = f"png/{hannover_rows()[0]['image_id']}.png"
+    (upstream / edited).write_bytes(film(99, "PNG"))
+    second = git_commit(upstream, "a film edited")
+    run(make, proj)
+    assert tree(data) == before and yaml.safe_load((proj / "data.dvc").read_text())["outs"][0] == tracked
+
+    # A different commit in the .dvc files: a different data/, by exactly that film.
+    set_rev(src / HANNOVER, second)
+    run(make, proj)
+    after = tree(data)
+    assert after[f"images/hannover/{edited}"] == film(99, "PNG") != before[f"images/hannover/{edited}"]
+    changed = {k for k in after.keys() | before.keys() if after.get(k) != before.get(k)}
+    assert changed == {f"images/hannover/{edited}", "SOURCES.csv", "assembly.json"}  # its sha256, the commit
+    assert yaml.safe_load((proj / "data.dvc").read_text())["outs"][0]["md5"] != tracked["md5"]
+
+    # The pinned commit's content edited upstream, which rewrites history (amend, then gc): no commit
+    # holds those bytes any more, so the import fails loudly, naming the commit; data/ stays.
+    (upstream / edited).write_bytes(film(98, "PNG"))
+    git_commit(upstream, "a film edited again", "--amend")
+    run(["git", "reflog", "expire", "--expire=now", "--all"], upstream)
+    run(["git", "gc", "-q", "--prune=now"], upstream)
     done = run(make, proj, check=False)
-    assert done.returncode != 0
-    assert re.search(
-        r"error: Hannover COVID-19 source \(sources/covid-19-image-repository\.tar\.gz\): sha256 [0-9a-f]{64} "
-        r"differs from the pinned",
-        done.stderr,
-    ), done.stderr
-    assert yaml.safe_load((proj / "data.dvc").read_text())["outs"][0] == tracked
-    assert (proj / "data" / "manifest.csv").is_file() and not list(proj.glob(".data.*"))  # as it was, no leftovers
+    assert done.returncode != 0 and f"unknown Git revision '{second}'" in done.stderr, done.stderr
+    assert tree(data) == after
+
+    # Kermany's zip changed at its URL: DVC's update takes it silently; the pin refuses it in one line.
+    set_rev(src / HANNOVER, first)
+    with zipfile.ZipFile(tmp_path / KERMANY, "a") as z:
+        z.writestr("chest_xray/train/NORMAL/IM-0999-0001.jpeg", film(999))
+    done = run(make, proj, check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and len(errors) == 1, done.stderr
+    assert re.match(
+        r"error: Kermany 2018 source \(sources/ChestXRay2017\.zip\): sha256 [0-9a-f]{64} differs from the pin .*"
+        r"check the download .*`make pin-sources` pins it",
+        errors[0],
+    ), errors[0]
+    assert tree(data) == after and not list(proj.glob(".data.*"))  # as it was, no leftovers

@@ -23,7 +23,17 @@ from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.layouts import MANIFEST
 from stages.lib.data.records import Sample
 from stages.lib.data.splits import split_off
-from stages.lib.study.sources import DATASETS, SOURCES_CSV, Film, check_pinned, import_url, read_hannover, read_kermany
+from stages.lib.study.sources import (
+    DATASETS,
+    KERMANY_CONTENT,
+    SOURCES_CSV,
+    Film,
+    check_commit,
+    check_pinned,
+    import_origin,
+    read_hannover,
+    read_kermany,
+)
 
 MARKER = ASSEMBLY  # what was kept and why; also says that the folder is ours to replace
 
@@ -99,11 +109,15 @@ def _csv(header: list[str], rows: list[list]) -> str:
 
 
 def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
-    """Check both sources against their pins, then build `out` (replaced whole, or left as it was on
+    """Check both sources against their pins (Kermany's zip: its sha256 in `sums`; the Hannover
+    folder's imports: one full git commit), then build `out` (replaced whole, or left as it was on
     any failure). `a` is params.yaml's `assemble` section. Returns assembly.json's content."""
     sources = {"kermany": kermany, "hannover": hannover}
-    label = {"kermany": "Kermany 2018 source", "hannover": "Hannover COVID-19 source"}
-    pins = {name: check_pinned(label[name], path, sums) for name, path in sources.items()}
+    pins = {
+        "kermany": {"sha256": check_pinned("Kermany 2018 source", kermany, sums, KERMANY_CONTENT)},
+        "hannover": {"commit": check_commit("Hannover COVID-19 source", hannover)},
+    }
+    origins = {"kermany": import_origin(kermany), "hannover": import_origin(hannover / "data.csv")}
     if out.exists() and not (out / MARKER).is_file():
         raise UserError(
             f"{out} exists and was not assembled from the sources (no {out / MARKER}); move it away "
@@ -123,8 +137,8 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
         for f in read:
             if f.path not in kept_paths:
                 (staging / f.path).unlink(missing_ok=True)
-        summary = _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a)
-        _write_tables(staging, kept, splits, {n: import_url(p) for n, p in sources.items()})
+        summary = _summary(sources, pins, origins, read, kept, splits, duplicates, left_out, unique, a)
+        _write_tables(staging, kept, splits, origins)
         (staging / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         _swap_in(staging, out)
     finally:
@@ -132,20 +146,21 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
     return summary
 
 
-def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], urls: dict[str, str]) -> None:
+def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], origins: dict[str, tuple]) -> None:
+    """manifest.csv, and SOURCES.csv: each film's source (URL, and the git commit of a `dvc import`)."""
     manifest = [[f.path, f.label, splits[f.path], f.patient] for f in kept]
     (staging / MANIFEST).write_text(_csv(["path", "label", "split", "patient_id"], manifest), encoding="utf-8")
-    origins = [
-        [f.path, f.dataset, f.original, urls[f.dataset], DATASETS[f.dataset].doi, DATASETS[f.dataset].licence, f.sha256]
+    rows = [
+        [f.path, f.dataset, f.original, *origins[f.dataset], DATASETS[f.dataset].doi, DATASETS[f.dataset].licence]
+        + [f.sha256]
         for f in kept
     ]
-    (staging / SOURCES_CSV).write_text(
-        _csv(["path", "dataset", "original", "url", "doi", "licence", "sha256"], origins), encoding="utf-8"
-    )
+    header = ["path", "dataset", "original", "url", "commit", "doi", "licence", "sha256"]
+    (staging / SOURCES_CSV).write_text(_csv(header, rows), encoding="utf-8")
 
 
 # params: the result of each step of the assembly, summarised together.
-def _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
+def _summary(sources, pins, origins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
     counts = {
         s: dict(
             sorted(
@@ -158,8 +173,8 @@ def _summary(sources, pins, read, kept, splits, duplicates, left_out, unique, a)
         "sources": {
             n: {
                 "file": str(p),
-                "sha256": pins[n],
-                "url": import_url(p),
+                **pins[n],
+                "url": origins[n][0],
                 "doi": DATASETS[n].doi,
                 "licence": DATASETS[n].licence,
                 "citation": DATASETS[n].citation,

@@ -1,12 +1,13 @@
-"""The study's two public sources: who made them, under which licence, their pinned sha256, and
-their films read out of the archives as DVC imports them (docs/study-data.md).
+"""The study's two public sources: who made them, under which licence, what pins them, and their
+films read as DVC imports them (docs/study-data.md).
 
-- Kermany et al. 2018 (Mendeley Data v2, CC BY 4.0): ChestXRay2017.zip, `.../{train,test}/NORMAL/`
-  and `.../PNEUMONIA/`; the class comes from the file name (`_bacteria_`, `_virus_`, NORMAL) and the
-  patient from `personN_` or `IM-NNNN`.
-- Hannover Medical School COVID-19 Image Repository (CC BY 3.0): a git archive holding `png/` and
-  `data.csv`; every film is a COVID-19 patient's, kept when frontal (AP/PA) and taken on or after
-  the day of admission (`admission_offset <= 0`).
+- Kermany et al. 2018 (Mendeley Data v2, CC BY 4.0): ChestXRay2017.zip (`dvc import-url`, pinned by
+  its sha256 in SHA256SUMS), `.../{train,test}/NORMAL/` and `.../PNEUMONIA/`; the class comes from
+  the file name (`_bacteria_`, `_virus_`, NORMAL) and the patient from `personN_` or `IM-NNNN`.
+- Hannover Medical School COVID-19 Image Repository (CC BY 3.0): `png/` and `data.csv` of its git
+  repository (`dvc import` at a full commit, which names their content exactly: the commit is the
+  pin); every film is a COVID-19 patient's, kept when frontal (AP/PA) and taken on or after the day
+  of admission (`admission_offset <= 0`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import csv
 import hashlib
 import io
 import re
-import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,9 @@ import yaml
 
 from stages.lib.core.errors import UserError
 
-UNKNOWN = "UNKNOWN"  # a pin line not filled yet (tools/pin_sources.py fills it from the first download)
-PIN_LINE = re.compile(r"^([0-9a-f]{64}|UNKNOWN) [ *](\S+)$")
+PIN_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")  # sha256sum's format
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a full git commit: a branch or tag can move, a commit cannot
+HANNOVER_IMPORTS = ("png", "data.csv")  # what `dvc import` takes from the repository, one .dvc file each
 FRONTAL = {"ap", "pa"}
 # data.csv's admission_offset is days from the exam to the COVID-19 admission (-4: admitted 4 days
 # before the film). A film taken before that admission may predate the infection: not surely positive.
@@ -63,7 +64,7 @@ DATASETS = {
 class Film:
     path: str  # where it goes under the output folder
     dataset: str  # a DATASETS key
-    original: str  # its path inside the source archive
+    original: str  # its path inside the source (the zip, the repository)
     label: str  # one of the study's classes
     patient: str  # dataset-prefixed, so two sources' ids never meet
     sha256: str  # of its bytes: exact duplicates share it
@@ -77,59 +78,92 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def read_pins(sums: Path) -> dict[str, str | None]:
-    """{file name: sha256, or None where the line says UNKNOWN} from a sha256sum-style file."""
+def read_pins(sums: Path) -> dict[str, str]:
+    """{file name: sha256} from a sha256sum-style file (comment lines start with #)."""
     try:
         lines = sums.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as err:
-        raise UserError(f"{sums} not found; it pins each source's sha256 (docs/study-data.md)") from err
+        raise UserError(f"{sums} not found; it pins each downloaded source's sha256 (docs/study-data.md)") from err
     pins = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.startswith("#"):
             continue
         m = PIN_LINE.match(line)
         if m is None:
-            raise UserError(f"{sums}:{number}: expected '<sha256>  <file>' or 'UNKNOWN  <file>', got {line!r}")
-        pins[m[2]] = None if m[1] == UNKNOWN else m[1]
+            raise UserError(f"{sums}:{number}: expected '<sha256>  <file>', got {line!r}")
+        pins[m[2]] = m[1]
     return pins
 
 
-def check_pinned(name: str, path: Path, sums: Path) -> str:
-    """`path`'s sha256 when it is the one `sums` pins; otherwise a UserError naming the source. DVC's
-    `update` accepts whatever the URL now serves, so this is what stops changed bytes."""
+def check_pinned(name: str, path: Path, sums: Path, content: str) -> str:
+    """`path`'s sha256 when it is the one `sums` pins; otherwise a UserError naming the source, what a
+    right download holds (`content`) and the command that re-pins it. DVC's `update` accepts whatever
+    the URL now serves, so this is what stops changed bytes."""
     pins = read_pins(sums)
-    if path.name not in pins:
-        raise UserError(
-            f"{name} ({path}): no line for {path.name} in {sums}; add one ('UNKNOWN  {path.name}' "
-            "until its sum is known)"
-        )
     if not path.is_file():
-        raise UserError(f"{name} ({path}) is missing; download it with `dvc update {path}.dvc` (make study-data)")
+        raise UserError(f"{name} ({path}) is missing; `make study-data` downloads it")
     actual = sha256_file(path)
-    if pins[path.name] is None:
+    if pins.get(path.name) != actual:
+        pinned = f"differs from the pin {pins[path.name]}" if path.name in pins else "has no pin"
         raise UserError(
-            f"{name} ({path}) has no pinned sha256 yet (UNKNOWN in {sums}); its sha256 is {actual}: "
-            "if the download is the right one, `make pin-sources` writes it; commit the file"
-        )
-    if actual != pins[path.name]:
-        raise UserError(
-            f"{name} ({path}): sha256 {actual} differs from the pinned {pins[path.name]} in {sums}; "
-            "the source changed: refusing it (docs/study-data.md says what to do)"
+            f"{name} ({path}): sha256 {actual} {pinned} in {sums}, refused; check the download ({content}; "
+            f"a second download gives the same sum), then `make pin-sources` pins it and you commit {sums}"
         )
     return actual
 
 
-def import_url(path: Path) -> str:
-    """The URL (or path) `path`'s DVC import file downloads it from: one place holds each URL."""
-    stage = yaml.safe_load(Path(f"{path}.dvc").read_text(encoding="utf-8")) if Path(f"{path}.dvc").is_file() else None
-    deps = (stage or {}).get("deps") or [{}]
-    return str(deps[0].get("path", ""))
+def import_stage(dvcfile: Path) -> dict:
+    """A DVC import file's content; {} when there is none."""
+    return (yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}) if dvcfile.is_file() else {}
 
 
-# --- reading the archives ------------------------------------------------------------------------
+def import_origin(path: Path) -> tuple[str, str | None]:
+    """(URL, git commit) `path` is imported from, read from its .dvc file (one place holds each URL):
+    a git repository at `rev_lock` (`dvc import`), or a URL and None (`dvc import-url`)."""
+    dep = (import_stage(Path(f"{path}.dvc")).get("deps") or [{}])[0]
+    if "repo" in dep:
+        return str(dep["repo"].get("url", "")), dep["repo"].get("rev_lock")
+    return str(dep.get("path", "")), None
+
+
+def check_commit(name: str, folder: Path) -> str:
+    """The full git commit that each of `folder`'s imports (HANNOVER_IMPORTS) is locked at: it names
+    their content exactly, so it is their pin. Refused: an import missing, one at a branch or tag
+    (`dvc update` would follow it silently), or two commits."""
+    commits = set()
+    for part in HANNOVER_IMPORTS:
+        dvcfile = folder / f"{part}.dvc"
+        repo = (import_stage(dvcfile).get("deps") or [{}])[0].get("repo")
+        if repo is None:
+            raise UserError(
+                f"{name}: {dvcfile} is missing or is no `dvc import` of a git repository; `git checkout {dvcfile}`"
+            )
+        rev, lock = str(repo.get("rev", "")), str(repo.get("rev_lock", ""))
+        if not COMMIT.fullmatch(rev) or lock != rev:
+            raise UserError(
+                f"{name}: {dvcfile} imports at rev {rev or 'none'} (rev_lock {lock or 'none'}), not at one full "
+                f"commit, which can move silently; {_update_at_commit(folder)}"
+            )
+        commits.add(rev)
+    if len(commits) > 1:
+        raise UserError(
+            f"{name}: the imports in {folder} are at different commits ({', '.join(sorted(commits))}); "
+            + _update_at_commit(folder)
+        )
+    return commits.pop()
+
+
+def _update_at_commit(folder: Path) -> str:
+    """The command that puts both imports at one commit (in sources/, their DVC project)."""
+    dvcfiles = " ".join(f"{folder.name}/{part}.dvc" for part in HANNOVER_IMPORTS)
+    return f"`cd {folder.parent} && dvc update --rev <40-hex commit> {dvcfiles}`"
+
+
+# --- reading the sources -------------------------------------------------------------------------
 
 KERMANY_MEMBER = re.compile(r"(?:^|/)(?:train|test|val)/(normal|pneumonia)/([^/]+)$", re.IGNORECASE)
 KERMANY_PATIENT = re.compile(r"(person\d+)_|(?:normal2-)?(im-\d+)", re.IGNORECASE)
+KERMANY_CONTENT = "5,856 films under chest_xray/train and chest_xray/test"  # Mendeley v2's count, for a check
 
 
 def _skipped(member: str) -> bool:
@@ -177,28 +211,21 @@ def read_kermany(archive: Path, out: Path) -> list[Film]:
     return films
 
 
-def read_hannover(archive: Path, out: Path) -> tuple[list[Film], dict[str, list[str]]]:
-    """The frontal films taken on or after admission, written under out/images/hannover/<path in the
-    archive>, and the films left out, by reason."""
+def read_hannover(folder: Path, out: Path) -> tuple[list[Film], dict[str, list[str]]]:
+    """The frontal films taken on or after admission, from `folder` (the repository's `png/` and
+    `data.csv`, as imported), written under out/images/hannover/png/, and the films left out, by reason."""
+    table = folder / "data.csv"
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise UserError(
-            f"Hannover source {archive}: not a readable tar archive ({err}); delete it and download it again"
-        ) from err
-    tables = sorted(name for name in files if name.split("/")[-1] == "data.csv" and name.count("/") <= 1)
-    if len(tables) != 1:
-        raise UserError(f"Hannover source {archive}: expected one data.csv at its top, found {len(tables) or 'none'}")
-    root = tables[0].rpartition("/")[0]
-    rows = list(csv.DictReader(io.StringIO(files[tables[0]].decode("utf-8-sig"))))
+        rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8-sig"))))
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"Hannover source {table}: cannot read it ({err}); `make study-data` imports it again") from err
     needed = {"patient_id", "image_id", "projection", "admission_offset"}
     lacking = sorted(needed - set(rows[0] if rows else ()))
     if not rows or lacking:
-        raise UserError(f"Hannover source {archive}: data.csv has no rows or lacks {', '.join(lacking)}")
+        raise UserError(f"Hannover source {table}: no rows, or no column {', '.join(lacking)}")
     films, left_out = [], {"not frontal": [], "before admission or no admission offset": []}
     for row in sorted(rows, key=lambda r: r["image_id"]):
-        member = f"{root}/png/{row['image_id']}.png" if root else f"png/{row['image_id']}.png"
+        member = f"png/{row['image_id']}.png"
         if row["projection"].strip().lower() not in FRONTAL:
             left_out["not frontal"].append(member)
         elif (
@@ -206,10 +233,11 @@ def read_hannover(archive: Path, out: Path) -> tuple[list[Film], dict[str, list[
             or int(row["admission_offset"]) > MAX_ADMISSION_OFFSET
         ):
             left_out["before admission or no admission offset"].append(member)
-        elif member not in files:
-            raise UserError(f"Hannover source {archive}: data.csv lists {row['image_id']}, but {member} is not in it")
+        elif not (folder / member).is_file():
+            raise UserError(f"Hannover source {folder}: data.csv lists {row['image_id']}, but {member} is not there")
         else:
-            films.append(_write(out, "hannover", member, files[member], "COVID-19", f"hannover:{row['patient_id']}"))
+            data = (folder / member).read_bytes()
+            films.append(_write(out, "hannover", member, data, "COVID-19", f"hannover:{row['patient_id']}"))
     return films, left_out
 
 
