@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from stages.lib.core.errors import UserError, cli
+from stages.lib.core.files import read_json
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.model.prediction import predict_images
 from stages.lib.results import posthoc
@@ -103,11 +104,8 @@ def main() -> None:
         args.workers,
         args.ood,
     )
-    fit = (
-        f" (temperature, prediction sets and flags from {posthoc.sidecar_path(args.model)})"
-        if posthoc.sidecar_path(args.model).is_file()
-        else ""
-    )
+    sidecar = posthoc.sidecar_path(args.model)
+    fit = f" ({posthoc.describe(read_json(sidecar), str(sidecar))})" if sidecar.is_file() else ""
     print(
         f"{done} images classified with {args.model}{fit} -> {args.out}"
         + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else "")
