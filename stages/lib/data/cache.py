@@ -29,7 +29,7 @@ from stages.lib.core.pool_workers import die_with_parent
 from stages.lib.core.provenance import data_hash, stamp
 from stages.lib.core.staging import staging_dir
 from stages.lib.data import build_timer
-from stages.lib.data.cache_writer import Staged, swap_in, write_split
+from stages.lib.data.cache_writer import Staged, space_needed, swap_in, write_split
 from stages.lib.data.dataset import file_records
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.data.layouts import detect_layout, read_layout
@@ -144,9 +144,9 @@ def build_cache(
         raise UserError(f"data folder {data_dir} not found; put your dataset there (see README) or run make demo")
     layout, given, repeats, skipped = _listed(data_dir, d)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with staging_dir(out_dir, 0o777 & ~umask()) as staging:
-        missing = {e.path for e in skipped}
-        todo = [s for ss in given.values() for s in ss if s.path not in missing]
+    missing = {e.path for e in skipped}
+    todo = [s for ss in given.values() for s in ss if s.path not in missing]
+    with staging_dir(out_dir, 0o777 & ~umask()) as staging, space_needed(out_dir, len(todo), p.img_size):
         with build_timer.timed("decode_wall"):
             images, facts, bad = decode_all(todo, staging / "all.npy", p, d, workers)
         skipped += bad
