@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib.core.errors import UserError, cli
+from stages.lib.core.errors import Interrupted, UserError, cli
 from stages.lib.core.files import read_json
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.model.prediction import predict_images
@@ -92,18 +92,21 @@ def main() -> None:
     for name in ("batch_size", "max_pixels"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    done, skipped = predict_images(
-        args.model,
-        args.images,
-        args.out,
-        args.submission,
-        args.tta,
-        args.batch_size,
-        args.max_pixels,
-        args.on_bad_image,
-        args.workers,
-        args.ood,
-    )
+    try:
+        done, skipped = predict_images(
+            args.model,
+            args.images,
+            args.out,
+            args.submission,
+            args.tta,
+            args.batch_size,
+            args.max_pixels,
+            args.on_bad_image,
+            args.workers,
+            args.ood,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} unchanged, nothing written") from None
     sidecar = posthoc.sidecar_path(args.model)
     fit = f" ({posthoc.describe(read_json(sidecar), str(sidecar))})" if sidecar.is_file() else ""
     print(

@@ -44,7 +44,9 @@ def _full_at_an_index(monkeypatch):
 
 
 @pytest.mark.parametrize("fill", [_full_at_the_3rd_film, _full_at_an_index])
-def test_a_full_disk_while_the_cache_is_written_is_one_line_naming_the_folder_and_the_space(tmp_path, monkeypatch, fill):
+def test_a_full_disk_while_the_cache_is_written_is_one_line_naming_the_folder_and_the_space(
+    tmp_path, monkeypatch, fill
+):
     data, cache = course_tree(tmp_path / "data"), tmp_path / "cache"
     build_cache(data, cache, tmp_path / "report.json", P32, data_params(min_val=1), workers=1)
     before = {f.name: f.read_bytes() for f in cache.iterdir()}

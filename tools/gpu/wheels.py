@@ -53,6 +53,17 @@ def pins(path: Path = LIST) -> list[tuple[str, str, bool]]:
     return out
 
 
+def not_wheels(folder: Path = FOLDER) -> list[str]:
+    """The names of the .whl files in `folder` that are not named as a wheel is (PEP 427): pip refuses them."""
+    out = []
+    for wheel in sorted(folder.glob("*.whl")):
+        try:
+            parse_wheel_filename(wheel.name)
+        except ValueError:
+            out.append(wheel.name)
+    return out
+
+
 def missing(folder: Path = FOLDER, path: Path = LIST) -> list[str]:
     """`name==version` of every pin without exactly one matching wheel in `folder`."""
     found: dict[str, list[str]] = {}

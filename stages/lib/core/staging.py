@@ -11,7 +11,9 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +64,17 @@ def _held(lock: Path) -> bool:
         return True
     finally:
         os.close(fd)  # also releases the lock taken just to test it
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back until the block ends, for steps that must happen together (the old output moved
+    aside, the new one moved in: between them there is none). The main thread only, where Python takes it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)

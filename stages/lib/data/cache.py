@@ -25,7 +25,7 @@ from stages.lib.audit.licences import licences
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask, write_json, write_text
 from stages.lib.core.names import SPLITS, UNLABELED
-from stages.lib.core.pool_workers import die_with_parent
+from stages.lib.core.pool_workers import die_with_parent, ignore_interrupts
 from stages.lib.core.provenance import data_hash, stamp
 from stages.lib.core.staging import staging_dir
 from stages.lib.data import build_timer
@@ -47,6 +47,7 @@ _max_pixels = None
 
 def _init_worker(p: Preprocess, max_pixels: int, parent: int) -> None:
     die_with_parent(parent)
+    ignore_interrupts()
     global _transform, _max_pixels
     _transform, _max_pixels = preprocess_transform(p), max_pixels
 

@@ -16,6 +16,7 @@ from stages.lib.audit.data_report import class_name
 from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_text
+from stages.lib.core.staging import interrupts_held
 from stages.lib.data.dataset import cache_files
 from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.data.records import Sample
@@ -84,14 +85,15 @@ def write_split(
 
 
 def swap_in(staging: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """The staging folder becomes `out_dir`; the old one is moved aside first (Ctrl-C held back meanwhile,
+    so a cache is always there) and removed after."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    with interrupts_held():
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device, or the user's quota reached
