@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stages.lib.core.errors import Interrupted, cli
+
 LIST = Path("tools/gpu/gpu_wheels.txt")
 FOLDER = Path(".whl")
 PYTHON = "3.12"
@@ -134,10 +136,15 @@ def download(folder: Path = FOLDER, path: Path = LIST) -> None:
     print(f"{folder}: {len(listed)} wheels, {size_mb(folder)} MiB (for CPython {PYTHON}, manylinux x86_64)")
 
 
+@cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=FOLDER)
-    download(parser.parse_args().folder)
+    folder = parser.parse_args().folder
+    try:
+        download(folder)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{folder}/ may hold part of the wheels; rerun `make gpu-wheels` to fill it whole") from None
 
 
 if __name__ == "__main__":

@@ -69,12 +69,17 @@ def _held(lock: Path) -> bool:
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
     """Ctrl-C held back until the block ends, for steps that must happen together (the old output moved
-    aside, the new one moved in: between them there is none). The main thread only, where Python takes it."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    aside, the new one moved in: between them there is none). Python runs signal handlers in the main
+    thread, whichever thread the signal reached: there the handler only notes it, and the one before
+    (KeyboardInterrupt) runs at the end."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught = []
+    before = signal.signal(signal.SIGINT, lambda *received: caught.append(received))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGINT, before)
+        if caught and callable(before):
+            before(*caught[0])

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from stages.lib.audit.checks import data_checks
 from stages.lib.audit.data_report import cited_sources
@@ -26,6 +25,7 @@ from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask, write_json, write_text
 from stages.lib.core.names import SPLITS, UNLABELED
 from stages.lib.core.pool_workers import die_with_parent, ignore_interrupts
+from stages.lib.core.progress import progress
 from stages.lib.core.provenance import data_hash, stamp
 from stages.lib.core.staging import staging_dir
 from stages.lib.data import build_timer
@@ -215,17 +215,16 @@ def decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data, 
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels, os.getpid()))
     try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
-        for i, (img, info, seconds) in enumerate(
-            tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)
-        ):
-            if img is None:
-                bad += skip_or_refuse([BadImage(info, samples[i].path)], d.on_bad_image)
-                facts.append(None)
-                images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
-            else:
-                build_timer.seconds.update(seconds)
-                images.append(img)
-                facts.append(info)
+        with progress(results, total=len(samples), desc="preprocess", unit="img") as bar:
+            for i, (img, info, seconds) in enumerate(bar):
+                if img is None:
+                    bad += skip_or_refuse([BadImage(info, samples[i].path)], d.on_bad_image)
+                    facts.append(None)
+                    images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
+                else:
+                    build_timer.seconds.update(seconds)
+                    images.append(img)
+                    facts.append(info)
     except BaseException:
         images.close()
         raise
