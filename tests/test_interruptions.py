@@ -91,7 +91,10 @@ def test_ctrl_c_ends_a_command_with_one_line_saying_what_was_kept_and_exit_130(c
 
     for main, kept in ((stage, KEPT), (knows_its_output, "out.csv unchanged, nothing written")):
         with pytest.raises(SystemExit) as done:
-            main()
+            try:
+                main()
+            except KeyboardInterrupt:
+                pytest.fail("the KeyboardInterrupt reached the user as a traceback")
         assert done.value.code == 130 == EXIT_INTERRUPTED and capsys.readouterr().err == f"interrupted: {kept}\n"
     assert KEPT.startswith("no file is half-written")
 

@@ -113,8 +113,9 @@ def space_needed(out_dir: Path, films: int, size: int) -> Iterator[None]:
         need = 2 * films * size * size  # the staging array and the split arrays copied from it, 1 byte a pixel
         raise UserError(
             f"{cause.strerror} in {out_dir.parent.resolve()} while writing the cache {out_dir}: it needs about "
-            f"{size_text(need)} free there ({films} films of {size}x{size} px, held twice until the splits are written), "
-            f"{size_text(free)} were free at the start; free some space there and rerun (the old cache is unchanged)"
+            f"{size_text(need)} free there ({films} films of {size}x{size} px, held twice until the splits are "
+            f"written), {size_text(free)} were free at the start; free some space there and rerun (the old cache "
+            "is unchanged)"
         ) from err
 
 

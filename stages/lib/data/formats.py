@@ -104,7 +104,7 @@ def check_size(path: Path, width: int, height: int, limit: tuple[int, str]) -> N
 
 
 def article(name: str) -> str:
-    """ "an" before a format name said with a vowel sound (AVIF, ICO, EPS, MPO), else "a" (GIF, WebP, PSD)."""
+    """The article before a format's name: "an" where it starts with a vowel (AVIF, ICO, EPS), else "a" (GIF, WEBP)."""
     return "an" if name[:1].upper() in "AEIOU" else "a"
 
 

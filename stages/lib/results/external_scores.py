@@ -92,8 +92,8 @@ def score(
 ) -> dict:
     """One model on one external set, scored as test is: metrics with CIs (an absent class marked
     absent: metrics.absent_entry), its val fit judged there (temperature before/after, prediction-set
-    coverage, operating points), and the drop from the internal test `test` = (labels, probabilities) (None when test
-    labels are hidden)."""
+    coverage, operating points), and the drop from the internal test `test` = (labels, probabilities)
+    (None when test labels are hidden)."""
     absent = absent_classes(labels, classes)
     present = [k for k, c in enumerate(classes) if c not in absent]
     where = "the external set"
