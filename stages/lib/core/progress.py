@@ -20,16 +20,18 @@ LINE = "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%), {rate_fmt}, {rem
 
 class _Lines:
     """A file for tqdm off a terminal: each redraw ("\\r", the status, padding) becomes one line, its
-    spaces single; blank clears, the newline at the end and a repeat of the last line write nothing."""
+    spaces single; blank clears, the newline at the end and a redraw at the count of the last line
+    (tqdm's closing one) write nothing."""
 
     def __init__(self, file: TextIO):
         self.file, self.last = file, ""
 
     def write(self, text: str) -> None:
         line = " ".join(text.split())
-        if line and line != self.last:
+        count = line.split(" (")[0]  # "predict: 8/8 img"
+        if line and count != self.last:
             self.file.write(line + "\n")
-            self.last = line
+            self.last = count
 
     def flush(self) -> None:
         self.file.flush()
