@@ -209,7 +209,7 @@ def progress_lines(err: str, desc: str) -> list[tuple[int, int]]:
     """(count, total) of each progress line of `desc` in stderr; every line of it must be whole."""
     assert "\r" not in err
     found = [m for m in map(PROGRESS.fullmatch, err.splitlines()) if m and m.group(1) == desc]
-    assert len(found) == sum(line.startswith(f"{desc}: ") for line in err.splitlines())
+    assert len(found) == sum(line.startswith(f"{desc}: ") for line in err.splitlines()), err
     return [(int(m.group(2)), int(m.group(3))) for m in found]
 
 
@@ -250,5 +250,6 @@ def test_off_a_terminal_preprocess_prints_a_progress_line_at_a_steady_interval(t
     build_cache(
         course_tree(tmp_path / "data"), tmp_path / "cache", tmp_path / "r.json", P32, data_params(min_val=1), workers=1
     )
-    seen = progress_lines(capsys.readouterr().err, "preprocess")
-    assert 2 <= len(seen) < 20 and seen[-1] == (20, 20) and seen[0][0] >= 1  # one every ~0.4 s, not one a film
+    err = capsys.readouterr().err
+    seen = progress_lines(err, "preprocess")
+    assert 2 <= len(seen) < 20 and seen[-1] == (20, 20) and seen[0][0] >= 1, err  # one every ~0.4 s, not one a film
