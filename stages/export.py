@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib.core.errors import cli
+from stages.lib.core.errors import Interrupted, cli
 from stages.lib.model.onnx_files import export_models
 
 
@@ -38,7 +38,10 @@ def main() -> None:
         "--images", help="check on these images instead (a folder or a CSV list, as cxr4-predict reads)"
     )
     args = parser.parse_args()
-    check = export_models(args.model, args.out, args.cache, args.images)
+    try:
+        check = export_models(args.model, args.out, args.cache, args.images)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} unchanged, nothing written") from None
     print(
         f"{args.out}: {len(args.model)} model(s) exported; checked on {check['films']} {check['from']}: largest "
         f"probability difference from PyTorch {check['max_abs_diff']:.1e} (limit 1e-4), same predicted class on all"

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import argparse
 
-from stages.lib.core.errors import UserError, cli
+from stages.lib.core.errors import Interrupted, UserError, cli
+from stages.lib.core.files import read_json
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.model.prediction import predict_images
 from stages.lib.results import posthoc
@@ -91,23 +92,23 @@ def main() -> None:
     for name in ("batch_size", "max_pixels"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    done, skipped = predict_images(
-        args.model,
-        args.images,
-        args.out,
-        args.submission,
-        args.tta,
-        args.batch_size,
-        args.max_pixels,
-        args.on_bad_image,
-        args.workers,
-        args.ood,
-    )
-    fit = (
-        f" (temperature, prediction sets and flags from {posthoc.sidecar_path(args.model)})"
-        if posthoc.sidecar_path(args.model).is_file()
-        else ""
-    )
+    try:
+        done, skipped = predict_images(
+            args.model,
+            args.images,
+            args.out,
+            args.submission,
+            args.tta,
+            args.batch_size,
+            args.max_pixels,
+            args.on_bad_image,
+            args.workers,
+            args.ood,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} unchanged, nothing written") from None
+    sidecar = posthoc.sidecar_path(args.model)
+    fit = f" ({posthoc.describe(read_json(sidecar), str(sidecar))})" if sidecar.is_file() else ""
     print(
         f"{done} images classified with {args.model}{fit} -> {args.out}"
         + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else "")

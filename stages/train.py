@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stages.lib.core.errors import cli
+from stages.lib.core.errors import Interrupted, cli
 from stages.lib.model.training_run import TrainRun, train
 from stages.lib.params.loader import load_params
 
@@ -20,7 +20,12 @@ def main() -> None:
     parser.add_argument("--live", required=True, help="DVCLive folder for per-epoch logs")
     parser.add_argument("--resume", required=True, help="last-epoch checkpoint, kept to resume a killed run")
     args = parser.parse_args()
-    ranks_exit = train(load_params(), TrainRun(**vars(args)))
+    try:
+        ranks_exit = train(load_params(), TrainRun(**vars(args)))
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{args.resume} holds the last finished epoch (none before the first ends): rerunning resumes there"
+        ) from None
     if ranks_exit is not None:  # train.nproc > 1: this process launched the ranks, whose exit code is the stage's
         sys.exit(ranks_exit)
 

@@ -13,7 +13,7 @@ from stages.lib.data.synthetic import make_external
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Preprocess
 from stages.lib.results import posthoc
-from stages.lib.results.external_scores import drop, mark_absent, open_caches, restrict, score
+from stages.lib.results.external_scores import drop, open_caches, restrict, score
 from stages.lib.results.metrics import split_metrics
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
@@ -49,13 +49,10 @@ def test_an_external_folder_with_an_unknown_class_is_refused_naming_it(tmp_path)
 def test_an_absent_class_is_reported_absent_not_zero():
     labels = np.array([0, 1, 2, 0, 1, 2])
     probs = np.eye(4)[[0, 1, 2, 0, 3, 2]] * 0.9 + 0.025
-    m = mark_absent(split_metrics(labels, probs, STUDY_CLASSES, 50, 0), probs, STUDY_CLASSES, ["COVID-19"])
-    assert m["per_class"]["COVID-19"] == {
-        "absent": True,
-        "support": 0,
-        "predicted_as": 1,
-        "note": "no film of this class in the external set: not scored",
-    }
+    m = split_metrics(labels, probs, STUDY_CLASSES, 50, 0, where="the external set")
+    covid = m["per_class"]["COVID-19"]
+    assert covid["absent"] and covid["support"] == 0 and covid["predicted_as"] == 1
+    assert covid["recall"] is None and covid["f1"] is None and covid["note"] == "not in the external set"
     assert m["macro_f1"] == pytest.approx(np.mean([1, 2 / 3, 1]))  # over the three classes present
 
 

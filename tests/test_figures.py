@@ -334,6 +334,23 @@ def test_summary_is_a_results_section_with_a_table_per_split(results):
     assert "## Seeds" not in text and "## Paired comparisons" not in text  # the report stage adds them
 
 
+def test_a_class_absent_from_val_is_absent_in_the_summary_which_names_the_macro_averages_it_changed():
+    outputs = {"val": outputs_of(40, 1), "test": outputs_of(48, 2)}
+    covid = {m: outputs["val"][m][0] != 3 for m in MODELS}  # val without its COVID-19 films
+    outputs["val"] = {m: (y[covid[m]], p[covid[m]]) for m, (y, p) in outputs["val"].items()}
+    scores = {m: {s: split_metrics(*outputs[s][m], CLASSES, 50, 0, where=s) for s in outputs} for m in MODELS}
+    text = summary_markdown(scores, {}, CLASSES, True, [], STUDY, SHORTCUT, "val")
+    val, test = text.split("## Validation split")[1].split("## Test split")
+    assert (
+        "> **Not in val: COVID-19.** No precision, recall, F1 or AUROC exists for it (n/a, not 0). The val macro "
+        "averages (macro-F1, macro precision, macro recall, balanced accuracy, macro AUROC) are over the 3 classes "
+        "present (normal, bacteria, virus)" in val
+    )
+    assert "Not in" not in test.split("## ")[0]  # test has every class
+    per_class = text.split("## Per class (val)")[1]
+    assert "| resnet18 | COVID-19 | not in val | | | | | 0 |" in per_class and "| COVID-19 | 0.000 |" not in per_class
+
+
 def test_summary_places_the_seed_and_comparison_sections_after_the_shortcut_audit(results):
     sections = ["## Seeds", "", "| resnet18 | 2 | 42: 0.500, 7: 0.600 |", "", "## Paired comparisons", ""]
     text = summary(results, sections=sections)

@@ -235,3 +235,6 @@ def test_formats_without_a_readable_header_are_refused_without_decoding(tmp_path
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "anim.gif")
     with pytest.raises(BadImage, match="anim.gif: a GIF file, which is not read here; convert it to PNG"):
         load_gray(tmp_path / "anim.gif")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "film.avif")
+    with pytest.raises(BadImage, match="film.avif: an AVIF file, which is not read here; convert it to PNG"):
+        load_gray(tmp_path / "film.avif")

@@ -126,6 +126,25 @@ def test_gpu_check_starts_with_only_torch_pyyaml_and_the_standard_library(tmp_pa
     assert "Traceback" not in (results / "gpu_check.log").read_text()
 
 
+def test_a_stray_file_in_the_wheel_folder_is_refused_by_name_and_no_goal_is_judged(tmp_path):
+    """A stray .whl ended in a ValueError traceback, and the failed check still printed "goal: ... yes"."""
+    folder = tmp_path / "whl"
+    folder.mkdir()
+    (folder / "stray.whl").write_bytes(b"not a wheel")
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.gpu.gpu_check", "--results", str(results), "--wheels", str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    log = (results / "gpu_check.log").read_text()
+    assert proc.returncode == 2 and "Traceback" not in log + proc.stderr, log + proc.stderr
+    assert f"error: {folder}/ holds stray.whl, not named as a wheel is (name-version-python-abi-platform.whl); " in log
+    assert "goal" not in log and "yes" not in log and log.splitlines()[-1].startswith("gpu check FAILED in ")
+    assert json.loads((results / "gpu.json").read_text())["check"]["goals"] == {}
+
+
 # --- 3. no network ----------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from sklearn.metrics import (
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.results.metrics import (
     CI_STATISTICS,
+    absent_from,
     classification_metrics,
     confusion,
     expected_calibration_error,
@@ -87,16 +88,28 @@ def test_vectorised_bootstrap_statistics_equal_sklearn_on_each_resample():
     np.testing.assert_allclose(CI_STATISTICS["macro_auroc"](y[idx], p[idx]), [macro_auroc(y[i], p[i]) for i in idx])
 
 
-def test_class_absent_from_split_gets_null_auroc_with_reason_and_nothing_crashes():
-    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])  # no COVID-19 image
+def test_a_class_absent_from_a_split_is_absent_not_zero_and_macro_averages_skip_it():
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])  # no COVID-19 film in val
     p = probs_for(y, skill=0.5)
-    m = split_metrics(y, p, CLASSES, resamples=100)
-    covid = m["per_class"]["COVID-19"]
-    assert covid["auroc"] is None and "no COVID-19 image" in covid["auroc_note"]
-    assert covid["average_precision"] is None and covid["support"] == 0
+    p[0] = [0.1, 0.1, 0.1, 0.7]  # one film called COVID-19
+    m = split_metrics(y, p, CLASSES, resamples=100, where="val")
+    assert m["per_class"]["COVID-19"] == {
+        "precision": None,
+        "recall": None,
+        "f1": None,
+        "support": 0,
+        "auroc": None,
+        "average_precision": None,
+        "absent": True,
+        "predicted_as": 1,
+        "note": "not in val",
+    }
+    assert absent_from(m) == ["COVID-19"]
     assert m["macro_auroc"] == pytest.approx(np.mean([roc_auc_score(y == c, p[:, c]) for c in range(3)]))
     p3, r3, f3, _ = precision_recall_fscore_support(y, p.argmax(1), labels=[0, 1, 2], zero_division=0)
-    assert m["macro_f1"] == pytest.approx(f3.mean())
+    assert (m["macro_f1"], m["macro_precision"], m["macro_recall"]) == pytest.approx((f3.mean(), p3.mean(), r3.mean()))
+    assert m["balanced_accuracy"] == pytest.approx(r3.mean())
+    assert m["per_class"]["normal"]["f1"] == pytest.approx(f3[0]) and "absent" not in m["per_class"]["normal"]
 
 
 def test_expected_calibration_error_on_a_hand_computed_example():

@@ -132,3 +132,69 @@ def test_blocks_have_the_names_a_reader_looks_for():
     assert (
         point["val"]["sensitivity"] >= 0.9 and point["threshold"] == fitted["operating_points"]["COVID-19"]["threshold"]
     )
+
+
+# --- fits that val cannot support are not applied, and every place that shows them says why ---------
+
+
+def confidently_wrong(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two films a class, each given 0.9 on the next class: the NLL falls all the way to uniform."""
+    labels = np.repeat(np.arange(4), n_per_class)
+    probs = np.full((len(labels), 4), 0.1 / 3)
+    probs[np.arange(len(labels)), (labels + 1) % 4] = 0.9
+    return labels, probs
+
+
+def test_a_temperature_fit_ending_at_the_search_limit_is_not_applied():
+    labels, probs = confidently_wrong(2)  # 8 films: without the rule T = 19.9999
+    t = calibration.fit_temperature(labels, probs)
+    assert t["value"] == 1.0 and t["val_nll_after"] == t["val_nll_before"]
+    assert t["note"].startswith("not applied: the fit ran to the search limit (T = 20, bounds 0.05 to 20)")
+    right = np.eye(4)[labels] * 0.7 + 0.075  # every film right: the NLL falls all the way to T = 0.05
+    assert calibration.fit_temperature(labels, right)["note"].startswith("not applied: the fit ran to the search")
+
+
+@pytest.mark.parametrize(
+    "labels, why",
+    [
+        (np.arange(12) % 4, "val has 12 labelled films, fewer than the 20 a fit needs"),
+        (np.zeros(30, int), "every val film is normal: one class cannot fit it"),
+    ],
+)
+def test_too_few_val_films_or_classes_fit_no_temperature_and_no_prediction_set_threshold(labels, why):
+    _, probs = demo_like(len(labels), 7, sharpness=3.0)  # overconfident: a fit would pick T near 3
+    fitted = posthoc.fit(labels, probs, CLASSES, E)
+    assert fitted["temperature"]["value"] == 1.0
+    assert fitted["temperature"]["note"] == f"not applied: {why}; T = 1, probabilities unchanged"
+    assert fitted["conformal_threshold"] == 1.0
+    assert fitted["conformal_note"] == f"not applied: {why}; every set holds every class"
+    scaled, sets, _ = posthoc.apply(fitted, probs)
+    assert (scaled == probs).all() and sets.all()
+    assert posthoc.describe(fitted, "m.calibration.json") == (
+        f"nothing from m.calibration.json; temperature: not applied: {why}; T = 1, probabilities unchanged; "
+        f"prediction sets: not applied: {why}; every set holds every class"
+    )
+
+
+def test_a_val_like_the_demos_is_fitted_and_applied():
+    """The demo's val: 90 films of 4 classes (7 COVID-19); an overconfident model gets its temperature."""
+    labels, probs = demo_like(90, 8, sharpness=2.0)
+    fitted = posthoc.fit(labels, probs, CLASSES, E)
+    assert fitted["temperature"]["note"] is None and 1.3 < fitted["temperature"]["value"] < 3.5
+    assert fitted["conformal_note"] is None and fitted["conformal_threshold"] < 1.0
+    assert posthoc.describe(fitted, "m.calibration.json") == "temperature, prediction sets from m.calibration.json"
+
+
+def test_the_summary_and_the_card_say_why_a_fit_is_not_applied():
+    from stages.lib.report.card_metrics import posthoc_lines
+    from stages.lib.report.posthoc_summary import posthoc_markdown
+
+    outputs = {"val": (np.arange(12) % 4, demo_like(12, 7)[1]), "test": demo_like(60, 6)}
+    _, blocks = posthoc.fit_and_score(outputs, CLASSES, E)
+    why = "val has 12 labelled films, fewer than the 20 a fit needs"
+    text = "\n".join(posthoc_markdown({"m": blocks}, "test"))
+    assert "| m | 1.00* | " in text and f"- \\* T of m: not applied: {why}; T = 1, probabilities unchanged." in text
+    assert f"- Prediction sets of m: not applied: {why}; every set holds every class." in text
+    card = "\n".join(posthoc_lines(blocks, "test"))
+    assert f"T = 1.000 fitted on val (not applied: {why}; T = 1, probabilities unchanged); test before" in card
+    assert f"({blocks['coverage']['note']})." in card

@@ -273,6 +273,26 @@ def test_the_val_fit_beside_the_model_gives_scaled_probabilities_sets_and_flags(
         assert rest[4] == "|".join(c for c, p in zip(STUDY_CLASSES, scaled) if p >= 0.2)
         assert rest[5] == str(int(scaled[3] >= 0.25))
 
+    # a fit val could not support: not applied, and the last line says which part and why
+    why = "not applied: val has 8 labelled films, fewer than the 20 a fit needs"
+    unfit = {
+        **fitted,
+        "temperature": {"value": 1.0, "note": f"{why}; T = 1, probabilities unchanged"},
+        "conformal_threshold": 1.0,
+        "conformal_note": f"{why}; every set holds every class",
+    }
+    (tmp_path / "seed42.calibration.json").write_text(json.dumps(unfit))
+    code, out, _ = run_predict(
+        ["--model", model, "--images", tmp_path / "new", "--out", tmp_path / "p.csv"], monkeypatch, capsys
+    )
+    assert code == 0 and (
+        f"(flags from {tmp_path}/seed42.calibration.json; temperature: {why}; T = 1, probabilities unchanged; "
+        f"prediction sets: {why}; every set holds every class) -> {tmp_path}/p.csv" in out
+    )
+    assert all(
+        row.split(",")[6] == "|".join(STUDY_CLASSES) for row in (tmp_path / "p.csv").read_text().splitlines()[1:]
+    )
+
     (tmp_path / "seed42.calibration.json").write_text(json.dumps({**fitted, "classes": ["normal", "pneumonia"]}))
     code, _, err = run_predict(
         ["--model", model, "--images", tmp_path / "new", "--out", tmp_path / "p.csv"], monkeypatch, capsys

@@ -8,8 +8,9 @@ from helpers import manifest_tree
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.layouts import read_layout
+from stages.lib.report.card_format import metric_rows
 from stages.lib.report.posthoc_summary import subgroups_markdown
-from stages.lib.results.subgroups import columns_to_score, subgroup_scores
+from stages.lib.results.subgroups import MIN_FILMS, columns_to_score, subgroup_scores
 
 
 def with_columns(root, header: str, cell) -> None:
@@ -70,3 +71,26 @@ def test_a_subgroup_wholly_below_the_overall_score_is_flagged():
     assert not table["good"]["below_overall"] and table["good"]["macro_f1_ci95"][1] >= overall
     text = "\n".join(subgroups_markdown({"m": {"split": "test", "overall_macro_f1": overall, "by": {"source": table}}}))
     assert "| bad | 60 | 0.000 [0.000, 0.000] **below** |" in text and "m on source = bad" in text
+
+
+def test_a_subgroup_too_small_for_an_interval_has_none_and_is_never_flagged():
+    """20 sites of one film each (on the old rule, a wrong film had the CI [0, 0] and was flagged), one of 9
+    films and one of 10, every film there wrong: only the site of 10 (MIN_FILMS) gets an interval and a flag."""
+    labels = np.tile(np.arange(4), 30)  # 120 films
+    site = np.array(["big"] * 81 + ["nine"] * 9 + ["ten"] * 10 + [f"one{i}" for i in range(20)])
+    probs = np.full((120, 4), 0.02)
+    probs[np.arange(120), np.where(site == "big", labels, (labels + 1) % 4)] = 0.94  # wrong off the big site
+    table = subgroup_scores(labels, probs, {"site": list(site)}, ["site"], STUDY_CLASSES, 0.9, 200, 0)["site"]
+    for value in ["nine", *(f"one{i}" for i in range(20))]:
+        g = table[value]
+        assert g["n"] in (1, 9) and g["macro_f1"] == 0 and not g["below_overall"]
+        assert g["accuracy_ci95"] is None and g["macro_f1_ci95"] is None and g["macro_auroc_ci95"] is None
+        assert g["ci_note"] == "too few films for an interval (fewer than 10): none, and never flagged"
+    assert MIN_FILMS == 10 and table["ten"]["macro_f1_ci95"] == [0, 0] and table["ten"]["below_overall"]
+    text = "\n".join(subgroups_markdown({"m": {"split": "test", "overall_macro_f1": 0.9, "by": {"site": table}}}))
+    assert "| one0 | 1 | 0.000 (too few films) |" in text and "| nine | 9 | 0.000 (too few films) |" in text
+    assert "| ten | 10 | 0.000 [0.000, 0.000] **below** |" in text
+    assert "> **Subgroups below the overall score:** m on site = ten." in text
+    assert "one of fewer than 10 films has none (too few films) and is never flagged" in text
+    card = "\n".join(metric_rows({"site": table}, "Subgroup"))  # the model card's table
+    assert "| site: one0 | 1 | 0.000 (too few films) | 0.000 (too few films) | n/a (too few films) |" in card

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 
+from stages.lib.core.errors import Interrupted, cli
 from stages.lib.data.synthetic import make_dataset, make_external
 
 
+@cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", help="folder to create, e.g. data")
@@ -18,12 +20,18 @@ def main() -> None:
     parser.add_argument("--external", help="folder for the external set drawn with the shifted acquisition")
     parser.add_argument("--external-size", type=int, default=60)
     args = parser.parse_args()
-    counts = make_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed)
-    for split, c in counts.items():
-        print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    if args.external:
-        c = make_external(args.external, args.external_size, seed=args.seed)
-        print("external (shifted): " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    try:
+        counts = make_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed)
+        for split, c in counts.items():
+            print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        if args.external:
+            c = make_external(args.external, args.external_size, seed=args.seed)
+            print("external (shifted): " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"the films written so far are in {args.out} (a split's CSV comes after its films); "
+            "rerun to write them all (same seed, same pixels)"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from stages.lib.core import live_logs
-from stages.lib.core.errors import UserError
+from stages.lib.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from stages.lib.core.files import write_json
 from stages.lib.core.names import run_name
 from tools.gpu import wheels
@@ -180,6 +180,10 @@ def run(cmd: list[str], log: Log, cwd: Path, env: dict, timeout: float, marks: l
             if marks is not None and (m := re.match(r"Running stage '([^']+)'", line)):
                 marks.append((time.perf_counter() - start, m.group(1)))
         code = proc.wait()
+    except BaseException:  # Ctrl-C: the command is in a session of its own, which the terminal's signal misses
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     finally:
         timer.cancel()
     seconds = round(time.perf_counter() - start, 1)
@@ -207,6 +211,12 @@ def prepare_wheels(folder: Path, site: Path, log: Log) -> dict:
     if not folder.is_dir():
         log(f"wheels: no {folder}/; using this machine's packages")
         return {}
+    stray = wheels.not_wheels(folder)
+    if stray:
+        raise UserError(
+            f"{folder}/ holds {', '.join(stray)}, not named as a wheel is (name-version-python-abi-platform.whl); "
+            f"remove it, or refill {folder}/ with `make gpu-wheels`"
+        )
     left = wheels.missing(folder)
     if left:
         raise UserError(
@@ -484,13 +494,16 @@ def main() -> None:
         ok = check(args, log, info)
     except UserError as err:  # a refusal still leaves its JSON and log
         log(f"error: {err}")
-        ok, code, info["error"] = False, 2, str(err)
-    except Exception as err:  # so does a bug
+        ok, code, info["error"] = False, EXIT_USER_ERROR, str(err)
+    except KeyboardInterrupt:  # so does Ctrl-C
+        ok, code, info["error"] = False, EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
+    except Exception as err:  # and a bug
         log(traceback.format_exc())
         ok, code, info["error"] = False, 1, f"{err.__class__.__name__}: {err}"
     info.update(ok=ok, total_s=round(time.time() - start, 1))
     result = info.get("bench", {}).pop("result", {})
-    info["goals"] = goals(result, None if args.smoke else info["total_s"])
+    # Goals are judged on a check that ran through: after a failure, a "yes" would be a verdict on nothing.
+    info["goals"] = goals(result, None if args.smoke else info["total_s"]) if ok else {}
     if info.get("table"):
         show_table(info["table"], info["goals"], log)
     if "check" in info["goals"]:
@@ -498,7 +511,10 @@ def main() -> None:
             f"goal: the whole check in <= {GOALS['total_s']:.0f} s: {'yes' if info['goals']['check']['total_ok'] else 'NO'}"
         )
     write_json(args.results / "gpu.json", {**result, "check": info})
-    log(f"gpu check {'passed' if ok else 'FAILED'} in {info['total_s']} s -> {args.results / 'gpu.json'}")
+    if code == EXIT_INTERRUPTED:
+        log(f"interrupted: what the check found so far is in {args.results / 'gpu.json'} and gpu_check.log beside it")
+    else:
+        log(f"gpu check {'passed' if ok else 'FAILED'} in {info['total_s']} s -> {args.results / 'gpu.json'}")
     sys.exit(code or (0 if ok else 1))
 
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stages.lib.core.errors import Interrupted, cli
+
 LIST = Path("tools/gpu/gpu_wheels.txt")
 FOLDER = Path(".whl")
 PYTHON = "3.12"
@@ -50,6 +52,17 @@ def pins(path: Path = LIST) -> list[tuple[str, str, bool]]:
         if spec:
             name, version = spec.split("==")
             out.append((name, version, BUILD_MARK in line))
+    return out
+
+
+def not_wheels(folder: Path = FOLDER) -> list[str]:
+    """The names of the .whl files in `folder` that are not named as a wheel is (PEP 427): pip refuses them."""
+    out = []
+    for wheel in sorted(folder.glob("*.whl")):
+        try:
+            parse_wheel_filename(wheel.name)
+        except ValueError:
+            out.append(wheel.name)
     return out
 
 
@@ -123,10 +136,15 @@ def download(folder: Path = FOLDER, path: Path = LIST) -> None:
     print(f"{folder}: {len(listed)} wheels, {size_mb(folder)} MiB (for CPython {PYTHON}, manylinux x86_64)")
 
 
+@cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=FOLDER)
-    download(parser.parse_args().folder)
+    folder = parser.parse_args().folder
+    try:
+        download(folder)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{folder}/ may hold part of the wheels; rerun `make gpu-wheels` to fill it whole") from None
 
 
 if __name__ == "__main__":

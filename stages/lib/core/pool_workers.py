@@ -1,8 +1,11 @@
-"""Pool worker processes that die with their parent.
+"""Pool worker processes that die with their parent and leave Ctrl-C to it.
 
 A ProcessPoolExecutor worker whose parent is killed with -9 is never told: it blocks on its task
 queue forever, holding its memory (issue 20: 529 MB each). On Linux the kernel signals it instead
 (prctl PR_SET_PDEATHSIG); elsewhere a thread watches the parent id.
+
+Ctrl-C in a terminal signals the whole process group: a worker waiting for a task would die printing
+its own KeyboardInterrupt traceback. Workers ignore it; the parent ends the pool and says what it kept.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def die_with_parent(parent: int) -> None:
         threading.Thread(target=_watch, args=(parent,), daemon=True).start()
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
+
+
+def ignore_interrupts() -> None:
+    """A pool initializer: Ctrl-C is the parent's to handle (errors.cli), not each worker's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _watch(parent: int) -> None:

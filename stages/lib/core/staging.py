@@ -11,7 +11,9 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +64,22 @@ def _held(lock: Path) -> bool:
         return True
     finally:
         os.close(fd)  # also releases the lock taken just to test it
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back until the block ends, for steps that must happen together (the old output moved
+    aside, the new one moved in: between them there is none). Python runs signal handlers in the main
+    thread, whichever thread the signal reached: there the handler only notes it, and the one before
+    (KeyboardInterrupt) runs at the end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    before = signal.signal(signal.SIGINT, lambda *received: caught.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if caught and callable(before):
+            before(*caught[0])

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from stages.lib.audit.checks import data_checks
 from stages.lib.audit.data_report import cited_sources
@@ -25,11 +24,12 @@ from stages.lib.audit.licences import licences
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask, write_json, write_text
 from stages.lib.core.names import SPLITS, UNLABELED
-from stages.lib.core.pool_workers import die_with_parent
+from stages.lib.core.pool_workers import die_with_parent, ignore_interrupts
+from stages.lib.core.progress import progress
 from stages.lib.core.provenance import data_hash, stamp
 from stages.lib.core.staging import staging_dir
 from stages.lib.data import build_timer
-from stages.lib.data.cache_writer import Staged, swap_in, write_split
+from stages.lib.data.cache_writer import Staged, space_needed, swap_in, write_split
 from stages.lib.data.dataset import file_records
 from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.data.layouts import detect_layout, read_layout
@@ -47,6 +47,7 @@ _max_pixels = None
 
 def _init_worker(p: Preprocess, max_pixels: int, parent: int) -> None:
     die_with_parent(parent)
+    ignore_interrupts()
     global _transform, _max_pixels
     _transform, _max_pixels = preprocess_transform(p), max_pixels
 
@@ -145,9 +146,9 @@ def build_cache(
         raise UserError(f"data folder {data_dir} not found; put your dataset there (see README) or run make demo")
     layout, given, repeats, skipped = _listed(data_dir, d)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with staging_dir(out_dir, 0o777 & ~umask()) as staging:
-        missing = {e.path for e in skipped}
-        todo = [s for ss in given.values() for s in ss if s.path not in missing]
+    missing = {e.path for e in skipped}
+    todo = [s for ss in given.values() for s in ss if s.path not in missing]
+    with staging_dir(out_dir, 0o777 & ~umask()) as staging, space_needed(out_dir, len(todo), p.img_size):
         with build_timer.timed("decode_wall"):
             images, facts, bad = decode_all(todo, staging / "all.npy", p, d, workers)
         skipped += bad
@@ -215,17 +216,16 @@ def decode_all(samples: list[Sample], array_path: Path, p: Preprocess, d: Data, 
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(p, d.max_pixels, os.getpid()))
     try:
         results = pool.map(_process, [s.path for s in samples], chunksize=8)
-        for i, (img, info, seconds) in enumerate(
-            tqdm(results, total=len(samples), desc="preprocess", unit="img", disable=None)
-        ):
-            if img is None:
-                bad += skip_or_refuse([BadImage(info, samples[i].path)], d.on_bad_image)
-                facts.append(None)
-                images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
-            else:
-                build_timer.seconds.update(seconds)
-                images.append(img)
-                facts.append(info)
+        with progress(results, total=len(samples), desc="preprocess", unit="img") as bar:
+            for i, (img, info, seconds) in enumerate(bar):
+                if img is None:
+                    bad += skip_or_refuse([BadImage(info, samples[i].path)], d.on_bad_image)
+                    facts.append(None)
+                    images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
+                else:
+                    build_timer.seconds.update(seconds)
+                    images.append(img)
+                    facts.append(info)
     except BaseException:
         images.close()
         raise

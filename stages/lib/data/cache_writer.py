@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from stages.lib.audit.data_report import class_name
 from stages.lib.core.csv_rows import RowWriter
+from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_text
+from stages.lib.core.staging import interrupts_held
 from stages.lib.data.dataset import cache_files
 from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.data.records import Sample
@@ -80,11 +85,44 @@ def write_split(
 
 
 def swap_in(staging: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """The staging folder becomes `out_dir`; the old one is moved aside first (Ctrl-C held back meanwhile,
+    so a cache is always there) and removed after."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    with interrupts_held():
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device, or the user's quota reached
+
+
+@contextlib.contextmanager
+def space_needed(out_dir: Path, films: int, size: int) -> Iterator[None]:
+    """A full disk while the cache is written (beside `out_dir`) ends in one line naming the folder and
+    the space it needs, instead of an OSError from deep in a write; the old cache is not touched."""
+    free = shutil.disk_usage(out_dir.parent).free
+    try:
+        yield
+    except (OSError, UserError) as err:
+        cause = err if isinstance(err, OSError) else err.__cause__  # files.atomic_path wraps its OSError
+        if not (isinstance(cause, OSError) and cause.errno in FULL):
+            raise
+        need = 2 * films * size * size  # the staging array and the split arrays copied from it, 1 byte a pixel
+        raise UserError(
+            f"{cause.strerror} in {out_dir.parent.resolve()} while writing the cache {out_dir}: it needs about "
+            f"{size_text(need)} free there ({films} films of {size}x{size} px, held twice until the splits are "
+            f"written), {size_text(free)} were free at the start; free some space there and rerun (the old cache "
+            "is unchanged)"
+        ) from err
+
+
+def size_text(n: float) -> str:
+    """Bytes in binary units, 3 significant digits: `720 KiB`, `2.44 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} TiB"

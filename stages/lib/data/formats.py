@@ -105,6 +105,11 @@ def check_size(path: Path, width: int, height: int, limit: tuple[int, str]) -> N
         )
 
 
+def article(name: str) -> str:
+    """The article before a format's name: "an" where it starts with a vowel (AVIF, ICO, EPS), else "a" (GIF, WEBP)."""
+    return "an" if name[:1].upper() in "AEIOU" else "a"
+
+
 def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
     try:  # Pillow reads the header only: size and orientation are known before decoding
         with Image.open(path) as im:
@@ -117,12 +122,13 @@ def _load_raster(path: Path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
             f"{path}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM); replace or remove it", path
         ) from err
     if fmt not in RASTER_FORMATS:
-        raise BadImage(f"{path}: a {fmt} file, which is not read here; convert it to PNG", path)
+        raise BadImage(f"{path}: {article(fmt)} {fmt} file, which is not read here; convert it to PNG", path)
     check_size(path, width, height, limit)
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.shape[:2] != (height, width):
         raise BadImage(
-            f"{path}: a {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it", path
+            f"{path}: {article(fmt)} {fmt} file that cannot be decoded (corrupt or truncated); replace or remove it",
+            path,
         )
     channels = 1 if img.ndim == 2 else int(img.shape[2])
     gray, alpha = _to_gray(img, path), _alpha(img, path) if see_through else None

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from stages.lib.core.names import SPLITS
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
+from stages.lib.core.pool_workers import ignore_interrupts
 
 CANVAS = 256  # drawing resolution; the result is resized to the final image size
 DEFAULT_FRACTIONS = (0.27, 0.40, 0.25, 0.08)  # normal, bacteria, virus, COVID-19
@@ -149,7 +150,7 @@ def make_external(
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     labels = split_labels(n, fractions, np.random.default_rng([seed, 99]))
-    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count(), initializer=ignore_interrupts) as pool:
         jobs = [(seed, i, int(label), str(out_dir / "images")) for i, label in enumerate(labels)]
         names = list(pool.map(_write_external_image, jobs, chunksize=8))
     with open(out_dir / "manifest.csv", "w", newline="") as f:
@@ -167,7 +168,7 @@ def make_dataset(
     """Write a course-layout dataset; returns {split: {class: count}}. Same seed, same pixels."""
     out_dir = Path(out_dir)
     counts = {}
-    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count(), initializer=ignore_interrupts) as pool:
         for s, split in enumerate(SPLITS):
             image_dir = out_dir / f"{split}_images"
             image_dir.mkdir(parents=True, exist_ok=True)

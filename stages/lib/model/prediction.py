@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import atomic_path
+from stages.lib.core.progress import progress
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.data.image_files import image_batches, list_images
 from stages.lib.model.runners import open_model
@@ -92,7 +93,7 @@ def predict_images(
     with (
         atomic_path(out) as tmp,
         open(tmp, "w", newline="", encoding="utf-8") as f,
-        tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar,
+        progress(total=len(files), desc="predict", unit="img") as bar,
     ):
         writer = RowWriter(f)
         writer.writerow(header(classes, submission, fitted) + (["ood_score", "ood_flag"] if with_ood else []))

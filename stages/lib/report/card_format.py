@@ -3,13 +3,17 @@ headline metrics of scored sets as a table, and the data's DVC stamp as one phra
 
 from __future__ import annotations
 
-from stages.lib.report.numbers import value_ci
+from stages.lib.report.numbers import fmt, value_ci
+from stages.lib.results.subgroups import TOO_FEW
 
 HEADLINE = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("macro_auroc", "Macro AUROC"))
 
 
 def with_ci(m: dict, key: str) -> str:
-    """`m[key]` with its 95% CI `m[key_ci95]`: `0.812 [0.700, 0.900]`."""
+    """`m[key]` with its 95% CI `m[key_ci95]`: `0.812 [0.700, 0.900]`; `0.812 (too few films)` for a
+    subgroup too small for one."""
+    if m.get(f"{key}_ci95") is None and m.get("ci_note"):
+        return f"{fmt(m.get(key))} ({TOO_FEW})"
     return value_ci(m.get(key), m.get(f"{key}_ci95"))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from stages.lib.report.card_format import images, metric_rows
 from stages.lib.report.numbers import fmt, pair
+from stages.lib.report.summary import absent_lines
 
 
 def metrics_lines(m: dict, split: str) -> list[str]:
@@ -17,12 +18,16 @@ def metrics_lines(m: dict, split: str) -> list[str]:
         "Point estimates with 95% bootstrap confidence intervals `[lo, hi]` (resampling the images).",
         "",
     ]
-    lines += metric_rows({split: s, **({"val": m["val"]} if split == "test" and m.get("val") else {})}, "Split")
+    shown = {split: s, **({"val": m["val"]} if split == "test" and m.get("val") else {})}
+    lines += metric_rows(shown, "Split")
+    lines += [line for name, block in shown.items() for line in absent_lines(block, name)]
     lines += ["| Class | Precision | Recall | F1 | AUROC | Images |", "|---|---:|---:|---:|---:|---:|"]
     return (
         lines
         + [
-            f"| {c} | {fmt(pc.get('precision'))} | {fmt(pc.get('recall'))} | {fmt(pc.get('f1'))} | "
+            f"| {c} | {pc['note']} | | | | 0 |"
+            if pc.get("absent")
+            else f"| {c} | {fmt(pc.get('precision'))} | {fmt(pc.get('recall'))} | {fmt(pc.get('f1'))} | "
             f"{fmt(pc.get('auroc'))} | {pc.get('support')} |"
             for c, pc in s["per_class"].items()
         ]
@@ -68,7 +73,9 @@ def posthoc_lines(m: dict, split: str) -> list[str]:
         scored = t[split]
         lines += [
             "",
-            f"Temperature scaling, T = {fmt(t.get('value'))} fitted on val; {split} before -> after (95% CI):",
+            f"Temperature scaling, T = {fmt(t.get('value'))} fitted on val"
+            + (f" ({t['note']})" if t.get("note") else "")
+            + f"; {split} before -> after (95% CI):",
             "",
         ]
         for key, title in (("nll", "NLL"), ("brier", "Brier score"), ("ece", "ECE")):
@@ -84,7 +91,8 @@ def posthoc_lines(m: dict, split: str) -> list[str]:
             "",
             f"Conformal prediction sets at alpha {c.get('alpha')} (target coverage {fmt(c.get('target'))}): "
             f"{split} coverage {fmt(cov.get('coverage'))} {pair(cov.get('coverage_ci95'))}, mean set size "
-            f"{fmt(cov.get('mean_set_size'))} {pair(cov.get('mean_set_size_ci95'))}.",
+            f"{fmt(cov.get('mean_set_size'))} {pair(cov.get('mean_set_size_ci95'))}"
+            + (f" ({c['note']})." if c.get("note") else "."),
         ]
     return lines + ([""] if lines else [])
 

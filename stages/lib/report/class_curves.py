@@ -143,8 +143,12 @@ def _class_panel(ax, cls, labels, c, drawn, xlabel, ylabel, legend_title):
 def _scaled_curve(
     top, labels: np.ndarray, scaled: tuple[float, np.ndarray, float], bins: int, title: str, first_column: bool
 ) -> None:
-    """The reliability curve after temperature scaling (dashed, grey) over the one before; its ECE in the title."""
+    """The reliability curve after temperature scaling (dashed, grey) over the one before; its ECE in the title
+    (none where T = 1: not applied)."""
     t, after, after_ece = scaled
+    if t == 1.0:  # not applied (the summary says why): the curve after is the one before
+        top.set_title(f"{title}\nT = 1: not applied")
+        return
     CalibrationDisplay.from_predictions(
         after.argmax(1) == labels,
         after.max(1),

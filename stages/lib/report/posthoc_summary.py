@@ -5,6 +5,7 @@ subgroups; every number with its CI."""
 from __future__ import annotations
 
 from stages.lib.report.numbers import fmt, value_ci
+from stages.lib.results.subgroups import MIN_FILMS, TOO_FEW
 
 
 def _before_after(block: dict) -> str:
@@ -40,10 +41,16 @@ def temperature_table(blocks: dict[str, dict], split: str) -> list[str]:
         if scored is None:
             continue
         lines.append(
-            f"| {name} | {t['value']:.2f} | {_before_after(scored['nll'])} | {_before_after(scored['brier'])} "
-            f"| {_before_after(scored['ece'])} |"
+            f"| {name} | {t['value']:.2f}{'*' if t.get('note') else ''} | {_before_after(scored['nll'])} | "
+            f"{_before_after(scored['brier'])} | {_before_after(scored['ece'])} |"
         )
-    return lines
+    return lines + notes({name: b["temperature"].get("note") for name, b in blocks.items()}, "\\* T")
+
+
+def notes(said: dict[str, str | None], what: str) -> list[str]:
+    """The models' notes on a fit (why it was not applied), one line each, under its table."""
+    said = {name: note for name, note in said.items() if note}
+    return ["", *[f"- {what} of {name}: {note}." for name, note in said.items()]] if said else []
 
 
 def coverage_table(blocks: dict[str, dict], split: str) -> list[str]:
@@ -70,7 +77,7 @@ def coverage_table(blocks: dict[str, dict], split: str) -> list[str]:
             f"| {name} | {value_ci(cov['coverage'], cov['coverage_ci95'])} | "
             f"{value_ci(cov['mean_set_size'], cov['mean_set_size_ci95'])} | {cov['empty_sets']} | {per} |"
         )
-    return lines
+    return lines + notes({name: b["coverage"].get("note") for name, b in blocks.items()}, "Prediction sets")
 
 
 def operating_points_table(blocks: dict[str, dict], split: str) -> list[str]:
@@ -113,7 +120,8 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
         f"Macro-F1 [95% CI] of each subgroup of the {first['split']} films, per metadata column (file format and "
         "bit depth always; manifest columns named in evaluate.subgroups). **below**: the subgroup's interval lies "
         "wholly under the model's overall macro-F1 (its row in the table above): the model does worse there "
-        "than chance explains. Small subgroups have wide intervals.",
+        f"than chance explains. Small subgroups have wide intervals; one of fewer than {MIN_FILMS} films has none "
+        f"({TOO_FEW}) and is never flagged.",
         "",
     ]
     flagged = []
@@ -123,7 +131,12 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
             cells = []
             for name in models:
                 s = blocks[name]["by"][column][value]
-                cells.append(value_ci(s["macro_f1"], s["macro_f1_ci95"]) + (" **below**" if s["below_overall"] else ""))
+                shown = (
+                    value_ci(s["macro_f1"], s["macro_f1_ci95"])
+                    if s["macro_f1_ci95"]
+                    else f"{fmt(s['macro_f1'])} ({TOO_FEW})"
+                )
+                cells.append(shown + (" **below**" if s["below_overall"] else ""))
                 if s["below_overall"]:
                     flagged.append(f"{name} on {column} = {value}")
             lines.append(f"| {value} | {g['n']} | " + " | ".join(cells) + " |")

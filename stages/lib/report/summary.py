@@ -11,6 +11,7 @@ from stages.lib.core.names import ENSEMBLE, SHORTCUT
 from stages.lib.report.numbers import fmt
 from stages.lib.report.plots import SYNTHETIC_MARK
 from stages.lib.results.comparisons import beats, sentence
+from stages.lib.results.metrics import MACRO_AVERAGES, absent_from
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 
@@ -59,7 +60,21 @@ def split_table(
             f"| *metadata only, no pixels (shortcut audit)* | | {fmt(shortcut[split]['macro_f1'])} "
             "| | | | | |" + (" |" if with_study else "")
         )
-    return lines + [""]
+    return lines + [""] + (absent_lines(scored[0], split) if scored else [])
+
+
+def absent_lines(m: dict, split: str) -> list[str]:
+    """What a class with no film in the split changed: which macro averages are over fewer classes."""
+    absent = absent_from(m)
+    if not absent:
+        return []
+    present = [c for c in m["per_class"] if c not in absent]
+    return [
+        f"> **Not in {split}: {', '.join(absent)}.** No precision, recall, F1 or AUROC exists for it (n/a, "
+        f"not 0). The {split} macro averages ({', '.join(MACRO_AVERAGES)}) are over the {len(present)} classes "
+        f"present ({', '.join(present)}); accuracy and the weighted averages are unchanged.",
+        "",
+    ]
 
 
 def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str, versus: dict | None = None) -> list[str]:
@@ -104,6 +119,9 @@ def per_class_table(scores: dict[str, dict], classes, split: str) -> list[str]:
     for name, s in scores.items():
         for cls in classes:
             pc = s[split]["per_class"][cls]
+            if pc.get("absent"):
+                lines.append(f"| {name} | {cls} | {pc['note']} | | | | | 0 |")
+                continue
             lines.append(
                 f"| {name} | {cls} | {fmt(pc['precision'])} | {fmt(pc['recall'])} | {fmt(pc['f1'])} | "
                 f"{fmt(pc['auroc'])} | {fmt(pc.get('average_precision'))} | {pc['support']} |"

@@ -23,6 +23,8 @@ from stages.lib.results.metrics import bootstrap_ci
 
 EPS = 1e-12  # floor for log p: a stored probability of exactly 0 stays finite
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))  # far beyond any temperature a trained network needs
+AT_LIMIT = 1e-3  # a fit within this of a bound (in log T: 0.1% of T) ended there
+UNCHANGED = "T = 1, probabilities unchanged"
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -37,24 +39,52 @@ def nll(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], EPS, 1.0)).mean())
 
 
-def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """The temperature that minimises the NLL of `labels` under `probs` (val), by a bounded search
-    over log T; T = 1 when the search does not lower the NLL, so the fit never raises it."""
+def _val_nll(labels: np.ndarray, probs: np.ndarray):
+    """The val NLL as a function of log T (the stored probabilities renormalised by the softmax)."""
     logp = np.log(np.clip(probs, EPS, 1.0))
     rows = np.arange(len(labels))
 
     def loss(log_t: float) -> float:
         return float(-log_softmax(logp / np.exp(log_t), axis=1)[rows, labels].mean())
 
+    return loss
+
+
+def not_fitted(labels: np.ndarray, probs: np.ndarray, why: str) -> dict:
+    """T = 1 with the reason: what is stored when val cannot fit a temperature."""
+    before = _val_nll(labels, probs)(0.0)
+    return {"value": 1.0, "val_nll_before": before, "val_nll_after": before, "note": f"not applied: {why}; {UNCHANGED}"}
+
+
+def _at_limit(found, loss) -> bool:
+    """The search ended at (or as low as) a bound: nothing in the data stopped it there, e.g. every
+    film right (the NLL falls to 0 as T shrinks) or every film wrong (it falls towards uniform)."""
+    return any(abs(found.x - b) < AT_LIMIT or loss(b) <= found.fun + 1e-12 for b in LOG_T_BOUNDS)
+
+
+def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """The temperature that minimises the NLL of `labels` under `probs` (val), by a bounded search
+    over log T; T = 1 when the search does not lower the NLL (so the fit never raises it) or ends at
+    a bound of the search (the films did not stop it: a model all right or all wrong on them, not a
+    calibration)."""
+    loss = _val_nll(labels, probs)
     before = loss(0.0)
     found = minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
     improved = bool(found.success and found.fun < before)
+    if improved and _at_limit(found, loss):
+        return not_fitted(
+            labels,
+            probs,
+            f"the fit ran to the search limit (T = {np.exp(found.x):.3g}, bounds "
+            f"{np.exp(LOG_T_BOUNDS[0]):.3g} to {np.exp(LOG_T_BOUNDS[1]):.3g}): the {len(labels)} val films do not "
+            "determine a temperature",
+        )
     t = float(np.exp(found.x)) if improved else 1.0
     return {
         "value": t,
         "val_nll_before": before,
         "val_nll_after": float(found.fun) if improved else before,
-        "note": None if improved else "no temperature lowers the val NLL: T = 1 (probabilities unchanged)",
+        "note": None if improved else f"no temperature lowers the val NLL: {UNCHANGED}",
     }
 
 

@@ -34,6 +34,11 @@ def fit_threshold(labels: np.ndarray, probs: np.ndarray, alpha: float) -> dict:
     return {"threshold": float(np.sort(scores)[rank - 1]), "note": None}
 
 
+def not_fitted(why: str) -> dict:
+    """q = 1 with the reason: every class in every set (no information, and no false promise)."""
+    return {"threshold": 1.0, "note": f"not applied: {why}; every set holds every class"}
+
+
 def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
     """[N, C] booleans: class c is in image i's set when 1 - p[i, c] <= threshold."""
     return 1.0 - probs <= threshold + 1e-12  # the tolerance keeps the val image that set q in its own set

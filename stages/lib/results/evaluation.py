@@ -29,7 +29,7 @@ def write_and_score(
     write_predictions(outputs, classes, out_dir)
     report = {}
     for split, (_, labels, probs) in outputs.items():
-        report[split] = score_split(labels, probs, classes, e)
+        report[split] = score_split(labels, probs, classes, e, split)
         if report[split] is None:
             report[f"{split}_note"] = "labels hidden: predictions written, not scored"
     return report
@@ -41,15 +41,17 @@ def write_predictions(outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray
         write_text(Path(out_dir) / f"{key}.csv", predictions_csv(names, labels, probs, classes))
 
 
-def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> dict | None:
-    """Metrics of the labelled images of a split (`e`: params' evaluate); None if none is labelled.
+def score_split(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate, split: str) -> dict | None:
+    """Metrics of the labelled images of `split` (`e`: params' evaluate); None if none is labelled.
 
     A hidden-label test set still gets predictions; it just cannot be scored.
     """
     known = labels != UNLABELED
     if not known.any():
         return None
-    return split_metrics(labels[known], probs[known], classes, e.bootstrap_resamples, e.seed, e.calibration_bins)
+    return split_metrics(
+        labels[known], probs[known], classes, e.bootstrap_resamples, e.seed, e.calibration_bins, where=split
+    )
 
 
 def read_runs(folders: list[Path], split: str, classes) -> tuple[list[str], np.ndarray, np.ndarray]:

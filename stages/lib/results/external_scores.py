@@ -91,14 +91,13 @@ def score(
     labels: np.ndarray, probs: np.ndarray, classes, fitted: dict, test: tuple[np.ndarray, np.ndarray], e: Evaluate
 ) -> dict:
     """One model on one external set, scored as test is: metrics with CIs (an absent class marked
-    absent), its val fit judged there (temperature before/after, prediction-set coverage, operating
-    points), and the drop from the internal test `test` = (labels, probabilities) (None when test
-    labels are hidden)."""
+    absent: metrics.absent_entry), its val fit judged there (temperature before/after, prediction-set
+    coverage, operating points), and the drop from the internal test `test` = (labels, probabilities)
+    (None when test labels are hidden)."""
     absent = absent_classes(labels, classes)
     present = [k for k, c in enumerate(classes) if c not in absent]
-    m = mark_absent(
-        split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins), probs, classes, absent
-    )
+    where = "the external set"
+    m = split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins, where=where)
     m.update(posthoc.score(fitted, labels, probs, e))
     m.update(
         n=int(len(labels)), counts={c: int((labels == k).sum()) for k, c in enumerate(classes)}, absent_classes=absent
@@ -114,20 +113,6 @@ def score(
 
 def absent_classes(labels: np.ndarray, classes) -> list[str]:
     return [c for k, c in enumerate(classes) if not (labels == k).any()]
-
-
-def mark_absent(metrics: dict, probs: np.ndarray, classes, absent: list[str]) -> dict:
-    """A split_metrics dict with each absent class's entry replaced by {absent, support 0, how many
-    films the model called that class}: no recall, F1 or AUROC exists for it, and 0 would be a lie."""
-    predicted = probs.argmax(1)
-    for c in absent:
-        metrics["per_class"][c] = {
-            "absent": True,
-            "support": 0,
-            "predicted_as": int((predicted == classes.index(c)).sum()),
-            "note": "no film of this class in the external set: not scored",
-        }
-    return metrics
 
 
 def restrict(labels: np.ndarray, probs: np.ndarray, present: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -161,31 +161,59 @@ def class_auroc_ci95(y_true: np.ndarray, probs: np.ndarray, resamples: int, seed
     return out
 
 
+# params: the films scored (labels, probabilities, classes), the bootstrap (resamples, seed), the ECE's bins,
+# and the split's name that an absent class's note gives.
 def split_metrics(
-    y_true: np.ndarray, probs: np.ndarray, classes, resamples: int = 1000, seed: int = 0, bins: int = 15
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes,
+    resamples: int = 1000,
+    seed: int = 0,
+    bins: int = 15,
+    where: str = "this split",
 ) -> dict:
-    """Everything reported for one split, from true labels and predicted probabilities."""
+    """Everything reported for one split (`where`: its name in notes, e.g. "val"), from true labels and
+    predicted probabilities. A class with no film here is absent (`absent_entry`), never a score of 0."""
     y_true = np.asarray(y_true)
     m = classification_metrics(y_true, probs.argmax(1), classes)
     for c, name in enumerate(classes):
-        auroc = one_vs_rest_auroc(y_true, probs, c)
+        if not (y_true == c).any():
+            m["per_class"][name] = absent_entry(probs, c, where)
+            continue
         per = m["per_class"][name]
-        per["auroc"] = auroc
-        per["average_precision"] = (
-            float(average_precision_score(y_true == c, probs[:, c])) if (y_true == c).any() else None
-        )
-        if auroc is None:
-            per["auroc_note"] = (
-                f"undefined: no {name} image in this split"
-                if not (y_true == c).any()
-                else f"undefined: every image in this split is {name}"
-            )
+        per["auroc"] = one_vs_rest_auroc(y_true, probs, c)
+        per["average_precision"] = float(average_precision_score(y_true == c, probs[:, c]))
+        if per["auroc"] is None:
+            per["auroc_note"] = f"undefined: every image in {where} is {name}"
     auroc = macro_auroc(y_true, probs)
     m["macro_auroc"] = auroc if np.isfinite(auroc) else None
     for key, statistic in CI_STATISTICS.items():
         m[f"{key}_ci95"] = bootstrap_ci(y_true, probs, statistic, resamples, seed)
     m["ece"], m["reliability"] = expected_calibration_error(y_true, probs, bins)
     return m
+
+
+def absent_entry(probs: np.ndarray, c: int, where: str) -> dict:
+    """A class with no film in a split: no precision, recall, F1, AUROC or average precision exists for
+    it (null, not 0, which would be a score), the count of films the model called it, and why."""
+    return {
+        **dict.fromkeys(("precision", "recall", "f1"), None),
+        "support": 0,
+        **dict.fromkeys(("auroc", "average_precision"), None),
+        "absent": True,
+        "predicted_as": int((probs.argmax(1) == c).sum()),
+        "note": f"not in {where}",
+    }
+
+
+# What a class absent from a split changes: these are averaged over the classes present (weighted
+# averages and accuracy are not: an absent class weighs 0 there anyway).
+MACRO_AVERAGES = ("macro-F1", "macro precision", "macro recall", "balanced accuracy", "macro AUROC")
+
+
+def absent_from(m: dict) -> list[str]:
+    """The classes a split_metrics dict marks absent, in output order."""
+    return [c for c, pc in m["per_class"].items() if pc.get("absent")]
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -49,7 +49,8 @@ def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str
         r.outputs[split] = {name: _labelled_mean(*runs) for name, runs in r.runs[split].items()}
     for name in [*cfg.backbones, ENSEMBLE]:
         r.scores[name] = {
-            split: score_split(*mean_of_runs(r.runs[split][name]), classes, cfg.evaluate) for split in SCORED_SPLITS
+            split: score_split(*mean_of_runs(r.runs[split][name]), classes, cfg.evaluate, split)
+            for split in SCORED_SPLITS
         }
     for b in cfg.backbones:
         _add_seeds(r, b, cfg, live_dir)
@@ -94,7 +95,8 @@ def _add_seeds(r: Results, b: str, cfg: Config, live_dir: str) -> None:
         live = Path(live_dir) / run_name(b, s)
         summary = read_json(live / "metrics.json") if (live / "metrics.json").is_file() else {}
         per_seed[s] = {
-            split: score_split(r.runs[split][b][0], r.runs[split][b][1][i], r.classes, e) for split in SCORED_SPLITS
+            split: score_split(r.runs[split][b][0], r.runs[split][b][1][i], r.classes, e, split)
+            for split in SCORED_SPLITS
         } | {"best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run")}
         r.histories[b if len(cfg.seeds) == 1 else run_name(b, s)] = live_logs.history(live)
     r.seeds[b] = seed_block(per_seed, *r.runs["test"][b], e.bootstrap_resamples, e.seed)

@@ -21,6 +21,9 @@ from stages.lib.results import calibration, conformal, operating_points
 
 SIDECAR_SUFFIX = ".calibration.json"
 VERSION = 1
+# Fewer labelled val films than this fit no temperature and no prediction-set threshold: one or two
+# films more or less would move them (data.min_val's default: a smaller given val is re-split).
+MIN_FILMS = 20
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -38,9 +41,10 @@ def fit(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> dict:
             "the val split has no labelled image: nothing to fit temperature, prediction sets or "
             "operating points on; give val labels"
         )
-    temperature = calibration.fit_temperature(labels, probs)
+    why = too_few(labels, classes)
+    temperature = calibration.not_fitted(labels, probs, why) if why else calibration.fit_temperature(labels, probs)
     scaled = calibration.apply_temperature(probs, temperature["value"])
-    sets = conformal.fit_threshold(labels, scaled, e.alpha)
+    sets = conformal.not_fitted(why) if why else conformal.fit_threshold(labels, scaled, e.alpha)
     points = {
         name: {
             "target_sensitivity": target,
@@ -62,6 +66,17 @@ def fit(labels: np.ndarray, probs: np.ndarray, classes, e: Evaluate) -> dict:
     }
 
 
+def too_few(labels: np.ndarray, classes) -> str | None:
+    """Why these labelled val films cannot fit a temperature or a prediction-set threshold, or None:
+    fewer than MIN_FILMS films, or films of one class only (every film then says the same thing)."""
+    present = np.unique(labels)
+    if len(labels) < MIN_FILMS:
+        return f"val has {len(labels)} labelled films, fewer than the {MIN_FILMS} a fit needs"
+    if len(present) < 2:
+        return f"every val film is {classes[present[0]]}: one class cannot fit it"
+    return None
+
+
 def apply(fitted: dict, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(temperature-scaled probabilities, prediction sets [N, C], {class: flagged [N]}) for new images."""
     scaled = calibration.apply_temperature(probs, fitted["temperature"]["value"])
@@ -73,6 +88,20 @@ def apply(fitted: dict, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict
         if point["threshold"] is not None
     }
     return scaled, sets, flags
+
+
+def describe(fitted: dict, source: str) -> str:
+    """What of a fit `cxr4-predict` applies, and why each part it does not apply is left out:
+    "temperature, prediction sets and flags from <source>", or with "; temperature: not applied: ..."."""
+    t, notes = fitted["temperature"], []
+    if t.get("note"):
+        notes.append(f"temperature: {t['note']}")
+    if fitted.get("conformal_note"):
+        notes.append(f"prediction sets: {fitted['conformal_note']}")
+    parts = ["temperature"] if not t.get("note") else []
+    parts += ["prediction sets"] if not fitted.get("conformal_note") else []
+    parts += ["flags"] if any(p["threshold"] is not None for p in fitted["operating_points"].values()) else []
+    return f"{', '.join(parts) or 'nothing'} from {source}" + "".join(f"; {note}" for note in notes)
 
 
 def score(fitted: dict, labels: np.ndarray, probs: np.ndarray, e: Evaluate) -> dict:

@@ -19,6 +19,11 @@ from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, macro_auroc, macro_f1
 
 INDEX_COLUMNS = ("filename", "label")
+# A smaller subgroup gets no interval and no flag: a percentile bootstrap over a handful of films draws
+# few distinct resamples (one film: always itself, the interval [x, x]) and its interval is far
+# narrower than the truth, so it would flag noise.
+MIN_FILMS = 10
+TOO_FEW = "too few films"  # how the summary and the cards show it
 
 
 def read_metadata(cache_dir: str | os.PathLike, split: str) -> dict[str, list[str]]:
@@ -45,7 +50,8 @@ def columns_to_score(metadata: dict[str, list[str]], named, where: str) -> list[
 
 
 def group_scores(labels: np.ndarray, probs: np.ndarray, classes, resamples: int, seed: int) -> dict:
-    """n, images per class, accuracy / macro-F1 / macro AUROC with 95% bootstrap CIs of one subgroup."""
+    """n, images per class, accuracy / macro-F1 / macro AUROC with 95% bootstrap CIs of one subgroup; the
+    CIs null with `ci_note` under MIN_FILMS films."""
     predicted = probs.argmax(1)
     auroc = macro_auroc(labels, probs)
     counts = np.bincount(labels, minlength=len(classes))
@@ -56,6 +62,9 @@ def group_scores(labels: np.ndarray, probs: np.ndarray, classes, resamples: int,
         "macro_f1": macro_f1(labels, predicted),
         "macro_auroc": auroc if np.isfinite(auroc) else None,
     }
+    if len(labels) < MIN_FILMS:
+        note = f"{TOO_FEW} for an interval (fewer than {MIN_FILMS}): none, and never flagged"
+        return {**out, **{f"{key}_ci95": None for key in CI_STATISTICS}, "ci_note": note}
     for key, statistic in CI_STATISTICS.items():
         out[f"{key}_ci95"] = bootstrap_ci(labels, probs, statistic, resamples, seed)
     return out
@@ -74,7 +83,7 @@ def subgroup_scores(
     seed: int,
 ) -> dict:
     """{column: {value: group_scores + below_overall}} over the labelled films; `below_overall` is true
-    when the subgroup's macro-F1 95% CI lies wholly below `overall_macro_f1`."""
+    when the subgroup's macro-F1 95% CI lies wholly below `overall_macro_f1` (never without a CI)."""
     known = labels != UNLABELED
     out = {}
     for column in columns:
@@ -83,7 +92,7 @@ def subgroup_scores(
         for value in sorted(set(values.tolist()), key=str):
             mine = values == value
             scores = group_scores(labels[known][mine], probs[known][mine], classes, resamples, seed)
-            high = scores["macro_f1_ci95"][1]
+            high = (scores["macro_f1_ci95"] or [None, None])[1]
             scores["below_overall"] = bool(high is not None and high < overall_macro_f1)
             out[column][value if value != "" else "(empty)"] = scores
     return out
