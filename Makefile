@@ -15,14 +15,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # The demo is its own DVC pipeline in demo/ (demo/dvc.yaml, demo/params.yaml, demo/dvc.lock): it never
-# touches the top-level params.yaml or dvc.lock.
-# CPU results depend on the thread count (the order partial sums are added in): the demo and the tests
-# run with 2 threads on any machine, so their numbers are the committed ones (stages/__init__.py pins
-# the instruction set).
-PINNED_THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
-
+# touches the top-level params.yaml or dvc.lock. `make demo` is `cd demo && dvc repro` with the venv on
+# PATH and nothing else: what its numbers depend on is in demo/params.yaml (train.threads: 2, since CPU
+# results depend on the thread count) or pinned by the code (stages/__init__.py: the instruction set).
 demo: $(STAMP)
-	cd demo && $(PINNED_THREADS) PATH="$(BIN):$$PATH" dvc repro
+	cd demo && PATH="$(BIN):$$PATH" dvc repro
 	@echo && cat demo/metrics/summary.md
 	@echo "Headline: cd demo && dvc metrics show   Detail: demo/metrics/   Figures: demo/plots/   Report: demo/metrics/report.html   Page: cd demo && dvc plots show"
 
@@ -40,6 +37,9 @@ study-data: $(STAMP)
 # Once, by the first person to download a source whose line in sources/SHA256SUMS says UNKNOWN.
 pin-sources: $(STAMP)
 	$(BIN)/python -m tools.pin_sources sources/SHA256SUMS
+
+# The tests' own torch runs with 2 threads on any machine (tests/conftest.py sets it too), as the demo does.
+PINNED_THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 
 # -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)

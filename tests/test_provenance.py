@@ -19,6 +19,7 @@ DEMO_ONLY = {
     "train.pretrained",
     "train.lr",
     "train.epochs",  # demo/params.yaml's header
+    "train.threads",
     "evaluate.target_sensitivity",
     "external",
 }
