@@ -134,3 +134,16 @@ def test_blocks_have_the_names_a_reader_looks_for():
     assert (
         point["val"]["sensitivity"] >= 0.9 and point["threshold"] == fitted["operating_points"]["COVID-19"]["threshold"]
     )
+
+
+def test_wherever_coverage_is_shown_it_says_val_also_chose_the_checkpoint():
+    """The guarantee assumes val is new to the model; val also picked the checkpoint and fitted the temperature.
+    The metrics file's coverage block, the summary's coverage table and the model card each say so."""
+    from stages.lib.report.card_metrics import posthoc_lines
+    from stages.lib.report.posthoc_summary import coverage_table
+
+    _, out = posthoc.fit_and_score({"val": demo_like(200, 5), "test": demo_like(200, 6)}, CLASSES, E)
+    assert out["coverage"]["val_use"] == posthoc.VAL_USE and "chose the checkpoint" in posthoc.VAL_USE
+    assert f"Note: {posthoc.VAL_USE}." in coverage_table({"resnet18": out}, "test")[1]
+    card = "\n".join(posthoc_lines(out, "test"))
+    assert "test coverage " in card and f"Note: {posthoc.VAL_USE}." in card

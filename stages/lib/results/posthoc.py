@@ -21,6 +21,13 @@ from stages.lib.results import calibration, conformal, operating_points
 
 SIDECAR_SUFFIX = ".calibration.json"
 VERSION = 1
+# Said wherever coverage is shown (the metrics file's coverage block, the summary, the cards): the conformal
+# guarantee assumes val is new to the model, and it is not. Kept rather than a val split of its own: the
+# split would take films from checkpoint selection, as the reference study uses val (docs/calibration.md).
+VAL_USE = (
+    "val also chose the checkpoint (the epoch of best val macro-F1) and fitted the temperature, so it is not "
+    "new to the model: coverage can fall short of the target by more than chance"
+)
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -115,6 +122,7 @@ def blocks(fitted: dict, outputs: dict[str, tuple[np.ndarray, np.ndarray]], e: E
             "score": fitted["conformal_score"],
             "threshold": fitted["conformal_threshold"],
             "note": fitted["conformal_note"],
+            "val_use": VAL_USE,
         },
         "operating_points": {name: dict(point) for name, point in fitted["operating_points"].items()},
     }
