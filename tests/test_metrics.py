@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from helpers import PRINTED_CI, reported_intervals
+from helpers import PRINTED_CI, ROOT, reported_intervals
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.results.metrics import (
     CI_STATISTICS,
@@ -144,20 +145,29 @@ def test_every_calibration_interval_holds_its_point_on_small_test_sets():
             assert low <= point <= high, (seed, where, point, low, high)
 
 
-def test_every_interval_in_every_metrics_file_and_report_holds_its_point(demo_project):
-    """The whole demo run: each metrics JSON (runs, seed ensembles, ensemble, headline files), and every
-    'point [low, high]' the summary and the model cards print."""
-    demo = demo_project / "demo"
+def assert_every_interval_holds_its_point(demo: Path, at_least: int) -> None:
+    """Each metrics JSON of a demo run (runs, seed ensembles, ensemble, headline files), and every
+    'point [low, high]' its summary and model cards print."""
     checked = 0
     for path in sorted((demo / "metrics").rglob("*.json")):
         for where, point, (low, high) in reported_intervals(json.loads(path.read_text())):
             if point is not None and low is not None:
                 assert low - 1e-9 <= point <= high + 1e-9, f"{path.relative_to(demo)}{where}: {point} [{low}, {high}]"
                 checked += 1
-    assert checked > 300  # every block was walked: per split, per external set, temperature, coverage, seeds
+    assert checked >= at_least  # every block was walked: per split, per external set, temperature, coverage, seeds
     pages = [demo / "metrics" / "summary.md", *sorted((demo / "models").rglob("*.card.md"))]
     printed = [(p, m) for p in pages for m in re.findall(PRINTED_CI, p.read_text())]
-    assert len(printed) > 100
+    assert len(printed) >= at_least // 2
     for page, found in printed:
         point, low, high = (float(v.replace("−", "-")) for v in found)
         assert low <= point <= high, f"{page.name}: {found}"
+
+
+def test_every_interval_of_the_session_demo_run_holds_its_point(demo_project):
+    assert_every_interval_holds_its_point(demo_project / "demo", 200)
+
+
+def test_every_interval_of_the_committed_demo_holds_its_point():
+    """The committed run (README's table): before the interval was moved onto its point, ResNet-18's test ECE
+    after temperature scaling read 0.035 [0.040, 0.115] here, in its metrics files, the summary and two cards."""
+    assert_every_interval_holds_its_point(ROOT / "demo", 400)
