@@ -54,7 +54,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # Benchmarks (not tests), figures in bench/results/; docs/benchmarks.md says how to read them.
-# CPU: our loader and epoch vs the study's at 256 px (and 64 px), about 10 minutes on 2 cores.
+# CPU: our loader and epoch vs the study's at 256 px (and 64 px): 27 s and 158 s on a 2-core AMD EPYC
+# (their elapsed_s).
 bench: $(STAMP)
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.epoch
@@ -64,7 +65,8 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
 
 # Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, the
-# metadata-only shortcut beside them -> bench/results/quality.json (all four backbones: 19 min on 2 cores).
+# metadata-only shortcut beside them -> bench/results/quality.json (all four backbones: 117 min on a 2-core
+# Intel Xeon, its wall_s).
 quality: $(STAMP)
 	$(BIN)/python -m bench.quality --backbones resnet18 densenet121 efficientnet_b0 convnext_tiny
 
