@@ -34,7 +34,7 @@ def sizes(venv: Path) -> dict:
     """GB of the whole venv and of its torch-and-CUDA part."""
     site = next(venv.glob("lib/python*/site-packages"))
     part = sum(disk_bytes(p) for p in site.iterdir() if p.name.split("-")[0].split("_")[0] in TORCH_AND_CUDA)
-    return {"venv_gb": round(disk_bytes(venv) / 1e9, 2), "torch_and_cuda_gb": round(part / 1e9, 2)}
+    return {"venv_gb": disk_bytes(venv) / 1e9, "torch_and_cuda_gb": part / 1e9}
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=Path(".venv"))
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/install.json)")
     args = parser.parse_args()
-    path = save("install", {**sizes(args.venv), **stamp()}, args.out)
+    path = save("install", {**{k: round(v, 2) for k, v in sizes(args.venv).items()}, **stamp()}, args.out)
     print(f"-> {path}")
 
 
