@@ -15,14 +15,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # The demo is its own DVC pipeline in demo/ (demo/dvc.yaml, demo/params.yaml, demo/dvc.lock): it never
-# touches the top-level params.yaml or dvc.lock.
-# CPU results depend on the thread count (the order partial sums are added in): the demo and the tests
-# run with 2 threads on any machine, so their numbers are the committed ones (stages/__init__.py pins
-# the instruction set).
-PINNED_THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
-
+# touches the top-level params.yaml or dvc.lock. `make demo` is `cd demo && dvc repro` with the venv on
+# PATH and nothing else: what its numbers depend on is in demo/params.yaml (train.threads: 2, since CPU
+# results depend on the thread count) or pinned by the code (stages/__init__.py: the instruction set).
 demo: $(STAMP)
-	cd demo && $(PINNED_THREADS) PATH="$(BIN):$$PATH" dvc repro
+	cd demo && PATH="$(BIN):$$PATH" dvc repro
 	@echo && cat demo/metrics/summary.md
 	@echo "Headline: cd demo && dvc metrics show   Detail: demo/metrics/   Figures: demo/plots/   Report: demo/metrics/report.html   Page: cd demo && dvc plots show"
 
@@ -51,6 +48,9 @@ study-data: $(STAMP)
 pin-sources: $(STAMP)
 	$(BIN)/python -m tools.pin_sources sources/SHA256SUMS $(KERMANY)
 
+# The tests' own torch runs with 2 threads on any machine (tests/conftest.py sets it too), as the demo does.
+PINNED_THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+
 # -rs: each skipped test and why (the HTML report's browser check skips without Chromium)
 test: $(STAMP)
 	$(PINNED_THREADS) PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -rs tests
@@ -64,7 +64,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # Benchmarks (not tests), figures in bench/results/; docs/benchmarks.md says how to read them.
-# CPU: our loader and epoch vs the study's at 256 px (and 64 px), about 10 minutes on 2 cores.
+# CPU: our loader and epoch vs the study's at 256 px (and 64 px): 27 s and 158 s on a 2-core AMD EPYC
+# (their elapsed_s).
 bench: $(STAMP)
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.epoch
@@ -74,7 +75,8 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
 
 # Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, the
-# metadata-only shortcut beside them -> bench/results/quality.json (all four backbones: 19 min on 2 cores).
+# metadata-only shortcut beside them -> bench/results/quality.json (all four backbones: 117 min on a 2-core
+# Intel Xeon, its wall_s).
 quality: $(STAMP)
 	$(BIN)/python -m bench.quality --backbones resnet18 densenet121 efficientnet_b0 convnext_tiny
 

@@ -37,7 +37,7 @@ from stages.lib.data.layouts import read_course_split
 from stages.lib.data.synthetic import make_dataset
 from stages.lib.data.transforms import preprocess_transform, train_augment
 from stages.lib.model.registry import build_model
-from stages.lib.model.runtime import autocast_dtype, precision
+from stages.lib.model.runtime import autocast_dtype, cpu_model, precision
 from stages.lib.model.training import make_loaders, make_optimizer
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Augment, Data, Preprocess, Train
@@ -264,17 +264,8 @@ def _git(*args: str) -> str | None:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "memory_gb": _memory_gb(),
         "os": platform.platform(),

@@ -12,7 +12,8 @@ also holds MKL to one code path on Intel and AMD alike. This does not pin everyt
 sizes its blocks by the CPU's caches, which no setting fixes (README says how far results move).
 An environment variable already set wins: ONEDNN_MAX_CPU_ISA=ALL MKL_CBWR=AUTO
 ATEN_CPU_CAPABILITY=avx512 gives the fastest kernels of an AVX-512 machine. The thread count changes
-results too: `make demo` and the tests run with 2 threads (Makefile, tests/conftest.py).
+results too: it is a param, train.threads (demo/params.yaml: 2), which train and evaluate set before they
+compute (stages/lib/model/runtime.py, use_threads); the tests run with 2 (tests/conftest.py).
 """
 
 import os

@@ -293,3 +293,35 @@ def tiny_cache(root, train_counts=(6, 6, 6, 6), val_per_class=2):
         json.dumps({"classes": classes, "counts": counts, "preprocess": {"img_size": SIZE}})
     )
     return root
+
+
+def reported_intervals(report) -> list[tuple[str, float, list]]:
+    """Every (where, point, [low, high]) a metrics JSON reports: `<key>_ci95` beside `<key>` (`before`/`after`
+    included), a comparison's `ci95` beside its `difference`, and `pooled_ci95` beside the seeds' `mean`."""
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]")
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            if key.endswith("_ci95") and key != "pooled_ci95":
+                found.append((f"{where}.{key}", node[key.removesuffix("_ci95")], value))
+            elif key == "ci95" and "difference" in node:
+                found.append((f"{where}.ci95", node["difference"], value))
+            elif key == "pooled_ci95":
+                for split, cis in value.items():
+                    found.extend(
+                        (f"{where}.pooled_ci95.{split}.{k}", node["mean"][split][k], ci) for k, ci in cis.items()
+                    )
+                continue
+            walk(value, f"{where}.{key}")
+
+    walk(report, "")
+    return found
+
+
+# A point with its interval as the summary and the cards print it: 0.846 [0.732, 0.921], +0.613 [+0.484, +0.718]
+PRINTED_CI = r"([+\-−]?\d+\.\d+) \[([+\-−]?\d+\.\d+), ([+\-−]?\d+\.\d+)\]"

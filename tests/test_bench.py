@@ -305,3 +305,19 @@ def test_quality_bench_smoke_gives_each_seed_the_seed_ensemble_and_the_shortcut(
     )
     assert b["minus_shortcut"].startswith("resnet18 − shortcut = ") and len(b["train_s_per_run"]) == 2
     assert 0 <= r["shortcut_test_macro_f1"] <= 1 and r["goal"]["resnet18"]["gain_at_least"] == 0.02
+
+
+def test_the_install_size_counts_torch_and_its_cuda_wheels_apart_from_the_rest(tmp_path):
+    from bench.install import sizes
+
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    for name, kb in (("torch/lib.so", 400), ("nvidia/cublas/lib.so", 300), ("cuda_bindings-13.dist-info/x", 8)):
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(os.urandom(kb * 1024))
+    (site / "numpy").mkdir()
+    (site / "numpy" / "core.so").write_bytes(os.urandom(200 * 1024))
+    (site / "torchvision").mkdir()
+    (site / "torchvision" / "ops.so").write_bytes(os.urandom(100 * 1024))
+    got = sizes(tmp_path / "venv")
+    assert got["torch_and_cuda_gb"] == pytest.approx(708 * 1024 / 1e9, abs=2e-5)  # torch, nvidia, cuda_*: not numpy
+    assert got["venv_gb"] == pytest.approx(1008 * 1024 / 1e9, abs=2e-5)

@@ -2,6 +2,8 @@
 they state is the one of the torch build the lock installs. (The README's commands run on the demo
 in tests/test_pipeline.py.)"""
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -49,11 +51,89 @@ def test_the_stated_gpu_requirement_is_the_locked_torch_build():
 
 
 def test_the_readme_comparison_example_is_the_committed_demo_summarys():
-    """README's paired-comparison example is a line of demo/metrics/summary.md, not a made-up one."""
+    """README's paired-comparison example is a line of demo/metrics/summary.md, not a made-up one, and one
+    whose verdict no measured change of machine turns: its CI ends farther from 0 than any demo score moved."""
     readme, summary = (ROOT / "README.md").read_text(), (ROOT / "demo" / "metrics" / "summary.md").read_text()
-    example = re.search(r"the demo's `(resnet18 − densenet121 = [^`]+)`", readme.replace("\n", " ")).group(1)
+    example = re.search(r"the demo's `(\w+ − \w+ = [^`]+)`", readme.replace("\n", " ")).group(1)
     assert f"- {example}\n" in summary, f"README's example is not in demo/metrics/summary.md: {example}"
     assert f"    {example}\n" in (ROOT / "docs" / "seeds.md").read_text()
+    low, high = (float(v.replace("−", "-")) for v in re.search(r"\[(\S+), (\S+)\]", example).groups())
+    assert min(abs(low), abs(high)) > demo_spread()[2] and (low > 0) == (high > 0)
+
+
+def committed_demo_scores() -> tuple[float, float]:
+    """Test macro-F1 of ResNet-18 and of the ensemble in the committed demo run."""
+    headline = ROOT / "demo" / "metrics" / "headline"
+    return tuple(json.loads((headline / f"{m}.json").read_text())["test"]["macro_f1"] for m in ("resnet18", "ensemble"))
+
+
+def demo_spread() -> tuple[dict, tuple[float, float], float]:
+    """(the run of bench/results/demo.json whose ResNet-18 score lies farthest from the committed one, the
+    committed scores, that distance)."""
+    runs = json.loads((ROOT / "bench" / "results" / "demo.json").read_text())["runs"]
+    here = committed_demo_scores()
+    far = max(runs, key=lambda r: abs(r["resnet18_test_macro_f1"] - here[0]))
+    return far, here, abs(far["resnet18_test_macro_f1"] - here[0])
+
+
+def test_the_readme_demo_times_and_cross_machine_spread_are_bench_results_demo_json():
+    """Each timed run of bench/results/demo.json is in README (its wall time and commit), the quick start's
+    range spans them, and the spread README states is the farthest measured run from the committed scores."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    runs = json.loads((ROOT / "bench" / "results" / "demo.json").read_text())["runs"]
+    timed = [r for r in runs if r["wall_s"] is not None]
+    for r in timed:
+        minutes, seconds = divmod(round(r["wall_s"]), 60)
+        assert f" {minutes} min {seconds} s on a " in readme, r["wall_s"]
+        assert f"`{r['commit'][:7]}`" in readme
+        if r["load_mean"] is not None:
+            assert f"load average {r['load_mean']:.1f}" in readme and cpu_name(r["machine"]["cpu"]) in readme
+    walls = [r["wall_s"] / 60 for r in timed]
+    assert f"in demo/: {math.floor(min(walls))} to {math.ceil(max(walls))} min on 2 CPU cores" in readme
+    far, (resnet, ensemble), spread = demo_spread()
+    assert (
+        f"ResNet-18 to test macro-F1 {far['resnet18_test_macro_f1']:.3f} against {resnet:.3f} here, and the "
+        f"ensemble to {far['ensemble_test_macro_f1']:.3f} against {ensemble:.3f}" in readme
+    )
+    assert f"a range at least that wide ({spread:.3f})" in readme
+    commit = json.loads((ROOT / "demo" / "metrics" / "resnet18.json").read_text())["provenance"]["git"]["commit"]
+    made = next((r for r in runs if r["commit"] == commit), None)  # the committed run, when bench.demo made it
+    where = f", the {cpu_name(made['machine']['cpu'])})" if made else ")"
+    assert f"It ends with this table (commit `{commit[:7]}`{where}" in readme
+
+
+def test_the_readme_install_size_is_bench_results_install_json():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    size = json.loads((ROOT / "bench" / "results" / "install.json").read_text())
+    assert size["torch"] == torch.__version__  # measured on the locked torch build
+    assert f"about **{size['venv_gb']:.1f} GB** on disk" in readme
+    assert f"its NVIDIA libraries ({size['torch_and_cuda_gb']:.1f} GB" in readme
+
+
+def test_the_readme_demo_and_study_settings_are_the_params_files():
+    import yaml
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    demo, top = (yaml.safe_load((ROOT / p).read_text()) for p in ("demo/params.yaml", "params.yaml"))
+    t, syn = demo["train"], demo["synthetic"]
+    assert f"for {t['epochs']} epochs at {demo['preprocess']['img_size']} px from scratch on {syn['train']} " in readme
+    assert (
+        f"on {syn['val']} val and {syn['test']} test films" in readme and f"`train.threads: {t['threads']}`" in readme
+    )
+    assert f"{top['preprocess']['img_size']} px, {top['train']['epochs']} epochs, ImageNet weights" in readme
+
+
+def test_the_real_film_counts_in_readme_and_docs_are_the_real_datas(real_data):
+    """'(160 train, 40 val, 40 test' and 'the 40 test films': the course set's own CSVs, wherever said."""
+    counts = {s: sum(1 for _ in (real_data / f"{s}_data.csv").open()) - 1 for s in ("train", "val", "test")}
+    for page in (ROOT / "README.md", ROOT / "docs" / "seeds.md"):
+        text = " ".join(page.read_text().split())
+        for train, val, test in re.findall(r"(\d+) train, (\d+) val, (\d+) test", text):
+            assert (int(train), int(val), int(test)) == (counts["train"], counts["val"], counts["test"]), page.name
+        for n in re.findall(r"the (\d+) test films", text):
+            assert int(n) == counts["test"], page.name
+        for n in re.findall(r"the (\d+) real X-rays", text):
+            assert int(n) == sum(counts.values()), page.name
 
 
 def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
@@ -66,6 +146,11 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
         for n in ("loader", "epoch", "scale", "quality")
     }
     loader, epoch, scale, quality = results.values()
+    # each benchmark named by the machine it ran on: loader and epoch on one, scale on another
+    assert loader["machine"]["cpu"] == epoch["machine"]["cpu"]
+    cpu = {n: f"{r['machine']['cpu_cores']}-core {cpu_name(r['machine']['cpu'])}" for n, r in results.items()}
+    assert f"Quiet, on a {cpu['loader']}: our loader delivers" in readme
+    assert f"On a {cpu['scale']}: preprocessing holds" in readme
     assert f"{loader['speedup']:.1f}x the study's images/s" in readme
     assert f"1/{epoch['speedup']:.2f} of its time ({epoch['breakdown']['speedup_if_data_were_free']:.2f}x" in readme
     rates = [r["img_s_per_core"] for r in scale["sizes"]]
@@ -92,6 +177,56 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
         diff = sentence.split(" = ")[1].split(":")[0]
         assert f"{name} {diff}" in readme
         assert (f"{name} {diff} (clearly better)" in readme) == beats, name
+
+
+def cpu_name(model: str) -> str:
+    """/proc/cpuinfo's model name as the docs write it: 'Intel(R) Xeon(R) Processor' is an Intel Xeon."""
+    return re.sub(r"\s+", " ", re.sub(r"\(R\)|\(TM\)|\bProcessor\b|\bCPU\b", "", model)).strip()
+
+
+def test_the_loader_and_epoch_figures_in_docs_are_the_committed_results():
+    doc = " ".join((ROOT / "docs" / "benchmarks.md").read_text().split())
+    r = {n: json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text()) for n in ("loader", "epoch", "scale")}
+    loader, epoch = r["loader"], r["epoch"]
+    machines = [f"{r[n]['machine']['cpu_cores']}-core {cpu_name(r[n]['machine']['cpu'])}" for n in ("loader", "scale")]
+    assert f"loader and epoch on a {machines[0]}, scale (and quality) on a {machines[1]}" in doc
+    assert loader["machine"] == epoch["machine"]
+    low, high = loader["speedup_range"]
+    assert (
+        f"`loader.json` ({loader['images_per_epoch']} real films, {loader['workers']} worker each side, "
+        f"{loader['repeats']} repeats) | **{loader['speedup']:.1f}x** the study's loader at {loader['img_size']} px "
+        f"(range {low:.1f}-{high:.1f}; {loader['ours_img_s']['median']:.0f} vs {loader['study_img_s']['median']:.1f} "
+        f"img/s); {loader['other_sizes'][0]['speedup']:.1f}x at {loader['other_sizes'][0]['img_size']} px" in doc
+    )
+    low, high = epoch["speedup_range"]
+    assert (
+        f"`epoch.json` (ResNet-18, {epoch['train_images']} + {epoch['val_images']} real films, {epoch['repeats']} "
+        f"repeats) | **{epoch['speedup']:.2f}x** the study's epoch at {epoch['img_size']} px (range {low:.2f}-"
+        f"{high:.2f}; {epoch['ours_s']['median']:.1f} s vs {epoch['study_s']['median']:.1f} s); "
+        f"{epoch['other_sizes'][0]['speedup']:.2f}x at {epoch['other_sizes'][0]['img_size']} px" in doc
+    )
+    b = epoch["breakdown"]
+    m, study, ours = b["model_s"], b["loader_s"]["study"], b["loader_s"]["ours"]
+    assert (
+        f"the model alone took {m['train_pass']:.2f} s for the train pass, {m['train_eval_pass']:.2f} s for the "
+        f"study's extra pass and {m['val_pass']:.2f} s for val (`speedup_if_data_were_free` "
+        f"{b['speedup_if_data_were_free']:.2f}); the study's loaders alone {study['train']:.2f} + "
+        f"{study['train_eval']:.2f} + {study['val']:.2f} s, ours {sum(ours.values()):.2f} s. So the measured "
+        f"{epoch['speedup']:.2f}x is {b['speedup_if_data_were_free']:.2f}x" in doc
+    )
+
+
+def test_the_makefiles_quality_time_is_quality_json():
+    quality = json.loads((ROOT / "bench" / "results" / "quality.json").read_text())
+    makefile = " ".join(line.lstrip("# ") for line in (ROOT / "Makefile").read_text().splitlines())
+    m = quality["machine"]
+    assert f"{quality['wall_s'] / 60:.0f} min on a {m['cpu_cores']}-core {cpu_name(m['cpu'])}, its wall_s" in makefile
+    loader, epoch = (json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text()) for n in ("loader", "epoch"))
+    m = loader["machine"]
+    assert (
+        f"{loader['elapsed_s']:.0f} s and {epoch['elapsed_s']:.0f} s on a {m['cpu_cores']}-core {cpu_name(m['cpu'])} "
+        "(their elapsed_s)" in makefile
+    )
 
 
 def test_the_scale_figures_in_docs_are_the_committed_scale_json():

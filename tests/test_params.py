@@ -67,6 +67,11 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
         '  num_workers: "4"',
         "train.num_workers must be auto or an integer from 0 to 64, got '4'; write it without quotes",
     ),
+    "zero threads": (
+        "  threads: null ",
+        "  threads: 0 ",
+        "train.threads must be null or an integer from 1 to 1024, got 0",
+    ),
     "string seed": (
         "  seed: 42   ",
         "  seed: forty-two   ",

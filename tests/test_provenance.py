@@ -19,6 +19,7 @@ DEMO_ONLY = {
     "train.pretrained",
     "train.lr",
     "train.epochs",  # demo/params.yaml's header
+    "train.threads",
     "evaluate.target_sensitivity",
     "external",
 }
@@ -159,3 +160,11 @@ def test_a_git_that_names_the_commit_but_fails_status_stamps_dirty_unknown(tmp_p
     assert state["commit"] == "0123abcd" and state["dirty"] == "unknown" and state["modified"] == []
     code = markdown({"git": state, "data": None, "params": {}})[2]
     assert code.startswith("- Code: commit `0123abcd` (uncommitted changes unknown") and "clean" not in code
+    # a model card words the same stamp the same way (it once said "with uncommitted changes")
+    from stages.lib.report.cards import card_markdown
+
+    metrics = ROOT / "demo" / "metrics"
+    m = json.loads((metrics / "resnet18" / "seed42.json").read_text())
+    m["provenance"]["git"] = state
+    card = card_markdown("resnet18, seed 42", m, json.loads((metrics / "data_report.json").read_text()), "", "m.json")
+    assert code in card.splitlines() and "with uncommitted changes" not in card

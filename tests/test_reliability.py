@@ -363,3 +363,25 @@ def test_cpu_runs_fp32_without_a_scaler():
 
     ctx, scaler = precision("fp16", CPU)
     assert isinstance(ctx, contextlib.nullcontext) and not scaler.is_enabled()
+
+
+@pytest.mark.slow
+def test_the_demo_started_from_any_shell_trains_and_scores_as_make_demo_did(demo_project, tmp_path, monkeypatch):
+    """`cd demo && dvc repro` from a shell with one thread (OMP_NUM_THREADS=1, as a user's may be) retrains and
+    rescores the session's `make demo` run with the 2 threads of demo/params.yaml (train.threads): the same
+    weights, the same predictions. (When the thread count lived in the Makefile's environment, it did not.)"""
+    import shutil
+
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_project, proj, symlinks=True)
+    demo, made = proj / "demo", demo_project / "demo"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    stages = ["train@resnet18-42", "evaluate@resnet18-42"]
+    out = run(["dvc", "repro", "--force", "--single-item", *stages], demo).stdout
+    assert out.count("2 CPU threads") == 2  # train's and evaluate's where-it-runs line
+    paths = run_paths("resnet18")
+    assert_same_weights(demo / paths["model"], made / paths["model"])
+    for split in ("val", "test"):
+        name = f"{paths['predictions']}/{split}.csv"
+        assert (demo / name).read_bytes() == (made / name).read_bytes(), name

@@ -1,6 +1,7 @@
 """The training loop's promises, in-process on a tiny cache and a linear model (seconds, not minutes)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -8,10 +9,11 @@ import torch
 from torch import nn
 
 from helpers import NO_AUGMENT, SEED, SIZE, tiny_cache
+from stages import CPU_PINS
 from stages.lib.model import fitting
 from stages.lib.model.fitting import fit
 from stages.lib.model.inference import predict
-from stages.lib.model.runtime import describe
+from stages.lib.model.runtime import cpu_model, describe
 from stages.lib.model.training import EpochResult, make_loaders
 from stages.lib.params.schema import Train
 
@@ -132,7 +134,10 @@ def test_the_where_it_runs_line_says_when_mixed_precision_has_no_gpu():
     assert line.startswith("runs on cpu (no CUDA device, ")
     assert (
         "precision fp32 (train.precision auto asks for mixed precision, which needs CUDA; none is visible) | "
-        "channels_last off | 0 DataLoader workers | torch " + str(torch.__version__)
+        f"channels_last off | 0 DataLoader workers | {torch.get_num_threads()} CPU threads ({cpu_model()}, kernels "
+        + " ".join(f"{k}={os.environ[k]}" for k in CPU_PINS)  # stages/__init__.py's pins, or the user's own
+        + ") | torch "
+        + str(torch.__version__)
     ) in line
     assert "(" not in describe(CPU, "fp32", 0).line().split("precision fp32")[1].split("|")[0]
 
@@ -143,6 +148,6 @@ def test_the_where_it_runs_line_on_a_gpu(monkeypatch):
     runtime = describe(torch.device("cuda", 0), "auto", 8)
     assert runtime.line().startswith(
         "runs on cuda:0 (NVIDIA H100 80GB HBM3) | precision bf16 (auto) | "
-        "channels_last on | 8 DataLoader workers | torch "
+        f"channels_last on | 8 DataLoader workers | {torch.get_num_threads()} CPU threads ({cpu_model()}, kernels "
     )
     assert runtime.as_dict()["precision"] == "bf16" and runtime.as_dict()["workers"] == 8

@@ -89,15 +89,24 @@ def stamp(params: dict, data: dict | None) -> dict:
     return {"git": git_state(), "data": data, "params": params}
 
 
+def code_words(git: dict) -> str:
+    """The git stamp in words, one wording for the summary and every card: the commit and whether the
+    code differed from it (changed files named; "unknown" when git status gave no answer)."""
+    if not git.get("commit"):
+        return git.get("note") or "not recorded (not run in a git repository)"
+    changes = {
+        True: " with uncommitted changes to " + ", ".join(git.get("modified") or ["(files not listed)"]),
+        False: " (clean)",
+        UNKNOWN: f" (uncommitted changes unknown: {git.get('note')})",
+        None: " (uncommitted changes not recorded)",
+    }
+    return f"commit `{git['commit']}`{changes[git.get('dirty')]}"
+
+
 def markdown(stamp_: dict) -> list[str]:
     """The stamp as a few Markdown lines for the summary."""
     git, data = stamp_["git"], stamp_["data"]
-    changes = {
-        True: " with uncommitted changes to " + ", ".join(git["modified"]),
-        False: " (clean)",
-        UNKNOWN: f" (uncommitted changes unknown: {git.get('note')})",
-    }
-    code = f"commit `{git['commit']}`{changes[git['dirty']]}" if git["commit"] else git["note"]
+    code = code_words(git)
     source = f"`{data['path']}` md5 `{data['md5']}` (from {data['from']})" if data else "not tracked by DVC"
     return [
         "## Provenance",

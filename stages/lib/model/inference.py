@@ -26,6 +26,7 @@ from stages.lib.model.runtime import (
     pick_device,
     precision,
     resolve_workers,
+    use_threads,
 )
 from stages.lib.params.schema import Preprocess, Train
 
@@ -111,7 +112,8 @@ class Scorer:
     @classmethod
     def ready(cls, model, t: Train, batch_size: int, hflip: bool) -> Scorer:
         """Move `model` to the device inference runs on (channels_last where it pays) and score as
-        training ran: `t` is params.yaml's `train` section (its precision and DataLoader workers)."""
+        training ran: `t` is params.yaml's `train` section (its precision, DataLoader workers and threads)."""
+        use_threads(t.threads)
         device = pick_device()
         workers = resolve_workers(t.num_workers, device)
         autocast, _ = precision(t.precision, device)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from stages import CPU_PINS
 from stages.lib.core.errors import UserError
 from stages.lib.model import distributed
 
@@ -38,6 +41,25 @@ def autotuned(device: torch.device) -> bool:
     deterministic): once per new input shape, and with bf16/channels_last that can take seconds per
     shape, so the loops keep one batch shape where they can."""
     return device.type == "cuda" and torch.backends.cudnn.benchmark
+
+
+def use_threads(threads: int | None) -> int:
+    """Set `train.threads`, the CPU threads torch (and the MKL and oneDNN it calls) computes with, before the
+    stage computes anything; None keeps torch's default. A CPU result depends on it (it sets how a sum is
+    split and added), so it is a param: `make demo` and `cd demo && dvc repro` give the same numbers whatever
+    the shell's OMP_NUM_THREADS says. Returns the count in use."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux): a CPU result is that machine's (docs/design.md)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def pick_device() -> torch.device:
@@ -84,6 +106,8 @@ class Runtime:
     precision: str  # the dtype computed in
     channels_last: bool
     workers: int
+    threads: int  # CPU threads torch computes with (train.threads)
+    cpu: str  # the CPU's model, and the kernels it was held to (stages/__init__.py)
     torch: str
     cuda: str | None  # the CUDA version torch was built with (None: a CPU-only build)
     note: str | None = None  # why the precision is not the one params asked for
@@ -93,6 +117,7 @@ class Runtime:
         return (
             f"runs on {self.device} ({self.device_name}) | precision {self.precision}{asked} | "
             f"channels_last {'on' if self.channels_last else 'off'} | {self.workers} DataLoader workers | "
+            f"{self.threads} CPU threads ({self.cpu}) | "
             f"torch {self.torch}, CUDA {self.cuda or 'none'}"
         )
 
@@ -111,5 +136,14 @@ def describe(device: torch.device, asked: str, workers: int) -> Runtime:
         note = "auto"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"no CUDA device, {os.cpu_count()} cores"
     return Runtime(
-        str(device), gpu, name, channels_last(device), workers, str(torch.__version__), torch.version.cuda, note
+        str(device),
+        gpu,
+        name,
+        channels_last(device),
+        workers,
+        torch.get_num_threads(),
+        f"{cpu_model()}, kernels " + " ".join(f"{k}={os.environ.get(k, 'unset')}" for k in CPU_PINS),
+        str(torch.__version__),
+        torch.version.cuda,
+        note,
     )

@@ -19,7 +19,7 @@ from stages.lib.model.checkpoints import load_checkpoint, save_checkpoint
 from stages.lib.model.fitting import fit
 from stages.lib.model.registry import build_model, ensure_pretrained, spec
 from stages.lib.model.resume import fingerprint, load_resume_state, save_resume_state, trim_live_logs
-from stages.lib.model.runtime import describe, seed_everything
+from stages.lib.model.runtime import describe, seed_everything, use_threads
 from stages.lib.model.training import make_loaders
 from stages.lib.params.schema import Config, Train
 
@@ -127,6 +127,7 @@ def _train_here(cfg: Config, run: TrainRun, cache_meta: dict) -> dict | None:
     """Train in this process, resuming an interrupted run; returns the best checkpoint's metadata
     (under torchrun every rank trains, and only rank 0 writes and returns it)."""
     t = cfg.train
+    use_threads(t.threads)
     seed_everything(run.seed, t.deterministic)
     device = distributed.init()
     main = distributed.is_main()

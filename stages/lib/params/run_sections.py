@@ -94,6 +94,20 @@ class Train(Section):
         description="DataLoader workers; auto = 0 on CPU, min(8, cores per process) on GPU",
     )
 
+    threads: Union[int, None] = Field(
+        None,
+        json_schema_extra=allows("null or an integer from 1 to 1024", **source_of("ours")),
+        description="CPU threads torch computes with, in train and evaluate (numbers on a CPU depend on it: the "
+        "order sums are added in); null = torch's default, OMP_NUM_THREADS if set, else one per physical core",
+    )
+
+    @field_validator("threads", mode="plain")
+    @classmethod
+    def _null_or_count(cls, v):
+        if v is None or (type(v) is int and 1 <= v <= 1024):
+            return v
+        raise refuse("must be null or an integer from 1 to 1024")
+
     @field_validator("num_workers", mode="plain")
     @classmethod
     def _auto_or_count(cls, v):

@@ -92,7 +92,8 @@ def posthoc_lines(m: dict, split: str) -> list[str]:
             f"Conformal prediction sets at alpha {c.get('alpha')} (target coverage {fmt(c.get('target'))}): "
             f"{split} coverage {fmt(cov.get('coverage'))} {pair(cov.get('coverage_ci95'))}, mean set size "
             f"{fmt(cov.get('mean_set_size'))} {pair(cov.get('mean_set_size_ci95'))}"
-            + (f" ({c['note']})." if c.get("note") else "."),
+            + (f" ({c['note']})." if c.get("note") else ".")
+            + (f" Note: {c['val_use']}." if c.get("val_use") else ""),
         ]
     return lines + ([""] if lines else [])
 

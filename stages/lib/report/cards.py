@@ -14,6 +14,7 @@ from pathlib import Path
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_text
 from stages.lib.core.names import run_name
+from stages.lib.core.provenance import code_words
 from stages.lib.report.card_data import data_lines, recipe, shortcut_lines, what_it_is
 from stages.lib.report.card_format import data_stamp, images
 from stages.lib.report.card_metrics import (
@@ -145,11 +146,7 @@ def provenance_lines(prov: dict) -> list[str]:
     return [
         "## Provenance",
         "",
-        (
-            f"- Code: commit `{git['commit']}`" + (" (with uncommitted changes)" if git.get("dirty") else "")
-            if git.get("commit")
-            else "- Code: not recorded (not run in a git repository)"
-        ),
+        f"- Code: {code_words(git)}",
         f"- Data: {data_stamp(prov.get('data'))}",
         "- Params: the recipe above; every value in the metrics file's `provenance`.",
         "",

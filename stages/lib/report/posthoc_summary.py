@@ -55,12 +55,13 @@ def notes(said: dict[str, str | None], what: str) -> list[str]:
 
 def coverage_table(blocks: dict[str, dict], split: str) -> list[str]:
     """Each model's conformal prediction sets on `split`: coverage, mean size, empty sets, coverage per class."""
-    alpha = next(iter(blocks.values()))["coverage"]["alpha"]
+    first = next(iter(blocks.values()))["coverage"]
+    alpha, val_use = first["alpha"], first.get("val_use")
     lines = [
         "",
         f"Prediction sets (split-conformal, alpha {alpha}): each film's set holds the true class with "
         f"probability at least {1 - alpha:.2f} if {split} resembles val. Coverage per class is the share of that "
-        "class's films whose set holds it.",
+        "class's films whose set holds it." + (f" Note: {val_use}." if val_use else ""),
         "",
         "| Model | Coverage [95% CI] | Mean set size [95% CI] | Empty sets | Coverage per class |",
         "|---|---|---|---:|---|",

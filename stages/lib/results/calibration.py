@@ -126,12 +126,16 @@ def calibration_scores(
 ) -> dict:
     """NLL, Brier score and ECE of the same images before and after temperature scaling, each with a
     95% bootstrap CI (the same image resamples for before and after: one seed)."""
-    statistics = {"nll": _nll_batch, "brier": _brier_batch, "ece": lambda y, p: _ece_batch(y, p, bins)}
+    statistics = {  # each with its range: NLL is unbounded above, the Brier score at most 2
+        "nll": (_nll_batch, (0.0, np.inf)),
+        "brier": (_brier_batch, (0.0, 2.0)),
+        "ece": (lambda y, p: _ece_batch(y, p, bins), (0.0, 1.0)),
+    }
     out = {"n": int(len(labels))}
-    for name, statistic in statistics.items():
+    for name, (statistic, bounds) in statistics.items():
         block = {}
         for when, probs in (("before", before), ("after", after)):
             block[when] = float(statistic(labels[None], probs[None])[0])
-            block[f"{when}_ci95"] = bootstrap_ci(labels, probs, statistic, resamples, seed)
+            block[f"{when}_ci95"] = bootstrap_ci(labels, probs, statistic, resamples, seed, bounds)
         out[name] = block
     return out

@@ -19,7 +19,7 @@ import statistics
 import numpy as np
 
 from stages.lib.core.names import UNLABELED
-from stages.lib.results.metrics import CI_STATISTICS, HEADLINE
+from stages.lib.results.metrics import CI_STATISTICS, HEADLINE, interval
 
 COMPARED = ("macro_f1", "macro_auroc")  # the differences the report states
 CHUNK_VALUES = 2**24  # floats per bootstrap chunk (128 MB): memory flat for any test-set size
@@ -66,14 +66,15 @@ def seed_block(per_seed: dict[int, dict], labels: np.ndarray, runs: np.ndarray, 
 
 
 def pooled_ci(y: np.ndarray, runs: np.ndarray, statistic, resamples: int, seed: int) -> list:
-    """95% CI of one run's statistic: each resample draws the images and one of the runs."""
+    """95% CI of one run's statistic, around the runs' mean: each resample draws the images and one run."""
     rng = np.random.default_rng(seed)
     draws = []
     for b in _chunks(resamples, runs.shape[1] * runs.shape[2]):
         idx = rng.integers(0, len(y), (b, len(y)))
         pick = rng.integers(0, len(runs), b)
         draws.append(statistic(y[idx], runs[pick[:, None], idx]))
-    return _interval(np.concatenate(draws) if draws else np.array([]))
+    mean = float(np.mean(statistic(np.broadcast_to(y, runs.shape[:2]), runs)))
+    return interval(mean, np.concatenate(draws) if draws else np.array([]))
 
 
 def paired_difference(
@@ -86,8 +87,8 @@ def paired_difference(
 ) -> dict:
     """{statistic: {"difference", "ci95", "median", "verdict"}} of A − B on the same labelled images, each
     side its seed ensemble (the mean of its runs [seeds, N, C]) taken as one fixed model: the CI resamples
-    the images only, the same draw for both sides. `median` is the bootstrap's, a check that the
-    interval is centred on the point."""
+    the images only, the same draw for both sides. `median` is the bootstrap's own, before `interval` moves
+    it onto the point: a check that the resampling is centred on the point."""
     known = labels != UNLABELED
     y, a, b = labels[known], runs_a[:, known].mean(0), runs_b[:, known].mean(0)
     out = {}
@@ -100,7 +101,7 @@ def paired_difference(
             idx = rng.integers(0, len(y), (n, len(y)))
             diffs.append(stat(y[idx], a[idx]) - stat(y[idx], b[idx]))
         draws = np.concatenate(diffs) if diffs else np.array([])
-        ci = _interval(draws)
+        ci = interval(point, draws, (-1.0, 1.0))
         finite = draws[np.isfinite(draws)]
         out[key] = {
             "difference": point if np.isfinite(point) else None,
@@ -145,11 +146,3 @@ def _chunks(resamples: int, values_per_resample: int):
     step = max(1, CHUNK_VALUES // max(1, values_per_resample))
     for start in range(0, resamples, step):
         yield min(step, resamples - start)
-
-
-def _interval(draws: np.ndarray) -> list:
-    draws = draws[np.isfinite(draws)]
-    if not len(draws):
-        return [None, None]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return [float(low), float(high)]

@@ -66,7 +66,7 @@ def coverage_scores(labels: np.ndarray, sets: np.ndarray, classes, resamples: in
         "coverage": float(_coverage_batch(labels[None], sets[None])[0]),
         "coverage_ci95": bootstrap_ci(labels, sets, _coverage_batch, resamples, seed),
         "mean_set_size": float(_size_batch(labels[None], sets[None])[0]),
-        "mean_set_size_ci95": bootstrap_ci(labels, sets, _size_batch, resamples, seed),
+        "mean_set_size_ci95": bootstrap_ci(labels, sets, _size_batch, resamples, seed, (0.0, sets.shape[1])),
         "empty_sets": int((~sets.any(1)).sum()),
         "per_class": {},
     }

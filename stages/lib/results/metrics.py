@@ -136,29 +136,41 @@ def _class_auroc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 CI_STATISTICS = {"accuracy": _accuracy_batch, "macro_f1": _macro_f1_batch, "macro_auroc": _macro_auroc_batch}
 
 
-def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, statistic, resamples: int, seed: int) -> list:
-    """95% percentile interval of a batched statistic over image resamples; [None, None] if undefined."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y_true), (resamples, len(y_true)))
-    draws = statistic(y_true[idx], probs[idx])
+def interval(point: float | None, draws: np.ndarray, bounds: tuple[float, float] = (0.0, 1.0)) -> list:
+    """The 95% bootstrap interval of every CI the project reports, which always holds its point: the
+    2.5th-97.5th percentile interval of `draws`, moved by the bootstrap's median bias so that the draws'
+    median sits on `point`, and clipped to the statistic's range `bounds`. For a statistic the bootstrap
+    centres on its point (accuracy, coverage) that is the percentile interval; for a biased one it undoes
+    the bias the resampling adds: ECE on 90 films, whose resamples run 0.03 above it (binning noise),
+    had a percentile interval wholly above its point. [None, None] where no draw is defined; no point
+    (undefined on the whole sample): the percentile interval."""
     draws = draws[np.isfinite(draws)]
     if not len(draws):
         return [None, None]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return [float(low), float(high)]
+    low, median, high = np.percentile(draws, [2.5, 50, 97.5])
+    if point is None or not np.isfinite(point):
+        return [float(low), float(high)]
+    # point minus/plus non-negative widths: the ends can never pass the point through rounding
+    return [float(max(point - (median - low), bounds[0])), float(min(point + (high - median), bounds[1]))]
+
+
+def bootstrap_ci(
+    y_true: np.ndarray, probs: np.ndarray, statistic, resamples: int, seed: int, bounds=(0.0, 1.0)
+) -> list:
+    """95% `interval` of a batched statistic over image resamples, around its value on all images."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y_true), (resamples, len(y_true)))
+    point = float(statistic(y_true[None], probs[None])[0])
+    return interval(point, statistic(y_true[idx], probs[idx]), bounds)
 
 
 def class_auroc_ci95(y_true: np.ndarray, probs: np.ndarray, resamples: int, seed: int) -> list[list]:
-    """95% percentile interval of each class's one-vs-rest AUROC, over the same image resamples as
+    """95% `interval` of each class's one-vs-rest AUROC, over the same image resamples as
     `bootstrap_ci` with the same seed; [None, None] for a class undefined in every resample."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y_true), (resamples, len(y_true)))
-    draws = _class_auroc_batch(y_true[idx], probs[idx])
-    out = []
-    for column in draws.T:
-        column = column[np.isfinite(column)]
-        out.append([float(v) for v in np.percentile(column, [2.5, 97.5])] if len(column) else [None, None])
-    return out
+    points = _class_auroc_batch(y_true[None], probs[None])[0]
+    return [interval(p, column) for p, column in zip(points, _class_auroc_batch(y_true[idx], probs[idx]).T)]
 
 
 # params: the films scored (labels, probabilities, classes), the bootstrap (resamples, seed), the ECE's bins,
