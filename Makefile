@@ -63,8 +63,9 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
 
-# Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, the
-# metadata-only shortcut beside them -> bench/results/quality.json (all four backbones: 19 min on 2 cores).
+# Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, both
+# shortcuts (file metadata; the film outside the lungs) and each model with the lungs hidden beside them
+# -> bench/results/quality.json and quality_predictions/ (all four backbones: 19 min on 2 cores).
 quality: $(STAMP)
 	$(BIN)/python -m bench.quality --backbones resnet18 densenet121 efficientnet_b0 convnext_tiny
 
