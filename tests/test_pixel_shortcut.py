@@ -87,3 +87,33 @@ def test_keeping_just_under_half_of_the_recall_is_not_most():
     assert b["per_class"]["b"]["kept"] == pytest.approx(0.45) and b["read_outside_lungs"] == ["a", "c"]
     assert b["per_class"]["c"]["margin_kept"] == pytest.approx(1 - 11 / 40)
     assert lungs_hidden.KEEP == 0.5
+
+
+def test_the_card_says_in_words_which_class_is_read_from_outside_the_lungs():
+    from stages.lib.report.card_data import shortcut_lines
+    from stages.lib.report.card_metrics import lungs_hidden_lines
+    from stages.lib.results.metrics import split_metrics
+
+    classes = ["normal", "bacteria", "virus", "COVID-19"]
+    y = np.repeat(np.arange(4), 10)
+    hidden = np.zeros_like(y)
+    hidden[y == 3] = 3
+    hidden[30] = 0
+    e = Evaluate(bootstrap_resamples=200)
+    b = lungs_hidden.block("test", y, one_hot(y), one_hot(hidden), classes, e, H)
+    scored = split_metrics(y, one_hot(y), classes, 200, 0)
+    text = "\n".join(lungs_hidden_lines(b, scored))
+    assert (
+        "**COVID-19 keeps 90% of its recall with the lungs hidden: this model reads that class from outside the lungs.**"
+        in text
+    )
+    assert "rows 5%-95% and columns 5%-95% of the film set to grey level 0" in text
+    assert "| COVID-19 | 1.000 | 0.900 | 90% | 0% -> 0% | 90% |" in text
+    assert "| normal | 1.000 | 1.000 | 100% | 0% -> 70% | 30% |" in text  # most hidden films called normal
+    b["read_outside_lungs"] = []
+    assert "No class keeps at least 50% of its recall and of its margin" in "\n".join(lungs_hidden_lines(b, scored))
+    # the card's shortcut audit judges the model against the stronger shortcut, by name
+    shortcuts = {"shortcut": {"test": {"macro_f1": 0.4}}, "pixel_shortcut": {"test": {"macro_f1": 1.0}}}
+    audit = "\n".join(shortcut_lines({"test": scored}, shortcuts, "test"))
+    assert "Against the stronger of the two (pixel_shortcut) it does NOT clearly beat it" in audit
+    assert "rather than from the lungs" in audit and "what lies outside the lungs" in audit

@@ -148,21 +148,23 @@ def box_words(box: dict) -> str:
 def read_outside_words(block: dict) -> str:
     """The sentence a card and the summary give about the classes kept with the lungs hidden (the block's
     `read_outside_lungs`), the threshold for "most" stated."""
+    keep = f"{block['keep_at_least']:.0%}"
     rule = (
-        f"keeps at least {block['keep_at_least']:.0%} of its recall with the lungs hidden, and as much of its "
-        "margin over the share of other classes' films called it (a class every hidden film is called keeps "
-        "its recall, not its margin)"
+        f"at least {keep} of its recall and of its margin over the share of other classes' films called it "
+        "(a class every hidden film is called keeps its recall, not its margin)"
     )
     outside = block.get("read_outside_lungs") or []
     if not outside:
-        return f"No class {rule}: none is read from outside the lungs by that rule."
+        return f"No class keeps {rule} with the lungs hidden: none is read from outside the lungs by that rule."
     kept = ", ".join(f"{c} {block['per_class'][c]['kept']:.0%}" for c in outside)
-    return (
-        f"**{' and '.join(outside)} {'keeps' if len(outside) == 1 else 'keep'} most of {'its' if len(outside) == 1 else 'their'} "
-        f"recall with the lungs hidden ({kept} of it kept): this model reads "
-        f"{'that class' if len(outside) == 1 else 'those classes'} from outside the lungs** (a class is counted so when "
-        f"it {rule})."
-    )
+    if len(outside) == 1:
+        said = f"**{outside[0]} keeps {block['per_class'][outside[0]]['kept']:.0%} of its recall with the lungs hidden: this model reads that class from outside the lungs.**"
+    else:
+        said = (
+            f"**{', '.join(outside[:-1])} and {outside[-1]} keep most of their recall with the lungs hidden ({kept}): "
+            "this model reads those classes from outside the lungs.**"
+        )
+    return f"{said} A class counts as read from outside the lungs when it keeps {rule}."
 
 
 def lungs_hidden_lines(block: dict, scored: dict) -> list[str]:
