@@ -74,8 +74,9 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
 
-# Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, the
-# metadata-only shortcut beside them -> bench/results/quality.json (all four backbones: 117 min on a 2-core
+# Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, both
+# shortcuts (file metadata; the film outside the lungs) and each model with the lungs hidden beside them
+# -> bench/results/quality.json and quality_predictions/ (all four backbones: 117 min on a 2-core
 # Intel Xeon, its wall_s).
 quality: $(STAMP)
 	$(BIN)/python -m bench.quality --backbones resnet18 densenet121 efficientnet_b0 convnext_tiny

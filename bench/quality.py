@@ -8,8 +8,11 @@ and the plateau schedule as params.yaml has them) through `dvc repro` of a tempo
 project, with `--seeds` runs of each of `--backbones`, on the real films of ../shared/data/cxr4
 (160 train / 40 val / 40 test, 40 per class). Writes, per backbone: each seed's test macro-F1 and
 their mean +- sd, the seed ensemble's and its gain over the mean seed, the pooled CI of one run, the
-paired difference to the metadata-only shortcut, and the training time per run; plus the
-all-run ensemble, the shortcut's own score and the wall time. Not a test: a measurement.
+paired differences to both shortcuts (file metadata only; the film outside the lungs only) and whether
+it beats the stronger, its scores with the lungs hidden, and the training time per run; plus the
+all-run ensemble alike, each shortcut's own score with its CI and recall per class, and the wall time.
+Every per-image prediction it was computed from goes beside it (<out>_predictions/, as predictions/ in
+the pipeline), so a later comparison needs no retraining. Not a test: a measurement.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ import yaml
 
 from bench import common
 from stages.lib.core.errors import UserError, cli
-from stages.lib.core.names import ENSEMBLE, SHORTCUT, seed_run
-from stages.lib.results.comparisons import beats, paired_difference, sentence
+from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT, SHORTCUTS, seed_run
+from stages.lib.core.staging import staging_dir
+from stages.lib.data.cache_writer import swap_in
+from stages.lib.results.comparisons import beats, paired_difference, sentence, stronger
 from stages.lib.results.evaluation import read_runs
+from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci
 from tools.project_copy import copy_project, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,18 +86,63 @@ def repro(project: Path) -> dict[str, float]:
     return seconds
 
 
+def versus_shortcuts(name: str, labels, runs, floors: dict, resamples: int) -> dict:
+    """`name` (its runs [seeds, N, C] on test, one fixed model) minus each shortcut, paired over the test films."""
+    out = {}
+    for shortcut, probs in floors.items():
+        d = paired_difference(labels, runs, probs, resamples, 0)["macro_f1"]
+        out |= {
+            f"minus_{shortcut}": sentence(name, shortcut, "macro_f1", d),
+            f"minus_{shortcut}_ci95": [round(v, 4) for v in d["ci95"]],
+            f"beats_{shortcut}": beats(d),
+        }
+    return out
+
+
+def rounded(x):
+    """Every float in a JSON-like value to 4 decimals."""
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    return [rounded(v) for v in x] if isinstance(x, list) else x
+
+
+def shortcut_scores(project: Path, labels, floors: dict, resamples: int) -> dict:
+    """Each shortcut's test macro-F1 with its bootstrap 95% CI (as the networks'), recall per class, and what it is."""
+    report = json.loads((project / "metrics" / "data_report.json").read_text())["shortcut"]
+    pixel = json.loads((project / "metrics" / f"{PIXEL_SHORTCUT}.json").read_text())
+    known = labels >= 0
+    out = {
+        f"{name}_test_macro_f1_ci95": [
+            round(v, 4)
+            for v in bootstrap_ci(labels[known], floors[name][0][known], CI_STATISTICS["macro_f1"], resamples, 0)
+        ]
+        for name in SHORTCUTS
+    }
+    return out | {
+        "shortcut_test_macro_f1": report["test"]["macro_f1"],
+        "shortcut_test_recall": report["test"]["per_class_recall"],
+        "pixel_shortcut_test_macro_f1": round(pixel["test"]["macro_f1"], 4),
+        "pixel_shortcut_test_recall": {c: round(v["recall"], 4) for c, v in pixel["test"]["per_class"].items()},
+        "pixel_shortcut_chosen": pixel["chosen"],
+        "pixel_shortcut_val_macro_f1_of_each_candidate": pixel["val_macro_f1_of_each_candidate"],
+        "hide_lungs": pixel["hide_lungs"],
+    }
+
+
 def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict, resamples: int) -> dict:
     """The result file's content from the pipeline's outputs in `project`."""
     meta = json.loads((project / "cache" / "meta.json").read_text())
     classes = meta["classes"]
-    labels, shortcut = read_runs([project / "predictions" / SHORTCUT], "test", classes)[1:]
+    labels = read_runs([project / "predictions" / SHORTCUT], "test", classes)[1]
+    floors = {name: read_runs([project / "predictions" / name], "test", classes)[2] for name in SHORTCUTS}
     out = {}
     for b in backbones:
         m = json.loads((project / "metrics" / f"{b}.json").read_text())
         runs = read_runs([seed_run(project / "predictions" / b, s) for s in seeds], "test", classes)[2]
         block = m["seeds"]
         mean = block["mean"]["test"]["macro_f1"]
-        versus = paired_difference(labels, runs, shortcut, resamples, 0)["macro_f1"]
         out[b] = {
             "test_macro_f1": {
                 "mean": round(mean, 4),
@@ -102,9 +153,8 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
             "seed_ensemble_test_macro_f1": round(m["test"]["macro_f1"], 4),
             "seed_ensemble_gain": round(m["test"]["macro_f1"] - mean, 4),
             "seed_ensemble_ci95": [round(v, 4) for v in m["test"]["macro_f1_ci95"]],
-            "minus_shortcut": sentence(b, SHORTCUT, "macro_f1", versus),
-            "minus_shortcut_ci95": [round(v, 4) for v in versus["ci95"]],
-            "beats_shortcut": beats(versus),
+            **versus_shortcuts(b, labels, runs, floors, resamples),
+            "lungs_hidden": rounded(m["lungs_hidden"]),
             "train_s_per_run": [seconds.get(f"train@{b}-{s}") for s in seeds],
             "best_epochs": {s: h["best_epoch"] for s, h in block["runs"].items()},
         }
@@ -112,15 +162,32 @@ def measure(project: Path, backbones: list[str], seeds: list[int], seconds: dict
     every = read_runs([seed_run(project / "predictions" / b, s) for b in backbones for s in seeds], "test", classes)[
         2
     ].mean(0, keepdims=True)  # the all-run ensemble: one fixed model, as the report's
-    versus = paired_difference(labels, every, shortcut, resamples, 0)["macro_f1"]
-    short = json.loads((project / "metrics" / "data_report.json").read_text())["shortcut"]["test"]["macro_f1"]
+    scores = shortcut_scores(project, labels, floors, resamples)
+    best = stronger({name: scores[f"{name}_test_macro_f1"] for name in SHORTCUTS})
+    for r in out.values():
+        r["beats_stronger_shortcut"] = r[f"beats_{best}"]
+    versus = versus_shortcuts(ENSEMBLE, labels, every, floors, resamples)
     return {
         "backbones": out,
         "ensemble_test_macro_f1": round(ensemble["test"]["macro_f1"], 4),
-        "ensemble_minus_shortcut": sentence(ENSEMBLE, SHORTCUT, "macro_f1", versus),
-        "ensemble_beats_shortcut": beats(versus),
-        "shortcut_test_macro_f1": short,
+        **{f"ensemble_{k}": v for k, v in versus.items()},
+        "ensemble_beats_stronger_shortcut": versus[f"beats_{best}"],
+        "ensemble_lungs_hidden": rounded(ensemble["lungs_hidden"]),
+        "stronger_shortcut": best,
+        **scores,
     }
+
+
+def keep_predictions(project: Path, out: Path) -> Path:
+    """Every per-image predictions CSV of the run (predictions/ of `project`) into `out`, swapped in whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out, 0o755) as staging:
+        for csv_file in sorted((project / "predictions").rglob("*.csv")):
+            target = staging / csv_file.relative_to(project / "predictions")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(csv_file, target)
+        swap_in(staging, out)
+    return out
 
 
 @cli
@@ -150,6 +217,7 @@ def main() -> None:
             "smoke": args.smoke,
             "protocol": {k: params[k] for k in ("preprocess", "train")},
             **measure(tmp / "project", args.backbones, args.seeds, seconds, params["evaluate"]["bootstrap_resamples"]),
+            "predictions": str(keep_predictions(tmp / "project", args.out.with_name(f"{args.out.stem}_predictions"))),
             "stage_seconds": seconds,
             "wall_s": round(time.perf_counter() - start, 1),
             **stamp,
@@ -163,11 +231,12 @@ def main() -> None:
         t = r["test_macro_f1"]
         print(
             f"{b}: test macro-F1 per seed {t['runs']}, mean {t['mean']} sd {t['sd']}; seed ensemble "
-            f"{r['seed_ensemble_test_macro_f1']} ({r['seed_ensemble_gain']:+.4f}); {r['minus_shortcut']}"
+            f"{r['seed_ensemble_test_macro_f1']} ({r['seed_ensemble_gain']:+.4f}); {r['minus_shortcut']}; "
+            f"{r['minus_pixel_shortcut']}; lungs hidden {r['lungs_hidden']['macro_f1']}"
         )
     print(
-        f"shortcut {result['shortcut_test_macro_f1']}, all-run ensemble {result['ensemble_test_macro_f1']}; "
-        f"{result['wall_s']} s -> {path}"
+        f"shortcut {result['shortcut_test_macro_f1']}, pixel shortcut {result['pixel_shortcut_test_macro_f1']}, "
+        f"all-run ensemble {result['ensemble_test_macro_f1']}; {result['wall_s']} s -> {path}"
     )
 
 

@@ -13,17 +13,17 @@ from stages.lib.core.errors import UserError, cli
 from stages.lib.core.files import read_json, write_json
 from stages.lib.core.names import SCORED_SPLITS, seed_run
 from stages.lib.params.loader import load_params
-from stages.lib.params.schema import Evaluate
+from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.report import cards
 from stages.lib.results import external_scores as ext
-from stages.lib.results import posthoc
+from stages.lib.results import lungs_hidden, posthoc
 from stages.lib.results.comparisons import seed_block
 from stages.lib.results.evaluation import score_mean
 from stages.lib.results.metrics import headline
 
 
 # params: the command line (dvc.yaml's cmd: --backbone, --runs, --predictions, --cache-meta's content, --metrics,
-# --headline) and params.yaml's `seeds`, `evaluate` and `external`, one each: the stage's interface.
+# --headline) and params.yaml's `seeds`, `evaluate`, `external` and `hide_lungs`, one each: the stage's interface.
 def combine(
     backbone: str,
     seeds,
@@ -34,9 +34,10 @@ def combine(
     headline_path: str,
     e: Evaluate,
     external: list[str] = (),
+    hide: HideLungs | None = None,
 ) -> dict:
-    """Score the seed ensemble of `backbone` over `seeds` (on test and on each set in `external`, from
-    its runs' predictions); write its predictions and metrics."""
+    """Score the seed ensemble of `backbone` over `seeds` (on test, on each set in `external` and, with
+    `hide`, on test with the lungs hidden, from its runs' predictions); write its predictions and metrics."""
     classes = cache_meta["classes"]
     per_seed = {}
     for s in seeds:
@@ -54,6 +55,9 @@ def combine(
     report.update(blocks)
     report["external"] = ext.score_runs(folders, external, classes, report["fitted"], _mean(runs["test"]), e)
     report["seeds"] = seed_block(per_seed, *runs["test"], e.bootstrap_resamples, e.seed)
+    if hide is not None:
+        shown = "test" if report["test"] else "val"
+        report[lungs_hidden.KEY] = lungs_hidden.of_runs(folders, shown, runs[shown], classes, e, hide)
     # One number for the table: the median run's; every seed's own is in `seeds`.
     report["best_epoch"] = statistics.median_low(m["best_epoch"] for m in per_seed.values())
     report["epochs_run"] = statistics.median_low(m["epochs_run"] for m in per_seed.values())
@@ -100,6 +104,7 @@ def main() -> None:
         args.headline,
         cfg.evaluate,
         list(cfg.external),
+        cfg.hide_lungs,
     )
     if args.card:
         cards.write_card(
@@ -109,6 +114,7 @@ def main() -> None:
             args.data_report,
             args.notice,
             bool(meta.get("synthetic")),
+            args.pixel_shortcut,
         )
     spread = (
         f" (seeds: mean {r['seeds']['mean']['test']['macro_f1']:.4f}"

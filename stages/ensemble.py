@@ -11,10 +11,10 @@ from stages.lib.core.errors import cli
 from stages.lib.core.files import read_json, write_json
 from stages.lib.core.names import SCORED_SPLITS, run_name, seed_run
 from stages.lib.params.loader import load_params
-from stages.lib.params.schema import Evaluate
+from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.report import cards
 from stages.lib.results import external_scores as ext
-from stages.lib.results import posthoc
+from stages.lib.results import lungs_hidden, posthoc
 from stages.lib.results.evaluation import score_mean
 from stages.lib.results.metrics import headline
 
@@ -25,7 +25,7 @@ def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path
 
 
 # params: the command line (dvc.yaml's cmd: --predictions, --cache-meta's content, --out, --metrics, --headline)
-# and params.yaml's `backbones`, `seeds`, `evaluate` and `external`, one each: the stage's interface.
+# and params.yaml's `backbones`, `seeds`, `evaluate`, `external` and `hide_lungs`, one each: the stage's interface.
 def ensemble(
     backbones,
     seeds,
@@ -36,8 +36,10 @@ def ensemble(
     headline_path: str,
     e: Evaluate,
     external: list[str] = (),
+    hide: HideLungs | None = None,
 ) -> dict:
-    """Average every run's per-image probabilities; write predictions and metrics like evaluate."""
+    """Average every run's per-image probabilities; write predictions and metrics like evaluate (with `hide`,
+    the `lungs_hidden` block from the runs' predictions with the lungs hidden)."""
     classes = cache_meta["classes"]
     runs = run_folders(predictions_dir, backbones, seeds)
     scores, probs = score_mean(list(runs.values()), classes, Path(out_dir), e)
@@ -49,6 +51,9 @@ def ensemble(
     report["external"] = ext.score_runs(
         list(runs.values()), external, classes, report["fitted"], (labels, test_runs.mean(0)), e
     )
+    if hide is not None:
+        shown = "test" if report["test"] else "val"
+        report[lungs_hidden.KEY] = lungs_hidden.of_runs(list(runs.values()), shown, probs[shown], classes, e, hide)
     report["provenance"] = provenance.stamp(
         {"backbones": list(backbones), "seeds": list(seeds), "evaluate": e.model_dump()}, cache_meta.get("data")
     )
@@ -79,10 +84,17 @@ def main() -> None:
         args.headline,
         cfg.evaluate,
         list(cfg.external),
+        cfg.hide_lungs,
     )
     if args.card:
         cards.write_card(
-            args.card, "ensemble of every run", args.metrics, args.data_report, args.notice, bool(meta.get("synthetic"))
+            args.card,
+            "ensemble of every run",
+            args.metrics,
+            args.data_report,
+            args.notice,
+            bool(meta.get("synthetic")),
+            args.pixel_shortcut,
         )
     print(
         f"ensemble of {len(r['members'])} runs: "

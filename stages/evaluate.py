@@ -1,6 +1,7 @@
 """Stage `evaluate@<backbone>-<seed>`: one run's best checkpoint -> its metrics
 (metrics/<backbone>/seed<seed>.json), per-image predictions and Grad-CAM examples; each external set
-named in params (its cache from external@<name>) scored as test is (block `external`)."""
+named in params (its cache from external@<name>) scored as test is (block `external`); the test films
+scored again with the lungs hidden (block `lungs_hidden`)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def main() -> None:
         args.calibration,
         args.external,
     )
-    r = evaluate(args.backbone, files, cfg.evaluate, cfg.train, list(cfg.external))
+    r = evaluate(args.backbone, files, cfg.evaluate, cfg.train, list(cfg.external), cfg.hide_lungs)
     if args.card:
         cards.write_card(
             args.card,
@@ -62,6 +63,7 @@ def main() -> None:
             args.data_report,
             args.notice,
             bool(read_json(Path(args.cache) / "meta.json").get("synthetic")),
+            args.pixel_shortcut,
         )
     print(
         f"{args.backbone}: "

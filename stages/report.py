@@ -1,7 +1,8 @@
 """Stage `report`: predictions + DVCLive logs -> figures (PNG), per-epoch curves (CSV for `dvc plots`)
 and metrics/summary.md: every model's numbers with CIs, each backbone's seeds, and paired
-comparisons of the models with each other, the ensemble and the metadata-only shortcut; and the
-summary again as one self-contained HTML file (metrics/report.html).
+comparisons of the models with each other, the ensemble and both shortcuts (file metadata only, the
+film outside the lungs only), each model with the lungs hidden; and the summary again as one
+self-contained HTML file (metrics/report.html).
 
 The numbers are recomputed from the per-image predictions with the functions evaluate, combine and
 ensemble use (`score_split`, `seed_block`, external `score`, seeded bootstraps), so they match
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument(
         "--predictions",
         required=True,
-        help="folder with <backbone>/seeds/seed<seed>/{val,test}.csv and shortcut/{val,test}.csv",
+        help="folder with <backbone>/seeds/seed<seed>/{val,test}.csv, shortcut/ and pixel_shortcut/",
     )
     parser.add_argument("--live", required=True, help="folder with <backbone>/seed<seed>/ DVCLive logs")
     parser.add_argument("--cache-meta", required=True, help="the preprocess cache's meta.json")
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--summary", required=True, help="Markdown summary to write")
     parser.add_argument("--html", required=True, help="the summary as one self-contained HTML file to write")
     parser.add_argument("--models", help="folder of the models, their cards and OOD scores (linked and summarised)")
+    parser.add_argument(
+        "--pixel-shortcut", help="the pixel shortcut's metrics (what it sees, the classifier val chose)"
+    )
     args = parser.parse_args()
     write_report(load_params(), ReportPaths(**vars(args)))
     print(f"wrote {args.summary}, {args.html} and the figures in {args.figures}/")

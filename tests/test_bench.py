@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, course_tree, data_params, run
+from helpers import CLASS_NAMES, ROOT, course_tree, data_params, run
 
 STAMP = {"commit", "date", "machine", "torch", "repeats"}
 SPREAD = {"median", "min", "max", "runs"}
 
 
-def smoke(module: str, out, *extra) -> dict:
+def smoke(module: str, out, *extra, beside=()) -> dict:
     stdout = run(["python", "-m", module, "--smoke", "--out", str(out), *extra], ROOT).stdout
     assert f"-> {out}" in stdout
-    assert [p.name for p in out.parent.iterdir()] == [out.name]  # written atomically: no temp file left
+    # written atomically: no temp file left, only the result and what it names `beside` it
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, *beside])
     return json.loads(out.read_text())
 
 
@@ -295,7 +296,7 @@ def test_near_pairs_match_brute_force_across_blocks(monkeypatch):
 
 @pytest.mark.slow
 def test_quality_bench_smoke_gives_each_seed_the_seed_ensemble_and_the_shortcut(tmp_path):
-    r = smoke("bench.quality", tmp_path / "quality.json", "--seeds", "1", "2")
+    r = smoke("bench.quality", tmp_path / "quality.json", "--seeds", "1", "2", beside=["quality_predictions"])
     assert STAMP - {"repeats"} <= set(r) and r["smoke"] is True and r["protocol"]["train"]["epochs"] == 1
     b = r["backbones"]["resnet18"]
     runs = b["test_macro_f1"]["runs"]
@@ -305,6 +306,20 @@ def test_quality_bench_smoke_gives_each_seed_the_seed_ensemble_and_the_shortcut(
     )
     assert b["minus_shortcut"].startswith("resnet18 − shortcut = ") and len(b["train_s_per_run"]) == 2
     assert 0 <= r["shortcut_test_macro_f1"] <= 1 and r["goal"]["resnet18"]["gain_at_least"] == 0.02
+    # the pixel shortcut beside the metadata one, each model against both and with the lungs hidden, and every
+    # per-image prediction kept, so a later comparison needs no retraining
+    assert b["minus_pixel_shortcut"].startswith("resnet18 − pixel_shortcut = ") and "beats_pixel_shortcut" in b
+    assert r["stronger_shortcut"] in ("shortcut", "pixel_shortcut")
+    best = max(("shortcut", "pixel_shortcut"), key=lambda n: r[f"{n}_test_macro_f1"])
+    assert b["beats_stronger_shortcut"] == b[f"beats_{best}"]
+    for name in ("shortcut", "pixel_shortcut"):
+        low, high = r[f"{name}_test_macro_f1_ci95"]
+        assert low <= r[f"{name}_test_macro_f1"] <= high and set(r[f"{name}_test_recall"]) <= set(CLASS_NAMES)
+    assert b["lungs_hidden"]["split"] == "test" and set(b["lungs_hidden"]["per_class"]) == set(CLASS_NAMES)
+    kept = tmp_path / "quality_predictions"
+    assert r["predictions"] == str(kept) and (kept / "pixel_shortcut" / "test.csv").is_file()
+    for s in ("1", "2"):
+        assert (kept / "resnet18" / "seeds" / f"seed{s}" / "lungs_hidden" / "test.csv").is_file()
 
 
 def test_the_install_size_counts_torch_and_its_cuda_wheels_apart_from_the_rest(tmp_path):

@@ -17,6 +17,7 @@ def ci(m, key) -> str:
 def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_report(demo_project):
     demo = demo_project / "demo"
     data = json.loads((demo / "metrics" / "data_report.json").read_text())
+    pixel = json.loads((demo / "metrics" / "pixel_shortcut.json").read_text())
     summary, page = (demo / "metrics" / "summary.md").read_text(), (demo / "metrics" / "report.html").read_text()
     for name, metrics in [
         ("resnet18/seed42", "resnet18/seed42"),
@@ -39,10 +40,21 @@ def test_every_model_has_a_card_written_from_its_metrics_and_linked_from_the_rep
             )
         for split, counts in data["counts"].items():
             assert f"| {split} | " + " | ".join(map(str, counts.values())) + f" | {sum(counts.values())} |" in card
+        audit = card.split("## Shortcut audit")[1].split("\n## ")[0]
+        assert f"Its test macro-F1: **{data['shortcut']['test']['macro_f1']:.3f}**." in audit
+        assert f"Its test macro-F1: **{pixel['test']['macro_f1']:.3f}**." in audit
+        best = "shortcut" if data["shortcut"]["test"]["macro_f1"] >= pixel["test"]["macro_f1"] else "pixel_shortcut"
+        assert f"This model scores {ci(m['test'], 'macro_f1')}. Against the stronger of the two ({best})" in audit
+        # the lungs-hidden block: macro-F1 both ways, each class's recall both ways, the rule in words
+        b, hidden = m["lungs_hidden"], card.split("## Lungs hidden")[1].split("\n## ")[0]
         assert (
-            f"scores test macro-F1 **{data['shortcut']['test']['macro_f1']:.3f}**; this model "
-            f"{ci(m['test'], 'macro_f1')}" in card
+            f"macro-F1 {b['macro_f1']:.3f} [" in hidden and f"against {ci(m['test'], 'macro_f1')} with them" in hidden
         )
+        for cls, v in b["per_class"].items():
+            assert f"| {cls} | {v['recall_with_lungs']:.3f} | {v['recall']:.3f} | " in hidden
+        assert ("this model reads" in hidden) == bool(
+            b["read_outside_lungs"]
+        ) and "at least 50% of its recall and of its margin" in hidden
         assert f"Expected calibration error (test): {m['test']['ece']:.3f}" in card
         assert f"- Code: commit `{m['provenance']['git']['commit']}`" in card
         assert ("## Out-of-distribution flag" in card) == ("/" in name)  # a run's card: its OOD shares

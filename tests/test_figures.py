@@ -39,8 +39,9 @@ STUDY = {"resnet18": (0.818, 0.846), "densenet121": (0.838, 0.836)}
 SHORTCUT = {
     "val": {"macro_f1": 0.41, "per_class_recall": {c: 0.4 for c in CLASSES}},
     "test": {"macro_f1": 0.38, "per_class_recall": {c: 0.4 for c in CLASSES}},
-    "features": ["width"],
+    "about": "file metadata",
 }
+SHORTCUTS = {"shortcut": SHORTCUT}
 
 
 def outputs_of(n: int, seed: int):
@@ -100,7 +101,7 @@ def all_figures(results):
         for c in CLASSES
     ]
     return {
-        "comparison": comparison(scores, study=STUDY, shortcut=SHORTCUT, colours=colours),
+        "comparison": comparison(scores, study=STUDY, shortcuts=SHORTCUTS, colours=colours),
         "confusion": confusion_grid(
             {m: confusion(o[0], o[1].argmax(1), 4) for m, o in outputs["test"].items()}, CLASSES, "Confusion"
         ),
@@ -186,15 +187,23 @@ def test_class_auroc_cis_use_the_macro_bootstrap_draws():
 
 def test_study_values_only_on_val_and_seed_dots_only_with_several_seeds(results):
     _, scores = results
-    fig = comparison(scores, study=STUDY, shortcut=SHORTCUT)
+    pixel = {"val": {"macro_f1": 0.5}, "test": {"macro_f1": 0.45}}
+    fig = comparison(scores, study=STUDY, shortcuts={**SHORTCUTS, "pixel_shortcut": pixel})
     axes = {ax.get_title(): ax for ax in panels(fig)}
     assert sorted(axes) == sorted(f"{s}: {m}" for s in ("val", "test") for m in ("accuracy", "macro-F1", "macro AUROC"))
     marked = {title for title, ax in axes.items() if any(a.get_gid() == "study" for a in ax.get_children())}
     assert marked == {"val: accuracy", "val: macro-F1"}
     study = next(a for a in axes["val: macro-F1"].get_children() if a.get_gid() == "study")
     assert list(study.get_xdata()[:2]) == [STUDY["resnet18"][1], STUDY["densenet121"][1]]
-    shortcut = {t for t, ax in axes.items() if any(a.get_gid() == "shortcut" for a in ax.get_children())}
-    assert shortcut == {"val: macro-F1", "test: macro-F1"}
+    for name, s in (("shortcut", SHORTCUT), ("pixel_shortcut", pixel)):  # each shortcut's line, at its score
+        lines = {t: a for t, ax in axes.items() for a in ax.get_children() if a.get_gid() == name}
+        assert set(lines) == {"val: macro-F1", "test: macro-F1"}
+        assert [lines[f"{split}: macro-F1"].get_xdata()[0] for split in ("val", "test")] == [
+            s["val"]["macro_f1"],
+            s["test"]["macro_f1"],
+        ]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "metadata-only shortcut" in legend and "pixel shortcut (outside the lungs)" in legend
     assert not any(a.get_gid() == "seed" for ax in axes.values() for a in ax.get_children())
     assert "1 seed: no run-to-run spread" in [t.get_text() for t in fig.legends[0].get_texts()]
 
@@ -303,11 +312,11 @@ def test_gradcam_shows_the_image_beside_a_translucent_perceptual_heatmap_with_a_
     assert "MISCLASSIFIED: true COVID-19\npredicted virus (p=0.60)" in captions
 
 
-def summary(results, **optional):
+def summary(results, shortcuts=SHORTCUTS, **optional):
     _, scores = results
     figures = [("../plots/figures/comparison.png", "Models compared", "Dot = estimate.")]
     training = {m: {"best_epoch": 3, "epochs_run": 4} for m in MODELS[:-1]}
-    return summary_markdown(scores, training, CLASSES, True, figures, STUDY, SHORTCUT, "test", **optional)
+    return summary_markdown(scores, training, CLASSES, True, figures, STUDY, shortcuts, "test", **optional)
 
 
 def test_summary_is_a_results_section_with_a_table_per_split(results):
@@ -339,7 +348,7 @@ def test_a_class_absent_from_val_is_absent_in_the_summary_which_names_the_macro_
     covid = {m: outputs["val"][m][0] != 3 for m in MODELS}  # val without its COVID-19 films
     outputs["val"] = {m: (y[covid[m]], p[covid[m]]) for m, (y, p) in outputs["val"].items()}
     scores = {m: {s: split_metrics(*outputs[s][m], CLASSES, 50, 0, where=s) for s in outputs} for m in MODELS}
-    text = summary_markdown(scores, {}, CLASSES, True, [], STUDY, SHORTCUT, "val")
+    text = summary_markdown(scores, {}, CLASSES, True, [], STUDY, SHORTCUTS, "val")
     val, test = text.split("## Validation split")[1].split("## Test split")
     assert (
         "> **Not in val: COVID-19.** No precision, recall, F1 or AUROC exists for it (n/a, not 0). The val macro "
@@ -376,14 +385,47 @@ def test_the_shortcut_warning_follows_the_paired_comparison_the_one_rule(results
     _, scores = results
     assert all(scores[m]["test"]["macro_f1_ci95"][0] > SHORTCUT["test"]["macro_f1"] for m in MODELS[2:])
     paired = {
-        m: {"difference": 0.2, "ci95": ci, "verdict": verdict(ci)}
+        m: {"shortcut": {"difference": 0.2, "ci95": ci, "verdict": verdict(ci)}}
         for m, ci in (("resnet18", [0.05, 0.3]), ("efficientnet_b0", [-0.01, 0.3]), ("ensemble", [0.0, 0.3]))
     }
     audit = summary(results, versus_shortcut=paired).split("## Shortcut audit")[1].split("\n## ")[0]
-    warned = {m for m in MODELS if f"WARNING: {m} does not clearly beat the metadata-only shortcut" in audit}
+    warned = {m for m in MODELS if f"WARNING: {m} does not clearly beat the stronger shortcut, `shortcut`" in audit}
     assert warned == {"densenet121", "efficientnet_b0", "ensemble"}
     assert "paired: efficientnet_b0 − shortcut = +0.200 [−0.010, +0.300]: not distinguishable)" in audit
     assert "paired: not compared)" in audit
+
+
+def test_every_model_is_judged_against_the_stronger_of_the_two_shortcuts(results):
+    """With the pixel shortcut above the metadata one, the verdict is each model's paired CI against the pixel
+    shortcut: beating the weaker one is not enough."""
+    from stages.lib.results.comparisons import verdict
+
+    _, scores = results
+    pixel = {
+        split: {"macro_f1": 0.6, "per_class": {c: {"recall": 0.7, "support": 10} for c in CLASSES}}
+        for split in ("val", "test")
+    }
+    shortcuts = {**SHORTCUTS, "pixel_shortcut": {**pixel, "about": "the film outside the lungs"}}
+
+    def d(ci):
+        return {"difference": 0.1, "ci95": ci, "verdict": verdict(ci)}
+
+    # every model beats the metadata shortcut; only resnet18 beats the pixel one
+    paired = {m: {"shortcut": d([0.05, 0.3]), "pixel_shortcut": d([-0.1, 0.2])} for m in MODELS}
+    paired["resnet18"]["pixel_shortcut"] = d([0.01, 0.2])
+    text = summary(results, shortcuts=shortcuts, versus_shortcut=paired)
+    audit = text.split("## Shortcut audit")[1].split("\n## ")[0]
+    warned = {
+        m for m in MODELS if f"WARNING: {m} does not clearly beat the stronger shortcut, `pixel_shortcut`" in audit
+    }
+    assert warned == set(MODELS) - {"resnet18"} and "The stronger, `pixel_shortcut` (0.600)" in audit
+    assert "Its test macro-F1: **0.600** (recall per class: normal 0.70, bacteria 0.70" in audit
+    test = text.split("## Test split")[1].split("\n## ")[0]
+    assert "| *outside the lungs only (pixel shortcut)* | | 0.600 | | | | | |\n" in test
+    # the weaker stronger: with the pixel shortcut below the metadata one, the metadata one judges
+    low = {**shortcuts, "pixel_shortcut": {split: {**pixel[split], "macro_f1": 0.2} for split in pixel}}
+    audit = summary(results, shortcuts=low, versus_shortcut=paired).split("## Shortcut audit")[1]
+    assert "The stronger, `shortcut` (0.380)" in audit and "WARNING" not in audit.split("\n## ")[0]
 
 
 def test_html_report_inlines_every_image_and_refuses_a_missing_one(tmp_path):

@@ -118,6 +118,9 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         "resnet18 − shortcut",
         "efficientnet_b0 − shortcut",
         "ensemble − shortcut",
+        "resnet18 − pixel_shortcut",
+        "efficientnet_b0 − pixel_shortcut",
+        "ensemble − pixel_shortcut",
     ]
     assert [line.split(" = ")[0][2:] for line in comparisons.splitlines() if line.startswith("- ")] == pairs * 2
     assert "1 seed: no run-to-run spread measured" in summary
@@ -128,6 +131,41 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         f"### shifted\n\n{TINY_DEMO['synthetic']['external']} films from `data_external`",
     ):
         assert section in summary
+
+
+def test_the_demo_scores_the_pixel_shortcut_and_every_model_with_the_lungs_hidden(demo_project):
+    """The pixel shortcut as a network is scored (val, test, the external set, CIs, per class, headline), and a
+    `lungs_hidden` block in every model's metrics that recomputes from its predictions with the lungs hidden."""
+    from stages.lib.results.evaluation import read_predictions
+    from stages.lib.results.metrics import split_metrics
+
+    demo, classes = demo_project / "demo", list(CLASS_NAMES)
+    px = json.loads((demo / "metrics" / "pixel_shortcut.json").read_text())
+    assert px["chosen"] in px["val_macro_f1_of_each_candidate"] and px["hide_lungs"]["top"] == 0.05
+    for split in ("val", "test"):
+        names, labels, probs = read_predictions(demo / "predictions" / "pixel_shortcut" / f"{split}.csv", classes)
+        assert len(names) == 16 and px[split]["macro_f1"] == split_metrics(labels, probs, classes, 0)["macro_f1"]
+        low, high = px[split]["macro_f1_ci95"]
+        assert low <= px[split]["macro_f1"] <= high and set(px[split]["per_class"]) == set(classes)
+    assert px["external"]["shifted"]["per_class"]["COVID-19"]["absent"]
+    assert (demo / "predictions" / "pixel_shortcut" / "external" / "shifted.csv").is_file()
+    head = json.loads((demo / "metrics" / "headline" / "pixel_shortcut.json").read_text())
+    assert head == {s: {"macro_f1": px[s]["macro_f1"]} for s in ("val", "test")}
+    summary = (demo / "metrics" / "summary.md").read_text()
+    hidden_section = summary.split("## Lungs hidden")[1].split("\n## ")[0]
+    for name in [*TINY_DEMO["backbones"], "ensemble"]:
+        m = json.loads((demo / "metrics" / f"{name}.json").read_text())
+        b = m["lungs_hidden"]
+        assert b["split"] == "test" and b["macro_f1_with_lungs"] == m["test"]["macro_f1"]
+        assert set(b["per_class"]) == set(classes) and b["keep_at_least"] == 0.5
+        assert f"| {name} | " in hidden_section and f"{b['macro_f1']:.3f} [" in hidden_section
+        if name != "ensemble":  # one run: the block is its own hidden predictions, scored
+            run = json.loads((demo / run_paths(name)["metrics"]).read_text())["lungs_hidden"]
+            folder = demo / run_paths(name)["predictions"]
+            _, labels, hidden = read_predictions(folder / "lungs_hidden" / "test.csv", classes)
+            assert run["macro_f1"] == split_metrics(labels, hidden, classes, 0)["macro_f1"] == b["macro_f1"]
+            recalls = {c: v["recall"] for c, v in split_metrics(labels, hidden, classes, 0)["per_class"].items()}
+            assert {c: v["recall"] for c, v in run["per_class"].items()} == recalls
 
 
 def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):
@@ -146,7 +184,8 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     assert max(len(line) for line in shown.splitlines()) <= 200
     rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines()[1:]}
     assert set(rows) == {
-        f"metrics/headline/{n}.json" for n in ("data", "shortcut", "ensemble", *TINY_DEMO["backbones"])
+        f"metrics/headline/{n}.json"
+        for n in ("data", "shortcut", "pixel_shortcut", "ensemble", *TINY_DEMO["backbones"])
     }
     assert shown.split()[:7] == [
         "Path",
@@ -184,7 +223,8 @@ def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_proj
     assert "Stage 'preprocess' didn't change, skipping" in lr
     assert stages_run(lr) == downstream
     clahe = run(["dvc", "exp", "run", "-S", "preprocess.clahe_clip_limit=2.0"], demo).stdout
-    assert stages_run(clahe) == {"preprocess", "external@shifted"} | downstream  # the external set: preprocessed alike
+    # the external set is preprocessed alike; the pixel shortcut refitted on the new cache
+    assert stages_run(clahe) == {"preprocess", "external@shifted", "pixel_shortcut"} | downstream
 
     # A second seed runs only its own train and evaluate stages, then combines: each backbone's result is
     # now its two-seed ensemble, with the seeds' spread beside it.

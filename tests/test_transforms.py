@@ -61,3 +61,25 @@ def test_model_input_is_imagenet_normalised_three_channel_float():
     for c, (m, s) in enumerate(zip(T.IMAGENET_MEAN, T.IMAGENET_STD)):
         assert out[0, c, 0, 0].item() == pytest.approx(-m / s, abs=1e-6)
         assert out[0, c, 0, 1].item() == pytest.approx((1 - m) / s, abs=1e-6)
+
+
+def test_hide_lungs_sets_exactly_the_box_to_the_fill_and_leaves_the_rim():
+    from stages.lib.params.schema import HideLungs
+
+    h = HideLungs(top=0.25, bottom=0.75, left=0.125, right=0.5, fill=7)
+    films = np.random.default_rng(0).integers(20, 250, (3, 16, 16), dtype=np.uint8)
+    out = T.hide_lungs(films, h)
+    assert (out[:, 4:12, 2:8] == 7).all()  # rows 16*0.25..16*0.75, columns 16*0.125..16*0.5
+    box = np.zeros((16, 16), bool)
+    box[4:12, 2:8] = True
+    assert np.array_equal(out[:, ~box], films[:, ~box]) and np.array_equal(T.outside_mask(films.shape, h), ~box)
+    assert films[:, box].min() >= 20  # the input is left as it was: a copy came back
+    one = T.LungsHidden(h)(image=films[0])["image"]
+    assert np.array_equal(one, out[0])  # the dataset's per-film form hides the same pixels
+
+
+def test_the_default_box_hides_the_centre_of_a_cached_film():
+    from stages.lib.params.schema import HideLungs
+
+    rows, cols = T.lung_box((64, 64), HideLungs())
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (3, 61, 3, 61)  # 5% in from each edge

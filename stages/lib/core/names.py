@@ -14,10 +14,13 @@ SCORED_SPLITS = ("val", "test")  # train is never scored after training
 UNLABELED = -1
 # ... and this class name in the data report's counts.
 UNLABELED_CLASS = "unlabeled"
-# The models beside the backbones in comparisons: the mean of every run's probabilities, and the
-# metadata-only classifier of the data report (predictions/shortcut/).
+# The models beside the backbones in comparisons: the mean of every run's probabilities, the
+# metadata-only classifier of the data report (predictions/shortcut/), and the classifier that sees only
+# the film outside the lungs (stage pixel_shortcut: predictions/pixel_shortcut/).
 ENSEMBLE = "ensemble"
 SHORTCUT = "shortcut"
+PIXEL_SHORTCUT = "pixel_shortcut"
+SHORTCUTS = (SHORTCUT, PIXEL_SHORTCUT)
 
 
 def run_name(backbone: str, seed: int) -> str:

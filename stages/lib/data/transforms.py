@@ -4,6 +4,8 @@
   CenterCrop -> Resize), run once per image by the preprocess stage and by `predict`.
 - `train_augment`: the study's random augmentations, applied per epoch on the cached uint8 image.
 - `to_model_input`: uint8 [B,1,S,S] -> normalised float [B,3,S,S] on the device, batched.
+- `hide_lungs` (and `LungsHidden`, its per-image form for a dataset): the central box of params'
+  `hide_lungs` set to one grey level, for the pixel shortcut and the lungs-hidden scores.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from stages.lib.params.schema import Augment, Preprocess
+from stages.lib.params.schema import Augment, HideLungs, Preprocess
 
 # ImageNet statistics: the backbones are ImageNet-pretrained and see the gray image on 3 channels.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,3 +98,35 @@ def to_model_input(x: torch.Tensor, device: torch.device | str, channels_last: b
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     x = torch.addcmul(-mean / std, x, 1 / (255 * std))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def lung_box(shape: tuple[int, ...], h: HideLungs) -> tuple[slice, slice]:
+    """The rows and columns of films of `shape` [..., H, W] that `h` hides, each edge rounded to a pixel."""
+    height, width = shape[-2:]
+    return slice(round(h.top * height), round(h.bottom * height)), slice(round(h.left * width), round(h.right * width))
+
+
+def hide_lungs(images: np.ndarray, h: HideLungs) -> np.ndarray:
+    """A copy of uint8 films [..., H, W] with the box of `h` (params' `hide_lungs`) set to `h.fill`."""
+    out = np.array(images, dtype=np.uint8, copy=True)
+    rows, cols = lung_box(out.shape, h)
+    out[..., rows, cols] = h.fill
+    return out
+
+
+def outside_mask(shape: tuple[int, ...], h: HideLungs) -> np.ndarray:
+    """bool [H, W]: True on the pixels `h` leaves visible."""
+    mask = np.ones(shape[-2:], dtype=bool)
+    rows, cols = lung_box(shape, h)
+    mask[rows, cols] = False
+    return mask
+
+
+class LungsHidden:
+    """`hide_lungs` for one film, called as a dataset calls its augmentation (`t(image=img)["image"]`)."""
+
+    def __init__(self, h: HideLungs):
+        self.h = h
+
+    def __call__(self, image: np.ndarray) -> dict:
+        return {"image": hide_lungs(image, self.h)}

@@ -74,7 +74,7 @@ def predict(
 
 
 # params: one cached split (model, cache, split, batch size, device), then options with defaults that evaluate
-# and external set.
+# and external set (flip TTA, precision, workers, a transform of each film).
 def predict_split(
     model,
     cache_dir: str,
@@ -84,9 +84,11 @@ def predict_split(
     hflip: bool = False,
     autocast=contextlib.nullcontext(),
     workers: int = 0,
+    transform=None,
 ):
-    """(file names, labels, probabilities [N, C]) for one cached split, in `autocast`'s precision."""
-    data = CachedSplit(cache_dir, split)
+    """(file names, labels, probabilities [N, C]) for one cached split, in `autocast`'s precision; `transform`
+    changes each film first (transforms.LungsHidden hides the lungs)."""
+    data = CachedSplit(cache_dir, split, augment=transform)
     loader = DataLoader(
         data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda", num_workers=workers
     )
@@ -122,8 +124,9 @@ class Scorer:
             model.to(memory_format=torch.channels_last)
         return cls(model, device, batch_size, hflip, autocast, workers, describe(device, t.precision, workers))
 
-    def split(self, cache_dir: str | os.PathLike, split: str):
-        """(file names, labels, probabilities [N, C]) for one cached split (predict_split)."""
+    def split(self, cache_dir: str | os.PathLike, split: str, transform=None):
+        """(file names, labels, probabilities [N, C]) for one cached split (predict_split), each film through
+        `transform` first when given."""
         return predict_split(
             self.model,
             str(cache_dir),
@@ -133,6 +136,7 @@ class Scorer:
             hflip=self.hflip,
             autocast=self.autocast,
             workers=self.workers,
+            transform=transform,
         )
 
 

@@ -4,7 +4,7 @@
 (stages/lib/params/messages.py words what it refuses), and stages read `cfg.train.lr`. Validation
 is strict: a quoted "0.1" or "false" is refused, never converted, and every key must be present (a
 default used silently would be a value DVC does not track). The sections are declared in
-data_sections.py and run_sections.py, on base.py's strict model; Config, here, holds them all. docs/params.md is generated from the descriptions here (`python -m stages.lib.params.docs`).
+data_sections.py, run_sections.py and shortcut_sections.py, on base.py's strict model; Config, here, holds them all. docs/params.md is generated from the descriptions here (`python -m stages.lib.params.docs`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stages.lib.params.base import STUDY_BACKBONES, Section, allows, refuse, sou
 # Every section is imported from here (`from stages.lib.params.schema import Train`), wherever it is declared.
 from stages.lib.params.data_sections import Assemble, Augment, Data, Preprocess, Synthetic
 from stages.lib.params.run_sections import Evaluate, Plateau, Train  # noqa: F401 (Plateau: re-exported)
+from stages.lib.params.shortcut_sections import HideLungs, PixelShortcut
 
 OPTIONAL_SECTIONS = {"synthetic", "assemble"}  # may be absent: synthetic is demo/params.yaml's, assemble the top's
 
@@ -44,6 +45,13 @@ class Config(Section):
     )
     train: Train = Field(default_factory=Train, description="training")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="scoring")
+    hide_lungs: HideLungs = Field(
+        default_factory=HideLungs,
+        description="the central box hidden to see what a classifier reads outside the lungs (docs/shortcuts.md)",
+    )
+    pixel_shortcut: PixelShortcut = Field(
+        default_factory=PixelShortcut, description="the classifier that sees only the film outside that box"
+    )
     synthetic: Union[Synthetic, None] = Field(
         None, description="demo/params.yaml only: the synthetic films its first stage writes"
     )

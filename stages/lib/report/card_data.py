@@ -1,9 +1,12 @@
 """The model card's sections on what the model is and what it was made from: the model, its recipe (the
-params it was trained with), the data (counts, grouping, leakage, licences) and the data's shortcut audit."""
+params it was trained with), the data (counts, grouping, leakage, licences) and the two shortcuts beside it (file
+metadata, the film outside the lungs)."""
 
 from __future__ import annotations
 
+from stages.lib.core.names import PIXEL_SHORTCUT, SHORTCUT
 from stages.lib.report.card_format import data_stamp, with_ci
+from stages.lib.results.comparisons import stronger
 
 
 def what_it_is(name: str, m: dict) -> str:
@@ -73,25 +76,36 @@ def data_lines(data: dict) -> list[str]:
     return lines
 
 
-def shortcut_lines(m: dict, shortcut: dict, split: str) -> list[str]:
-    """The metadata-only shortcut's score on `split` beside the model's, and whether the model clearly beats it."""
-    if split not in shortcut or not m.get(split):
-        return ["The data report has no shortcut audit for this split.", ""]
-    base, (low, high) = shortcut[split]["macro_f1"], m[split].get("macro_f1_ci95") or (None, None)
-    stored = (
-        "so its score may come from how the files were stored (size, format, bit depth) rather than from what they show"
-    )
+# What each shortcut sees and where a score near it may come from instead of the lungs.
+SHORTCUT_WORDS = {
+    SHORTCUT: ("file metadata only (size, format, dimensions, bit depth), no pixels", "how the files were stored"),
+    PIXEL_SHORTCUT: (
+        "the film outside a central box that covers the lungs, the box hidden",
+        "what lies outside the lungs (body size, devices, markers, the scanner's look)",
+    ),
+}
+
+
+def shortcut_lines(m: dict, shortcuts: dict, split: str) -> list[str]:
+    """Each shortcut's score on `split` beside the model's, and whether the model clearly beats the stronger.
+    `shortcuts[name]`: the data report's `shortcut` block (SHORTCUT) or the pixel shortcut's metrics."""
+    best = stronger({name: ((s or {}).get(split) or {}).get("macro_f1") for name, s in shortcuts.items()})
+    if best is None or not m.get(split):
+        return ["No shortcut was scored on this split.", ""]
+    lines = ["Classifiers that cannot read the lungs, fitted on the same train films, each seeing:", ""] + [
+        f"- `{name}`: {SHORTCUT_WORDS[name][0]}. Its {split} macro-F1: **{shortcuts[name][split]['macro_f1']:.3f}**."
+        for name in SHORTCUT_WORDS
+        if (shortcuts.get(name) or {}).get(split)
+    ]
+    base, (low, high) = shortcuts[best][split]["macro_f1"], m[split].get("macro_f1_ci95") or (None, None)
     if low is not None and low > base:
         verdict = "clearly beats it: the lower end of its 95% CI is above the shortcut's score"
     elif high is not None and high < base:
-        verdict = (
-            "scores BELOW it: file metadata alone classifies these films better than this model reads them; "
-            "the model has not shown that it reads the images"
-        )
+        verdict = "scores BELOW it: the shortcut classifies these films better; the model has not shown that it reads the lungs"
     else:
-        verdict = f"does NOT clearly beat it: its 95% CI reaches the shortcut's score, {stored}"
-    return [
-        f"A classifier that sees only file metadata, no pixels, scores {split} macro-F1 **{base:.3f}**; this "
-        f"model {with_ci(m[split], 'macro_f1')}. It {verdict}.",
+        verdict = f"does NOT clearly beat it: its 95% CI reaches the shortcut's score, so its score may come from {SHORTCUT_WORDS[best][1]} rather than from the lungs"
+    return lines + [
+        "",
+        f"This model scores {with_ci(m[split], 'macro_f1')}. Against the stronger of the two ({best}) it {verdict}.",
         "",
     ]

@@ -1,12 +1,11 @@
 """The model card's sections on how the model scores: the headline metrics with CIs and per class,
-external validation, subgroups, calibration (temperature scaling, conformal coverage) and the OOD flag;
+external validation, subgroups, the lungs hidden, calibration (temperature scaling, conformal coverage) and the OOD flag;
 each block that only some metrics files hold appears when the file holds it."""
 
 from __future__ import annotations
 
-from stages.lib.report.card_format import images, metric_rows
-from stages.lib.report.numbers import fmt, pair
-from stages.lib.report.summary import absent_lines
+from stages.lib.report.card_format import images, metric_rows, with_ci
+from stages.lib.report.numbers import absent_lines, fmt, pair, value_ci
 
 
 def metrics_lines(m: dict, split: str) -> list[str]:
@@ -144,3 +143,58 @@ def ood_lines(ood: dict) -> list[str]:
         f"flagged: {shares}.",
         "",
     ]
+
+
+def box_words(box: dict) -> str:
+    """params' `hide_lungs` box in words: 'rows 5%-95% and columns 5%-95% of the film set to grey level 0'."""
+    return (
+        f"rows {box['top']:.0%}-{box['bottom']:.0%} and columns {box['left']:.0%}-{box['right']:.0%} of the film "
+        f"set to grey level {box['fill']}"
+    )
+
+
+def read_outside_words(block: dict) -> str:
+    """The sentence a card and the summary give about the classes kept with the lungs hidden (the block's
+    `read_outside_lungs`), the threshold for "most" stated."""
+    keep = f"{block['keep_at_least']:.0%}"
+    rule = (
+        f"at least {keep} of its recall and of its margin over the share of other classes' films called it "
+        "(a class every hidden film is called keeps its recall, not its margin)"
+    )
+    outside = block.get("read_outside_lungs") or []
+    if not outside:
+        return f"No class keeps {rule} with the lungs hidden: none is read from outside the lungs by that rule."
+    kept = ", ".join(f"{c} {block['per_class'][c]['kept']:.0%}" for c in outside)
+    if len(outside) == 1:
+        said = f"**{outside[0]} keeps {block['per_class'][outside[0]]['kept']:.0%} of its recall with the lungs hidden: this model reads that class from outside the lungs.**"
+    else:
+        said = (
+            f"**{', '.join(outside[:-1])} and {outside[-1]} keep most of their recall with the lungs hidden ({kept}): "
+            "this model reads those classes from outside the lungs.**"
+        )
+    return f"{said} A class counts as read from outside the lungs when it keeps {rule}."
+
+
+def lungs_hidden_lines(block: dict, scored: dict) -> list[str]:
+    """The metrics file's `lungs_hidden` block beside `scored`, the same split's normal metrics: macro-F1
+    with and without the lungs, the paired cost, each class's recall both ways, and the classes read
+    from outside the lungs, in words."""
+    cost = block.get("cost") or {}
+    lines = [
+        "## Lungs hidden",
+        "",
+        f"The same {block['split']} films with the lungs hidden ({box_words(block['box'])}): macro-F1 "
+        f"{value_ci(block['macro_f1'], block.get('macro_f1_ci95'))} against {with_ci(scored, 'macro_f1')} with them; "
+        f"hiding them costs {value_ci(cost.get('difference'), cost.get('ci95'))} (paired 95% CI).",
+        "",
+        "| Class | Recall | With the lungs hidden | Recall kept | Other classes' films called it | Margin kept |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c, v in block["per_class"].items():
+        if v.get("absent"):
+            lines.append(f"| {c} | absent | | | | |")
+            continue
+        kept, margin = ("n/a" if x is None else f"{x:.0%}" for x in (v["kept"], v["margin_kept"]))
+        called = f"{v['other_films_called_it_with_lungs']:.0%} -> {v['other_films_called_it']:.0%}"
+        lines.append(f"| {c} | {fmt(v['recall_with_lungs'])} | {fmt(v['recall'])} | {kept} | {called} | {margin} |")
+    return lines + ["", read_outside_words(block), ""]

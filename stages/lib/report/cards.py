@@ -13,13 +13,14 @@ from pathlib import Path
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_text
-from stages.lib.core.names import run_name
+from stages.lib.core.names import PIXEL_SHORTCUT, SHORTCUT, run_name
 from stages.lib.core.provenance import code_words
 from stages.lib.report.card_data import data_lines, recipe, shortcut_lines, what_it_is
 from stages.lib.report.card_format import data_stamp, images
 from stages.lib.report.card_metrics import (
     calibration_lines,
     external_lines,
+    lungs_hidden_lines,
     metrics_lines,
     ood_lines,
     subgroup_lines,
@@ -37,8 +38,15 @@ def add_arguments(parser) -> None:
         default=NOTICE,
         help="the research-use notice the card quotes (default: the project's docs/notice.md, beside the code)",
     )
+    parser.add_argument(
+        "--pixel-shortcut",
+        default="metrics/pixel_shortcut.json",
+        help="the pixel shortcut's metrics (stage pixel_shortcut): the card compares the model with it",
+    )
 
 
+# params: the card, the model's name, the files it is written from (metrics, data report, notice, the pixel
+# shortcut's metrics) and whether the data is synthetic: the command line of the stages that write cards.
 def write_card(
     out: str | os.PathLike,
     name: str,
@@ -46,13 +54,16 @@ def write_card(
     data_report_path: str | os.PathLike,
     notice_path: str | os.PathLike,
     synthetic: bool = False,
+    pixel_shortcut_path: str | os.PathLike | None = None,
 ) -> str:
-    """Write the card of model `name` to `out` from its metrics file; refused while that file is missing."""
-    if not Path(metrics_path).is_file():
-        raise UserError(
-            f"no metrics for {name} yet ({metrics_path} not found): a card is written from them; run "
-            "evaluate first (dvc repro)"
-        )
+    """Write the card of model `name` to `out` from its metrics file (and the pixel shortcut's, when given);
+    refused while either is missing."""
+    for path, stage in ((metrics_path, "evaluate"), (pixel_shortcut_path, "pixel_shortcut")):
+        if path is not None and not Path(path).is_file():
+            raise UserError(
+                f"no metrics for {name if stage == 'evaluate' else 'the pixel shortcut'} yet ({path} not found): "
+                f"a card is written from them; run {stage} first (dvc repro)"
+            )
     text = card_markdown(
         name,
         read_json(metrics_path),
@@ -60,6 +71,7 @@ def write_card(
         notice(notice_path),
         os.path.relpath(metrics_path, Path(out).parent),
         synthetic,
+        read_json(pixel_shortcut_path) if pixel_shortcut_path is not None else None,
     )
     write_text(out, text)
     return text
@@ -76,11 +88,18 @@ def notice(path: str | os.PathLike) -> str:
     return " ".join(next(p for p in paragraphs if not p.startswith("#")).split())
 
 
+# params: the model's name, the three files' contents it is written from, its metrics' link, whether synthetic.
 def card_markdown(
-    name: str, m: dict, data: dict, research_notice: str, metrics_link: str, synthetic: bool = False
+    name: str,
+    m: dict,
+    data: dict,
+    research_notice: str,
+    metrics_link: str,
+    synthetic: bool = False,
+    pixel: dict | None = None,
 ) -> str:
-    """The card of model `name` from its metrics `m` and the data report `data`: test metrics, or val
-    when test labels are hidden."""
+    """The card of model `name` from its metrics `m`, the data report `data` and the pixel shortcut's metrics
+    `pixel`: test metrics, or val when test labels are hidden."""
     split = "test" if m.get("test") else "val"
     lines = intro_lines(name, m, split, research_notice, metrics_link) + data_lines(data)
     if synthetic:
@@ -91,8 +110,11 @@ def card_markdown(
         lines += external_lines(m["external"])
     if isinstance(m.get("subgroups"), dict):
         lines += subgroup_lines(m["subgroups"], split)
+    if isinstance(m.get("lungs_hidden"), dict):
+        lines += lungs_hidden_lines(m["lungs_hidden"], m[m["lungs_hidden"]["split"]])
     lines += calibration_lines(m, split)
-    lines += ["", "## Shortcut audit", ""] + shortcut_lines(m, data.get("shortcut") or {}, split)
+    shortcuts = {SHORTCUT: data.get("shortcut") or {}, PIXEL_SHORTCUT: pixel or {}}
+    lines += ["", "## Shortcut audit", ""] + shortcut_lines(m, shortcuts, split)
     if isinstance(m.get("ood"), dict):
         lines += ood_lines(m["ood"])
     lines += limitation_lines(images(m[split]), split) + provenance_lines(m.get("provenance") or {})
@@ -165,7 +187,8 @@ def summary_lines(models_dir: str | os.PathLike, summary_dir: str | os.PathLike,
         "## Model cards",
         "",
         "Each model's card: intended use, data, recipe, test and external metrics with CIs per "
-        "class, calibration, the shortcut audit, limitations and provenance, written from its metrics file.",
+        "class, the lungs hidden, calibration, the shortcut audit, limitations and provenance, written from its "
+        "metrics file.",
         "",
     ]
     for b in backbones:

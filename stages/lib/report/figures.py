@@ -16,10 +16,11 @@ from stages.lib.results.metrics import class_auroc_ci95, confusion
 from stages.lib.results.model_results import Results, shown_split
 
 
-def report_figures(cfg: Config, r: Results, fits: dict, study: dict, shortcut: dict) -> dict:
+def report_figures(cfg: Config, r: Results, fits: dict, study: dict, shortcuts: dict) -> dict:
     """{file name: figure} of the backbones' seed ensembles and the ensemble: the models compared, confusion
     matrices, ROC, precision-recall and reliability per class on the shown split, and the training curves.
-    `fits[model]`: its post-hoc fit and blocks (the reliability figure's temperature-scaled curve)."""
+    `fits[model]`: its post-hoc fit and blocks (the reliability figure's temperature-scaled curve);
+    `shortcuts[name][split]`: each shortcut's metrics, a vertical line on the comparison's macro-F1."""
     shown, e = shown_split(r), cfg.evaluate
     models = [*cfg.backbones, ENSEMBLE]
     outputs = {split: {m: r.outputs[split][m] for m in models} for split in SCORED_SPLITS}
@@ -28,7 +29,7 @@ def report_figures(cfg: Config, r: Results, fits: dict, study: dict, shortcut: d
     scores = {n: r.scores[n][shown] for n in models}
     runs, best = training_runs(r, cfg.backbones)
     return {
-        "comparison.png": comparison(r.scores, seed_points(r.seeds), study, shortcut, colours),
+        "comparison.png": comparison(r.scores, seed_points(r.seeds), study, shortcuts, colours),
         "confusion_test.png": _confusions(outputs[shown], r.classes, f"Confusion matrices, {shown} split"),
         "confusion_val.png": _confusions(outputs["val"], r.classes, "Confusion matrices, val split"),
         "roc_test.png": roc_grid(outputs[shown], scores, r.classes, class_ci, colours, shown),

@@ -13,7 +13,7 @@ Taken from scikit-learn: `ConfusionMatrixDisplay` (matrix, colour scale, value t
 the legend texts (AUROC [95% CI] and AP from the metrics, not recomputed), the second line of each
 confusion cell (the row percentage beside the count), the bin-count histogram under each reliability
 curve, the training curves with the best epoch marked, the model comparison (point estimates with
-bootstrap CIs, one dot per seed, the study's and the metadata-only shortcut's reference marks), the
+bootstrap CIs, one dot per seed, the study's and both shortcuts' reference marks), the
 Grad-CAM grid (the preprocessed image beside a translucent heatmap, a colour bar) and the banner.
 """
 
@@ -186,7 +186,7 @@ def figure_captions(shown: str, resamples: int) -> dict[str, tuple[str, str]]:
             f"Accuracy, macro-F1 and macro AUROC per model on val and test: dot = "
             f"estimate, bar = 95% bootstrap CI ({resamples} image resamples); triangles, where shown = "
             "the study's published val numbers (on val only); dashed = the metadata-only shortcut's "
-            "macro-F1.",
+            "macro-F1, dotted = the pixel shortcut's (the film outside the lungs only).",
         ),
         "confusion_test.png": (
             f"Confusion matrices, {shown}",

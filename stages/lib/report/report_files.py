@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stages.lib.core import provenance
 from stages.lib.core.files import read_json, write_text
-from stages.lib.core.names import ENSEMBLE, SHORTCUT, STUDY_CLASSES
+from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT, SHORTCUTS, STUDY_CLASSES
 from stages.lib.model.registry import BACKBONES
 from stages.lib.params.schema import Config
 from stages.lib.report import cards
@@ -19,11 +19,12 @@ from stages.lib.report.plots import save_figure
 from stages.lib.report.posthoc_summary import external_markdown, posthoc_markdown, subgroups_markdown
 from stages.lib.report.run_plots import curves_csv
 from stages.lib.report.seeds_summary import comparisons_markdown, seeds_markdown
-from stages.lib.report.summary import sources_lines, summary_markdown
+from stages.lib.report.summary import lungs_hidden_markdown, sources_lines, summary_markdown
 from stages.lib.results.model_results import (
     Results,
     collect,
     external_blocks,
+    lungs_hidden_blocks,
     posthoc_fits,
     shown_split,
     subgroup_blocks,
@@ -44,6 +45,7 @@ class ReportPaths:
     summary: str  # Markdown summary to write
     html: str  # the summary as one HTML file to write
     models: str | None = None  # folder of the models, their cards and OOD scores (linked and summarised)
+    pixel_shortcut: str | None = None  # the pixel shortcut's metrics (what it sees, the classifier val chose)
 
 
 def write_report(cfg: Config, paths: ReportPaths) -> str:
@@ -51,9 +53,10 @@ def write_report(cfg: Config, paths: ReportPaths) -> str:
     meta, data_report = read_json(paths.cache_meta), read_json(paths.data_report)
     classes, synthetic = meta["classes"], bool(meta.get("synthetic"))
     r = collect(cfg, classes, paths.predictions, paths.live)
-    shown, study, shortcut = shown_split(r), study_numbers(cfg.backbones, classes), data_report.get("shortcut", {})
+    shown, study = shown_split(r), study_numbers(cfg.backbones, classes)
+    shortcuts = described_shortcuts(r, data_report, read_json(paths.pixel_shortcut) if paths.pixel_shortcut else {})
     fits = posthoc_fits(r, [*cfg.backbones, ENSEMBLE], cfg.evaluate)
-    figures = report_figures(cfg, r, fits, study, shortcut)
+    figures = report_figures(cfg, r, fits, study, shortcuts)
     for filename, fig in figures.items():
         save_figure(fig, Path(paths.figures) / filename, synthetic)
     for split in ("train", "val"):  # `dvc plots show` draws these, one colour per model (dvc.yaml's plots)
@@ -61,14 +64,31 @@ def write_report(cfg: Config, paths: ReportPaths) -> str:
     summary_dir = Path(paths.summary).parent
     embedded = figure_links(list(figures), cfg, shown, paths.figures, paths.gradcam, summary_dir)
     sections = summary_sections(cfg, r, fits, data_report, paths)
-    versus = {row["a"]: row["macro_f1"] for row in r.comparisons if row["b"] == SHORTCUT}
+    versus: dict = {}
+    for row in r.comparisons:
+        if row["b"] in SHORTCUTS:
+            versus.setdefault(row["a"], {})[row["b"]] = row["macro_f1"]
     text = summary_markdown(
-        r.scores, r.training, classes, synthetic, embedded, study, shortcut, shown, sections, versus
+        r.scores, r.training, classes, synthetic, embedded, study, shortcuts, shown, sections, versus
     )
     text += "\n".join(provenance.markdown(provenance.stamp(cfg.model_dump(exclude_none=True), meta.get("data"))))
     write_text(paths.summary, text)
     write_text(paths.html, html_report(text, summary_dir, "CXR-4 results"))
     return text
+
+
+def described_shortcuts(r: Results, data_report: dict, pixel: dict) -> dict:
+    """{shortcut: {split: its metrics, recomputed from its predictions (None dropped), "about": what it sees}}."""
+    features = ", ".join(data_report.get("shortcut", {}).get("features", []))
+    about = {
+        SHORTCUT: f"a random forest on file metadata only ({features}), no pixels",
+        PIXEL_SHORTCUT: f"{pixel.get('sees', 'the film outside the lungs only')}; {pixel.get('chosen', 'a classifier')}, "
+        "picked on val",
+    }
+    return {
+        name: {**{split: m for split, m in r.shortcuts[name].items() if m is not None}, "about": about[name]}
+        for name in SHORTCUTS
+    }
 
 
 def study_numbers(backbones, classes) -> dict[str, tuple[float, float]]:
@@ -82,7 +102,8 @@ def study_numbers(backbones, classes) -> dict[str, tuple[float, float]]:
 
 def summary_sections(cfg: Config, r: Results, fits: dict, data_report: dict, paths: ReportPaths) -> list[str]:
     """The summary's sections between the shortcut audit and the per-class table: seeds, paired comparisons,
-    post-hoc fits, subgroups, external sets, the data's sources, and the model cards with their OOD flags."""
+    post-hoc fits, subgroups, external sets, the lungs hidden, the data's sources, and the model cards with
+    their OOD flags."""
     shown, models = shown_split(r), [*cfg.backbones, ENSEMBLE]
     sections = (
         seeds_markdown(r.seeds, r.scores)
@@ -90,6 +111,7 @@ def summary_sections(cfg: Config, r: Results, fits: dict, data_report: dict, pat
         + posthoc_markdown({n: b for n, (_, b) in fits.items()}, shown)
         + subgroups_markdown(subgroup_blocks(cfg, Path(paths.cache_meta).parent, r, shown, models))
         + external_markdown(external_blocks(cfg, r, fits, paths.predictions, paths.models), cfg.external)
+        + lungs_hidden_markdown(lungs_hidden_blocks(cfg, r, paths.predictions, models), r.scores)
     )
     sections += sources_lines(data_report.get("sources", []))  # the study's data (make study-data) cites its datasets
     if paths.models is not None:  # the model cards' links, the OOD flag's shares

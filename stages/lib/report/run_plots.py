@@ -12,7 +12,13 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from stages.lib.report.plots import COMPARED, CURVE_METRICS, PAGE, model_colours, styled
+from stages.lib.core.names import PIXEL_SHORTCUT, SHORTCUT  # noqa: E402
+from stages.lib.report.plots import COMPARED, CURVE_METRICS, PAGE, model_colours, styled  # noqa: E402
+
+SHORTCUT_LINES = {
+    SHORTCUT: ("--", "metadata-only shortcut"),
+    PIXEL_SHORTCUT: (":", "pixel shortcut (outside the lungs)"),
+}
 
 
 @styled
@@ -100,7 +106,7 @@ class _Compared:
     scores: dict[str, dict]
     seeds: dict[str, dict]
     study: dict[str, tuple[float, float]]
-    shortcut: dict
+    shortcuts: dict
     colours: dict[str, str]
 
 
@@ -143,8 +149,9 @@ def _compared_panel(ax, shown: _Compared, split: str, key: str, label: str, last
             linestyle="none",
             gid="study",
         )
-    if key == "macro_f1" and split in shown.shortcut:
-        ax.axvline(shown.shortcut[split]["macro_f1"], color="grey", linestyle="--", linewidth=1, gid="shortcut")
+    for name, s in shown.shortcuts.items():
+        if key == "macro_f1" and split in s:
+            ax.axvline(s[split]["macro_f1"], color="grey", linestyle=SHORTCUT_LINES[name][0], linewidth=1, gid=name)
     ax.set_title(f"{split}: {label}")
     ax.grid(axis="y", visible=False)
     ax.set_ylim(-0.6, len(shown.names) - 0.4)
@@ -173,8 +180,10 @@ def _compared_legend(fig, shown: _Compared, splits: list[str]) -> None:
         handles.append(
             Line2D([], [], color="black", marker="v", markersize=4, linestyle="none", label="study (published, val)")
         )
-    if any(s in shown.shortcut for s in splits):
-        handles.append(Line2D([], [], color="grey", linestyle="--", label="metadata-only shortcut"))
+    for name, s in shown.shortcuts.items():
+        if any(split in s for split in splits):
+            style, label = SHORTCUT_LINES[name]
+            handles.append(Line2D([], [], color="grey", linestyle=style, label=label))
     fig.legend(handles=handles, loc="outside lower center", ncols=2)
 
 
@@ -183,7 +192,7 @@ def comparison(
     scores: dict[str, dict],
     seeds: dict[str, dict] | None = None,
     study: dict[str, tuple[float, float]] | None = None,
-    shortcut: dict | None = None,
+    shortcuts: dict | None = None,
     colours: dict[str, str] | None = None,
 ):
     """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs: one row per scored split
@@ -195,7 +204,8 @@ def comparison(
       has more than one, and the caption says how many (or "1 seed").
     - `study[model] = (val accuracy, val macro-F1)`: the study's published numbers, drawn on the val row
       only (the split the study measured them on).
-    - `shortcut[split]["macro_f1"]`: the metadata-only classifier's score, a dashed line on macro-F1.
+    - `shortcuts[name][split]["macro_f1"]`: each shortcut's score, a grey line on macro-F1 (the metadata-only
+      classifier's dashed, the pixel shortcut's dotted).
     """
     names = list(scores)
     shown = _Compared(
@@ -204,7 +214,7 @@ def comparison(
         scores,
         seeds or {},
         study or {},
-        shortcut or {},
+        shortcuts or {},
         colours or model_colours(scores),
     )  # first model on top
     splits = [s for s in ("val", "test") if any(scores[n].get(s) for n in names)]

@@ -1,19 +1,26 @@
 """metrics/summary.md: the results section of a paper, as Markdown that renders on GitHub.
 
-One table per split with 95% CIs and the metadata-only shortcut as a row beside the models, the
-shortcut audit's verdict, the report stage's seed and paired-comparison sections, the per-class table,
-then every figure embedded with its caption. html_report.py turns the same text into one HTML file.
+One table per split with 95% CIs and the two shortcuts (file metadata only, the film outside the lungs
+only) as rows beside the models, the shortcut audit's verdict against the stronger of them, the report
+stage's seed, paired-comparison and lungs-hidden sections, the per-class table, then every figure
+embedded with its caption. html_report.py turns the same text into one HTML file.
 """
 
 from __future__ import annotations
 
-from stages.lib.core.names import ENSEMBLE, SHORTCUT
-from stages.lib.report.numbers import fmt
+from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT
+from stages.lib.report.card_metrics import box_words, read_outside_words
+from stages.lib.report.numbers import absent_lines, fmt, value_ci
 from stages.lib.report.plots import SYNTHETIC_MARK
-from stages.lib.results.comparisons import beats, sentence
-from stages.lib.results.metrics import MACRO_AVERAGES, absent_from
+from stages.lib.results.comparisons import beats, sentence, stronger
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
+# Each shortcut's row label in the split tables.
+SHORTCUT_ROWS = {
+    SHORTCUT: "*metadata only, no pixels (shortcut audit)*",
+    PIXEL_SHORTCUT: "*outside the lungs only (pixel shortcut)*",
+}
+_TABLED = ("accuracy", "macro_f1", "macro_auroc")  # a shortcut row's columns
 
 
 def _with_ci(m: dict, key: str) -> str:
@@ -30,10 +37,10 @@ def split_table(
     training: dict[str, dict],
     split: str,
     study: dict[str, tuple[float, float]],
-    shortcut: dict,
+    shortcuts: dict,
 ) -> list[str]:
-    """One split's table: a row per model, then the metadata-only shortcut; the study's numbers in a
-    last column on val only (the split the study reported)."""
+    """One split's table: a row per model, then each shortcut (`shortcuts[name][split]`: its metrics, or only
+    its macro-F1); the study's numbers in a last column on val only (the split the study reported)."""
     with_study = bool(study) and split == "val"
     scored = [s[split] for s in scores.values() if s[split] is not None]
     size = f" ({_images(scored[0])} images)" if scored else ""
@@ -55,58 +62,92 @@ def split_table(
             f"{_with_ci(m, 'macro_auroc')} | {fmt(m['macro_precision'])} | {fmt(m['macro_recall'])} | "
             f"{fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |" + (ref if with_study else "")
         )
-    if split in shortcut:
-        lines.append(
-            f"| *metadata only, no pixels (shortcut audit)* | | {fmt(shortcut[split]['macro_f1'])} "
-            "| | | | | |" + (" |" if with_study else "")
-        )
+    for name, label in SHORTCUT_ROWS.items():
+        m = (shortcuts.get(name) or {}).get(split)
+        if m:
+            cells = [_with_ci(m, k) if f"{k}_ci95" in m else fmt(m[k]) if k in m else "" for k in _TABLED]
+            cells += [""] * (4 + with_study)
+            lines.append("|" + "|".join(f" {c} " if c else " " for c in [label, *cells]) + "|")
     return lines + [""] + (absent_lines(scored[0], split) if scored else [])
 
 
-def absent_lines(m: dict, split: str) -> list[str]:
-    """What a class with no film in the split changed: which macro averages are over fewer classes."""
-    absent = absent_from(m)
-    if not absent:
-        return []
-    present = [c for c in m["per_class"] if c not in absent]
-    return [
-        f"> **Not in {split}: {', '.join(absent)}.** No precision, recall, F1 or AUROC exists for it (n/a, "
-        f"not 0). The {split} macro averages ({', '.join(MACRO_AVERAGES)}) are over the {len(present)} classes "
-        f"present ({', '.join(present)}); accuracy and the weighted averages are unchanged.",
-        "",
-    ]
+def _recalls(m: dict) -> dict:
+    """Recall per class present: the data report's `per_class_recall`, or a metrics dict's per-class recall."""
+    if "per_class_recall" in m:
+        return m["per_class_recall"]
+    return {c: v["recall"] for c, v in m["per_class"].items() if v.get("support")}
 
 
-def shortcut_lines(scores: dict[str, dict], shortcut: dict, split: str, versus: dict | None = None) -> list[str]:
-    """The metadata-only baseline beside the networks, and a loud line for each that does not beat it.
+def shortcut_lines(scores: dict[str, dict], shortcuts: dict, split: str, versus: dict | None = None) -> list[str]:
+    """Both shortcuts beside the networks, and a loud line for each model that does not beat the stronger.
 
-    `versus[model]`: the paired comparison model − shortcut on macro-F1 (comparisons.paired_difference);
-    "beats" is comparisons.beats, the one rule README and docs use too. A model not compared is not
-    said to beat it.
+    `shortcuts[name]`: {split: its metrics, "about": what it sees}; `versus[model][name]`: the paired
+    comparison model − that shortcut on macro-F1 (comparisons.paired_difference); "beats" is
+    comparisons.beats, the one rule README and docs use too. A model not compared is not said to beat it.
     """
-    if split not in shortcut:
+    present = {n: s for n, s in shortcuts.items() if (s or {}).get(split)}
+    best = stronger({n: s[split]["macro_f1"] for n, s in present.items()})
+    if best is None:
         return []
-    base, versus = shortcut[split]["macro_f1"], versus or {}
-    recall = ", ".join(f"{c} {r:.2f}" for c, r in shortcut[split]["per_class_recall"].items())
-    lines = [
-        "## Shortcut audit",
+    versus = versus or {}
+    lines = ["## Shortcut audit", "", "Classifiers that cannot read the lungs, fitted on the same train films:", ""]
+    for name, s in present.items():
+        recall = ", ".join(f"{c} {r:.2f}" for c, r in _recalls(s[split]).items())
+        lines.append(
+            f"- `{name}`: {s.get('about', name)}. Its {split} macro-F1: **{s[split]['macro_f1']:.3f}** (recall "
+            f"per class: {recall})."
+        )
+    base = present[best][split]["macro_f1"]
+    lines += [
         "",
-        f"A random forest that sees only file metadata ({', '.join(shortcut.get('features', []))}), no pixels, "
-        f"reaches {split} macro-F1 **{base:.3f}** (recall per class: {recall}). Scores near it may come from "
-        f"how the images were stored rather than from what they show. A model beats it when the paired 95% CI "
-        f"of its difference on the same images lies above 0.",
+        f"The stronger, `{best}` ({base:.3f}), is the floor: a score near it may come from how the films were "
+        "stored or from what lies outside the lungs rather than from the lungs. A model beats it when the "
+        "paired 95% CI of its difference on the same images lies above 0.",
         "",
     ]
     for name, s in scores.items():
-        if s[split] is None or (name in versus and beats(versus[name])):
+        compared = (versus.get(name) or {}).get(best)
+        if s[split] is None or (compared is not None and beats(compared)):
             continue
-        said = sentence(name, SHORTCUT, "macro_f1", versus[name]) if name in versus else "not compared"
+        said = sentence(name, best, "macro_f1", compared) if compared is not None else "not compared"
         lines += [
-            f"> **WARNING: {name} does not clearly beat the metadata-only shortcut** ({split} macro-F1 "
+            f"> **WARNING: {name} does not clearly beat the stronger shortcut, `{best}`** ({split} macro-F1 "
             f"{_with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).",
             "",
         ]  # one quote each
     return lines
+
+
+def lungs_hidden_markdown(blocks: dict[str, dict], scores: dict[str, dict]) -> list[str]:
+    """Each model scored with the lungs hidden (its `lungs_hidden` block): macro-F1 both ways, the paired cost,
+    recall per class both ways, and the classes it reads from outside the lungs."""
+    if not blocks:
+        return []
+    first = next(iter(blocks.values()))
+    lines = [
+        "## Lungs hidden",
+        "",
+        f"Each model on the same {first['split']} films with the lungs hidden ({box_words(first['box'])}). "
+        "Recall per class: with the lungs -> hidden.",
+        "",
+        "| Model | Macro-F1 [95% CI] | Lungs hidden [95% CI] | Cost, paired [95% CI] | Recall per class |",
+        "|---|---|---|---|---|",
+    ]
+    for name, b in blocks.items():
+        recall = ", ".join(
+            f"{c} {v['recall_with_lungs']:.2f} -> {v['recall']:.2f}"
+            for c, v in b["per_class"].items()
+            if not v.get("absent")
+        )
+        lines.append(
+            f"| {name} | {_with_ci(scores[name][b['split']], 'macro_f1')} | "
+            f"{value_ci(b['macro_f1'], b['macro_f1_ci95'])} | {value_ci(b['cost']['difference'], b['cost']['ci95'])} | "
+            f"{recall} |"
+        )
+    lines.append("")
+    for name, b in blocks.items():
+        lines += [f"- {name}: {read_outside_words(b)}"]
+    return lines + [""]
 
 
 def per_class_table(scores: dict[str, dict], classes, split: str) -> list[str]:
@@ -137,7 +178,7 @@ def figure_lines(figures: list[tuple[str, str, str]]) -> list[str]:
     return lines
 
 
-# params: the results report.py collected (scores, training, figures, study, shortcut, comparisons) and how to
+# params: the results report.py collected (scores, training, figures, study, shortcuts, comparisons) and how to
 # show them (classes, synthetic, split, sections).
 def summary_markdown(
     scores: dict[str, dict],
@@ -146,7 +187,7 @@ def summary_markdown(
     synthetic: bool,
     figures: list[tuple[str, str, str]],
     study: dict[str, tuple[float, float]],
-    shortcut: dict | None = None,
+    shortcuts: dict | None = None,
     shown: str = "test",
     sections: list[str] | None = None,
     versus_shortcut: dict | None = None,
@@ -155,12 +196,13 @@ def summary_markdown(
 
     `scores[model][split]`: the split's metrics dict (None when its labels are hidden); `training[model]`:
     best_epoch and epochs_run; `figures`: (path relative to the summary, title, caption); `study[model] =
-    (val accuracy, val macro-F1)`; `shortcut`: the data report's shortcut audit; `shown`: the split of the
-    per-class table and the verdicts (val when test labels are hidden); `sections`: ready Markdown lines
-    (the report stage's seeds and paired comparisons), placed after the shortcut audit; `versus_shortcut`:
-    each model's paired macro-F1 comparison with the shortcut, which decides the audit's warnings.
+    (val accuracy, val macro-F1)`; `shortcuts[name]`: each shortcut's {split: metrics, "about": what it
+    sees}; `shown`: the split of the per-class table and the verdicts (val when test labels are hidden);
+    `sections`: ready Markdown lines (the report stage's seeds and paired comparisons), placed after the
+    shortcut audit; `versus_shortcut[model][name]`: each model's paired macro-F1 comparison with each
+    shortcut, which decides the audit's warnings.
     """
-    shortcut = shortcut or {}
+    shortcuts = shortcuts or {}
     lines = ["# Results", ""]
     if synthetic:
         lines += [
@@ -170,19 +212,19 @@ def summary_markdown(
         ]
     lines += [
         "Point estimates with 95% bootstrap confidence intervals (resampling the split's images). "
-        f"`{ENSEMBLE}` averages every run's probabilities. A model whose interval reaches the "
-        "metadata-only row has not shown that it reads the images.",
+        f"`{ENSEMBLE}` averages every run's probabilities. A model whose interval reaches the stronger "
+        "shortcut's row has not shown that it reads the lungs.",
         "",
     ]
     for split in SPLIT_NAMES:
-        lines += split_table(scores, training, split, study, shortcut)
+        lines += split_table(scores, training, split, study, shortcuts)
     if scores:
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
         lines += [
             f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')}).",
             "",
         ]
-    lines += shortcut_lines(scores, shortcut, shown, versus_shortcut)
+    lines += shortcut_lines(scores, shortcuts, shown, versus_shortcut)
     lines += sections or []
     lines += per_class_table(scores, classes, shown)
     lines += figure_lines(figures)

@@ -118,6 +118,13 @@ def beats(d: dict) -> bool:
     return d["verdict"] == "A better"
 
 
+def stronger(scores: dict[str, float | None]) -> str | None:
+    """The stronger of the shortcuts, `scores[name]` its macro-F1 on the split judged: the one every model is
+    compared with (the summary's verdict, the cards, quality.json); None when none was scored."""
+    scored = {name: v for name, v in scores.items() if v is not None}
+    return max(scored, key=scored.get) if scored else None
+
+
 def verdict(ci: list) -> str:
     low, high = ci
     if low is None:

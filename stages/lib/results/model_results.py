@@ -1,7 +1,8 @@
 """Every model's results as the report shows them, recomputed from the per-image predictions: each
 backbone's seed ensemble (the mean of its runs), the ensemble of every run (as the ensemble stage) and
-the metadata-only shortcut; each backbone's seeds and training logs; the models compared pairwise; and
-each model's post-hoc fits, subgroups and external sets.
+the two shortcuts (file metadata only, the film outside the lungs only); each backbone's seeds and
+training logs; the models compared pairwise and with both shortcuts; and each model's post-hoc fits,
+subgroups, external sets and scores with the lungs hidden.
 
 The numbers come from the functions evaluate, combine and ensemble use (`score_split`, `seed_block`,
 external `score`, seeded bootstraps), so they match metrics/<model>.json exactly; reading those JSON
@@ -17,10 +18,19 @@ from pathlib import Path
 
 from stages.lib.core import live_logs
 from stages.lib.core.files import read_json
-from stages.lib.core.names import ENSEMBLE, SCORED_SPLITS, SHORTCUT, UNLABELED, run_name, seed_run
+from stages.lib.core.names import (
+    ENSEMBLE,
+    PIXEL_SHORTCUT,
+    SCORED_SPLITS,
+    SHORTCUT,
+    SHORTCUTS,
+    UNLABELED,
+    run_name,
+    seed_run,
+)
 from stages.lib.params.schema import Config, Evaluate
 from stages.lib.results import external_scores as ext
-from stages.lib.results import ood, posthoc, subgroups
+from stages.lib.results import lungs_hidden, ood, posthoc, subgroups
 from stages.lib.results.comparisons import paired_difference, seed_block
 from stages.lib.results.evaluation import read_runs, score_split
 
@@ -31,6 +41,7 @@ class Results:
 
     classes: list[str]
     scores: dict = field(default_factory=dict)  # model -> split -> metrics (backbones, ensemble)
+    shortcuts: dict = field(default_factory=dict)  # shortcut -> split -> metrics (None: labels hidden)
     outputs: dict = field(default_factory=dict)  # split -> model -> (labels, probs) of labelled images
     runs: dict = field(default_factory=dict)  # split -> model -> (labels, probs [runs, N, C]) all images
     seeds: dict = field(default_factory=dict)  # backbone -> metrics/<b>.json's `seeds` block
@@ -47,11 +58,12 @@ def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str
     for split in SCORED_SPLITS:
         r.runs[split] = split_runs(folders, split, classes)
         r.outputs[split] = {name: _labelled_mean(*runs) for name, runs in r.runs[split].items()}
-    for name in [*cfg.backbones, ENSEMBLE]:
-        r.scores[name] = {
+    for name in [*cfg.backbones, ENSEMBLE, *SHORTCUTS]:
+        scored = {
             split: score_split(*mean_of_runs(r.runs[split][name]), classes, cfg.evaluate, split)
             for split in SCORED_SPLITS
         }
+        (r.shortcuts if name in SHORTCUTS else r.scores)[name] = scored
     for b in cfg.backbones:
         _add_seeds(r, b, cfg, live_dir)
     r.comparisons = compare(r, cfg.backbones, cfg.evaluate)
@@ -59,10 +71,11 @@ def collect(cfg: Config, classes: list[str], predictions_dir: str, live_dir: str
 
 
 def run_folders(cfg: Config, predictions_dir: str) -> dict[str, list[Path]]:
-    """Each model's prediction folders: a backbone's seeds, every run for the ensemble, the shortcut's own."""
+    """Each model's prediction folders: a backbone's seeds, every run for the ensemble, each shortcut's own."""
     folders = {b: [seed_run(Path(predictions_dir) / b, s) for s in cfg.seeds] for b in cfg.backbones}
     folders[ENSEMBLE] = [f for b in cfg.backbones for f in folders[b]]
-    folders[SHORTCUT] = [Path(predictions_dir) / SHORTCUT]
+    for name in SHORTCUTS:
+        folders[name] = [Path(predictions_dir) / name]
     return folders
 
 
@@ -106,13 +119,13 @@ def _add_seeds(r: Results, b: str, cfg: Config, live_dir: str) -> None:
 
 
 def compare(r: Results, backbones, e: Evaluate) -> list[dict]:
-    """Every pair of backbones, each backbone against the ensemble and the shortcut, and the ensemble
-    against the shortcut: paired differences on the shown split's labelled images."""
+    """Every pair of backbones, each backbone against the ensemble, and each model against both shortcuts:
+    paired differences on the shown split's labelled images."""
     split = shown_split(r)
     pairs = [
         *combinations(backbones, 2),
         *((b, ENSEMBLE) for b in backbones),
-        *((m, SHORTCUT) for m in [*backbones, ENSEMBLE]),
+        *((m, shortcut) for shortcut in (SHORTCUT, PIXEL_SHORTCUT) for m in [*backbones, ENSEMBLE]),
     ]
     rows = []
     for a, b in pairs:
@@ -187,3 +200,13 @@ def _run_external(cfg: Config, r: Results, model: Path, folder: Path, test: tupl
         share = shares.get(ext.predictions_split(name))
         out[name] = {**m, **({"ood": {"flagged": share}} if share is not None else {})}
     return out
+
+
+def lungs_hidden_blocks(cfg: Config, r: Results, predictions_dir: str, models) -> dict:
+    """Each model's `lungs_hidden` block on the shown split, from its runs' predictions with the lungs hidden,
+    as combine and ensemble compute it."""
+    split, folders = shown_split(r), run_folders(cfg, predictions_dir)
+    return {
+        name: lungs_hidden.of_runs(folders[name], split, r.runs[split][name], r.classes, cfg.evaluate, cfg.hide_lungs)
+        for name in models
+    }

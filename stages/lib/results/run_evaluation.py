@@ -11,12 +11,13 @@ from stages.lib.core import provenance
 from stages.lib.core.files import write_json
 from stages.lib.core.names import SCORED_SPLITS
 from stages.lib.data.dataset import CachedSplit, verify_cache
+from stages.lib.data.transforms import LungsHidden
 from stages.lib.model import gradcam
 from stages.lib.model.inference import Scorer, load_model
-from stages.lib.params.schema import Evaluate, Train
+from stages.lib.params.schema import Evaluate, HideLungs, Train
 from stages.lib.report.plots import gradcam_grid, save_figure
 from stages.lib.results import external_scores as ext
-from stages.lib.results import ood, posthoc, subgroups
+from stages.lib.results import lungs_hidden, ood, posthoc, subgroups
 from stages.lib.results.evaluation import write_and_score, write_predictions
 
 
@@ -34,13 +35,23 @@ class RunFiles:
     external: str = "cache_external"  # folder of the external sets' caches (<name>/, from external@<name>)
 
 
-def evaluate(backbone: str, files: RunFiles, e: Evaluate, t: Train | None = None, external: list[str] = ()) -> dict:
+# params: the run (backbone, files) and params' sections it is scored with (evaluate, train, external, hide_lungs).
+def evaluate(
+    backbone: str,
+    files: RunFiles,
+    e: Evaluate,
+    t: Train | None = None,
+    external: list[str] = (),
+    hide: HideLungs | None = None,
+) -> dict:
     """Score the best checkpoint on val and test; `e` is params.yaml's `evaluate` section, `t` its
     `train` section: inference runs as training did (its precision and DataLoader workers). With
     `files.ood`, fit the OOD score (stages/lib/results/ood.py) there and record the share of films it
     flags. The post-hoc fit on val (temperature, prediction sets, operating points) goes to
     `files.calibration`. Each set in `external` (its cache `files.external`/<name>) is scored as test:
-    predictions in `files.predictions`/external/<name>.csv, numbers in the block `external`."""
+    predictions in `files.predictions`/external/<name>.csv, numbers in the block `external`. With `hide`
+    (params' `hide_lungs`), the shown split is scored again with that box hidden: predictions in
+    `files.predictions`/lungs_hidden/<split>.csv, numbers in the block `lungs_hidden`."""
     cache_meta = verify_cache(files.cache)  # a damaged cache is refused before the model is loaded
     classes = cache_meta["classes"]
     caches = ext.open_caches(files.external, external, cache_meta)  # refused before any inference
@@ -59,6 +70,8 @@ def evaluate(backbone: str, files: RunFiles, e: Evaluate, t: Train | None = None
     report["subgroups"] = subgroups.subgroups_block(
         files.cache, shown, outputs[shown][1:], report[shown]["macro_f1"], classes, e
     )
+    if hide is not None:
+        report[lungs_hidden.KEY] = score_lungs_hidden(run, files, shown, outputs[shown], classes, e, hide)
     save_figure(
         gradcam_figure(model, backbone, files.cache, shown, e.gradcam_per_class, outputs[shown][2]),
         files.gradcam,
@@ -70,6 +83,16 @@ def evaluate(backbone: str, files: RunFiles, e: Evaluate, t: Train | None = None
     write_json(files.metrics, report)
     write_json(files.calibration or posthoc.sidecar_path(files.model), fitted)
     return report
+
+
+# params: the model ready to score, its files, the split and its normal outputs, then how to score and hide.
+def score_lungs_hidden(
+    run: Scorer, files: RunFiles, split: str, normal: tuple, classes, e: Evaluate, hide: HideLungs
+) -> dict:
+    """`split` scored again with the lungs hidden: its predictions written, its `lungs_hidden` block returned."""
+    hidden = run.split(files.cache, split, transform=LungsHidden(hide))
+    write_predictions({lungs_hidden.predictions_split(split): hidden}, classes, files.predictions)
+    return lungs_hidden.block(split, normal[1], normal[2], hidden[2], classes, e, hide)
 
 
 def run_facts(meta: dict, e: Evaluate) -> dict:
