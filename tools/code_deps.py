@@ -57,6 +57,17 @@ def _imported_names(path: Path, module: str) -> set[str]:
     return names
 
 
+def module_name(path: Path, root: Path = ROOT) -> str:
+    """stages/lib/core/files.py -> stages.lib.core.files; stages/lib/__init__.py -> stages.lib."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path, root: Path = ROOT) -> set[str]:
+    """Every absolute name the file imports, inside functions too (what it runs, project or not)."""
+    return _imported_names(path, module_name(path, root))
+
+
 def code_files(module: str, root: Path = ROOT) -> set[str]:
     """Every project file that `python -m <module>` runs: the module, what it imports, transitively,
     and the __init__.py of each package on the way; paths relative to `root`, with / separators."""
