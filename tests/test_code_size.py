@@ -1,6 +1,7 @@
 """The house's size limits (docs/design.md, "Size limits"): no function over 60 lines, no module under
-stages/ over 500 lines (one concern whole: split by meaning, not by size), no function over 6 parameters unless a `# params:` comment on its signature (or
-in the comment lines above its `def`) says why. Counted in the formatted code (ruff format), in stages/, tools/ and bench/.
+stages/ over 500 lines (one concern whole: split by meaning, not by size), no function over 6 parameters
+unless a `# params:` comment on its signature (or in the comment lines above its `def`) says why. Counted
+in the formatted code (ruff format), in stages/, tools/ and bench/.
 
 Nothing is over a limit: a change that goes over one splits the code, or says why in `# params:`."""
 
