@@ -67,9 +67,9 @@ def pixel_shortcut(cache: str, external_root: str, predictions: str, cfg: Config
 def external_metrics(labels_probs: tuple[np.ndarray, np.ndarray], classes, e) -> dict:
     """One external set's metrics as a network's (a class without films there marked absent, not scored 0)."""
     labels, probs = labels_probs
-    absent = ext.absent_classes(labels, classes)
-    m = split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins)
-    return {**ext.mark_absent(m, probs, classes, absent), "n": int(len(labels)), "absent_classes": absent}
+    where = "the external set"
+    m = split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins, where=where)
+    return {**m, "n": int(len(labels)), "absent_classes": ext.absent_classes(labels, classes)}
 
 
 def headline(report: dict) -> dict:

@@ -11,7 +11,6 @@ import pytest
 from helpers import course_tree, data_params, write_xray
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES, UNLABELED
-from stages.lib.data.cache import build_cache
 from stages.lib.data.dataset import read_cache_index
 from stages.lib.data.layouts import detect_layout, kaggle_sample, read_layout
 from stages.lib.data.splits import ensure_splits
@@ -19,6 +18,7 @@ from stages.lib.params.schema import Preprocess
 from stages.lib.results.evaluation import read_predictions
 from stages.lib.results.metrics import classification_metrics
 from stages.lib.results.subgroups import columns_to_score, read_metadata, subgroup_scores
+from stages.preprocess import build_cache
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FOLDER_NAMES = {"normal": "Normal", "bacteria": "BACTERIA", "virus": "virus", "COVID-19": "Covid-19"}
