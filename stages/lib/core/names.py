@@ -1,4 +1,5 @@
-"""Names shared across rooms, each declared once beside its meaning, and where one seed's run lives.
+"""Names shared across rooms, each declared once beside its meaning: the classes and splits, how a label
+is compared and named, the models beside the backbones, and where one seed's run lives.
 
 Imported wherever they are used, so no module imports another only for a constant.
 """

@@ -1,4 +1,6 @@
-"""What every layout reader builds on: the sample record, a label read as a class (core.names.label_key compares them), CSV reading that names the file and line, the file a CSV's name means, the files of a folder."""
+"""What every layout reader builds on: the sample record, a label read as a class (core.names.label_key
+compares them), CSV reading that names the file and line, the file a CSV's name means, the files of a
+folder, and the check of every listed path."""
 
 from __future__ import annotations
 

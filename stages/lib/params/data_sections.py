@@ -9,8 +9,6 @@ from pydantic import Field, field_validator
 from stages.lib.core.names import STUDY_CLASSES, label_key
 from stages.lib.params.base import Section, allows, refuse, source_of
 
-LAYOUT_NAMES = "auto or the name of a layout in stages/lib/data/layouts.py"  # tools/params_docs.py lists them
-
 
 class Preprocess(Section):
     img_size: int = Field(
@@ -36,11 +34,11 @@ class Preprocess(Section):
 
 
 class Data(Section):
-    # A str, not a Literal of the names: the layouts are declared in stages/lib/data/layouts.py (LAYOUTS), above
-    # params, which checks data.layout against them when preprocess starts (layouts.check_layout).
+    # A str, not a Literal of the names: the layouts are declared once, in stages/lib/data/layouts.py (LAYOUTS),
+    # a room above params, which checks data.layout when preprocess starts (docs/params.md lists them).
     layout: str = Field(
         "auto",
-        json_schema_extra=allows(LAYOUT_NAMES, **source_of("ours")),
+        json_schema_extra=allows("auto or the name of a layout in stages/lib/data/layouts.py", **source_of("ours")),
         description="dataset layout under data/; auto detects it (README 'Bring your own data')",
     )
     classes: list[str] = Field(
