@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader, Dataset
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
 from stages.lib.core.provenance import MAX_LISTED, SOURCE_PATHSPECS, changed_paths
-from stages.lib.data.cache import build_cache
 from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
 from stages.lib.data.layouts import read_course_split
 from stages.lib.data.synthetic import make_dataset
@@ -41,6 +40,7 @@ from stages.lib.model.runtime import autocast_dtype, cpu_model, precision
 from stages.lib.model.training import make_loaders, make_optimizer
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Augment, Data, Preprocess, Train
+from stages.preprocess import build_cache
 
 REAL_DATA = Path("../shared/data/cxr4")  # the course's real X-rays, beside the project
 RESULTS = Path("bench/results")

@@ -32,8 +32,7 @@ import yaml
 from bench import common
 from stages.lib.core.errors import UserError, cli
 from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT, SHORTCUTS, seed_run
-from stages.lib.core.staging import staging_dir
-from stages.lib.data.cache_writer import swap_in
+from stages.lib.core.staging import staging_dir, swap_in
 from stages.lib.results.comparisons import beats, paired_difference, sentence, stronger
 from stages.lib.results.evaluation import read_runs
 from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci

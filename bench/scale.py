@@ -175,15 +175,16 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
 
     Called in a fresh process that imports what the stage imports (not bench.common), so its
     memory is the stage's."""
-    from stages.lib.data import build_timer, cache
+    from stages.lib.data.cache_writer import seconds
     from stages.lib.params.schema import Data, Preprocess
+    from stages.preprocess import build_cache
 
     baseline = status(["VmRSS"])["VmRSS"]
     sampler = RssSampler()
     sampler.start()
-    build_timer.seconds.clear()
+    seconds.clear()
     start = time.perf_counter()
-    report = cache.build_cache(
+    report = build_cache(
         data,
         work / "cache",
         work / "data_report.json",
@@ -197,15 +198,15 @@ def measure(data: Path, work: Path, workers: int, params: dict) -> dict:
     sampler.sample()  # the pool has shut down: its workers' last peaks were read while they ran
     n = sum(sum(c.values()) for c in report["counts"].values())
     kb = 1 / 1024
-    parts = {k: round(build_timer.seconds[k], 3) for k in (*PER_IMAGE, *SERIAL[:-1])}
-    parts["other"] = round(max(0.0, wall - build_timer.seconds["decode_wall"] - sum(parts[k] for k in SERIAL[:-1])), 3)
+    parts = {k: round(seconds[k], 3) for k in (*PER_IMAGE, *SERIAL[:-1])}
+    parts["other"] = round(max(0.0, wall - seconds["decode_wall"] - sum(parts[k] for k in SERIAL[:-1])), 3)
     return {
         "n": n,
         "workers": workers,
         "wall_s": round(wall, 2),
         "img_s_per_core": round(n / (wall * workers), 2),
         "parts_s": parts,
-        "decode_wall_s": round(build_timer.seconds["decode_wall"], 3),
+        "decode_wall_s": round(seconds["decode_wall"], 3),
         "peak_rss_mb": round(status(["VmHWM"])["VmHWM"] * kb, 1),
         "rss_after_imports_mb": round(baseline * kb, 1),
         "peak_rss_anon_mb": round(sampler.peaks["RssAnon"] * kb, 1),

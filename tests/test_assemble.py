@@ -19,15 +19,16 @@ import yaml
 from PIL import Image
 
 from helpers import ROOT, run
+from stages.assemble import assemble
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import umask
 from stages.lib.core.names import STUDY_CLASSES
-from stages.lib.data.cache import build_cache
 from stages.lib.data.layouts import detect_layout, read_layout
 from stages.lib.params.schema import Assemble, Data, Preprocess
 from stages.lib.report.summary import sources_lines
-from stages.lib.study.assembly import assemble, cap
+from stages.lib.study.assembly import cap
 from stages.lib.study.sources import HANNOVER_IMPORTS, Film, import_origin
+from stages.preprocess import build_cache
 from tools.pin_sources import pin
 
 KERMANY, HANNOVER = "ChestXRay2017.zip", "covid-19-image-repository"  # the zip; the folder of png/ and data.csv

@@ -16,11 +16,11 @@ import yaml
 from helpers import REPORT, ROOT, course_tree, data_params, manifest_tree, merge, preprocess, stage_cmd, write_xray
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES
-from stages.lib.data.cache import build_cache
 from stages.lib.data.dataset import DAMAGED, verify_cache
 from stages.lib.data.layouts import read_course_split, read_layout
 from stages.lib.model.resume import fingerprint
 from stages.lib.params.schema import Preprocess
+from stages.preprocess import build_cache
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FIX = "rerun `dvc repro preprocess --force`"

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from helpers import data_params, manifest_tree, write_xray
+from stages.external import SPLIT, build_external_cache
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.dataset import CachedSplit, verify_cache
-from stages.lib.data.external import SPLIT, build_external_cache
 from stages.lib.data.synthetic import make_external
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Preprocess

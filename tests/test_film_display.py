@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from helpers import course_tree, gradient, run_predict, write_dicom
-from stages.lib.data.dicom import ROBUST_PERCENTILES
-from stages.lib.data.formats import BadImage, load_gray
+from stages.lib.data.formats import ROBUST_PERCENTILES, BadImage, load_gray
 
 
 def by_values_present(values: np.ndarray) -> np.ndarray:

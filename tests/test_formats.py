@@ -238,3 +238,28 @@ def test_formats_without_a_readable_header_are_refused_without_decoding(tmp_path
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "film.avif")
     with pytest.raises(BadImage, match="film.avif: an AVIF file, which is not read here; convert it to PNG"):
         load_gray(tmp_path / "film.avif")
+
+
+def load_npy(path, limit: tuple[int, str]) -> tuple[np.ndarray, dict]:
+    """A format the project does not read: a uint8 film saved by numpy."""
+    gray = np.load(path)
+    formats.check_size(path, gray.shape[1], gray.shape[0], limit)
+    facts = {"format": "NPY", "width": gray.shape[1], "height": gray.shape[0], "channels": 1, "bit_depth": 8}
+    return gray, {**facts, "scaled_by": "file depth", "frames": 1}
+
+
+def test_an_input_format_added_as_one_record_is_decoded_and_named_in_the_refusals(tmp_path, monkeypatch):
+    """docs/design.md: an input format is one record in FORMATS (stages/lib/data/formats.py)."""
+    npy = formats.InputFormat(("NPY",), lambda path, head: head.startswith(b"\x93NUMPY"), load_npy)
+    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, npy))
+    film = np.arange(40 * 60, dtype=np.uint8).reshape(40, 60)
+    with open(tmp_path / "film.bin", "wb") as f:  # its name says nothing: the first bytes choose the decoder
+        np.save(f, film)
+    gray, facts = load_gray(tmp_path / "film.bin")
+    assert np.array_equal(gray, film) and facts["format"] == "NPY" and facts["file_bytes"] > film.size
+    with pytest.raises(BadImage, match=r"small.npy: 60x8 pixels, smaller than 32 px on a side"):
+        np.save(tmp_path / "small", film[:8])
+        load_gray(tmp_path / "small.npy")
+    (tmp_path / "notes.txt").write_text("not a film")
+    with pytest.raises(BadImage, match=r"not a readable image \(PNG, JPEG, BMP, TIFF, DICOM or NPY\)"):
+        load_gray(tmp_path / "notes.txt")

@@ -10,8 +10,7 @@ from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 
 from helpers import gradient, write_dicom
-from stages.lib.data.dicom import ROBUST_PERCENTILES, _gdcm_first_frame
-from stages.lib.data.formats import BadImage, load_gray
+from stages.lib.data.formats import ROBUST_PERCENTILES, BadImage, _gdcm_first_frame, load_gray
 
 
 def test_an_8bit_voi_lut_maps_every_stored_value_without_wrapping(tmp_path):

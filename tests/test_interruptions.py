@@ -20,10 +20,11 @@ from helpers import ROOT, course_tree, data_params, run_predict, write_xray
 from stages.lib.core import progress
 from stages.lib.core.errors import EXIT_INTERRUPTED, KEPT, Interrupted, UserError, cli
 from stages.lib.core.files import atomic_path
+from stages.lib.core.staging import swap_in
 from stages.lib.data import cache_writer
-from stages.lib.data.cache import build_cache
 from stages.lib.data.dataset import verify_cache
 from stages.lib.params.schema import Preprocess
+from stages.preprocess import build_cache
 
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -128,9 +129,9 @@ def test_ctrl_c_in_cxr4_predict_keeps_the_earlier_csv_and_leaves_no_temp_file(
 
 def test_pool_workers_leave_ctrl_c_to_the_parent():
     """Ctrl-C signals the whole process group: a decoding worker took it too and printed its own traceback."""
-    from stages.lib.data import cache
-
-    with ProcessPoolExecutor(1, initializer=cache._init_worker, initargs=(P32, 10**8, os.getpid())) as pool:
+    with ProcessPoolExecutor(
+        1, initializer=cache_writer._init_worker, initargs=(P32, 10**8, None, os.getpid())
+    ) as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
 
 
@@ -148,7 +149,7 @@ def test_the_cache_swap_holds_ctrl_c_until_the_new_cache_is_in_place(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):  # delivered once both renames are done
         with patch.object(Path, "rename", rename_with_ctrl_c):
-            cache_writer.swap_in(tmp_path / "new", tmp_path / "old")
+            swap_in(tmp_path / "new", tmp_path / "old")
     assert len(renames) == 2 and (tmp_path / "old" / "meta.json").is_file()
 
 
@@ -181,20 +182,21 @@ def test_ctrl_c_in_a_terminal_stops_preprocess_with_one_line_and_its_cache_as_it
 SLOW_PREPROCESS = """
 import sys, time
 from stages.lib.core.errors import cli
-from stages.lib.data import cache
+from stages.lib.data import cache_writer
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Data, Preprocess
+from stages.preprocess import build_cache
 
-decode = cache._process
+decode = cache_writer._process
 def slow(path):
     time.sleep(0.3)
     return decode(path)
-slow.__module__, slow.__qualname__ = "stages.lib.data.cache", "_process"  # pickled by name into the workers
-cache._process = slow
+slow.__module__, slow.__qualname__ = "stages.lib.data.cache_writer", "_process"  # pickled by name into the workers
+cache_writer._process = slow
 root = sys.argv[1]
 P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})
-cli(cache.build_cache)(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
+cli(build_cache)(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
 """
 
 

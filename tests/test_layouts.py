@@ -8,17 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import course_tree, data_params, write_xray
+from helpers import course_tree, data_params, preprocess, write_xray
 from stages.lib.core.errors import UserError
-from stages.lib.core.names import STUDY_CLASSES, UNLABELED
-from stages.lib.data.cache import build_cache
+from stages.lib.core.names import SPLITS, STUDY_CLASSES, UNLABELED
+from stages.lib.data import layouts
 from stages.lib.data.dataset import read_cache_index
-from stages.lib.data.layouts import detect_layout, kaggle_sample, read_layout
+from stages.lib.data.layouts import Layout, detect_layout, kaggle_sample, read_layout
+from stages.lib.data.records import Sample, parse_label, read_csv
 from stages.lib.data.splits import ensure_splits
 from stages.lib.params.schema import Preprocess
 from stages.lib.results.evaluation import read_predictions
 from stages.lib.results.metrics import classification_metrics
 from stages.lib.results.subgroups import columns_to_score, read_metadata, subgroup_scores
+from stages.preprocess import build_cache
 
 P = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FOLDER_NAMES = {"normal": "Normal", "bacteria": "BACTERIA", "virus": "virus", "COVID-19": "Covid-19"}
@@ -185,3 +187,43 @@ def test_folder_files_that_are_not_images_are_kept_for_refusal_but_os_clutter_is
         "train/normal/a.png",
         "train/normal/notes.txt",
     ]
+
+
+def read_labels_csv(data_dir: Path, classes) -> dict[str, list[Sample]]:
+    """A layout the project does not have: labels.csv (file,label) beside the films, every film in train."""
+    _, rows = read_csv(data_dir / "labels.csv")
+    return {"train": [Sample(data_dir / r["file"], r["file"], parse_label(r["label"], classes)) for _, r in rows]}
+
+
+LABELS_CSV = Layout("labels-csv", "labels.csv", lambda d: (d / "labels.csv").is_file(), read_labels_csv)
+
+
+@pytest.mark.parametrize("named", ["auto", "labels-csv"])
+def test_a_layout_added_as_one_record_of_the_registry_is_read_by_preprocess(tmp_path, monkeypatch, named):
+    """docs/design.md: a layout is a reader and one record in stages/lib/data/layouts.py; nothing else changes."""
+    monkeypatch.setattr(layouts, "LAYOUTS", (*layouts.LAYOUTS, LABELS_CSV))
+    data, rows = tmp_path / "data", ["file,label"]
+    for i in range(24):
+        write_xray(data / "films" / f"f{i}.png", 300 + i)
+        rows.append(f"films/f{i}.png,{STUDY_CLASSES[i % 4]}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    d = data_params(layout=named, min_val=1)
+    report = build_cache(data, tmp_path / "cache", tmp_path / "report.json", P, d, workers=1)
+    assert report["layout"] == "labels-csv" and set(report["splits_made"]) == {"val", "test"}
+    cached = {}
+    for split in SPLITS:
+        names, labels, classes = read_cache_index(tmp_path / "cache", split)
+        cached.update({n: classes[y] for n, y in zip(names, labels)})
+    assert cached == {f"films/f{i}.png": STUDY_CLASSES[i % 4] for i in range(24)}
+
+
+def test_an_unknown_data_layout_is_refused_first_in_one_line_naming_every_layout(tmp_path, monkeypatch, capsys):
+    """Checked when preprocess starts (params cannot import the layouts): before the missing data folder."""
+    monkeypatch.setattr(layouts, "LAYOUTS", (*layouts.LAYOUTS, LABELS_CSV))
+    code, err = preprocess(tmp_path, monkeypatch, capsys, layout="labels_csv")
+    known = ", ".join(layout.name for layout in layouts.LAYOUTS)
+    assert (code, err) == (
+        2,
+        f"error: data.layout must be auto or one of {known}, got 'labels_csv'; fix it in params.yaml",
+    )
+    assert "labels-csv" in known and sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

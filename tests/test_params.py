@@ -6,10 +6,10 @@ import pytest
 
 from helpers import ROOT, stage_cmd
 from stages.lib.core.errors import UserError
-from stages.lib.params.docs import params_table
 from stages.lib.params.loader import load_params
 from stages.lib.params.messages import sections
 from stages.lib.params.schema import Assemble, Config
+from tools.params_docs import params_table
 
 STUDY = (ROOT / "params.yaml").read_text()
 
@@ -28,7 +28,7 @@ def test_committed_params_are_the_declared_defaults():
 
 def test_every_param_is_documented_in_docs_params_md():
     doc = (ROOT / "docs" / "params.md").read_text()
-    assert params_table() in doc, "regenerate the table: python -m stages.lib.params.docs docs/params.md"
+    assert params_table() in doc, "regenerate the table: python -m tools.params_docs docs/params.md"
     assert all(f"| `{key}` |" in doc for key, _, sub in sections() if sub is None)
 
 

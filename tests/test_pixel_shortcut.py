@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from stages.lib.audit import pixel_shortcut as px
+from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.params.schema import Evaluate, HideLungs, PixelShortcut
 from stages.lib.results import lungs_hidden
+from stages.pixel_shortcut import external_metrics
 
 H = HideLungs()  # 5% in from each edge
 P = PixelShortcut(C=[0.1, 1.0], boosting=True)
@@ -40,6 +42,18 @@ def test_the_pixel_shortcut_finds_a_class_written_outside_the_lungs():
 
 def test_the_pixel_shortcut_cannot_see_a_class_written_inside_the_lungs():
     assert fit("inside") < 0.5  # chance is 0.25: the patch lies under the box
+
+
+def test_an_external_set_without_a_class_is_scored_with_that_class_absent_not_zero():
+    """The demo's external set has no COVID-19 film: its entry says so (no F1, how many films were called it)."""
+    labels = np.arange(30) % 3
+    probs = np.full((30, 4), 0.1)
+    probs[np.arange(30), (labels + (np.arange(30) % 10 == 0)) % 4] = 0.7  # three films called the next class
+    m = external_metrics((labels, probs), list(STUDY_CLASSES), Evaluate(bootstrap_resamples=20))
+    covid = m["per_class"]["COVID-19"]
+    assert m["absent_classes"] == ["COVID-19"] and m["n"] == 30
+    assert covid["absent"] and covid["f1"] is None and covid["recall"] is None and covid["predicted_as"] == 1
+    assert m["per_class"]["normal"]["recall"] == pytest.approx(9 / 10)
 
 
 def test_no_pixel_inside_the_box_reaches_the_features():

@@ -1,1 +1,2 @@
-"""What the data report says about the data: leakage, the shortcut audit, counts and image statistics, unusual inputs, licences."""
+"""What the data report says about the data: leakage, the shortcut audits, counts and image statistics, unusual
+inputs, sources and licences."""

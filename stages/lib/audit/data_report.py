@@ -1,20 +1,24 @@
-"""The data report's descriptive parts: counts per split and class, image facts per class."""
+"""The data report's descriptive parts: counts per split and class, image facts per class; what was done
+with inputs that are fine but unusual (several frames or pages: the first is used; transparent pixels:
+composited on black; patient ids that differ only by letter case: kept apart, ids are compared exactly,
+docs/data.md); and the sources the data cites and their licences."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from stages.lib.core.names import UNLABELED_CLASS
+from stages.lib.core.names import SPLITS, UNLABELED_CLASS, class_name
 
 ASSEMBLY = "assembly.json"  # in a data folder that `make study-data` assembled (stages/lib/study/assembly.py)
-
-
-def class_name(label: int | None, classes) -> str:
-    return UNLABELED_CLASS if label is None else classes[label]
+# Beside the data (as the course layout's real sample ships it): one row per film, with a `license` (or
+# `licence`) column; counted per licence for the data report, and the model cards print them.
+SOURCES = "SOURCES.csv"
 
 
 def split_counts(labels: list[int | None], classes) -> dict:
@@ -50,16 +54,6 @@ def image_stats(rows: list[tuple[dict, int | None]], classes) -> dict:
     return out
 
 
-def headline(report: dict) -> dict:
-    """The data's one headline number: how many images the cache holds."""
-    return {"images": sum(sum(c.values()) for c in report["counts"].values())}
-
-
-def shortcut_headline(report: dict) -> dict:
-    """The metadata-only baseline's macro-F1 per scored split, comparable to the models' headlines."""
-    return {split: {"macro_f1": s["macro_f1"]} for split, s in report["shortcut"].items() if split != "features"}
-
-
 def cited_sources(data_dir) -> dict:
     """{"sources": [...]}: the datasets an assembled data folder came from, with citation, DOI,
     licence, URL and films kept, for the data report to cite; {} for any other data folder."""
@@ -69,3 +63,62 @@ def cited_sources(data_dir) -> dict:
     sources = json.loads(path.read_text(encoding="utf-8"))["sources"]
     keys = ("citation", "doi", "licence", "url", "films_kept")
     return {"sources": [{"dataset": name, **{k: s.get(k) for k in keys}} for name, s in sources.items()]}
+
+
+def licences(data_dir: str | os.PathLike) -> dict[str, int]:
+    """{licence text: number of films} from <data>/SOURCES.csv; {} when the data records none."""
+    path = Path(data_dir) / SOURCES
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    column = next((c for c in ("license", "licence") if rows and c in rows[0]), None)
+    return dict(Counter(r[column] for r in rows if r[column]).most_common()) if column else {}
+
+
+# --- notes on unusual inputs ------------------------------------------------------------------------
+
+
+def first_frames(records: dict[str, list[dict]]) -> dict:
+    """Files of several frames (multi-frame DICOM) or pages (TIFF), of which the first was used."""
+    files = [
+        {"split": split, "file": r["name"], "frames": r["frames"]}
+        for split in SPLITS
+        for r in records.get(split, [])
+        if r.get("frames", 1) > 1
+    ]
+    summary = f"{len(files)} file(s) with several frames or pages: the first of each was used" if files else None
+    return {"summary": summary, "files": files}
+
+
+def transparent_films(records: dict[str, list[dict]]) -> dict:
+    """Files with transparent pixels, composited on black (formats.on_black): what a viewer shows."""
+    files = [
+        {"split": split, "file": r["name"]} for split in SPLITS for r in records.get(split, []) if r.get("transparent")
+    ]
+    summary = f"{len(files)} file(s) with transparent pixels: composited on black" if files else None
+    return {"summary": summary, "files": files}
+
+
+def ids_differing_by_case(records: dict[str, list[dict]]) -> dict:
+    """Groups of patient ids equal but for letter case ('P12', 'p12'), with the splits of each
+    spelling. They count as different patients in the leakage check, so a user can see and unify them."""
+    spellings: dict[str, dict[str, set[str]]] = {}
+    for split in SPLITS:
+        for r in records.get(split, []):
+            if r.get("patient"):
+                spellings.setdefault(r["patient"].casefold(), {}).setdefault(r["patient"], set()).add(split)
+    groups = [
+        {spelling: [s for s in SPLITS if s in where] for spelling, where in sorted(group.items())}
+        for _, group in sorted(spellings.items())
+        if len(group) > 1
+    ]
+    summary = (
+        (
+            f"{len(groups)} patient id(s) spelled with different letter case, e.g. "
+            f"{' / '.join(groups[0])}; compared exactly, so counted as different patients"
+        )
+        if groups
+        else None
+    )
+    return {"summary": summary, "groups": groups}

@@ -1,5 +1,5 @@
 """Leakage between splits: shared patients, exact duplicates and near duplicates; within a split,
-identical pixels (reported) and identical pixels under two labels (refused by the caller).
+files listed twice and identical pixels (reported); identical pixels under two labels (refused).
 
 Hashes are computed in the preprocess worker from the decoded gray image, so the check costs no
 second pass over the files. Exact: SHA-1 of the decoded pixels (same picture in another container
@@ -17,8 +17,16 @@ from itertools import combinations
 import cv2
 import numpy as np
 
+from stages.lib.core.errors import UserError
+from stages.lib.core.names import SPLITS
+
 HASH_SIDE = 16  # 16x16 low DCT frequencies = 256 bits; 64 bits confuse different chest films too often
 BLOCK_BYTES = 2**25  # of hashes XORed at once, 32 MiB
+
+
+def fingerprints(gray: np.ndarray) -> dict:
+    """A decoded film's two hashes, `exact` and `phash`, added to its facts by the preprocess worker."""
+    return {"exact": exact_hash(gray), "phash": perceptual_hash(gray)}
 
 
 def exact_hash(gray: np.ndarray) -> str:
@@ -91,6 +99,35 @@ def label_conflict(splits: dict[str, list[dict]]) -> tuple[tuple[str, dict], tup
             if first[1]["label"] != r["label"]:
                 return first, (split, r)
     return None
+
+
+def refuse_label_conflict(splits: dict[str, list[dict]], classes) -> None:
+    """One picture under two labels would train, or be scored, under both: refused naming the two files."""
+    found = label_conflict(splits)
+    if found:
+        (sa, a), (sb, b) = found
+        raise UserError(
+            f"{sa} image {a['name']!r} ({classes[a['label']]}) and {sb} image {b['name']!r} "
+            f"({classes[b['label']]}) hold identical pixels under two labels; remove the wrong one"
+        )
+
+
+def duplicates(repeats: dict[str, list[list[str]]], pixels: dict[str, list[list[str]]]) -> dict:
+    """Within each split: files listed twice (kept once) and distinct files with identical pixels (kept)."""
+    parts = [
+        f"{split}: "
+        + ", ".join(
+            f"{n} {what}"
+            for n, what in (
+                (len(repeats.get(split, [])), "file(s) listed twice, kept once"),
+                (len(pixels.get(split, [])), "group(s) of files with identical pixels"),
+            )
+            if n
+        )
+        for split in SPLITS
+        if repeats.get(split) or pixels.get(split)
+    ]
+    return {"summary": "; ".join(parts) or None, "same_file": repeats, "same_pixels": pixels}
 
 
 def leak_summary(leaks: dict) -> str | None:

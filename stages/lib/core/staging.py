@@ -1,4 +1,5 @@
-"""Staging folders: an output is assembled in a hidden folder beside it and swapped in at the end.
+"""Staging folders: an output is assembled in a hidden folder beside it and swapped in at the end
+(`swap_in`), so a refusal or a kill leaves the previous output whole.
 
 A run killed with -9 cannot clean up, so each staging folder has a lock file beside it
 (`.<out>.<random>.lock`, flock-ed for the run's lifetime; the kernel releases it when the process
@@ -16,6 +17,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from stages.lib.core.errors import UserError
 
 LOCK = ".lock"
 
@@ -83,3 +86,21 @@ def interrupts_held() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
         if caught and callable(before):
             before(*caught[0])
+
+
+def swap_in(staging: Path, out_dir: Path) -> None:
+    """The staging folder becomes `out_dir`; the old one is moved aside first and removed after. Ctrl-C is
+    held back between the two renames (so an output is always there), and a failed rename puts the old
+    one back."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    with interrupts_held():
+        try:
+            if out_dir.exists():
+                out_dir.rename(old)
+            staging.rename(out_dir)
+        except OSError as err:
+            if old.exists() and not out_dir.exists():
+                old.rename(out_dir)
+            raise UserError(f"cannot write {out_dir}: {err.strerror}; check free disk space and permissions") from err
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,1 +1,2 @@
-"""Reading films: file formats, dataset layouts, the preprocess cache and the cached dataset, pixel transforms, predict's inputs, external datasets, the demo's synthetic films."""
+"""Reading films: file formats, dataset layouts and their records, splits, the preprocess cache written and
+read, pixel transforms, predict's inputs, the demo's synthetic films."""

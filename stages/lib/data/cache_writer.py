@@ -1,4 +1,8 @@
-"""Writing the preprocess cache: one staging array filled image by image (a plain .npy), each split's array and index, the staging folder swapped in whole."""
+"""The preprocess cache written, for the preprocess and external stages: every film decoded, preprocessed
+(and fingerprinted, where the stage asks) once, in parallel, into one staging array (a plain .npy); each split's
+array and index; meta.json. A full disk ends in one line. `seconds` keeps what each part took, for
+bench/scale.py: never in the data report (which must not vary between identical runs) nor in a file's facts.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,118 @@ import errno
 import io
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from stages.lib.audit.data_report import class_name
 from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_text
-from stages.lib.core.staging import interrupts_held
-from stages.lib.data.dataset import cache_files
+from stages.lib.core.names import class_name
+from stages.lib.core.pool_workers import die_with_parent, ignore_interrupts
+from stages.lib.core.progress import progress
+from stages.lib.core.provenance import data_hash
+from stages.lib.data.dataset import cache_files, file_records
+from stages.lib.data.formats import BadImage, load_gray
 from stages.lib.data.layouts import BUILT_IN_METADATA
 from stages.lib.data.records import Sample
+from stages.lib.data.transforms import preprocess_image, preprocess_transform
+from stages.lib.params.schema import Data, Preprocess
+
+SYNTHETIC_MARKER = "SYNTHETIC"  # the file the demo generator leaves in its data folder (synthetic.py)
+STAGING_ARRAY = "all.npy"  # every film's row, in the staging folder until the splits are written
+
+seconds: Counter = Counter()  # per part of the builds since bench/scale.py last cleared it
+
+
+@contextlib.contextmanager
+def timed(part: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[part] += time.perf_counter() - start
+
+
+# --- decoding every film once, in parallel -------------------------------------------------------------
+
+_transform = None  # one per worker process
+_max_pixels = None
+_fingerprint = None
+
+
+def _init_worker(p: Preprocess, max_pixels: int, fingerprint: Callable | None, parent: int) -> None:
+    die_with_parent(parent)
+    ignore_interrupts()
+    global _transform, _max_pixels, _fingerprint
+    _transform, _max_pixels, _fingerprint = preprocess_transform(p), max_pixels, fingerprint
+
+
+def _process(path: Path) -> tuple[np.ndarray | None, dict | str, dict[str, float]]:
+    """Decode, fingerprint and preprocess one image: (image, facts, seconds per part); a bad image comes back
+    as its message, not raised, so the parent can apply data.on_bad_image."""
+    start = time.perf_counter()
+    try:
+        gray, facts = load_gray(path, _max_pixels)
+    except BadImage as err:
+        return None, str(err), {}
+    decoded = time.perf_counter()
+    if _fingerprint is not None:
+        facts.update(_fingerprint(gray))
+    hashed = time.perf_counter()
+    image = preprocess_image(gray, _transform)
+    return image, facts, {"decode_clahe": decoded - start + time.perf_counter() - hashed, "hashing": hashed - decoded}
+
+
+def skip_or_refuse(errors: list[BadImage], on_bad_image: str) -> list[BadImage]:
+    """The bad images to skip; under data.on_bad_image "error" the first one is refused instead."""
+    if errors and on_bad_image == "error":
+        raise UserError(f"{errors[0]} (or set data.on_bad_image: skip to skip bad files)")
+    return errors
+
+
+def decode_all(
+    samples: list[Sample],
+    staging: Path,
+    p: Preprocess,
+    d: Data,
+    workers: int | None,
+    fingerprint: Callable[[np.ndarray], dict] | None = None,
+):
+    """Every image through the worker into one staging array (row i: sample i); returns it, the facts (None
+    for a bad image) and the bad images' errors. `fingerprint` adds to a film's facts from its decoded
+    pixels (preprocess: the leakage audit's hashes)."""
+    size = p.img_size
+    images = Staged(staging / STAGING_ARRAY, (len(samples), size, size))
+    facts, bad = [], []
+    workers = workers or min(os.cpu_count() or 1, 16)
+    initargs = (p, d.max_pixels, fingerprint, os.getpid())
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=initargs)
+    try:
+        results = pool.map(_process, [s.path for s in samples], chunksize=8)
+        with progress(results, total=len(samples), desc="preprocess", unit="img") as bar:
+            for i, (img, info, parts) in enumerate(bar):
+                if img is None:
+                    bad += skip_or_refuse([BadImage(info, samples[i].path)], d.on_bad_image)
+                    facts.append(None)
+                    images.append(np.zeros((size, size), np.uint8))  # keeps row i for sample i
+                else:
+                    seconds.update(parts)
+                    images.append(img)
+                    facts.append(info)
+    except BaseException:
+        images.close()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)  # a refusal should not wait for the rest of the dataset
+    return images, facts, bad
+
+
+# --- the arrays, the index and meta.json ---------------------------------------------------------------
 
 
 def _npy_header(f, shape: tuple[int, ...]) -> None:
@@ -55,6 +158,11 @@ class Staged:
     def close(self) -> None:
         self.file.close()
 
+    def discard(self) -> None:
+        """Close and delete the file, once every split is written from it."""
+        self.close()
+        os.unlink(self.file.name)
+
 
 # params: one split as the staging array holds it: the folder and split name, its rows in the array, its
 # samples and their facts, and the class names it is labelled by.
@@ -84,16 +192,20 @@ def write_split(
     write_text(index_path, buf.getvalue())
 
 
-def swap_in(staging: Path, out_dir: Path) -> None:
-    """The staging folder becomes `out_dir`; the old one is moved aside first (Ctrl-C held back meanwhile,
-    so a cache is always there) and removed after."""
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    with interrupts_held():
-        if out_dir.exists():
-            out_dir.rename(old)
-        staging.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+def cache_meta(staging: Path, data_dir: Path, p: Preprocess, classes, counts: dict, layout: str | None = None) -> dict:
+    """meta.json's content, once every split (the keys of `counts`) is written in `staging`: what
+    `verify_cache` checks the cache against and later stages read; `layout` for an external set. The
+    data's DVC hash travels with the cache into every later result; the git state does not, or a new commit
+    alone would change the cache and retrain every model."""
+    return {
+        "classes": list(classes),
+        "preprocess": p.model_dump(),
+        **({"layout": layout} if layout else {}),
+        "counts": counts,
+        "synthetic": (data_dir / SYNTHETIC_MARKER).exists(),
+        "data": data_hash(data_dir),
+        "files": file_records(staging, counts),
+    }
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device, or the user's quota reached

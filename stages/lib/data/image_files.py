@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from stages.lib.core.errors import UserError
-from stages.lib.data.dicom import ROBUST_PERCENTILES, VALUES_PRESENT
-from stages.lib.data.formats import BadImage, load_gray
+from stages.lib.data.formats import ROBUST_PERCENTILES, VALUES_PRESENT, BadImage, load_gray
 from stages.lib.data.records import files_in, find_listed, fix_missing, read_csv
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
 from stages.lib.params.schema import Preprocess

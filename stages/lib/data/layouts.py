@@ -1,4 +1,6 @@
-"""Dataset layouts under the data folder -> the same sample records for every layout.
+"""Dataset layouts under the data folder -> the same sample records for every layout. Each layout is one
+record of LAYOUTS (at the end: its name, what marks a folder as one, its reader), which detection, the
+readers' dispatch and the check of params' data.layout all read; adding a layout is a reader and a record here.
 
 - course:           {train,val,test}_images/ + {train,val,test}_data.csv (new_filename + one-hot
                     columns; a test CSV with only new_filename is a hidden-label test set)
@@ -20,48 +22,55 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import SPLITS
 from stages.lib.data.records import Sample, files_in, find_listed, outside, parse_label, read_csv, subdirs
 
-LAYOUTS = ("course", "folders", "kaggle-pneumonia", "manifest")
 MANIFEST = "manifest.csv"
 COVID_FOLDERS = ("covid", "covid-19", "covid19", "covid_19")
 
 
-# --- detection -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """One dataset layout: its name (params' data.layout), the file or folders that mark a data folder as one
+    (said when a folder is in no known layout), whether a folder is one, and its reader: (data folder,
+    data.classes) -> the samples per split, a split the data lacks absent."""
+
+    name: str
+    mark: str
+    holds: Callable[[Path], bool]
+    read: Callable[[Path, Sequence[str]], dict[str, list[Sample]]]
+
+
+def check_layout(name: str) -> None:
+    """Refuse a data.layout that is neither auto nor a layout's name (params cannot: the layouts live here)."""
+    names = [layout.name for layout in LAYOUTS]
+    if name != "auto" and name not in names:
+        raise UserError(f"data.layout must be auto or one of {', '.join(names)}, got {name!r}; fix it in params.yaml")
 
 
 def detect_layout(data_dir: Path) -> str:
-    if (data_dir / MANIFEST).is_file():
-        return "manifest"
-    if (data_dir / "train_data.csv").is_file():
-        return "course"
-    if _kaggle_root(data_dir) is not None:
-        return "kaggle-pneumonia"
-    if (data_dir / "train").is_dir():
-        return "folders"
-    raise UserError(
-        f"{data_dir}: no known layout (course train_data.csv, folders train/<class>/, Kaggle "
-        f"chest_xray/, or {MANIFEST}); arrange the data as README 'Bring your own data' shows "
-        "or set data.layout"
-    )
+    """The name of the first layout (in LAYOUTS' order) that `data_dir` holds."""
+    found = next((layout for layout in LAYOUTS if layout.holds(data_dir)), None)
+    if found is None:
+        marks = [layout.mark for layout in LAYOUTS]
+        raise UserError(
+            f"{data_dir}: no known layout ({', '.join(marks[:-1])} or {marks[-1]}); arrange the data as README "
+            "'Bring your own data' shows or set data.layout"
+        )
+    return found.name
 
 
 def read_layout(data_dir: Path, layout: str, classes) -> dict[str, list[Sample]]:
-    """Samples per split for `layout`, labelled over `classes`; a split the data lacks is absent."""
-    readers = {
-        "course": read_course,
-        "folders": read_folders,
-        "kaggle-pneumonia": read_kaggle,
-        "manifest": read_manifest,
-    }
-    if layout not in readers:
-        raise UserError(f"data.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
-    return readers[layout](data_dir, classes)
+    """Samples per split for `layout` (auto: the one detected), labelled over `classes`; a split the data
+    lacks is absent."""
+    check_layout(layout)
+    named = {known.name: known for known in LAYOUTS}
+    return named[detect_layout(data_dir) if layout == "auto" else layout].read(data_dir, classes)
 
 
 # --- course --------------------------------------------------------------------------------------
@@ -282,4 +291,12 @@ def _check_metadata_columns(csv_path: Path, columns: tuple[str, ...], extra: lis
         )
 
 
-# --- checks and splits ---------------------------------------------------------------------------
+# Every layout, declared once. Detection takes the first that a folder holds, so the order matters: a
+# manifest or a course CSV wins over folders, and a Kaggle tree (train/NORMAL, train/PNEUMONIA) is also
+# folders-shaped.
+LAYOUTS = (
+    Layout("manifest", MANIFEST, lambda d: (d / MANIFEST).is_file(), read_manifest),
+    Layout("course", "course train_data.csv", lambda d: (d / "train_data.csv").is_file(), read_course),
+    Layout("kaggle-pneumonia", "Kaggle chest_xray/", lambda d: _kaggle_root(d) is not None, read_kaggle),
+    Layout("folders", "folders train/<class>/", lambda d: (d / "train").is_dir(), read_folders),
+)

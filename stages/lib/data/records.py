@@ -1,22 +1,20 @@
-"""What every layout reader builds on: the sample record, how labels compare, CSV reading that names the file and line, the file a CSV's name means, the files of a folder."""
+"""What every layout reader builds on: the sample record, a label read as a class (core.names.label_key
+compares them), CSV reading that names the file and line, the file a CSV's name means, the files of a
+folder, and the check of every listed path."""
 
 from __future__ import annotations
 
 import csv
 import os
-import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from stages.lib.core.errors import UserError
+from stages.lib.core.names import label_key
 from stages.lib.data.formats import BadImage
 
 OS_CLUTTER = {"thumbs.db", "desktop.ini"}  # besides dot files such as .DS_Store
-
-
-# Spellings seen in public datasets; compared after lower-casing and dropping '-', '_' and spaces.
-LABEL_ALIASES = {"bacterial": "bacteria", "viral": "virus", "covid": "covid19"}
 
 
 @dataclass(frozen=True)
@@ -27,12 +25,6 @@ class Sample:
     patient: str | None = None
     source: str = ""  # where it was listed, for messages (file:line)
     metadata: tuple[tuple[str, str], ...] = ()  # (column, value) of a manifest's extra columns
-
-
-def label_key(text: str) -> str:
-    """How a label is compared: 'COVID-19', 'covid' and 'Covid_19' are one class."""
-    key = re.sub(r"[-_\s]", "", text.strip().lower())
-    return LABEL_ALIASES.get(key, key)
 
 
 def parse_label(text: str, classes) -> int | None:

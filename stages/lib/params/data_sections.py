@@ -6,7 +6,7 @@ from typing import Literal, Union
 
 from pydantic import Field, field_validator
 
-from stages.lib.core.names import STUDY_CLASSES
+from stages.lib.core.names import STUDY_CLASSES, label_key
 from stages.lib.params.base import Section, allows, refuse, source_of
 
 
@@ -34,9 +34,11 @@ class Preprocess(Section):
 
 
 class Data(Section):
-    layout: Literal["auto", "course", "folders", "kaggle-pneumonia", "manifest"] = Field(
+    # A str, not a Literal of the names: the layouts are declared once, in stages/lib/data/layouts.py (LAYOUTS),
+    # a room above params, which checks data.layout when preprocess starts (docs/params.md lists them).
+    layout: str = Field(
         "auto",
-        json_schema_extra=source_of("ours"),
+        json_schema_extra=allows("auto or the name of a layout in stages/lib/data/layouts.py", **source_of("ours")),
         description="dataset layout under data/; auto detects it (README 'Bring your own data')",
     )
     classes: list[str] = Field(
@@ -99,8 +101,6 @@ class Data(Section):
     @field_validator("classes")
     @classmethod
     def _distinct_names(cls, classes: list[str]) -> list[str]:
-        from stages.lib.data.records import label_key  # the spelling rules labels are matched with
-
         keys = [label_key(c) for c in classes]
         if len(classes) < 2 or "" in keys or len(set(keys)) < len(keys) or any("," in c for c in classes):
             raise refuse("must be two or more distinct class names (no commas), e.g. [normal, pneumonia]")

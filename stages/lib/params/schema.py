@@ -4,7 +4,7 @@
 (stages/lib/params/messages.py words what it refuses), and stages read `cfg.train.lr`. Validation
 is strict: a quoted "0.1" or "false" is refused, never converted, and every key must be present (a
 default used silently would be a value DVC does not track). The sections are declared in
-data_sections.py, run_sections.py and shortcut_sections.py, on base.py's strict model; Config, here, holds them all. docs/params.md is generated from the descriptions here (`python -m stages.lib.params.docs`).
+data_sections.py, run_sections.py and shortcut_sections.py, on base.py's strict model; Config, here, holds them all. docs/params.md is generated from the descriptions here (`python -m tools.params_docs docs/params.md`).
 """
 
 from __future__ import annotations

@@ -1,39 +1,24 @@
-"""The study's data folder from its two sources: exact duplicates dropped, per-class caps drawn by
-whole patients, a seeded patient-grouped split, and a `manifest` layout that preprocess reads
-(manifest.csv), with SOURCES.csv (each film's origin and licence) and assembly.json (what was kept
-and left out, and why). Same sources and params, same bytes (docs/study-data.md)."""
+"""The study's data set from the films of its two sources (stages/assemble.py tells the order): exact
+duplicates dropped, per-class caps drawn by whole patients, a seeded patient-grouped split, written as the
+manifest layout that preprocess reads (manifest.csv), with SOURCES.csv (each film's origin and licence),
+and what was kept and left out, and why (assembly.json). Same sources and params, same bytes
+(docs/study-data.md)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import shutil
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from stages.lib.audit.data_report import ASSEMBLY
-from stages.lib.core.errors import UserError
-from stages.lib.core.files import umask
 from stages.lib.core.names import STUDY_CLASSES
-from stages.lib.data.layouts import MANIFEST
+from stages.lib.data.layouts import MANIFEST, MANIFEST_COLUMNS
 from stages.lib.data.records import Sample
 from stages.lib.data.splits import split_off
-from stages.lib.study.sources import (
-    DATASETS,
-    KERMANY_CONTENT,
-    SOURCES_CSV,
-    Film,
-    check_commit,
-    check_pinned,
-    import_origin,
-    read_hannover,
-    read_kermany,
-)
+from stages.lib.study.sources import DATASETS, SOURCES_CSV, Film
 
 MARKER = ASSEMBLY  # what was kept and why; also says that the folder is ours to replace
 
@@ -108,48 +93,10 @@ def _csv(header: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
-def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a) -> dict:
-    """Check both sources against their pins (Kermany's zip: its sha256 in `sums`; the Hannover
-    folder's imports: one full git commit), then build `out` (replaced whole, or left as it was on
-    any failure). `a` is params.yaml's `assemble` section. Returns assembly.json's content."""
-    sources = {"kermany": kermany, "hannover": hannover}
-    pins = {
-        "kermany": {"sha256": check_pinned("Kermany 2018 source", kermany, sums, KERMANY_CONTENT)},
-        "hannover": {"commit": check_commit("Hannover COVID-19 source", hannover)},
-    }
-    origins = {"kermany": import_origin(kermany), "hannover": import_origin(hannover / "data.csv")}
-    if out.exists() and not (out / MARKER).is_file():
-        raise UserError(
-            f"{out} exists and was not assembled from the sources (no {out / MARKER}); move it away "
-            "first (your own data: README 'Bring your own data')"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.assembling."))
-    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; data/ gets a folder's usual permissions
-    try:
-        films = read_kermany(kermany, staging)
-        hannover_films, left_out = read_hannover(hannover, staging)
-        read = films + hannover_films
-        unique, duplicates = drop_duplicates(read)
-        kept = cap(unique, a.max_per_class, a.seed)
-        splits = split(kept, a.val_fraction, a.test_fraction, a.seed)
-        kept_paths = {f.path for f in kept}
-        for f in read:
-            if f.path not in kept_paths:
-                (staging / f.path).unlink(missing_ok=True)
-        summary = _summary(sources, pins, origins, read, kept, splits, duplicates, left_out, unique, a)
-        _write_tables(staging, kept, splits, origins)
-        (staging / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _swap_in(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return summary
-
-
-def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], origins: dict[str, tuple]) -> None:
+def write_tables(staging: Path, kept: list[Film], splits: dict[str, str], origins: dict[str, tuple]) -> None:
     """manifest.csv, and SOURCES.csv: each film's source (URL, and the git commit of a `dvc import`)."""
-    manifest = [[f.path, f.label, splits[f.path], f.patient] for f in kept]
-    (staging / MANIFEST).write_text(_csv(["path", "label", "split", "patient_id"], manifest), encoding="utf-8")
+    manifest = [[f.path, f.label, splits[f.path], f.patient] for f in kept]  # in MANIFEST_COLUMNS' order
+    (staging / MANIFEST).write_text(_csv(list(MANIFEST_COLUMNS), manifest), encoding="utf-8")
     rows = [
         [f.path, f.dataset, f.original, *origins[f.dataset], DATASETS[f.dataset].doi, DATASETS[f.dataset].licence]
         + [f.sha256]
@@ -160,7 +107,7 @@ def _write_tables(staging: Path, kept: list[Film], splits: dict[str, str], origi
 
 
 # params: the result of each step of the assembly, summarised together.
-def _summary(sources, pins, origins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
+def summary(sources, pins, origins, read, kept, splits, duplicates, left_out, unique, a) -> dict:
     counts = {
         s: dict(
             sorted(
@@ -193,18 +140,3 @@ def _summary(sources, pins, origins, read, kept, splits, duplicates, left_out, u
         "duplicates": duplicates,
         "hannover_left_out": left_out,
     }
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` with renames: a kill leaves the old folder or the new one."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    try:
-        if out.exists():
-            os.replace(out, old)
-        os.replace(staging, out)
-    except OSError as err:
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise UserError(f"cannot write {out}: {err.strerror}; check free disk space and permissions") from err
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,12 +1,17 @@
-"""docs/params.md's table, generated from the schema:  python -m stages.lib.params.docs [docs/params.md]"""
+"""docs/params.md's table, generated from the schema:  python -m tools.params_docs [docs/params.md]
+
+Here, not in stages/lib/params: a param whose allowed values a room above params declares (params may not
+import it) gets them listed from there, so the table names today's layouts."""
 
 from __future__ import annotations
 
 import sys
 
-from stages.lib.params.data_sections import Assemble, Synthetic
+from stages.lib.data.layouts import LAYOUTS
 from stages.lib.params.messages import allowed, as_yaml, sections
-from stages.lib.params.schema import Config
+from stages.lib.params.schema import Assemble, Config, Synthetic
+
+DECLARED_ABOVE = {"data.layout": lambda: "auto or one of " + ", ".join(layout.name for layout in LAYOUTS)}
 
 
 def params_table() -> str:
@@ -20,7 +25,8 @@ def params_table() -> str:
             for part in key.split("."):
                 value = value[part]
             source = (field.json_schema_extra or {}).get("source", "")
-            rows.append(f"| `{key}` | `{as_yaml(value)}` | {source} | {allowed(field)} | {field.description} |")
+            can = DECLARED_ABOVE[key]() if key in DECLARED_ABOVE else allowed(field)
+            rows.append(f"| `{key}` | `{as_yaml(value)}` | {source} | {can} | {field.description} |")
     return "\n".join(rows) + "\n"
 
 
@@ -35,7 +41,7 @@ def write_table(path: str) -> None:
         f.write(text)
 
 
-if __name__ == "__main__":  # python -m stages.lib.params.docs [docs/params.md]: print the table, or update the file's
+if __name__ == "__main__":  # python -m tools.params_docs [docs/params.md]: print the table, or update the file's
     if len(sys.argv) > 1:
         write_table(sys.argv[1])
     else:
