@@ -48,7 +48,7 @@ def pixel_shortcut(cache: str, external_root: str, predictions: str, cfg: Config
         "val_macro_f1_of_each_candidate": tried,
     }
     for split, (_, labels, probs) in outputs.items():
-        report[split] = score_split(labels, probs, classes, e)
+        report[split] = score_split(labels, probs, classes, e, split)
         if report[split] is None:
             report[f"{split}_note"] = "labels hidden: predictions written, not scored"
     for set_name, (set_cache, split) in caches.items():
@@ -68,8 +68,10 @@ def external_metrics(labels_probs: tuple[np.ndarray, np.ndarray], classes, e) ->
     """One external set's metrics as a network's (a class without films there marked absent, not scored 0)."""
     labels, probs = labels_probs
     absent = ext.absent_classes(labels, classes)
-    m = split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins)
-    return {**ext.mark_absent(m, probs, classes, absent), "n": int(len(labels)), "absent_classes": absent}
+    m = split_metrics(
+        labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins, where="the external set"
+    )  # a class without films there is marked absent by split_metrics itself
+    return {**m, "n": int(len(labels)), "absent_classes": absent}
 
 
 def headline(report: dict) -> dict:
