@@ -35,7 +35,7 @@ from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT, SHORTCUTS,
 from stages.lib.core.staging import staging_dir, swap_in
 from stages.lib.results.comparisons import beats, paired_difference, sentence, stronger
 from stages.lib.results.evaluation import read_runs
-from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci
+from stages.lib.results.metrics import METRICS, bootstrap_ci
 from tools.project_copy import copy_project, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def shortcut_scores(project: Path, labels, floors: dict, resamples: int) -> dict
     out = {
         f"{name}_test_macro_f1_ci95": [
             round(v, 4)
-            for v in bootstrap_ci(labels[known], floors[name][0][known], CI_STATISTICS["macro_f1"], resamples, 0)
+            for v in bootstrap_ci(labels[known], floors[name][0][known], METRICS["macro_f1"].batch, resamples, 0)
         ]
         for name in SHORTCUTS
     }

@@ -18,7 +18,7 @@ from stages.lib.report import cards
 from stages.lib.results import external_scores as ext
 from stages.lib.results import lungs_hidden, posthoc
 from stages.lib.results.comparisons import seed_block
-from stages.lib.results.evaluation import score_mean
+from stages.lib.results.evaluation import mean_of_runs, score_mean
 from stages.lib.results.metrics import headline
 
 
@@ -51,9 +51,9 @@ def combine(
     folders = [seed_run(predictions_dir, s) for s in seeds]
     report, runs = score_mean(folders, classes, Path(predictions_dir), e)
     # the seed ensemble's own fit, on the mean of its runs' val probabilities (in its metrics: `fitted`)
-    report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in runs.items()}, classes, e)
+    report["fitted"], blocks = posthoc.fit_and_score({s: mean_of_runs(r) for s, r in runs.items()}, classes, e)
     report.update(blocks)
-    report["external"] = ext.score_runs(folders, external, classes, report["fitted"], _mean(runs["test"]), e)
+    report["external"] = ext.score_runs(folders, external, classes, report["fitted"], mean_of_runs(runs["test"]), e)
     report["seeds"] = seed_block(per_seed, *runs["test"], e.bootstrap_resamples, e.seed)
     if hide is not None:
         shown = "test" if report["test"] else "val"
@@ -70,11 +70,6 @@ def combine(
     write_json(metrics_path, report)
     write_json(headline_path, headline(report))
     return report
-
-
-def _mean(labels_runs):
-    labels, probs = labels_runs
-    return labels, probs.mean(0)
 
 
 @cli

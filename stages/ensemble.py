@@ -15,7 +15,7 @@ from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.report import cards
 from stages.lib.results import external_scores as ext
 from stages.lib.results import lungs_hidden, posthoc
-from stages.lib.results.evaluation import score_mean
+from stages.lib.results.evaluation import mean_of_runs, score_mean
 from stages.lib.results.metrics import headline
 
 
@@ -45,11 +45,10 @@ def ensemble(
     scores, probs = score_mean(list(runs.values()), classes, Path(out_dir), e)
     report = {"members": list(runs), **scores}
     # fitted on the mean of every run's val probabilities (in its metrics: `fitted`)
-    report["fitted"], blocks = posthoc.fit_and_score({s: (y, p.mean(0)) for s, (y, p) in probs.items()}, classes, e)
+    report["fitted"], blocks = posthoc.fit_and_score({s: mean_of_runs(r) for s, r in probs.items()}, classes, e)
     report.update(blocks)
-    labels, test_runs = probs["test"]
     report["external"] = ext.score_runs(
-        list(runs.values()), external, classes, report["fitted"], (labels, test_runs.mean(0)), e
+        list(runs.values()), external, classes, report["fitted"], mean_of_runs(probs["test"]), e
     )
     if hide is not None:
         shown = "test" if report["test"] else "val"

@@ -312,7 +312,6 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
     tmp_path, built_cache, monkeypatch, capsys, stage
 ):
     import stages.evaluate
-    import stages.lib.results.run_evaluation
     import stages.train
     from stages.lib.model import training_run
 
@@ -328,7 +327,7 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
         raise AssertionError("a model was built")
 
     monkeypatch.setattr(training_run, "build_model", no_model)
-    monkeypatch.setattr(stages.lib.results.run_evaluation, "load_model", no_model)
+    monkeypatch.setattr(stages.evaluate, "load_model", no_model)
     monkeypatch.setattr(sys, "argv", stage_cmd(stage, "resnet18")[2:])
     with pytest.raises(SystemExit) as done:
         getattr(stages, stage).main()

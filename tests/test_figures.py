@@ -31,7 +31,7 @@ from stages.lib.report.plots import (
 )
 from stages.lib.report.run_plots import comparison, training_curves
 from stages.lib.report.summary import summary_markdown
-from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
+from stages.lib.results.metrics import METRICS, bootstrap_ci, class_auroc_ci95, confusion, split_metrics
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
 MODELS = ["resnet18", "densenet121", "efficientnet_b0", "ensemble"]
@@ -179,7 +179,7 @@ def test_class_auroc_cis_use_the_macro_bootstrap_draws():
     labels = rng.integers(0, 2, 60)
     probs = np.clip(np.stack([1 - labels * 0.6, labels * 0.6], 1) + rng.normal(0, 0.2, (60, 2)), 0.01, None)
     probs /= probs.sum(1, keepdims=True)
-    macro = bootstrap_ci(labels, probs, CI_STATISTICS["macro_auroc"], 300, 7)
+    macro = bootstrap_ci(labels, probs, METRICS["macro_auroc"].batch, 300, 7)
     # two classes: each one-vs-rest AUROC is the macro AUROC, resample by resample
     np.testing.assert_allclose(class_auroc_ci95(labels, probs, 300, 7), [macro, macro])
     assert class_auroc_ci95(np.zeros(5, int), np.full((5, 2), 0.5), 50, 0) == [[None, None], [None, None]]

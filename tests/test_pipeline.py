@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
-from stages.lib.results.calibration import apply_temperature
+from stages.lib.results.posthoc import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
 NEW_KEYS = {

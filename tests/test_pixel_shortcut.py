@@ -104,8 +104,7 @@ def test_keeping_just_under_half_of_the_recall_is_not_most():
 
 
 def test_the_card_says_in_words_which_class_is_read_from_outside_the_lungs():
-    from stages.lib.report.card_data import shortcut_lines
-    from stages.lib.report.card_metrics import lungs_hidden_lines
+    from stages.lib.report.cards import lungs_hidden_lines, shortcut_lines
     from stages.lib.results.metrics import split_metrics
 
     classes = ["normal", "bacteria", "virus", "COVID-19"]

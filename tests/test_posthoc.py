@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stages.lib.params.schema import Evaluate
-from stages.lib.results import calibration, conformal, operating_points, posthoc
+from stages.lib.results import posthoc
 from stages.lib.results.metrics import expected_calibration_error
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
@@ -28,19 +28,19 @@ def test_lac_threshold_on_a_worked_example():
     # ceil((9 + 1) * 0.75) = 8 -> the 8th smallest score, 0.8 (the naive rank ceil(9 * 0.75) = 7 gives 0.7).
     p_true = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
     probs = np.column_stack([p_true, 1 - p_true, np.zeros(9), np.zeros(9)])
-    fitted = conformal.fit_threshold(np.zeros(9, int), probs, 0.25)
+    fitted = posthoc.fit_conformal_threshold(np.zeros(9, int), probs, 0.25)
     assert fitted == {"threshold": pytest.approx(0.8), "note": None}
     # a class is in the set when its probability is at least 1 - 0.8 = 0.2
-    sets = conformal.prediction_sets(
+    sets = posthoc.prediction_sets(
         np.array([[0.5, 0.3, 0.15, 0.05], [0.19, 0.81, 0, 0], [0.2, 0.2, 0.2, 0.4]]), fitted["threshold"]
     )
-    assert conformal.set_names(sets, CLASSES) == ["normal|bacteria", "bacteria", "normal|bacteria|virus|COVID-19"]
+    assert posthoc.set_names(sets, CLASSES) == ["normal|bacteria", "bacteria", "normal|bacteria|virus|COVID-19"]
 
 
 def test_too_small_a_val_for_alpha_gives_every_class():
-    fitted = conformal.fit_threshold(np.zeros(5, int), np.full((5, 4), 0.25), 0.1)  # ceil(6 * 0.9) = 6 > 5
+    fitted = posthoc.fit_conformal_threshold(np.zeros(5, int), np.full((5, 4), 0.25), 0.1)  # ceil(6 * 0.9) = 6 > 5
     assert fitted["threshold"] == 1.0 and "too few" in fitted["note"]
-    assert conformal.prediction_sets(np.array([[1.0, 0, 0, 0]]), 1.0).all()
+    assert posthoc.prediction_sets(np.array([[1.0, 0, 0, 0]]), 1.0).all()
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.2])
@@ -69,7 +69,7 @@ def test_coverage_averaged_over_many_val_draws_is_one_minus_alpha():
 def test_per_class_coverage_reports_an_absent_class_as_absent():
     labels = np.array([0, 0, 1, 1])
     sets = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]], bool)
-    cov = conformal.coverage_scores(labels, sets, CLASSES, 50, 0)
+    cov = posthoc.coverage_scores(labels, sets, CLASSES, 50, 0)
     assert cov["coverage"] == 0.75 and cov["mean_set_size"] == 1.25
     assert cov["per_class"]["normal"]["coverage"] == 0.5 and cov["per_class"]["bacteria"]["coverage"] == 1.0
     assert cov["per_class"]["virus"] == {"n": 0, "absent": True}
@@ -78,17 +78,17 @@ def test_per_class_coverage_reports_an_absent_class_as_absent():
 @pytest.mark.parametrize("sharpness,seed", [(3.0, 0), (0.4, 1), (1.0, 2), (1.0, 3)])
 def test_temperature_never_raises_val_nll_and_undoes_over_or_under_confidence(sharpness, seed):
     labels, probs = demo_like(300, seed, sharpness)
-    t = calibration.fit_temperature(labels, probs)
-    after = calibration.apply_temperature(probs, t["value"])
-    assert calibration.nll(labels, after) <= calibration.nll(labels, probs) + 1e-12
-    assert t["val_nll_after"] == pytest.approx(calibration.nll(labels, after))
+    t = posthoc.fit_temperature(labels, probs)
+    after = posthoc.apply_temperature(probs, t["value"])
+    assert posthoc.nll(labels, after) <= posthoc.nll(labels, probs) + 1e-12
+    assert t["val_nll_after"] == pytest.approx(posthoc.nll(labels, after))
     if sharpness != 1.0:  # the fitted T undoes the scaling of the logits, roughly
         assert t["value"] == pytest.approx(sharpness, rel=0.35)
     np.testing.assert_allclose(after.sum(1), 1)
 
 
 def test_temperature_falls_back_to_one_when_nothing_lowers_the_nll():
-    t = calibration.fit_temperature(np.array([0, 1]), np.full((2, 4), 0.25))  # uniform: every T gives log 4
+    t = posthoc.fit_temperature(np.array([0, 1]), np.full((2, 4), 0.25))  # uniform: every T gives log 4
     assert t["value"] == 1.0 and t["note"].startswith("no temperature lowers")
 
 
@@ -96,14 +96,14 @@ def test_temperature_on_logits_equals_softmax_of_scaled_logits():
     logits = np.array([[2.0, 0.5, -1.0, 0.0]])
     p = np.exp(logits) / np.exp(logits).sum()
     expected = np.exp(logits / 2) / np.exp(logits / 2).sum()
-    np.testing.assert_allclose(calibration.apply_temperature(p, 2.0), expected)
+    np.testing.assert_allclose(posthoc.apply_temperature(p, 2.0), expected)
 
 
 def test_batched_ece_and_brier_match_their_definitions():
     labels, probs = demo_like(200, 4)
-    assert calibration.ece(labels, probs, 10) == pytest.approx(expected_calibration_error(labels, probs, 10)[0])
+    assert posthoc.ece(labels, probs, 10) == pytest.approx(expected_calibration_error(labels, probs, 10)[0])
     onehot = np.eye(4)[labels]
-    assert calibration.brier(labels, probs) == pytest.approx(((probs - onehot) ** 2).sum(1).mean())
+    assert posthoc.brier(labels, probs) == pytest.approx(((probs - onehot) ** 2).sum(1).mean())
 
 
 def test_operating_point_on_a_worked_example():
@@ -112,11 +112,11 @@ def test_operating_point_on_a_worked_example():
     probs = np.zeros((7, 4))
     probs[:, 3] = [0.9, 0.8, 0.7, 0.6, 0.5, 0.65, 0.1]
     probs[:, 0] = 1 - probs[:, 3]
-    assert operating_points.fit_threshold(labels, probs, 3, 0.8) == {"threshold": 0.6, "note": None}
-    s = operating_points.operating_scores(labels, probs, 3, 0.6, 100, 0)
+    assert posthoc.fit_operating_threshold(labels, probs, 3, 0.8) == {"threshold": 0.6, "note": None}
+    s = posthoc.operating_scores(labels, probs, 3, 0.6, 100, 0)
     assert (s["sensitivity"], s["specificity"], s["n_positive"], s["n_negative"]) == (0.8, 0.5, 5, 2)
     assert s["sensitivity_ci95"][0] <= 0.8 <= s["sensitivity_ci95"][1]
-    assert operating_points.fit_threshold(labels, probs, 1, 0.9)["threshold"] is None  # no bacteria in val
+    assert posthoc.fit_operating_threshold(labels, probs, 1, 0.9)["threshold"] is None  # no bacteria in val
 
 
 def test_blocks_have_the_names_a_reader_looks_for():
@@ -149,11 +149,11 @@ def confidently_wrong(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_a_temperature_fit_ending_at_the_search_limit_is_not_applied():
     labels, probs = confidently_wrong(2)  # 8 films: without the rule T = 19.9999
-    t = calibration.fit_temperature(labels, probs)
+    t = posthoc.fit_temperature(labels, probs)
     assert t["value"] == 1.0 and t["val_nll_after"] == t["val_nll_before"]
     assert t["note"].startswith("not applied: the fit ran to the search limit (T = 20, bounds 0.05 to 20)")
     right = np.eye(4)[labels] * 0.7 + 0.075  # every film right: the NLL falls all the way to T = 0.05
-    assert calibration.fit_temperature(labels, right)["note"].startswith("not applied: the fit ran to the search")
+    assert posthoc.fit_temperature(labels, right)["note"].startswith("not applied: the fit ran to the search")
 
 
 @pytest.mark.parametrize(
@@ -188,8 +188,8 @@ def test_a_val_like_the_demos_is_fitted_and_applied():
 
 
 def test_the_summary_and_the_card_say_why_a_fit_is_not_applied():
-    from stages.lib.report.card_metrics import posthoc_lines
-    from stages.lib.report.posthoc_summary import posthoc_markdown
+    from stages.lib.report.cards import posthoc_lines
+    from stages.lib.report.summary_sections import posthoc_markdown
 
     outputs = {"val": (np.arange(12) % 4, demo_like(12, 7)[1]), "test": demo_like(60, 6)}
     _, blocks = posthoc.fit_and_score(outputs, CLASSES, E)
@@ -205,8 +205,8 @@ def test_the_summary_and_the_card_say_why_a_fit_is_not_applied():
 def test_wherever_coverage_is_shown_it_says_val_also_chose_the_checkpoint():
     """The guarantee assumes val is new to the model; val also picked the checkpoint and fitted the temperature.
     The metrics file's coverage block, the summary's coverage table and the model card each say so."""
-    from stages.lib.report.card_metrics import posthoc_lines
-    from stages.lib.report.posthoc_summary import coverage_table
+    from stages.lib.report.cards import posthoc_lines
+    from stages.lib.report.summary_sections import coverage_table
 
     _, out = posthoc.fit_and_score({"val": demo_like(200, 5), "test": demo_like(200, 6)}, CLASSES, E)
     assert out["coverage"]["val_use"] == posthoc.VAL_USE and "chose the checkpoint" in posthoc.VAL_USE

@@ -245,7 +245,7 @@ def test_the_val_fit_beside_the_model_gives_scaled_probabilities_sets_and_flags(
     import shutil
 
     from stages.lib.model.inference import load_model
-    from stages.lib.results.calibration import apply_temperature
+    from stages.lib.results.posthoc import apply_temperature
 
     model = shutil.copy(model_path, tmp_path / "seed42.pt")
     fitted = {

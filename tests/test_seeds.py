@@ -7,7 +7,7 @@ import pytest
 
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.results.comparisons import ONE_SEED, paired_difference, pooled_ci, seed_block, sentence, verdict
-from stages.lib.results.metrics import CI_STATISTICS, split_metrics
+from stages.lib.results.metrics import METRICS, split_metrics
 
 
 def score(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -66,7 +66,7 @@ def test_the_paired_ci_covers_the_true_difference_of_a_seed_ensemble_95_percent_
     55 above: its draws ran ~0.07 under the ensemble); moved onto the point, it covered 98.4% (3 below)."""
     rng = np.random.default_rng(0)
     y, a, b = population(rng, 400_000)
-    f1 = CI_STATISTICS["macro_f1"]
+    f1 = METRICS["macro_f1"].batch
     seeds, ensemble = f1(np.broadcast_to(y, (3, len(y))), a), f1(y[None], a.mean(0)[None])[0]
     assert ensemble > max(seeds) + 0.08  # the case the old bootstrap got wrong: the ensemble beats every seed
     truth = ensemble - f1(y[None], b[0][None])[0]
@@ -111,7 +111,7 @@ def test_one_seed_says_no_spread_was_measured(labels):
     runs = probs_for(labels, 0.4, np.random.default_rng(6))[None]
     block = seed_block({42: {"test": score(labels, runs[0]), "best_epoch": 3}}, labels, runs, 100, 0)
     assert block["n"] == 1 and block["sd"] is None and block["note"] == ONE_SEED
-    one = pooled_ci(labels, runs, CI_STATISTICS["macro_f1"], 100, 0)
+    one = pooled_ci(labels, runs, METRICS["macro_f1"].batch, 100, 0)
     assert block["pooled_ci95"]["test"]["macro_f1"] == one  # with one seed: the plain image bootstrap's CI
 
 

@@ -8,8 +8,8 @@ from helpers import manifest_tree
 from stages.lib.core.errors import UserError
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.layouts import read_layout
-from stages.lib.report.card_format import metric_rows
-from stages.lib.report.posthoc_summary import subgroups_markdown
+from stages.lib.report.cards import metric_rows
+from stages.lib.report.summary_sections import subgroups_markdown
 from stages.lib.results.subgroups import MIN_FILMS, columns_to_score, subgroup_scores
 
 

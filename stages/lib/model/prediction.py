@@ -24,8 +24,8 @@ from stages.lib.data.image_files import image_batches, list_images
 from stages.lib.model.runners import open_model
 from stages.lib.model.runtime import resolve_workers
 from stages.lib.results import posthoc
-from stages.lib.results.conformal import set_names
 from stages.lib.results.ood import flagged
+from stages.lib.results.posthoc import set_names
 
 
 def _refuse_or_skip(bad: list, on_bad_image: str, skipped: list[str]) -> None:

@@ -2,8 +2,11 @@
 
 Nothing in a card is typed by hand: every number comes from the metrics JSON that evaluate (one run),
 combine (a backbone's seed ensemble) or ensemble (every run) wrote, and from preprocess's data report;
-the research-use notice is docs/notice.md's. Blocks that only some runs have (external validation,
-subgroups, temperature, conformal coverage, the OOD flag) appear when the metrics file holds them.
+the research-use notice is docs/notice.md's. Top to bottom: what the model is, its intended use, the data
+(counts, grouping, leakage, licences), its recipe, how it scores (the metrics with CIs and per class, then
+the blocks only some metrics files hold, each where the file holds it: external validation, subgroups, the
+lungs hidden, calibration with temperature scaling and conformal coverage), the shortcut audit (file
+metadata, the film outside the lungs), the OOD flag, limitations and provenance.
 """
 
 from __future__ import annotations
@@ -13,18 +16,20 @@ from pathlib import Path
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_text
-from stages.lib.core.names import PIXEL_SHORTCUT, SHORTCUT, run_name
+from stages.lib.core.names import PIXEL_SHORTCUT, SHORTCUT
 from stages.lib.core.provenance import code_words
-from stages.lib.report.card_data import data_lines, recipe, shortcut_lines, what_it_is
-from stages.lib.report.card_format import data_stamp, images
-from stages.lib.report.card_metrics import (
-    calibration_lines,
-    external_lines,
-    lungs_hidden_lines,
-    metrics_lines,
-    ood_lines,
-    subgroup_lines,
+from stages.lib.report.phrases import (
+    absent_lines,
+    box_words,
+    fmt,
+    images,
+    pair,
+    read_outside_words,
+    value_ci,
+    with_ci,
 )
+from stages.lib.results.comparisons import stronger
+from stages.lib.results.metrics import ci_columns
 
 NOTICE = str(Path(__file__).resolve().parents[3] / "docs" / "notice.md")
 
@@ -175,42 +180,311 @@ def provenance_lines(prov: dict) -> list[str]:
     ]
 
 
-def summary_lines(models_dir: str | os.PathLike, summary_dir: str | os.PathLike, backbones, seeds) -> list[str]:
-    """The summary's links to every model card, and the share of films each run's OOD score flags on each
-    set its `<model>.ood.json` records (val, test and each external set, `external/<name>`)."""
-    models_dir = Path(models_dir)
+# --- what the model is and what it was made from -----------------------------------------------
 
-    def link(label: str, path: Path) -> str:
-        return f"[{label}]({os.path.relpath(path, summary_dir)})"
 
+def what_it_is(name: str, m: dict) -> str:
+    """One run, a backbone's seed ensemble or the ensemble of every run, as its metrics file says."""
+    params = (m.get("provenance") or {}).get("params", {})
+    if "members" in m:
+        return f"the mean of the class probabilities of {len(m['members'])} runs ({', '.join(m['members'])})"
+    if "seeds" in m and isinstance(m["seeds"], dict):
+        return (
+            f"{params.get('backbone', name)}: the mean of the class probabilities of its runs with seeds "
+            f"{', '.join(map(str, params.get('seeds', m['seeds'].get('runs', {}).keys())))} (its seed ensemble)"
+        )
+    return (
+        f"{params.get('backbone', name)}, one training run (seed {m.get('seed')}): the checkpoint of epoch "
+        f"{m.get('best_epoch')} of {m.get('epochs_run')} (best val macro-F1)"
+    )
+
+
+def recipe(m: dict) -> list[str]:
+    """The params the model was trained with: one run's own, or each member run's."""
+    prov = m.get("provenance") or {}
+    runs = prov.get("runs") or {"": prov}
+    lines = []
+    for seed, run in runs.items():
+        params = (run or {}).get("params", {})
+        for section in ("preprocess", "train", "augment", "evaluate"):
+            if isinstance(params.get(section), dict):
+                values = ", ".join(f"{k}={v}" for k, v in params[section].items())
+                lines.append(f"- {f'seed {seed}, ' if seed else ''}`{section}`: {values}")
+    if "members" in m:
+        lines.append("- Each member's recipe: its own card (models/<backbone>/seed<seed>.card.md).")
+    return lines
+
+
+def data_lines(data: dict) -> list[str]:
+    """The data report's layout, counts per split and class, patient grouping, leakage, duplicates, licences."""
+    classes = list(next(iter(data["counts"].values())))
     lines = [
-        "## Model cards",
+        f"Layout `{data.get('layout')}`; the data: {data_stamp((data.get('provenance') or {}).get('data'))}.",
         "",
-        "Each model's card: intended use, data, recipe, test and external metrics with CIs per "
-        "class, the lungs hidden, calibration, the shortcut audit, limitations and provenance, written from its "
-        "metrics file.",
+        "| Split | " + " | ".join(classes) + " | Total |",
+        "|---|" + "---:|" * (len(classes) + 1),
+    ]
+    for split, counts in data["counts"].items():
+        lines.append(
+            f"| {split} | " + " | ".join(str(counts.get(c, 0)) for c in classes) + f" | {sum(counts.values())} |"
+        )
+    made = data.get("splits_made") or {}
+    grouping = "; ".join(f"{s}: {note}" for s, note in made.items()) or "the splits as the layout gives them"
+    leakage = (data.get("leakage") or {}).get("summary") or "none found"
+    duplicates = (data.get("duplicates") or {}).get("summary") or "none found"
+    licences = data.get("licences")
+    lines += [
+        "",
+        f"- Patient grouping: {grouping} (a split drawn here keeps each patient's films in one split).",
+        f"- Leakage between splits (near-duplicate films): {leakage}.",
+        f"- Duplicates: {duplicates}.",
+        "- Licences of the sources (films each, from the data's SOURCES.csv): "
+        + (
+            "; ".join(f"{k}: {v}" for k, v in licences.items())
+            if isinstance(licences, dict) and licences
+            else "not recorded by this layout; see the data's own README and cite its sources (docs/notice.md)"
+        )
+        + ".",
         "",
     ]
-    for b in backbones:
-        runs = ", ".join(link(f"seed {s}", models_dir / f"{run_name(b, s)}.card.md") for s in seeds)
-        lines.append(f"- {link(b, models_dir / f'{b}.card.md')} (its seed ensemble; runs: {runs})")
-    lines += [f"- {link('ensemble', models_dir / 'ensemble.card.md')}", ""]
-    fitted = {run_name(b, s): models_dir / f"{run_name(b, s)}.ood.json" for b in backbones for s in seeds}
-    shares = {run: read_json(p).get("flagged", {}) for run, p in fitted.items() if p.is_file()}
-    sets = list(dict.fromkeys(k for v in shares.values() for k in v))
-    if shares and sets:
-        lines += [
-            "## Out-of-distribution flag",
-            "",
-            "`cxr4-predict` flags a film (`ood_flag` true) that lies further from the training films (in the "
-            "network's features or the film's layout) than 95% of val films do (docs/predict.md). Share of "
-            "films flagged per run:",
-            "",
-            "| Run | " + " | ".join(sets) + " |",
-            "|---|" + "---:|" * len(sets),
-        ]
-        lines += [
-            f"| {run} | " + " | ".join(f"{v[k]:.1%}" if k in v else "" for k in sets) + " |"
-            for run, v in shares.items()
-        ] + [""]
     return lines
+
+
+# What each shortcut sees and where a score near it may come from instead of the lungs.
+SHORTCUT_WORDS = {
+    SHORTCUT: ("file metadata only (size, format, dimensions, bit depth), no pixels", "how the files were stored"),
+    PIXEL_SHORTCUT: (
+        "the film outside a central box that covers the lungs, the box hidden",
+        "what lies outside the lungs (body size, devices, markers, the scanner's look)",
+    ),
+}
+
+
+def shortcut_lines(m: dict, shortcuts: dict, split: str) -> list[str]:
+    """Each shortcut's score on `split` beside the model's, and whether the model clearly beats the stronger.
+    `shortcuts[name]`: the data report's `shortcut` block (SHORTCUT) or the pixel shortcut's metrics."""
+    best = stronger({name: ((s or {}).get(split) or {}).get("macro_f1") for name, s in shortcuts.items()})
+    if best is None or not m.get(split):
+        return ["No shortcut was scored on this split.", ""]
+    lines = ["Classifiers that cannot read the lungs, fitted on the same train films, each seeing:", ""] + [
+        f"- `{name}`: {SHORTCUT_WORDS[name][0]}. Its {split} macro-F1: **{shortcuts[name][split]['macro_f1']:.3f}**."
+        for name in SHORTCUT_WORDS
+        if (shortcuts.get(name) or {}).get(split)
+    ]
+    base, (low, high) = shortcuts[best][split]["macro_f1"], m[split].get("macro_f1_ci95") or (None, None)
+    if low is not None and low > base:
+        verdict = "clearly beats it: the lower end of its 95% CI is above the shortcut's score"
+    elif high is not None and high < base:
+        verdict = "scores BELOW it: the shortcut classifies these films better; the model has not shown that it reads the lungs"
+    else:
+        verdict = f"does NOT clearly beat it: its 95% CI reaches the shortcut's score, so its score may come from {SHORTCUT_WORDS[best][1]} rather than from the lungs"
+    return lines + [
+        "",
+        f"This model scores {with_ci(m[split], 'macro_f1')}. Against the stronger of the two ({best}) it {verdict}.",
+        "",
+    ]
+
+
+# --- how it scores ----------------------------------------------------------------------------------
+
+
+def metrics_lines(m: dict, split: str) -> list[str]:
+    """The headline metrics on `split` (and val beside test) with CIs, then each class's."""
+    s = m[split]
+    lines = [
+        f"## {split.capitalize()} metrics ({images(s)} images)",
+        "",
+        "Point estimates with 95% bootstrap confidence intervals `[lo, hi]` (resampling the images).",
+        "",
+    ]
+    shown = {split: s, **({"val": m["val"]} if split == "test" and m.get("val") else {})}
+    lines += metric_rows(shown, "Split")
+    lines += [line for name, block in shown.items() for line in absent_lines(block, name)]
+    lines += ["| Class | Precision | Recall | F1 | AUROC | Images |", "|---|---:|---:|---:|---:|---:|"]
+    return (
+        lines
+        + [
+            f"| {c} | {pc['note']} | | | | 0 |"
+            if pc.get("absent")
+            else f"| {c} | {fmt(pc.get('precision'))} | {fmt(pc.get('recall'))} | {fmt(pc.get('f1'))} | "
+            f"{fmt(pc.get('auroc'))} | {pc.get('support')} |"
+            for c, pc in s["per_class"].items()
+        ]
+        + [""]
+    )
+
+
+def subgroup_lines(sub: dict, split: str) -> list[str]:
+    """The metrics file's `subgroups` block: each subgroup's headline metrics, those wholly below overall named."""
+    flagged = [
+        f"{c}: {g}" for c, groups in sub.get("by", {}).items() for g, v in groups.items() if v.get("below_overall")
+    ]
+    lines = [
+        "## Subgroups",
+        "",
+        f"On {sub.get('split', split)}; overall macro-F1 {fmt(sub.get('overall_macro_f1'))}."
+        + (
+            f" **Wholly below it (95% CI): {', '.join(flagged)}.**"
+            if flagged
+            else " No subgroup's macro-F1 CI lies wholly below it."
+        ),
+        "",
+    ]
+    return lines + metric_rows(sub.get("by", {}), "Subgroup")
+
+
+def calibration_lines(m: dict, split: str) -> list[str]:
+    """The ECE on `split`, then temperature scaling and conformal coverage where the metrics file has them."""
+    return [
+        "## Calibration",
+        "",
+        f"Expected calibration error ({split}): {fmt(m[split].get('ece'))} "
+        "(0: the predicted probability of the predicted class matches how often it is right).",
+    ] + posthoc_lines(m, split)
+
+
+def posthoc_lines(m: dict, split: str) -> list[str]:
+    """Temperature scaling (before -> after on `split`) and the conformal sets' coverage, as the metrics
+    file's `temperature` and `coverage` blocks (stages/lib/results/posthoc.py) hold them; nothing without them."""
+    lines = []
+    t = m.get("temperature")
+    if isinstance(t, dict) and isinstance(t.get(split), dict):
+        scored = t[split]
+        lines += [
+            "",
+            f"Temperature scaling, T = {fmt(t.get('value'))} fitted on val"
+            + (f" ({t['note']})" if t.get("note") else "")
+            + f"; {split} before -> after (95% CI):",
+            "",
+        ]
+        for key, title in (("nll", "NLL"), ("brier", "Brier score"), ("ece", "ECE")):
+            b = scored.get(key) or {}
+            lines.append(
+                f"- {title}: {fmt(b.get('before'))} {pair(b.get('before_ci95'))} -> "
+                f"{fmt(b.get('after'))} {pair(b.get('after_ci95'))}"
+            )
+    c = m.get("coverage")
+    if isinstance(c, dict) and isinstance(c.get(split), dict):
+        cov = c[split]
+        lines += [
+            "",
+            f"Conformal prediction sets at alpha {c.get('alpha')} (target coverage {fmt(c.get('target'))}): "
+            f"{split} coverage {fmt(cov.get('coverage'))} {pair(cov.get('coverage_ci95'))}, mean set size "
+            f"{fmt(cov.get('mean_set_size'))} {pair(cov.get('mean_set_size_ci95'))}"
+            + (f" ({c['note']})." if c.get("note") else ".")
+            + (f" Note: {c['val_use']}." if c.get("val_use") else ""),
+        ]
+    return lines + ([""] if lines else [])
+
+
+def external_lines(sets: dict) -> list[str]:
+    """Each external set (the metrics file's `external` block): the headline metrics with CIs, the drop
+    from the internal test with its CI, calibration and coverage there, the OOD flag's share, and
+    recall per class with an absent class shown as absent."""
+    lines = [
+        "## External validation",
+        "",
+        "Labelled films from elsewhere, preprocessed as the training data and scored as test (docs/calibration.md).",
+        "",
+    ] + metric_rows(sets, "Set")
+    for name, x in sets.items():
+        d, t, c = x.get("drop") or {}, (x.get("temperature") or {}).get("ece") or {}, x.get("coverage") or {}
+        absent = x.get("absent_classes") or []
+        lines.append(
+            f"- {name}: drop in macro-F1 from the internal test "
+            + (
+                f"{fmt(d.get('test_macro_f1'))} to {fmt(d.get('external_macro_f1'))}: {fmt(d.get('drop'))} "
+                f"{pair(d.get('drop_ci95'))}"
+                if d
+                else "n/a (test labels hidden)"
+            )
+            + (f" (over the classes present; absent here: {', '.join(absent)})" if absent else "")
+            + f"; ECE {fmt(t.get('before'))} -> {fmt(t.get('after'))} after temperature scaling; prediction-set "
+            f"coverage {fmt(c.get('coverage'))} {pair(c.get('coverage_ci95'))}"
+            + (f"; OOD flag {x['ood']['flagged']:.1%} of its films" if isinstance(x.get("ood"), dict) else "")
+            + ". Recall per class: "
+            + ", ".join(
+                f"{k} absent" if v.get("absent") else f"{k} {fmt(v.get('recall'))}"
+                for k, v in (x.get("per_class") or {}).items()
+            )
+            + "."
+        )
+    return lines + [""]
+
+
+def ood_lines(ood: dict) -> list[str]:
+    """The metrics file's `ood` block: what the flag means and the share of films it flags on each set."""
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in ood.get("flagged", {}).items())
+    return [
+        "## Out-of-distribution flag",
+        "",
+        f"`cxr4-predict` flags a film that lies further from the training films (in the network's "
+        f"features or the film's layout) than {ood.get('keep', 0.95):.0%} of val films do. Share "
+        f"flagged: {shares}.",
+        "",
+    ]
+
+
+def lungs_hidden_lines(block: dict, scored: dict) -> list[str]:
+    """The metrics file's `lungs_hidden` block beside `scored`, the same split's normal metrics: macro-F1
+    with and without the lungs, the paired cost, each class's recall both ways, and the classes read
+    from outside the lungs, in words."""
+    cost = block.get("cost") or {}
+    lines = [
+        "## Lungs hidden",
+        "",
+        f"The same {block['split']} films with the lungs hidden ({box_words(block['box'])}): macro-F1 "
+        f"{value_ci(block['macro_f1'], block.get('macro_f1_ci95'))} against {with_ci(scored, 'macro_f1')} with them; "
+        f"hiding them costs {value_ci(cost.get('difference'), cost.get('ci95'))} (paired 95% CI).",
+        "",
+        "| Class | Recall | With the lungs hidden | Recall kept | Other classes' films called it | Margin kept |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c, v in block["per_class"].items():
+        if v.get("absent"):
+            lines.append(f"| {c} | absent | | | | |")
+            continue
+        kept, margin = ("n/a" if x is None else f"{x:.0%}" for x in (v["kept"], v["margin_kept"]))
+        called = f"{v['other_films_called_it_with_lungs']:.0%} -> {v['other_films_called_it']:.0%}"
+        lines.append(f"| {c} | {fmt(v['recall_with_lungs'])} | {fmt(v['recall'])} | {kept} | {called} | {margin} |")
+    return lines + ["", read_outside_words(block), ""]
+
+
+# --- tables and stamps -----------------------------------------------------------------------------
+
+
+def _is_scored(m) -> bool:
+    return isinstance(m, dict) and any(metric.key in m for metric in ci_columns())
+
+
+def metric_rows(blocks: dict, label: str) -> list[str]:
+    """A table of scored sets (`{set: metrics}`, or one level deeper `{attribute: {group: metrics}}`),
+    each tabled metric with a CI (metrics.ci_columns) with its 95% CI."""
+    rows = []
+    for key, value in blocks.items():
+        if _is_scored(value):
+            rows.append((str(key), value))
+        elif isinstance(value, dict):
+            rows += [(f"{key}: {group}", m) for group, m in value.items() if _is_scored(m)]
+    if not rows:
+        return []
+    columns = ci_columns()
+    lines = [
+        f"| {label} | Images | " + " | ".join(f"{c.title} [95% CI]" for c in columns) + " |",
+        "|---|---:|" + "---|" * len(columns),
+    ]
+    return (
+        lines
+        + [
+            f"| {name} | {images(m) or 'n/a'} | " + " | ".join(with_ci(m, c.key) for c in columns) + " |"
+            for name, m in rows
+        ]
+        + [""]
+    )
+
+
+def data_stamp(d) -> str:
+    """The data's DVC stamp as one phrase: path, hash, where the hash was read."""
+    if not isinstance(d, dict):
+        return "not recorded (the data is not tracked by DVC)" if d is None else f"`{d}`"
+    return f"`{d.get('path')}` (DVC hash `{d.get('md5')}`, from {d.get('from')})"

@@ -12,7 +12,7 @@ from stages.lib.report.class_curves import pr_grid, reliability_grid, roc_grid
 from stages.lib.report.plots import confusion_grid, figure_captions, model_colours
 from stages.lib.report.run_plots import comparison, training_curves
 from stages.lib.results import posthoc
-from stages.lib.results.metrics import class_auroc_ci95, confusion
+from stages.lib.results.metrics import ci_columns, class_auroc_ci95, confusion
 from stages.lib.results.model_results import Results, shown_split
 
 
@@ -52,7 +52,7 @@ def seed_points(seeds: dict) -> dict:
         b: {
             split: {
                 k: [run[split][k] for run in block["runs"].values() if split in run and k in run[split]]
-                for k in ("accuracy", "macro_f1", "macro_auroc")
+                for k in (m.key for m in ci_columns())
             }
             for split in SCORED_SPLITS
         }

@@ -34,6 +34,7 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from stages.lib.core.files import atomic_path  # noqa: E402
 from stages.lib.core.names import ENSEMBLE  # noqa: E402
+from stages.lib.results.metrics import ci_columns  # noqa: E402
 
 PAGE, COLUMN = 7.0, 3.5  # inches: a journal's page and column width
 DPI = 300  # print resolution at those widths
@@ -43,8 +44,6 @@ ENSEMBLE_COLOUR = "#000000"
 HEATMAP = "inferno"  # perceptually uniform, readable in grey scale
 HEATMAP_ALPHA = 0.45  # the anatomy stays visible under the map
 SYNTHETIC_MARK = "SYNTHETIC DATA: generated images, not chest X-rays"
-CURVE_METRICS = (("loss", "loss"), ("macro_f1", "macro-F1"), ("accuracy", "accuracy"))
-COMPARED = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("macro_auroc", "macro AUROC"))
 STYLE = {
     "font.size": 8,
     "axes.titlesize": 8,
@@ -180,10 +179,11 @@ def confusion_grid(matrices: dict[str, np.ndarray], classes, title: str):
 
 def figure_captions(shown: str, resamples: int) -> dict[str, tuple[str, str]]:
     """Title and caption of each figure of the report, by file name (docs/figures.md says more)."""
+    compared = _listed([m.label for m in ci_columns()])  # the models' comparison's panels
     return {
         "comparison.png": (
             "Models compared",
-            f"Accuracy, macro-F1 and macro AUROC per model on val and test: dot = "
+            f"{compared[:1].upper()}{compared[1:]} per model on val and test: dot = "
             f"estimate, bar = 95% bootstrap CI ({resamples} image resamples); triangles, where shown = "
             "the study's published val numbers (on val only); dashed = the metadata-only shortcut's "
             "macro-F1, dotted = the pixel shortcut's (the film outside the lungs only).",
@@ -227,6 +227,11 @@ def figure_captions(shown: str, resamples: int) -> dict[str, tuple[str, str]]:
             "the network's last feature map is under 7x7: the figure says why).",
         ),
     }
+
+
+def _listed(words: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 # --- Grad-CAM -------------------------------------------------------------------------------------

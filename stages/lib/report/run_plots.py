@@ -13,7 +13,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from stages.lib.core.names import PIXEL_SHORTCUT, SHORTCUT  # noqa: E402
-from stages.lib.report.plots import COMPARED, CURVE_METRICS, PAGE, model_colours, styled  # noqa: E402
+from stages.lib.report.plots import PAGE, model_colours, styled  # noqa: E402
+from stages.lib.results.metrics import METRICS, ci_columns  # noqa: E402
+
+# What training logs each epoch (DVCLive, train/<key> and val/<key>), in the curves' order; a metric's name
+# as the registry says it.
+CURVE_METRICS = tuple((k, METRICS[k].label if k in METRICS else k) for k in ("loss", "macro_f1", "accuracy"))
 
 SHORTCUT_LINES = {
     SHORTCUT: ("--", "metadata-only shortcut"),
@@ -195,8 +200,9 @@ def comparison(
     shortcuts: dict | None = None,
     colours: dict[str, str] | None = None,
 ):
-    """Accuracy, macro-F1 and macro AUROC per model with 95% bootstrap CIs: one row per scored split
-    (val, test), one column per metric, models on a shared y axis, each column on a shared x axis.
+    """The tabled metrics with a CI (metrics.ci_columns: accuracy, macro-F1, macro AUROC) per model with 95%
+    bootstrap CIs: one row per scored split (val, test), one column per metric, models on a shared y axis,
+    each column on a shared x axis.
 
     `scores[model][split]` is the split's metrics dict (`<key>` and `<key>_ci95`), None when its labels are
     hidden. Optional, all plain data:
@@ -218,9 +224,10 @@ def comparison(
         colours or model_colours(scores),
     )  # first model on top
     splits = [s for s in ("val", "test") if any(scores[n].get(s) for n in names)]
+    metrics = ci_columns()  # one column each
     fig, axes = plt.subplots(
         len(splits),
-        3,
+        len(metrics),
         figsize=(PAGE, 0.9 + len(splits) * (0.45 + 0.3 * len(names))),
         sharey=True,
         sharex="col",
@@ -228,8 +235,8 @@ def comparison(
         layout="constrained",
     )
     for r, split in enumerate(splits):
-        for c, (key, label) in enumerate(COMPARED):
-            _compared_panel(axes[r][c], shown, split, key, label, r == len(splits) - 1)
+        for c, metric in enumerate(metrics):
+            _compared_panel(axes[r][c], shown, split, metric.key, metric.label, r == len(splits) - 1)
     axes[0][0].set_yticks(shown.y, names)
     _compared_legend(fig, shown, splits)
     fig.suptitle("Models compared")

@@ -1,18 +1,23 @@
 """metrics/summary.md: the results section of a paper, as Markdown that renders on GitHub.
 
-One table per split with 95% CIs and the two shortcuts (file metadata only, the film outside the lungs
-only) as rows beside the models, the shortcut audit's verdict against the stronger of them, the report
-stage's seed, paired-comparison and lungs-hidden sections, the per-class table, then every figure
-embedded with its caption. html_report.py turns the same text into one HTML file.
+One table per split with 95% CIs (a column per tabled metric, metrics.table_columns) and the two shortcuts
+(file metadata only, the film outside the lungs only) as rows beside the models, the shortcut audit's
+verdict against the stronger of them, the report stage's further sections (summary_sections.py), the
+per-class table, then every figure embedded with its caption; the data's sources and the links to the
+model cards with their OOD flags are sections too. html.py turns the same text into one HTML file.
 """
 
 from __future__ import annotations
 
-from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT
-from stages.lib.report.card_metrics import box_words, read_outside_words
-from stages.lib.report.numbers import absent_lines, fmt, value_ci
+import os
+from pathlib import Path
+
+from stages.lib.core.files import read_json
+from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT, run_name
+from stages.lib.report.phrases import absent_lines, fmt, images, with_ci
 from stages.lib.report.plots import SYNTHETIC_MARK
 from stages.lib.results.comparisons import beats, sentence, stronger
+from stages.lib.results.metrics import ci_columns, table_columns
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 # Each shortcut's row label in the split tables.
@@ -20,16 +25,6 @@ SHORTCUT_ROWS = {
     SHORTCUT: "*metadata only, no pixels (shortcut audit)*",
     PIXEL_SHORTCUT: "*outside the lungs only (pixel shortcut)*",
 }
-_TABLED = ("accuracy", "macro_f1", "macro_auroc")  # a shortcut row's columns
-
-
-def _with_ci(m: dict, key: str) -> str:
-    low, high = m.get(f"{key}_ci95", (None, None))
-    return f"{fmt(m[key])} [{fmt(low)}, {fmt(high)}]"
-
-
-def _images(m: dict) -> int:
-    return sum(c["support"] for c in m["per_class"].values())
 
 
 def split_table(
@@ -39,34 +34,42 @@ def split_table(
     study: dict[str, tuple[float, float]],
     shortcuts: dict,
 ) -> list[str]:
-    """One split's table: a row per model, then each shortcut (`shortcuts[name][split]`: its metrics, or only
-    its macro-F1); the study's numbers in a last column on val only (the split the study reported)."""
+    """One split's table: a row per model (each tabled metric, with its CI where it has one, then ECE and the
+    epochs), then each shortcut (`shortcuts[name][split]`: its metrics, or only its macro-F1: the metrics
+    with a CI only); the study's numbers in a last column on val only (the split the study reported)."""
     with_study = bool(study) and split == "val"
+    columns, with_ci_only = table_columns(), ci_columns()
     scored = [s[split] for s in scores.values() if s[split] is not None]
-    size = f" ({_images(scored[0])} images)" if scored else ""
+    size = f" ({images(scored[0])} images)" if scored else ""
     lines = [
         f"## {SPLIT_NAMES[split]} split{size}",
         "",
-        "| Model | Accuracy [95% CI] | Macro-F1 [95% CI] | Macro AUROC [95% CI] | Macro precision | "
-        "Macro recall | ECE | Best epoch / run |" + (" Study acc / F1 |" if with_study else ""),
-        "|---|---|---|---|---:|---:|---:|---:|" + ("---:|" if with_study else ""),
+        "| Model | "
+        + " | ".join(f"{c.title} [95% CI]" if c.batch else c.title for c in columns)
+        + " | ECE | Best epoch / run |"
+        + (" Study acc / F1 |" if with_study else ""),
+        "|---|"
+        + "".join("---|" if c.batch else "---:|" for c in columns)
+        + "---:|---:|"
+        + ("---:|" if with_study else ""),
     ]
     for name, s in scores.items():
         m, t = s[split], training.get(name, {})
         ref = " " + (f"{study[name][0]:.3f} / {study[name][1]:.3f}" if name in study else "-") + " |"
         if m is None:
-            lines.append(f"| {name} | labels hidden | | | | | | |" + (ref if with_study else ""))
+            lines.append(f"| {name} | labels hidden |" + " |" * (len(columns) + 1) + (ref if with_study else ""))
             continue
-        lines.append(
-            f"| {name} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'macro_f1')} | "
-            f"{_with_ci(m, 'macro_auroc')} | {fmt(m['macro_precision'])} | {fmt(m['macro_recall'])} | "
-            f"{fmt(m['ece'])} | {t.get('best_epoch', '-')} / {t.get('epochs_run', '-')} |" + (ref if with_study else "")
-        )
+        cells = [with_ci(m, c.key) if c.batch else fmt(m[c.key], c.digits) for c in columns]
+        cells += [fmt(m["ece"]), f"{t.get('best_epoch', '-')} / {t.get('epochs_run', '-')}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |" + (ref if with_study else ""))
     for name, label in SHORTCUT_ROWS.items():
         m = (shortcuts.get(name) or {}).get(split)
         if m:
-            cells = [_with_ci(m, k) if f"{k}_ci95" in m else fmt(m[k]) if k in m else "" for k in _TABLED]
-            cells += [""] * (4 + with_study)
+            cells = [
+                with_ci(m, c.key) if f"{c.key}_ci95" in m else fmt(m[c.key], c.digits) if c.key in m else ""
+                for c in with_ci_only
+            ]
+            cells += [""] * (len(columns) - len(with_ci_only) + 2 + with_study)
             lines.append("|" + "|".join(f" {c} " if c else " " for c in [label, *cells]) + "|")
     return lines + [""] + (absent_lines(scored[0], split) if scored else [])
 
@@ -112,42 +115,10 @@ def shortcut_lines(scores: dict[str, dict], shortcuts: dict, split: str, versus:
         said = sentence(name, best, "macro_f1", compared) if compared is not None else "not compared"
         lines += [
             f"> **WARNING: {name} does not clearly beat the stronger shortcut, `{best}`** ({split} macro-F1 "
-            f"{_with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).",
+            f"{with_ci(s[split], 'macro_f1')} vs {base:.3f}; paired: {said}).",
             "",
         ]  # one quote each
     return lines
-
-
-def lungs_hidden_markdown(blocks: dict[str, dict], scores: dict[str, dict]) -> list[str]:
-    """Each model scored with the lungs hidden (its `lungs_hidden` block): macro-F1 both ways, the paired cost,
-    recall per class both ways, and the classes it reads from outside the lungs."""
-    if not blocks:
-        return []
-    first = next(iter(blocks.values()))
-    lines = [
-        "## Lungs hidden",
-        "",
-        f"Each model on the same {first['split']} films with the lungs hidden ({box_words(first['box'])}). "
-        "Recall per class: with the lungs -> hidden.",
-        "",
-        "| Model | Macro-F1 [95% CI] | Lungs hidden [95% CI] | Cost, paired [95% CI] | Recall per class |",
-        "|---|---|---|---|---|",
-    ]
-    for name, b in blocks.items():
-        recall = ", ".join(
-            f"{c} {v['recall_with_lungs']:.2f} -> {v['recall']:.2f}"
-            for c, v in b["per_class"].items()
-            if not v.get("absent")
-        )
-        lines.append(
-            f"| {name} | {_with_ci(scores[name][b['split']], 'macro_f1')} | "
-            f"{value_ci(b['macro_f1'], b['macro_f1_ci95'])} | {value_ci(b['cost']['difference'], b['cost']['ci95'])} | "
-            f"{recall} |"
-        )
-    lines.append("")
-    for name, b in blocks.items():
-        lines += [f"- {name}: {read_outside_words(b)}"]
-    return lines + [""]
 
 
 def per_class_table(scores: dict[str, dict], classes, split: str) -> list[str]:
@@ -198,8 +169,8 @@ def summary_markdown(
     best_epoch and epochs_run; `figures`: (path relative to the summary, title, caption); `study[model] =
     (val accuracy, val macro-F1)`; `shortcuts[name]`: each shortcut's {split: metrics, "about": what it
     sees}; `shown`: the split of the per-class table and the verdicts (val when test labels are hidden);
-    `sections`: ready Markdown lines (the report stage's seeds and paired comparisons), placed after the
-    shortcut audit; `versus_shortcut[model][name]`: each model's paired macro-F1 comparison with each
+    `sections`: ready Markdown lines (the report stage's further sections: summary_sections.py, the data's
+    sources, the model cards), placed after the shortcut audit; `versus_shortcut[model][name]`: each model's paired macro-F1 comparison with each
     shortcut, which decides the audit's warnings.
     """
     shortcuts = shortcuts or {}
@@ -221,7 +192,7 @@ def summary_markdown(
     if scores:
         best = max(scores, key=lambda n: scores[n]["val"]["macro_f1"])
         lines += [
-            f"Best by val macro-F1: **{best}** ({shown} macro-F1 {_with_ci(scores[best][shown], 'macro_f1')}).",
+            f"Best by val macro-F1: **{best}** ({shown} macro-F1 {with_ci(scores[best][shown], 'macro_f1')}).",
             "",
         ]
     lines += shortcut_lines(scores, shortcuts, shown, versus_shortcut)
@@ -239,3 +210,44 @@ def sources_lines(sources: list[dict]) -> list[str]:
     lines = ["## Data sources", "", "Cite them when you use these results:", ""]
     lines += [f"- {s['citation']}, doi:{s['doi']} ({s['licence']}): {s['films_kept']} films" for s in sources]
     return lines + [""]
+
+
+def model_cards_lines(models_dir: str | os.PathLike, summary_dir: str | os.PathLike, backbones, seeds) -> list[str]:
+    """The summary's links to every model card, and the share of films each run's OOD score flags on each
+    set its `<model>.ood.json` records (val, test and each external set, `external/<name>`)."""
+    models_dir = Path(models_dir)
+
+    def link(label: str, path: Path) -> str:
+        return f"[{label}]({os.path.relpath(path, summary_dir)})"
+
+    lines = [
+        "## Model cards",
+        "",
+        "Each model's card: intended use, data, recipe, test and external metrics with CIs per "
+        "class, the lungs hidden, calibration, the shortcut audit, limitations and provenance, written from its "
+        "metrics file.",
+        "",
+    ]
+    for b in backbones:
+        runs = ", ".join(link(f"seed {s}", models_dir / f"{run_name(b, s)}.card.md") for s in seeds)
+        lines.append(f"- {link(b, models_dir / f'{b}.card.md')} (its seed ensemble; runs: {runs})")
+    lines += [f"- {link('ensemble', models_dir / 'ensemble.card.md')}", ""]
+    fitted = {run_name(b, s): models_dir / f"{run_name(b, s)}.ood.json" for b in backbones for s in seeds}
+    shares = {run: read_json(p).get("flagged", {}) for run, p in fitted.items() if p.is_file()}
+    sets = list(dict.fromkeys(k for v in shares.values() for k in v))
+    if shares and sets:
+        lines += [
+            "## Out-of-distribution flag",
+            "",
+            "`cxr4-predict` flags a film (`ood_flag` true) that lies further from the training films (in the "
+            "network's features or the film's layout) than 95% of val films do (docs/predict.md). Share of "
+            "films flagged per run:",
+            "",
+            "| Run | " + " | ".join(sets) + " |",
+            "|---|" + "---:|" * len(sets),
+        ]
+        lines += [
+            f"| {run} | " + " | ".join(f"{v[k]:.1%}" if k in v else "" for k in sets) + " |"
+            for run, v in shares.items()
+        ] + [""]
+    return lines

@@ -19,9 +19,8 @@ import statistics
 import numpy as np
 
 from stages.lib.core.names import UNLABELED
-from stages.lib.results.metrics import CI_STATISTICS, HEADLINE, interval
+from stages.lib.results.metrics import METRICS, compared_keys, headline_keys, interval
 
-COMPARED = ("macro_f1", "macro_auroc")  # the differences the report states
 CHUNK_VALUES = 2**24  # floats per bootstrap chunk (128 MB): memory flat for any test-set size
 ONE_SEED = "1 seed: no run-to-run spread measured"
 
@@ -34,14 +33,15 @@ def _labelled(labels: np.ndarray, runs: np.ndarray) -> tuple[np.ndarray, np.ndar
 def seed_block(per_seed: dict[int, dict], labels: np.ndarray, runs: np.ndarray, resamples: int, seed: int) -> dict:
     """`per_seed[s]` is run s's detail metrics (metrics/<b>/seed<s>.json), `runs` its test
     probabilities [seeds, N, C] in the same order. Returns metrics/<b>.json's `seeds` block."""
+    headline = headline_keys()
     heads = {
         str(s): {
-            **{split: {k: m[split][k] for k in keys} for split, keys in HEADLINE.items() if m.get(split)},
+            **{split: {k: m[split][k] for k in keys} for split, keys in headline.items() if m.get(split)},
             "best_epoch": m.get("best_epoch"),
         }
         for s, m in per_seed.items()
     }
-    keys = [(split, k) for split, ks in HEADLINE.items() for k in ks if all(split in h for h in heads.values())]
+    keys = [(split, k) for split, ks in headline.items() for k in ks if all(split in h for h in heads.values())]
 
     def over_seeds(fn) -> dict:
         out: dict = {}
@@ -58,7 +58,7 @@ def seed_block(per_seed: dict[int, dict], labels: np.ndarray, runs: np.ndarray, 
     y, p = _labelled(labels, runs)
     if len(y):
         block["pooled_ci95"] = {
-            "test": {k: pooled_ci(y, p, CI_STATISTICS[k], resamples, seed) for k in HEADLINE["test"]}
+            "test": {k: pooled_ci(y, p, METRICS[k].batch, resamples, seed) for k in headline["test"]}
         }
     if len(per_seed) == 1:
         block["note"] = ONE_SEED
@@ -83,17 +83,18 @@ def paired_difference(
     runs_b: np.ndarray,
     resamples: int,
     seed: int,
-    keys: tuple[str, ...] = COMPARED,
+    keys: tuple[str, ...] | None = None,
 ) -> dict:
-    """{statistic: {"difference", "ci95", "median", "verdict"}} of A − B on the same labelled images, each
+    """{metric: {"difference", "ci95", "median", "verdict"}} of A − B on the same labelled images for each of
+    `keys` (default: the registry's compared metrics, metrics.compared_keys), each
     side its seed ensemble (the mean of its runs [seeds, N, C]) taken as one fixed model: the CI resamples
     the images only, the same draw for both sides. `median` is the bootstrap's own, before `interval` moves
     it onto the point: a check that the resampling is centred on the point."""
     known = labels != UNLABELED
     y, a, b = labels[known], runs_a[:, known].mean(0), runs_b[:, known].mean(0)
     out = {}
-    for key in keys:
-        stat = CI_STATISTICS[key]
+    for key in keys or compared_keys():
+        stat = METRICS[key].batch
         point = float(stat(y[None], a[None])[0] - stat(y[None], b[None])[0])
         rng = np.random.default_rng(seed)
         diffs = []
@@ -107,7 +108,7 @@ def paired_difference(
             "difference": point if np.isfinite(point) else None,
             "ci95": ci,
             "median": float(np.median(finite)) if len(finite) else None,
-            "verdict": verdict(ci),
+            "verdict": verdict(ci, METRICS[key].higher_is_better),
         }
     return out
 
@@ -125,14 +126,16 @@ def stronger(scores: dict[str, float | None]) -> str | None:
     return max(scored, key=scored.get) if scored else None
 
 
-def verdict(ci: list) -> str:
+def verdict(ci: list, higher_is_better: bool = True) -> str:
+    """What the 95% CI of A − B says: the side it lies on is the better one (the lower side for a metric
+    where lower is better)."""
     low, high = ci
     if low is None:
         return "undefined"
     if low > 0:
-        return "A better"
+        return "A better" if higher_is_better else "B better"
     if high < 0:
-        return "B better"
+        return "B better" if higher_is_better else "A better"
     return "not distinguishable"
 
 

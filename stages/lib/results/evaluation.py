@@ -78,6 +78,12 @@ def score_mean(folders: list[Path], classes, out_dir: Path, e: Evaluate) -> tupl
     return write_and_score(outputs, classes, out_dir, e), runs
 
 
+def mean_of_runs(labels_runs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probs [runs, N, C]) -> (labels, the runs' mean probabilities [N, C]): their ensemble."""
+    labels, runs = labels_runs
+    return labels, runs.mean(0)
+
+
 # --- per-image predictions CSV: filename,true_label,predicted_label,prob_<class>... ---------------
 
 

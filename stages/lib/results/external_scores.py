@@ -19,7 +19,7 @@ from stages.lib.data.dataset import UNLABELED, verify_cache
 from stages.lib.params.schema import Evaluate
 from stages.lib.results import posthoc
 from stages.lib.results.evaluation import read_runs
-from stages.lib.results.metrics import _macro_f1_batch, interval, macro_f1, split_metrics
+from stages.lib.results.metrics import METRICS, interval, macro_f1, split_metrics
 
 KEY = "external"  # predictions/<model>/external/<name>.csv; the OOD score's share on it: flagged["external/<name>"]
 
@@ -136,6 +136,7 @@ def drop(
         rng = np.random.default_rng(seed)
         it = rng.integers(0, len(yt), (resamples, len(yt)))
         ie = rng.integers(0, len(ye), (resamples, len(ye)))
-        draws = _macro_f1_batch(yt[it], pt[it]) - _macro_f1_batch(ye[ie], pe[ie])
+        f1 = METRICS["macro_f1"].batch
+        draws = f1(yt[it], pt[it]) - f1(ye[ie], pe[ie])
         out["drop_ci95"] = interval(out["drop"], draws, (-1.0, 1.0))
     return out

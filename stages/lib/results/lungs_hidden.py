@@ -15,7 +15,7 @@ from stages.lib.core.names import UNLABELED
 from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.results.comparisons import paired_difference
 from stages.lib.results.evaluation import read_runs
-from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, classification_metrics
+from stages.lib.results.metrics import METRICS, bootstrap_ci, classification_metrics
 
 KEY = "lungs_hidden"
 # "Most of its recall": a class that keeps at least this share of its recall with the lungs hidden, and of
@@ -50,7 +50,7 @@ def block(
         "box": h.model_dump(),
         "keep_at_least": KEEP,
         "macro_f1": masked["macro_f1"],
-        "macro_f1_ci95": bootstrap_ci(y, hidden, CI_STATISTICS["macro_f1"], e.bootstrap_resamples, e.seed),
+        "macro_f1_ci95": bootstrap_ci(y, hidden, METRICS["macro_f1"].batch, e.bootstrap_resamples, e.seed),
         "macro_f1_with_lungs": normal["macro_f1"],
         "cost": {"difference": cost["macro_f1"]["difference"], "ci95": cost["macro_f1"]["ci95"]},
         "per_class": per_class,

@@ -1,4 +1,6 @@
-"""Classification metrics in the shape of the metrics/<backbone>.json contract (via sklearn).
+"""Classification metrics in the shape of the metrics/<backbone>.json contract (via sklearn), and the
+registry of the numbers a split reports about all its films (`METRICS`): each declared once, with its
+label, direction, how it is computed, and where it is shown. To add a metric, add its `Metric` there.
 
 `split_metrics` is the one entry point: the evaluate stage, the ensemble and the report all call
 it on (labels, probabilities), so their numbers cannot disagree.
@@ -7,6 +9,8 @@ it on (labels, probabilities), so their numbers cannot disagree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
@@ -17,6 +21,8 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
+    precision_score,
+    recall_score,
     roc_auc_score,
 )
 
@@ -133,7 +139,120 @@ def _class_auroc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.stack(aucs, 1)
 
 
-CI_STATISTICS = {"accuracy": _accuracy_batch, "macro_f1": _macro_f1_batch, "macro_auroc": _macro_auroc_batch}
+@dataclass(frozen=True)
+class Metric:
+    """One number a split reports about all its films, declared once: the metrics files (and a CI where it
+    has `batch`), the headline files, the seeds block, the paired comparisons, the subgroups, the summary,
+    the cards and the figures all read this record."""
+
+    key: str  # its key in the metrics files; its 95% CI's is `<key>_ci95`
+    label: str  # as a sentence names it ("macro-F1"); a table's header capitalises its first letter
+    # (labels [n], probabilities [n, C]) -> its value on the split, None where undefined; None: `batch` on all films
+    point: Callable[[np.ndarray, np.ndarray], float | None] | None = None
+    # the same on bootstrap resamples (labels [B, n], probabilities [B, n, C]) -> [B], for its 95% CI and
+    # the paired differences; None: no CI
+    batch: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    higher_is_better: bool = True  # which side of a paired difference is the better one
+    headline: tuple[str, ...] = ()  # the splits whose headline file (the DVC metric) holds it
+    compared: bool = False  # stated as paired differences between the models (needs `batch`)
+    tabled: bool = False  # a column of the summary's split tables; with a CI, of the cards' tables and figure too
+    macro: bool = False  # averaged over the classes present (what a class absent from the split changes)
+    digits: int = 3  # decimals shown
+
+    @property
+    def title(self) -> str:
+        """The label as a table's header: "Macro-F1"."""
+        return self.label[:1].upper() + self.label[1:]
+
+    def value(self, labels: np.ndarray, probs: np.ndarray) -> float | None:
+        if self.point is not None:
+            return self.point(labels, probs)
+        value = float(self.batch(labels[None], probs[None])[0])
+        return value if np.isfinite(value) else None
+
+
+def _of_predicted(score):
+    """(labels, probabilities) -> sklearn's `score` of the predicted classes (the argmax)."""
+    return lambda y, p: float(score(y, p.argmax(1)))
+
+
+def _over_present(score):
+    """(labels, probabilities) -> sklearn's macro average of `score` over the classes present in the labels (an
+    absent class would add a meaningless 0): classification_metrics' number (tested)."""
+    return lambda y, p: float(score(y, p.argmax(1), labels=np.unique(y), average="macro", zero_division=0))
+
+
+def _macro_auroc(y: np.ndarray, p: np.ndarray) -> float | None:
+    auroc = macro_auroc(y, p)
+    return auroc if np.isfinite(auroc) else None
+
+
+# The registry, in the order the files and tables list them: add a metric here and nowhere else.
+METRICS: dict[str, Metric] = {
+    m.key: m
+    for m in (
+        Metric("accuracy", "accuracy", _of_predicted(accuracy_score), _accuracy_batch, headline=("test",), tabled=True),
+        Metric(
+            "macro_f1",
+            "macro-F1",
+            _over_present(f1_score),
+            _macro_f1_batch,
+            headline=("test", "val"),
+            compared=True,
+            tabled=True,
+            macro=True,
+        ),
+        Metric("macro_precision", "macro precision", _over_present(precision_score), tabled=True, macro=True),
+        Metric("macro_recall", "macro recall", _over_present(recall_score), tabled=True, macro=True),
+        Metric("balanced_accuracy", "balanced accuracy", _of_predicted(balanced_accuracy_score), macro=True),
+        Metric(
+            "macro_auroc",
+            "macro AUROC",
+            _macro_auroc,
+            _macro_auroc_batch,
+            headline=("test",),
+            compared=True,
+            tabled=True,
+            macro=True,
+        ),
+    )
+}
+
+
+# What each reader shows, read from METRICS when it is shown.
+
+
+def ci_metrics() -> list[Metric]:
+    """The metrics with a bootstrap 95% CI."""
+    return [m for m in METRICS.values() if m.batch is not None]
+
+
+def headline_keys() -> dict[str, tuple[str, ...]]:
+    """{split: the metrics its headline file holds}, the splits in the order the registry first names them."""
+    splits = dict.fromkeys(s for m in METRICS.values() for s in m.headline)
+    return {s: tuple(m.key for m in METRICS.values() if s in m.headline) for s in splits}
+
+
+def compared_keys() -> tuple[str, ...]:
+    """The metrics whose paired differences between models are stated."""
+    return tuple(m.key for m in METRICS.values() if m.compared)
+
+
+def table_columns() -> list[Metric]:
+    """The summary's split table's metric columns: those with a CI, then those without."""
+    shown = [m for m in METRICS.values() if m.tabled]
+    return [m for m in shown if m.batch is not None] + [m for m in shown if m.batch is None]
+
+
+def ci_columns() -> list[Metric]:
+    """The columns of the cards' tables and the panels of the models' comparison figure: the tabled metrics
+    with a CI."""
+    return [m for m in table_columns() if m.batch is not None]
+
+
+def macro_labels() -> list[str]:
+    """The averages a class absent from the split changes: those over the classes present."""
+    return [m.label for m in METRICS.values() if m.macro]
 
 
 def interval(point: float | None, draws: np.ndarray, bounds: tuple[float, float] = (0.0, 1.0)) -> list:
@@ -197,10 +316,10 @@ def split_metrics(
         per["average_precision"] = float(average_precision_score(y_true == c, probs[:, c]))
         if per["auroc"] is None:
             per["auroc_note"] = f"undefined: every image in {where} is {name}"
-    auroc = macro_auroc(y_true, probs)
-    m["macro_auroc"] = auroc if np.isfinite(auroc) else None
-    for key, statistic in CI_STATISTICS.items():
-        m[f"{key}_ci95"] = bootstrap_ci(y_true, probs, statistic, resamples, seed)
+    # every declared metric (those classification_metrics gave keep their place, each new one comes after)
+    m.update({metric.key: metric.value(y_true, probs) for metric in METRICS.values()})
+    for metric in ci_metrics():
+        m[f"{metric.key}_ci95"] = bootstrap_ci(y_true, probs, metric.batch, resamples, seed)
     m["ece"], m["reliability"] = expected_calibration_error(y_true, probs, bins)
     return m
 
@@ -218,11 +337,6 @@ def absent_entry(probs: np.ndarray, c: int, where: str) -> dict:
     }
 
 
-# What a class absent from a split changes: these are averaged over the classes present (weighted
-# averages and accuracy are not: an absent class weighs 0 there anyway).
-MACRO_AVERAGES = ("macro-F1", "macro precision", "macro recall", "balanced accuracy", "macro AUROC")
-
-
 def absent_from(m: dict) -> list[str]:
     """The classes a split_metrics dict marks absent, in output order."""
     return [c for c, pc in m["per_class"].items() if pc.get("absent")]
@@ -233,15 +347,13 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
 
-# The few numbers a reader compares across models and experiments: the DVC metrics files.
-HEADLINE = {"test": ("accuracy", "macro_f1", "macro_auroc"), "val": ("macro_f1",)}
-
-
 def headline(report: dict) -> dict:
-    """The headline of a detail metrics report (`metrics/<model>.json`): HEADLINE's numbers of each
-    scored split, the seeds' sd of test macro-F1 when there are several, and the best epoch for a
+    """The headline of a detail metrics report (`metrics/<model>.json`), the few numbers a reader compares
+    across models and experiments (the DVC metrics files): each scored split's headline metrics
+    (`headline_keys`), the seeds' sd of test macro-F1 when there are several, and the best epoch for a
     trained model. A split without labels is left out."""
-    out = {split: {k: report[split][k] for k in keys} for split, keys in HEADLINE.items() if report.get(split)}
+    keys = headline_keys()
+    out = {split: {k: report[split][k] for k in ks} for split, ks in keys.items() if report.get(split)}
     sd = (report.get("seeds") or {}).get("sd")
     if sd and "test" in out:  # several seeds: how far one run's test macro-F1 strays
         out["test"]["macro_f1_sd"] = sd["test"]["macro_f1"]

@@ -32,7 +32,7 @@ from stages.lib.params.schema import Config, Evaluate
 from stages.lib.results import external_scores as ext
 from stages.lib.results import lungs_hidden, ood, posthoc, subgroups
 from stages.lib.results.comparisons import paired_difference, seed_block
-from stages.lib.results.evaluation import read_runs, score_split
+from stages.lib.results.evaluation import mean_of_runs, read_runs, score_split
 
 
 @dataclass
@@ -92,12 +92,6 @@ def split_runs(folders: dict[str, list[Path]], split: str, classes) -> dict[str,
 def _labelled_mean(labels, runs):
     known = labels != UNLABELED
     return labels[known], runs.mean(0)[known]
-
-
-def mean_of_runs(labels_runs):
-    """(labels, probs [runs, N, C]) -> (labels, the runs' mean probabilities [N, C])."""
-    labels, runs = labels_runs
-    return labels, runs.mean(0)
 
 
 def _add_seeds(r: Results, b: str, cfg: Config, live_dir: str) -> None:

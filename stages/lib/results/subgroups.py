@@ -16,7 +16,7 @@ from stages.lib.core.errors import UserError
 from stages.lib.core.names import UNLABELED
 from stages.lib.data.dataset import cache_files
 from stages.lib.data.layouts import BUILT_IN_METADATA
-from stages.lib.results.metrics import CI_STATISTICS, bootstrap_ci, macro_auroc, macro_f1
+from stages.lib.results.metrics import bootstrap_ci, ci_metrics
 
 INDEX_COLUMNS = ("filename", "label")
 # A smaller subgroup gets no interval and no flag: a percentile bootstrap over a handful of films draws
@@ -50,23 +50,16 @@ def columns_to_score(metadata: dict[str, list[str]], named, where: str) -> list[
 
 
 def group_scores(labels: np.ndarray, probs: np.ndarray, classes, resamples: int, seed: int) -> dict:
-    """n, images per class, accuracy / macro-F1 / macro AUROC with 95% bootstrap CIs of one subgroup; the
-    CIs null with `ci_note` under MIN_FILMS films."""
-    predicted = probs.argmax(1)
-    auroc = macro_auroc(labels, probs)
+    """n, images per class, and each metric with a CI (metrics.ci_metrics: accuracy, macro-F1, macro AUROC)
+    with its 95% bootstrap CI, of one subgroup; the CIs null with `ci_note` under MIN_FILMS films."""
     counts = np.bincount(labels, minlength=len(classes))
-    out = {
-        "n": int(len(labels)),
-        "per_class_n": {c: int(k) for c, k in zip(classes, counts)},
-        "accuracy": float((predicted == labels).mean()),
-        "macro_f1": macro_f1(labels, predicted),
-        "macro_auroc": auroc if np.isfinite(auroc) else None,
-    }
+    out = {"n": int(len(labels)), "per_class_n": {c: int(k) for c, k in zip(classes, counts)}}
+    out.update({m.key: m.value(labels, probs) for m in ci_metrics()})
     if len(labels) < MIN_FILMS:
         note = f"{TOO_FEW} for an interval (fewer than {MIN_FILMS}): none, and never flagged"
-        return {**out, **{f"{key}_ci95": None for key in CI_STATISTICS}, "ci_note": note}
-    for key, statistic in CI_STATISTICS.items():
-        out[f"{key}_ci95"] = bootstrap_ci(labels, probs, statistic, resamples, seed)
+        return {**out, **{f"{m.key}_ci95": None for m in ci_metrics()}, "ci_note": note}
+    for m in ci_metrics():
+        out[f"{m.key}_ci95"] = bootstrap_ci(labels, probs, m.batch, resamples, seed)
     return out
 
 

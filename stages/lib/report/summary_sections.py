@@ -1,11 +1,65 @@
-"""The summary's sections on what travels beyond the test score (docs/calibration.md): calibration
-before and after temperature scaling, prediction-set coverage and size, operating points, and
-subgroups; every number with its CI."""
+"""The summary's sections on how far each result holds, placed between its shortcut audit and its per-class
+table: across seeds (one run against its seed ensemble), against the other models (paired comparisons,
+docs/seeds.md), after calibration (temperature scaling, prediction sets, operating points), in subgroups, on
+external films (docs/calibration.md) and with the lungs hidden (docs/shortcuts.md); every number with its CI.
+"""
 
 from __future__ import annotations
 
-from stages.lib.report.numbers import fmt, value_ci
+from stages.lib.report.phrases import box_words, fmt, read_outside_words, value_ci, with_ci
+from stages.lib.results.comparisons import sentence
+from stages.lib.results.metrics import METRICS, compared_keys
 from stages.lib.results.subgroups import MIN_FILMS, TOO_FEW
+
+
+def seeds_markdown(seeds: dict, backbone_scores: dict) -> list[str]:
+    """Each backbone's runs: seed ensemble vs mean single seed, each seed's test macro-F1, mean ± sd,
+    and the pooled CI of one run."""
+    lines = [
+        "## Seeds",
+        "",
+        "A backbone's result above is its seed ensemble (the mean of its runs' probabilities). One run of it scores:",
+        "",
+        "| Backbone | Seeds | Test macro-F1 per seed | Mean ± sd | One run, pooled 95% CI | Seed ensemble |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for b, block in seeds.items():
+        f1 = {s: h["test"]["macro_f1"] for s, h in block["runs"].items() if "test" in h}
+        if not f1:
+            continue
+        mean, sd = block["mean"]["test"]["macro_f1"], (block["sd"] or {}).get("test", {}).get("macro_f1")
+        low, high = block.get("pooled_ci95", {}).get("test", {}).get("macro_f1", [None, None])
+        spread = f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f} ({block['note']})"
+        pooled = f"[{low:.3f}, {high:.3f}]" if low is not None else "n/a"
+        ens = backbone_scores[b]["test"]["macro_f1"]
+        lines.append(
+            f"| {b} | {block['n']} | "
+            + ", ".join(f"{s}: {v:.3f}" for s, v in f1.items())
+            + f" | {spread} | {pooled} | {ens:.3f} ({ens - mean:+.3f} vs the mean seed) |"
+        )
+    return lines + [""]
+
+
+def comparisons_markdown(rows: list[dict]) -> list[str]:
+    """The paired comparisons as sentences, one list per statistic."""
+    if not rows:
+        return []
+    split = rows[0]["split"]
+    lines = [
+        "## Paired comparisons",
+        "",
+        f"Differences on the same {split} images (A − B), with a paired bootstrap 95% CI that resamples the "
+        "images; a backbone with several seeds is its seed ensemble, one fixed model (the seeds' spread is "
+        "the Seeds section's). A CI that contains 0 means the data cannot tell the two apart.",
+        "",
+    ]
+    for key in compared_keys():
+        lines += (
+            [f"{split.capitalize()} {METRICS[key].label}:", ""]
+            + [f"- {sentence(r['a'], r['b'], key, r[key])}" for r in rows]
+            + [""]
+        )
+    return lines
 
 
 def _before_after(block: dict) -> str:
@@ -149,7 +203,7 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
 
 def external_markdown(sets: dict[str, dict[str, dict]], folders: dict[str, str]) -> list[str]:
     """The summary's External validation section. `sets[name][model]`: that model's entry of the
-    `external` block (stages/lib/data/external.py `score`, plus `ood` for a run), `folders[name]` the set's
+    `external` block (stages/lib/results/external_scores.py `score`, plus `ood` for a run), `folders[name]` the set's
     folder. Per set: each model's internal test and external macro-F1 side by side, the drop and its
     CI, ECE before -> after temperature scaling, prediction-set coverage and the OOD flag's share; then
     recall per class, an absent class shown as absent."""
@@ -213,4 +267,36 @@ def _recall_table(models: dict[str, dict], classes: list[str]) -> list[str]:
             )
             + " |"
         )
+    return lines + [""]
+
+
+def lungs_hidden_markdown(blocks: dict[str, dict], scores: dict[str, dict]) -> list[str]:
+    """Each model scored with the lungs hidden (its `lungs_hidden` block): macro-F1 both ways, the paired cost,
+    recall per class both ways, and the classes it reads from outside the lungs."""
+    if not blocks:
+        return []
+    first = next(iter(blocks.values()))
+    lines = [
+        "## Lungs hidden",
+        "",
+        f"Each model on the same {first['split']} films with the lungs hidden ({box_words(first['box'])}). "
+        "Recall per class: with the lungs -> hidden.",
+        "",
+        "| Model | Macro-F1 [95% CI] | Lungs hidden [95% CI] | Cost, paired [95% CI] | Recall per class |",
+        "|---|---|---|---|---|",
+    ]
+    for name, b in blocks.items():
+        recall = ", ".join(
+            f"{c} {v['recall_with_lungs']:.2f} -> {v['recall']:.2f}"
+            for c, v in b["per_class"].items()
+            if not v.get("absent")
+        )
+        lines.append(
+            f"| {name} | {with_ci(scores[name][b['split']], 'macro_f1')} | "
+            f"{value_ci(b['macro_f1'], b['macro_f1_ci95'])} | {value_ci(b['cost']['difference'], b['cost']['ci95'])} | "
+            f"{recall} |"
+        )
+    lines.append("")
+    for name, b in blocks.items():
+        lines += [f"- {name}: {read_outside_words(b)}"]
     return lines + [""]
