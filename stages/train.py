@@ -195,7 +195,7 @@ def _record_epochs_run(model, model_path: str, epochs_run: int) -> dict:
 
 @cli
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of params' seeds)")
     parser.add_argument("--cache", required=True, help="preprocessed cache folder")
