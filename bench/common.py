@@ -35,7 +35,7 @@ from stages.lib.data.dataset import CachedSplit, balanced_sampler, class_weights
 from stages.lib.data.layouts import read_course_split
 from stages.lib.data.synthetic import make_dataset
 from stages.lib.data.transforms import preprocess_transform, train_augment
-from stages.lib.model.registry import build_model
+from stages.lib.model.networks import build_model
 from stages.lib.model.runtime import autocast_dtype, cpu_model, precision
 from stages.lib.model.training import make_loaders, make_optimizer
 from stages.lib.params.loader import load_params

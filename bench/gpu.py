@@ -19,7 +19,7 @@ real and ceiling at larger batches under `batch_sizes`, to show what the small b
 With `--live`, each backbone's train stage DVCLive log is set beside `real`: its epoch-1 and
 epoch-2 img/s, time to its first batch, and `stage_over_real` (its last epoch over `real`).
 With `--models`, each backbone's trained model scores the cache's val and test films in fp32 and in
-the train precision, judged by stages.lib.model.agreement (`agreement`).
+the train precision, judged by stages.lib.model.runtime (`agreement`).
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ import torch
 
 from bench import common
 from stages.lib.core import live_logs
+from stages.lib.core.backbones import BACKBONES
 from stages.lib.core.errors import UserError, cli
 from stages.lib.core.files import read_json
 from stages.lib.core.names import run_name
-from stages.lib.model.agreement import agreement
 from stages.lib.model.inference import load_model, predict_split
-from stages.lib.model.registry import BACKBONES
-from stages.lib.model.runtime import pick_device, precision, seed_everything
+from stages.lib.model.runtime import agreement, pick_device, precision, seed_everything
 from stages.lib.model.training import train_one_epoch
 
 SMOKE_SIZES = {"train": 12, "val": 4, "test": 4}

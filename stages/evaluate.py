@@ -22,6 +22,7 @@ from stages.lib.core.names import SCORED_SPLITS
 from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.data.transforms import LungsHidden
 from stages.lib.model import gradcam
+from stages.lib.model.features import measure
 from stages.lib.model.inference import Scorer, load_model
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Evaluate, HideLungs, Train
@@ -126,9 +127,7 @@ def fit_ood(run: Scorer, backbone: str, files: RunFiles, caches: dict, n_classes
     """The OOD score fitted on the internal cache, with its share flagged on val, test and each
     external set; written to `files.ood`."""
     others = {ext.predictions_split(name): (str(c), split) for name, (c, split) in caches.items()}
-    stats = ood.fit_and_flag(
-        *ood.measure(run.model, backbone, files.cache, others, run.batch_size, run.device), n_classes
-    )
+    stats = ood.fit_and_flag(*measure(run.model, backbone, files.cache, others, run.batch_size, run.device), n_classes)
     write_json(files.ood, stats)
     return stats
 

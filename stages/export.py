@@ -14,9 +14,69 @@ Needs the `export` extra (in the lock: `make` installs it).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from stages.lib.core.errors import Interrupted, cli
-from stages.lib.model.onnx_files import export_models
+import numpy as np
+import torch
+
+from stages.lib.core.errors import Interrupted, UserError, cli
+from stages.lib.data.dataset import CachedSplit, verify_cache
+from stages.lib.data.formats import MAX_PIXELS
+from stages.lib.data.image_files import image_batches, list_images
+from stages.lib.model.inference import load_model, predict
+from stages.lib.model.onnx_files import export, require_onnx
+from stages.lib.params.schema import Preprocess
+from stages.lib.results import ood, posthoc
+
+
+def export_models(model_paths: list[str], out: str, cache_dir: str, images: str | None) -> dict:
+    """Load the checkpoints (one preprocessing and class list for all), gather the films that check the
+    export, and export; returns the check's figures and where its films came from."""
+    require_onnx()  # the export extra, checked before any model loads
+    members = [load_model(p) for p in model_paths]
+    first, meta0 = model_paths[0], members[0][1]
+    for path, (_, meta) in zip(model_paths[1:], members[1:]):
+        if meta["classes"] != meta0["classes"] or meta["preprocess"] != meta0["preprocess"]:
+            raise UserError(
+                f"{path} was trained on other classes or preprocessing than {first}; an ensemble "
+                "needs models of one pipeline run"
+            )
+    if images is not None:
+        films, where = _decoded(images, meta0["preprocess"]), f"images of {images}"
+    else:
+        if not (Path(cache_dir) / "meta.json").is_file():
+            raise UserError(
+                f"no test films to check the export on: {cache_dir}/ is not a preprocess cache; run "
+                "from the project root (dvc repro writes cache/), pass --cache DIR or --images DIR"
+            )
+        cache_meta = verify_cache(cache_dir)
+        for path in model_paths:
+            load_model(path, preprocess=cache_meta["preprocess"], classes=cache_meta["classes"])  # refuses a misfit
+        films, where = np.array(CachedSplit(cache_dir, "test").images)[:, None], f"test films of {cache_dir}"
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        """The PyTorch path predict and evaluate take, averaged over the members as the ensemble stage does."""
+        batches = [
+            (torch.from_numpy(x[i : i + 32]), torch.zeros(len(x[i : i + 32]), dtype=torch.long))
+            for i in range(0, len(x), 32)
+        ]
+        return np.mean([predict(model, batches, torch.device("cpu"))[0] for model, _ in members], axis=0)
+
+    fitted = ood.ood_path(first)
+    stats = ood.load(fitted) if len(members) == 1 and fitted.is_file() else None
+    calibration = posthoc.load(first, meta0["classes"]) if len(members) == 1 else None
+    check = export(members, out, films, where, stats, reference, calibration)
+    return {**check, "from": where}
+
+
+def _decoded(images: str, preprocess: Preprocess) -> np.ndarray:
+    """Every image `images` names, preprocessed as predict does; a bad file is refused by name."""
+    films = []
+    for _, x, bad in image_batches(list_images(images), preprocess, MAX_PIXELS, 32):
+        if bad:
+            raise UserError(bad[0][1])
+        films.append(x.numpy())
+    return np.concatenate(films)
 
 
 @cli

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.lib.core import provenance
+from stages.lib.core.backbones import BACKBONES
 from stages.lib.core.errors import cli
 from stages.lib.core.files import read_json, write_text
 from stages.lib.core.names import ENSEMBLE, PIXEL_SHORTCUT, SHORTCUT, SHORTCUTS, STUDY_CLASSES
-from stages.lib.model.registry import BACKBONES
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Config
 from stages.lib.report.figures import figure_links, report_figures

@@ -50,7 +50,7 @@ def model_path(tmp_path_factory):
 
     from stages.lib.core.names import STUDY_CLASSES
     from stages.lib.model.checkpoints import save_checkpoint
-    from stages.lib.model.registry import build_model
+    from stages.lib.model.networks import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", len(STUDY_CLASSES), 0.1, pretrained=False)

@@ -313,7 +313,6 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
 ):
     import stages.evaluate
     import stages.train
-    from stages.lib.model import training_run
 
     cache = shutil.copytree(built_cache, tmp_path / "cache")
     flip_a_bit(cache / "val.npy")
@@ -326,7 +325,7 @@ def test_train_and_evaluate_refuse_a_damaged_cache_before_building_a_model(
     def no_model(*a, **k):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(training_run, "build_model", no_model)
+    monkeypatch.setattr(stages.train, "build_model", no_model)
     monkeypatch.setattr(stages.evaluate, "load_model", no_model)
     monkeypatch.setattr(sys, "argv", stage_cmd(stage, "resnet18")[2:])
     with pytest.raises(SystemExit) as done:
@@ -349,7 +348,7 @@ def test_resume_fingerprint_hashes_exactly_the_modules_training_imports_in_both_
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "meta.json").write_text("{}")
     imported = code_files("stages.train", tmp_path)
-    assert "stages/lib/model/onnx_files.py" not in imported and "stages/lib/model/fitting.py" in imported
+    assert "stages/lib/model/onnx_files.py" not in imported and "stages/lib/model/training.py" in imported
 
     def fingerprints():
         return [fingerprint("resnet18", {}, tmp_path / "cache", tmp_path / root) for root in ("", "demo")]
@@ -359,7 +358,7 @@ def test_resume_fingerprint_hashes_exactly_the_modules_training_imports_in_both_
     with open(tmp_path / "stages" / "lib" / "model" / "onnx_files.py", "a") as f:
         f.write("# an edit training never runs\n")
     assert fingerprints() == before
-    with open(tmp_path / "stages" / "lib" / "model" / "fitting.py", "a") as f:
+    with open(tmp_path / "stages" / "lib" / "model" / "training.py", "a") as f:
         f.write("# an edit training runs\n")
     after = fingerprints()
     assert after[0] == after[1] != before[0]

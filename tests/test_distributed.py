@@ -94,8 +94,9 @@ def test_killed_two_process_run_resumes_at_the_next_epoch(tmp_path, tiny_data):
 
 
 def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
+    import stages.train
     from stages.lib.core.errors import UserError
-    from stages.lib.model import distributed, training_run
+    from stages.lib.model import distributed
     from stages.lib.params.schema import Train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -104,4 +105,4 @@ def test_more_ranks_than_visible_gpus_is_refused_before_launch(monkeypatch):
     with pytest.raises(
         UserError, match=r"^train.nproc 4 exceeds the 2 visible GPU\(s\); lower it or set CUDA_VISIBLE_DEVICES$"
     ):
-        training_run.launch_ranks("resnet18", Train(nproc=4, pretrained=False))
+        stages.train.launch_ranks("resnet18", Train(nproc=4, pretrained=False))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from helpers import ROOT
 
@@ -255,7 +256,7 @@ def test_the_readme_demo_table_is_the_committed_demo_metrics():
 
     readme = (ROOT / "README.md").read_text()
     metrics = ROOT / "demo" / "metrics"
-    for name in ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny", "ensemble"):
+    for name in [*yaml.safe_load((ROOT / "demo" / "params.yaml").read_text())["backbones"], "ensemble"]:
         m = json.loads((metrics / f"{name}.json").read_text())
         t = m["test"]
 

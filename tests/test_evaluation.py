@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from stages.ensemble import ensemble
+from stages.lib.core.backbones import BACKBONES
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json, write_text
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.model import gradcam
-from stages.lib.model.registry import BACKBONES, build_model
+from stages.lib.model.networks import build_model
 from stages.lib.params.schema import Evaluate
 from stages.lib.results.evaluation import predictions_csv, read_predictions
 

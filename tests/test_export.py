@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from helpers import run_predict
+from stages.export import export_models
 from stages.lib.core.errors import UserError
 from stages.lib.model import onnx_files
 from stages.lib.results import posthoc
@@ -80,7 +81,7 @@ def test_an_ensemble_is_one_graph_averaging_its_members_and_a_failed_check_write
     # The check compares onnxruntime with PyTorch after the export: past the tolerance, nothing is written.
     monkeypatch.setattr(onnx_files, "TOLERANCE", -1.0)
     with pytest.raises(UserError) as err:
-        onnx_files.export_models(members, str(out), str(demo / "cache"), None)
+        export_models(members, str(out), str(demo / "cache"), None)
     assert str(err.value).startswith(
         f"export to {out} failed its check on test films of {demo / 'cache'}: "
         "onnxruntime's probabilities differ from PyTorch's by up to "
@@ -88,7 +89,7 @@ def test_an_ensemble_is_one_graph_averaging_its_members_and_a_failed_check_write
     assert str(err.value).endswith("films; nothing written") and not out.exists() and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
 
-    check = onnx_files.export_models(members, str(out), "no-cache", str(images))
+    check = export_models(members, str(out), "no-cache", str(images))
     assert check["films"] == 16 and check["max_abs_diff"] <= 1e-4 and check["argmax_differs"] == 0
     # the members' raw probabilities: an ensemble graph carries no val fit (temperature) of its own
     monkeypatch.setattr(posthoc, "load", lambda *args: None)

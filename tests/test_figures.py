@@ -17,7 +17,7 @@ from PIL import Image
 from helpers import skip_unless_ci
 from stages.lib.core.errors import UserError
 from stages.lib.model import gradcam
-from stages.lib.model.registry import build_model
+from stages.lib.model.networks import build_model
 from stages.lib.report.class_curves import pr_grid, reliability_grid, roc_grid
 from stages.lib.report.html import html_report
 from stages.lib.report.plots import (

@@ -307,7 +307,7 @@ def test_where_cudnn_autotunes_the_train_loader_drops_its_partial_batch(tmp_path
 
 
 def test_the_agreement_rule_counts_films_that_keep_their_class_and_probabilities():
-    from stages.lib.model.agreement import agreement
+    from stages.lib.model.runtime import agreement
 
     ref = np.tile([[0.7, 0.1, 0.1, 0.1]], (200, 1))
     near = ref + [[-0.008, 0.008, 0, 0]]  # every probability within 0.01: agrees
@@ -329,9 +329,9 @@ def test_the_agreement_rule_counts_films_that_keep_their_class_and_probabilities
 
 @pytest.mark.slow
 def test_the_rule_judges_real_bf16_autocast_inference_against_fp32_on_cpu():
-    from stages.lib.model.agreement import MAX_PROB_DIFF, MIN_AGREEING, agreement
     from stages.lib.model.inference import predict
-    from stages.lib.model.registry import build_model
+    from stages.lib.model.networks import build_model
+    from stages.lib.model.runtime import MAX_PROB_DIFF, MIN_AGREEING, agreement
 
     torch.manual_seed(0)
     net = build_model("resnet18", 4, 0.0, pretrained=False).eval()

@@ -103,7 +103,7 @@ def test_ctrl_c_ends_a_command_with_one_line_saying_what_was_kept_and_exit_130(c
 def test_ctrl_c_in_cxr4_predict_keeps_the_earlier_csv_and_leaves_no_temp_file(
     tmp_path, model_path, monkeypatch, capsys
 ):
-    import stages.lib.model.prediction as prediction
+    import stages.predict as prediction
 
     for i in range(4):
         write_xray(tmp_path / "new" / f"{i}.png", i)
@@ -220,7 +220,7 @@ def test_off_a_terminal_cxr4_predict_prints_a_progress_line_at_a_steady_interval
 ):
     """A line every INTERVAL, none before it: a run shorter than it says nothing (test_predict.py's runs
     assert their stderr whole)."""
-    import stages.lib.model.prediction as prediction
+    import stages.predict as prediction
 
     for i in range(10):
         write_xray(tmp_path / "new" / f"{i}.png", i)

@@ -152,7 +152,7 @@ def test_a_staging_folder_in_use_is_not_removed(tmp_path):
 
 
 def _checkpoint(tmp_path, spoil=None) -> Path:
-    from stages.lib.model.registry import build_model
+    from stages.lib.model.networks import build_model
 
     meta = {"backbone": "resnet18", "classes": list(STUDY_CLASSES), "preprocess": P32.model_dump(), "dropout": 0.1}
     meta = copy.deepcopy(meta)

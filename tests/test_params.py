@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from helpers import ROOT, stage_cmd
+from stages.lib.core.backbones import BACKBONES, REGISTRY
 from stages.lib.core.errors import UserError
 from stages.lib.params.loader import load_params
 from stages.lib.params.messages import sections
@@ -114,8 +115,8 @@ REFUSALS = {  # case: (line in params.yaml, its replacement, the message after "
     "backbone without a record": (
         "backbones: [resnet18,",
         "backbones: [vgg16, resnet18,",
-        "backbones lists 'vgg16', which has no record in stages/lib/model/registry.py (records: resnet18, "
-        "densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name",
+        f"backbones lists 'vgg16', which has no record in {REGISTRY} (records: {', '.join(BACKBONES)}); add its "
+        "record there or remove the name",
     ),
     "missing key": (
         "  lr: 5.0e-5\n",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
+from stages.lib.core.backbones import BACKBONES, REGISTRY
 from stages.lib.results.posthoc import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
@@ -367,8 +368,8 @@ def test_stage_errors_are_one_line_with_exit_code_2(tmp_path, tiny_data):
     (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("- efficientnet_b0", "- vgg16"))
     bad = run(stage_cmd("train", "vgg16"), proj, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "error: params.yaml: backbones lists 'vgg16', which has no record in stages/lib/model/registry.py (records: "
-        "resnet18, densenet121, efficientnet_b0, convnext_tiny); add its record there or remove the name"
+        f"error: params.yaml: backbones lists 'vgg16', which has no record in {REGISTRY} (records: "
+        f"{', '.join(BACKBONES)}); add its record there or remove the name"
     )
     assert not (proj / "models").exists()
 

@@ -92,7 +92,7 @@ def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path,
     """Decoding and classifying interleave batch by batch: at no point are all images in memory."""
     import stages.lib.model.runners
     from stages.lib.data.image_files import DecodedImages
-    from stages.lib.model.prediction import predict_images
+    from stages.predict import predict_images
 
     for i in range(5):
         write_xray(tmp_path / "new" / f"{i}.png", i)

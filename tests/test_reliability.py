@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from helpers import ROOT, TINY, make_project, merge, run, run_paths, stage_cmd
+from stages.lib.core.backbones import BACKBONES, REGISTRY
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_json
 
@@ -169,8 +170,7 @@ def test_train_refuses_unknown_backbone(tmp_path, monkeypatch, capsys):
     argv = stage_cmd("train", "vit_b16")[3:]
     code, err = stage_main(stages.train, argv, tmp_path, monkeypatch, {}, capsys)
     assert code == 2 and err == (
-        "error: unknown backbone 'vit_b16'; stages/lib/model/registry.py has records for resnet18, "
-        "densenet121, efficientnet_b0, convnext_tiny"
+        f"error: unknown backbone 'vit_b16'; {REGISTRY} has records for {', '.join(BACKBONES)}"
     )
 
 
@@ -236,7 +236,7 @@ def test_full_disk_fails_clearly_and_keeps_the_previous_file(tmp_path, monkeypat
 def test_evaluate_refuses_a_checkpoint_of_another_backbone_or_class_list(tmp_path):
     from stages.lib.model.checkpoints import save_checkpoint
     from stages.lib.model.inference import load_model
-    from stages.lib.model.registry import build_model
+    from stages.lib.model.networks import build_model
 
     meta = {
         "backbone": "resnet18",
@@ -269,7 +269,7 @@ OLD_META = {  # what the train stage wrote before the typed config (no runtime r
 
 def test_a_checkpoint_from_before_the_typed_config_still_loads(tmp_path):
     from stages.lib.model.inference import load_model
-    from stages.lib.model.registry import build_model
+    from stages.lib.model.networks import build_model
     from stages.lib.params.schema import Preprocess
 
     model = build_model("resnet18", 4, 0.1, pretrained=False)
@@ -303,7 +303,7 @@ def test_a_checkpoint_that_cannot_be_used_is_refused_saying_how_to_retrain(tmp_p
     import copy
 
     from stages.lib.model.inference import load_model
-    from stages.lib.model.registry import build_model
+    from stages.lib.model.networks import build_model
 
     ckpt = {
         "state_dict": build_model("resnet18", 4, 0.1, pretrained=False).state_dict(),

@@ -10,11 +10,10 @@ from torch import nn
 
 from helpers import NO_AUGMENT, SEED, SIZE, tiny_cache
 from stages import CPU_PINS
-from stages.lib.model import fitting
-from stages.lib.model.fitting import fit
+from stages.lib.model import training
 from stages.lib.model.inference import predict
 from stages.lib.model.runtime import cpu_model, describe
-from stages.lib.model.training import EpochResult, make_loaders
+from stages.lib.model.training import EpochResult, fit, make_loaders
 from stages.lib.params.schema import Train
 
 CPU = torch.device("cpu")
@@ -28,7 +27,7 @@ def linear_model(num_classes=4):
 def run_fit(tmp_path, monkeypatch, val_f1, **train):
     """fit() with scripted val macro-F1 per epoch; returns (progress, logged rows, epochs saved as best)."""
     scores = iter(val_f1)
-    monkeypatch.setattr(fitting, "validate", lambda *a, **k: EpochResult(0.0, 0.0, next(scores), 8))
+    monkeypatch.setattr(training, "validate", lambda *a, **k: EpochResult(0.0, 0.0, next(scores), 8))
     t = Train(**{"batch_size": 8, "lr": 1e-3, "early_stopping_patience": 100, **train})
     loaders = make_loaders(str(tiny_cache(tmp_path / "cache")), t, NO_AUGMENT, CPU, SEED)
     rows, best = [], []
@@ -92,10 +91,10 @@ def test_class_weights_and_the_balanced_sampler_reach_fit(tmp_path, monkeypatch)
             seen["labels"] += y.tolist()
             return super().forward(logits, y)
 
-    monkeypatch.setattr(fitting.nn, "CrossEntropyLoss", Recording)
+    monkeypatch.setattr(training.nn, "CrossEntropyLoss", Recording)
     t = Train(batch_size=8, epochs=4)
     loaders = make_loaders(str(tiny_cache(tmp_path / "cache", train_counts=(24, 4, 4, 4))), t, NO_AUGMENT, CPU, SEED)
-    monkeypatch.setattr(fitting, "validate", lambda *a, **k: EpochResult(0.0, 0.0, 0.5, 8))
+    monkeypatch.setattr(training, "validate", lambda *a, **k: EpochResult(0.0, 0.0, 0.5, 8))
     fit(linear_model(), *loaders, t, CPU, "tiny", SEED)
     assert seen["weight"] == pytest.approx([36 / 24, 36 / 4, 36 / 4, 36 / 4])  # n_total / n_class, the study's
     share = np.bincount(seen["labels"], minlength=4) / len(seen["labels"])

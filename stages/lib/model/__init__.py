@@ -1,1 +1,1 @@
-"""Models and running them: the backbone registry, training, checkpoints, runtime, distributed training, inference, Grad-CAM, ONNX files, predict's runners."""
+"""Models and running them: the networks built from the backbone registry, training, checkpoints and resume state, runtime, distributed training, inference, OOD features, Grad-CAM, ONNX files, predict's runners."""

@@ -2,7 +2,7 @@
 
 Chosen over a hand-written hook implementation: it handles gradient hooks, ReLU and per-image
 normalisation, and is what most CXR papers cite. The layer it targets is part of each backbone's
-record in models.py: the last convolutional stage, before global pooling.
+record (stages/lib/core/backbones.py): the last convolutional stage, before global pooling.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from stages.lib.core.backbones import spec
 from stages.lib.data.dataset import CachedSplit
 from stages.lib.data.transforms import to_model_input
-from stages.lib.model.registry import gradcam_layer, spec
+from stages.lib.model.networks import gradcam_layer
 
 MIN_CAM = 7  # cells a side of the last feature map below which no heatmap is drawn (224 px at stride 32)
 

@@ -17,7 +17,7 @@ from stages.lib.core.errors import UserError
 from stages.lib.data.dataset import CachedSplit
 from stages.lib.data.transforms import to_model_input
 from stages.lib.model.checkpoints import load_checkpoint
-from stages.lib.model.registry import build_model
+from stages.lib.model.networks import build_model
 from stages.lib.model.runtime import (
     Runtime,
     autotuned,

@@ -25,7 +25,7 @@ from torch import nn
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import atomic_path
 from stages.lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from stages.lib.model.registry import head
+from stages.lib.model.networks import head
 from stages.lib.params.schema import Preprocess
 
 OPSET = 18  # the opset we export and accept (onnxruntime 1.32 runs it; torch.onnx's default too)
@@ -34,7 +34,8 @@ TOLERANCE = 1e-4  # largest difference allowed between onnxruntime's and PyTorch
 EXTRA = "the export extra (make installs it; pip: pip install -e '.[export]')"
 
 
-def _onnx():
+def require_onnx():
+    """onnx and onnxruntime, or a one-line refusal naming the extra that installs them."""
     try:
         import onnx
         import onnxruntime
@@ -84,7 +85,7 @@ def export(
     """Write `members` (models with their checkpoint metadata) as one ONNX graph to `out`, checked on
     `films` (uint8 [N, 1, S, S]) against `reference(films) -> probabilities` (the PyTorch path); the
     file is replaced only when the check passes. Returns the check's figures."""
-    onnx, _ = _onnx()
+    onnx, _ = require_onnx()
     meta = members[0][1]
     module = Exportable([(model, m["backbone"]) for model, m in members]).eval()
     example = torch.from_numpy(films[:2])
@@ -146,7 +147,7 @@ class OnnxModel:
     path: Path
 
     def __post_init__(self):
-        onnx, ort = _onnx()
+        onnx, ort = require_onnx()
         self.path = Path(self.path)
         redo = f"export the model again with cxr4-export (opset {OPSET})"
         try:
@@ -171,60 +172,3 @@ class OnnxModel:
     def run(self, films: np.ndarray) -> list[np.ndarray]:
         """uint8 [B, 1, S, S] -> [probabilities] or [probabilities, features] (float32)."""
         return self.session.run(None, {"image": np.ascontiguousarray(films, dtype=np.uint8)})
-
-
-def export_models(model_paths: list[str], out: str, cache_dir: str, images: str | None) -> dict:
-    """Load the checkpoints (one preprocessing and class list for all), gather the films that check the
-    export, and export; returns the check's figures and where its films came from."""
-    from stages.lib.data.dataset import CachedSplit, verify_cache
-    from stages.lib.model.inference import load_model, predict
-    from stages.lib.results import ood, posthoc
-
-    _onnx()
-    members = [load_model(p) for p in model_paths]
-    first, meta0 = model_paths[0], members[0][1]
-    for path, (_, meta) in zip(model_paths[1:], members[1:]):
-        if meta["classes"] != meta0["classes"] or meta["preprocess"] != meta0["preprocess"]:
-            raise UserError(
-                f"{path} was trained on other classes or preprocessing than {first}; an ensemble "
-                "needs models of one pipeline run"
-            )
-    if images is not None:
-        films, where = _decoded(images, meta0["preprocess"]), f"images of {images}"
-    else:
-        if not (Path(cache_dir) / "meta.json").is_file():
-            raise UserError(
-                f"no test films to check the export on: {cache_dir}/ is not a preprocess cache; run "
-                "from the project root (dvc repro writes cache/), pass --cache DIR or --images DIR"
-            )
-        cache_meta = verify_cache(cache_dir)
-        for path in model_paths:
-            load_model(path, preprocess=cache_meta["preprocess"], classes=cache_meta["classes"])  # refuses a misfit
-        films, where = np.array(CachedSplit(cache_dir, "test").images)[:, None], f"test films of {cache_dir}"
-
-    def reference(x: np.ndarray) -> np.ndarray:
-        """The PyTorch path predict and evaluate take, averaged over the members as the ensemble stage does."""
-        batches = [
-            (torch.from_numpy(x[i : i + 32]), torch.zeros(len(x[i : i + 32]), dtype=torch.long))
-            for i in range(0, len(x), 32)
-        ]
-        return np.mean([predict(model, batches, torch.device("cpu"))[0] for model, _ in members], axis=0)
-
-    fitted = ood.ood_path(first)
-    stats = ood.load(fitted) if len(members) == 1 and fitted.is_file() else None
-    calibration = posthoc.load(first, meta0["classes"]) if len(members) == 1 else None
-    check = export(members, out, films, where, stats, reference, calibration)
-    return {**check, "from": where}
-
-
-def _decoded(images: str, preprocess: Preprocess) -> np.ndarray:
-    """Every image `images` names, preprocessed as predict does; a bad file is refused by name."""
-    from stages.lib.data.formats import MAX_PIXELS
-    from stages.lib.data.image_files import image_batches, list_images
-
-    films = []
-    for _, x, bad in image_batches(list_images(images), preprocess, MAX_PIXELS, 32):
-        if bad:
-            raise UserError(bad[0][1])
-        films.append(x.numpy())
-    return np.concatenate(films)

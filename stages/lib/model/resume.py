@@ -1,17 +1,21 @@
-"""The state of an interrupted training run: its file, the DVCLive rows an epoch cut short left, and when
-it may be resumed. The state is trusted only when the run that wrote it was interrupted and used the
-same params, the same preprocessed data and the same code (the train stage's deps in dvc.yaml);
-anything else starts over, and says why. Plain types and tensors only: torch.load(weights_only=True)."""
+"""The state of an interrupted training run: its file, the random state it resumes with, the DVCLive rows an
+epoch cut short left, and when it may be resumed. The state is trusted only when the run that wrote it was
+interrupted and used the same params, the same preprocessed data and the same code (the train stage's deps
+in dvc.yaml); anything else starts over, and says why. Plain types and tensors only:
+torch.load(weights_only=True)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from stages.lib.core import live_logs
 from stages.lib.core.errors import UserError
@@ -76,3 +80,39 @@ def trim_live_logs(live_dir: str | os.PathLike, last_epoch: int) -> None:
         kept = live_logs.rows_up_to(rows, last_epoch)
         if len(kept) != len(rows):
             write_text(tsv, live_logs.as_tsv(kept))
+
+
+# The random state: everything a resumed run needs to draw what the uninterrupted run drew (plain types).
+def _augment_rngs(loader: DataLoader) -> list:
+    augment = loader.dataset.augment
+    return [augment, *augment.transforms] if augment is not None else []
+
+
+def rng_state(loader: DataLoader) -> dict:
+    """Python, NumPy, torch (CPU, CUDA), the sampler's generator and the augmentation RNGs.
+
+    Plain types and tensors only, so the checkpoint loads with weights_only=True. (With DataLoader
+    workers the augmentations run in the workers, whose RNGs are not captured: see docs/design.md.)
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "sampler": loader.generator.get_state(),
+        "augment": [(a.random_generator.bit_generator.state, a.py_random.getstate()) for a in _augment_rngs(loader)],
+    }
+
+
+def set_rng_state(state: dict, loader: DataLoader) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    loader.generator.set_state(state["sampler"])
+    for a, (np_state, py_state) in zip(_augment_rngs(loader), state["augment"]):
+        a.random_generator.bit_generator.state = np_state
+        a.py_random.setstate(py_state)

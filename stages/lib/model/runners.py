@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from stages.lib.core.errors import UserError
+from stages.lib.model.features import capture_features
 from stages.lib.model.inference import load_model, predict
 from stages.lib.model.runtime import pick_device
 from stages.lib.results import ood as ood_lib
@@ -39,7 +40,7 @@ class TorchRunner(Runner):
         self.missing_ood = f"no fitted OOD score beside {path} ({fitted}); run evaluate (dvc repro)"
 
     def __call__(self, x, hflip):
-        with ood_lib.capture_features(self.model, self.backbone) as seen:
+        with capture_features(self.model, self.backbone) as seen:
             probs, _, _ = predict(self.model, [(x, torch.zeros(len(x), dtype=torch.long))], self.device, hflip=hflip)
         scores = (
             ood_lib.score(self.ood, seen[0].float().cpu().numpy(), x.numpy()) if self.ood else None

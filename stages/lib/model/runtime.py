@@ -1,6 +1,10 @@
 """Where a stage runs: seeding, device, compute dtype, DataLoader workers, and the one line that
 says so at the start of train and evaluate (also stored in the checkpoint and DVCLive summary),
-so a GPU config that silently fell back to CPU shows at once."""
+so a GPU config that silently fell back to CPU shows at once; and the rule mixed precision is held
+to: whether it gives fp32's predictions.
+
+A film agrees when both precisions pick the same class and none of its class probabilities moves by
+more than `MAX_PROB_DIFF`; the precision passes when at least `MIN_AGREEING` of the films agree."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from stages.lib.core.errors import UserError
 from stages.lib.model import distributed
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+MIN_AGREEING = 0.995
+MAX_PROB_DIFF = 0.01
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -147,3 +153,19 @@ def describe(device: torch.device, asked: str, workers: int) -> Runtime:
         torch.version.cuda,
         note,
     )
+
+
+def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
+    """`reference` (fp32) and `other` probabilities [N, C] of the same films, in the same order."""
+    if reference.shape != other.shape or reference.ndim != 2 or not len(reference):
+        raise ValueError(f"need two [N, C] probability arrays of one shape, got {reference.shape} and {other.shape}")
+    same_class = reference.argmax(1) == other.argmax(1)
+    film_diff = np.abs(reference - other).max(1)
+    agreeing = same_class & (film_diff <= MAX_PROB_DIFF)
+    return {
+        "films": len(reference),
+        "same_class": round(float(same_class.mean()), 4),
+        "agreeing": round(float(agreeing.mean()), 4),
+        "max_prob_diff": round(float(film_diff.max()), 5),
+        "ok": bool(agreeing.mean() >= MIN_AGREEING),
+    }

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
 
-STUDY_BACKBONES = ("resnet18", "densenet121", "efficientnet_b0", "convnext_tiny")
-
-
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 

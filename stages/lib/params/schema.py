@@ -14,7 +14,8 @@ from typing import Union
 
 from pydantic import Field, field_validator, model_validator
 
-from stages.lib.params.base import STUDY_BACKBONES, Section, allows, refuse, source_of
+from stages.lib.core.backbones import BACKBONES, REGISTRY, study_backbones
+from stages.lib.params.base import Section, allows, refuse, source_of
 
 # Every section is imported from here (`from stages.lib.params.schema import Train`), wherever it is declared.
 from stages.lib.params.data_sections import Assemble, Augment, Data, Preprocess, Synthetic
@@ -31,10 +32,8 @@ class Config(Section):
     data: Data = Field(default_factory=Data, description="reading data/")
     augment: Augment = Field(default_factory=Augment, description="train-time augmentation")
     backbones: list[str] = Field(
-        default_factory=lambda: list(STUDY_BACKBONES),
-        json_schema_extra=allows(
-            "distinct names, each with a record in stages/lib/model/registry.py", **source_of("report")
-        ),
+        default_factory=study_backbones,
+        json_schema_extra=allows(f"distinct names, each with a record in {REGISTRY}", **source_of("report")),
         description="the networks trained and compared; dvc.yaml loops over them",
     )
     seeds: list[int] = Field(
@@ -108,12 +107,10 @@ class Config(Section):
     @field_validator("backbones")
     @classmethod
     def _registered(cls, names: list[str]) -> list[str]:
-        from stages.lib.model.registry import BACKBONES  # the registry imports torchvision: only when validating
-
         unknown = [n for n in names if n not in BACKBONES]
         if unknown:
             raise refuse(
-                f"lists {unknown[0]!r}, which has no record in stages/lib/model/registry.py (records: "
+                f"lists {unknown[0]!r}, which has no record in {REGISTRY} (records: "
                 f"{', '.join(BACKBONES)}); add its record there or remove the name",
                 show_value=False,
             )

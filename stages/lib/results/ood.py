@@ -18,21 +18,15 @@ Stored beside the model as `<model>.ood.json` (written by evaluate); `cxr4-predi
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import read_json
 from stages.lib.core.names import UNLABELED
-from stages.lib.data.dataset import CachedSplit
-from stages.lib.data.transforms import to_model_input
-from stages.lib.model.registry import head
 
 KIND = "feature_and_film_distance"  # what `score` computes; a file of another kind is refused
 KEEP = 0.95  # share of val films the threshold keeps in
@@ -43,17 +37,6 @@ THUMB = 8  # the film's layout: its 8 x 8 thumbnail
 def ood_path(model_path: str | os.PathLike) -> Path:
     """models/<backbone>/seed<seed>.pt -> models/<backbone>/seed<seed>.ood.json"""
     return Path(model_path).with_suffix(".ood.json")
-
-
-@contextlib.contextmanager
-def capture_features(model, backbone: str):
-    """Collect the head Linear's input (the penultimate features) of every forward pass into a list."""
-    seen: list[torch.Tensor] = []
-    handle = head(model, backbone)[-1].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach()))
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def film_features(films: np.ndarray) -> np.ndarray:
@@ -70,22 +53,6 @@ def film_features(films: np.ndarray) -> np.ndarray:
         / 255
     )
     return (thumbs - thumbs.mean(1, keepdims=True)) / (thumbs.std(1, keepdims=True) + 1e-3)
-
-
-@torch.no_grad()
-def split_features(model, backbone: str, cache_dir: str, split: str, batch_size: int, device) -> dict:
-    """{"net": penultimate features [N, F], "film": film_features [N, 64], "labels": [N]} of a cached split."""
-    data = CachedSplit(cache_dir, split)
-    model.eval()
-    with capture_features(model, backbone) as seen:
-        for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
-            model(to_model_input(x, device))
-    films = np.asarray(data.images)[:, None]
-    return {
-        "net": torch.cat([f.float().cpu() for f in seen]).numpy(),
-        "film": film_features(films),
-        "labels": np.asarray(data.labels),
-    }
 
 
 def _fit_distance(features: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
@@ -140,22 +107,10 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
     return scores > stats["threshold"]
 
 
-def measure(model, backbone: str, cache_dir: str, others: dict[str, tuple[str, str]], batch_size: int, device):
-    """(features, films) to fit and flag on: `split_features` of the cache's train, val and test and of
-    each of `others` ({key: (another cache, its split)}, e.g. the external sets under "external/<name>"),
-    and the films (uint8 [N, 1, S, S]) of all but train."""
-    flagged_on = {**{s: (cache_dir, s) for s in ("val", "test")}, **others}
-    feats = {
-        key: split_features(model, backbone, c, split, batch_size, device)
-        for key, (c, split) in {"train": (cache_dir, "train"), **flagged_on}.items()
-    }
-    films = {key: np.asarray(CachedSplit(c, split).images)[:, None] for key, (c, split) in flagged_on.items()}
-    return feats, films
-
-
 def fit_and_flag(feats: dict, films: dict, n_classes: int) -> dict:
-    """Fit on train (distances) and val (scale, threshold) of `measure`'s features; record under
-    `flagged` the share flagged on each set of films: the shares the summary reports."""
+    """Fit on train (distances) and val (scale, threshold) of the features `measure` gives
+    (stages/lib/model/features.py); record under `flagged` the share flagged on each set of films: the
+    shares the summary reports."""
     stats = fit(feats["train"], feats["val"], films["val"], n_classes)
     stats["flagged"] = {s: float(flagged(stats, score(stats, feats[s]["net"], films[s])).mean()) for s in films}
     return stats

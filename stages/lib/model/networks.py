@@ -1,52 +1,24 @@
-"""The backbone registry: one record per network, and the study's head Dropout(p) -> Linear(in, classes).
+"""The networks of the backbone registry's records (stages/lib/core/backbones.py), built with the study's head
+Dropout(p) -> Linear(in, classes), and their pinned ImageNet weights.
 
 Built on torchvision's own registry (`get_model`, `get_model_weights`) rather than timm: the study
 fine-tuned torchvision's ImageNet weights, and timm's builds of the same names carry other weights
 and apply the head's dropout inside `forward_head` instead of as a module, so neither the numbers
-nor the checkpoints would stay the same. timm would add ViTs and hundreds of CNNs; a record here
+nor the checkpoints would stay the same. timm would add ViTs and hundreds of CNNs; a registry record
 can name any torchvision classification model (`torchvision.models.list_models()`).
-
-Adding a backbone is one record below plus its name in params.yaml's `backbones`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models
 
+from stages.lib.core.backbones import spec
 from stages.lib.core.errors import UserError
-
-
-@dataclass(frozen=True)
-class Backbone:
-    weights: str  # the ImageNet weights, pinned (a torchvision release may change DEFAULT)
-    classifier: str  # the attribute holding the classifier that the new head replaces
-    keep: int  # leading modules of that classifier kept before the head (ConvNeXt's norm, flatten)
-    gradcam_layer: str  # Grad-CAM target: the last convolutional stage, before global pooling
-    study_val: tuple[float, float] | None = None  # the reference study's val (accuracy, macro-F1), if it has one
-
-
-BACKBONES: dict[str, Backbone] = {  # key: torchvision's model name
-    "resnet18": Backbone("IMAGENET1K_V1", "fc", 0, "layer4.1", (0.818, 0.846)),
-    "densenet121": Backbone("IMAGENET1K_V1", "classifier", 0, "features.norm5", (0.838, 0.836)),
-    # EfficientNet's own Dropout(0.2) is replaced by ours
-    "efficientnet_b0": Backbone("IMAGENET1K_V1", "classifier", 0, "features.8", (0.771, 0.798)),
-    "convnext_tiny": Backbone("IMAGENET1K_V1", "classifier", 2, "features.7", (0.839, 0.837)),
-}
-
-
-def spec(name: str) -> Backbone:
-    """The record of backbone `name` (params are checked against the registry when they load)."""
-    if name not in BACKBONES:
-        raise UserError(
-            f"unknown backbone {name!r}; stages/lib/model/registry.py has records for {', '.join(BACKBONES)}"
-        )
-    return BACKBONES[name]
 
 
 def weights(name: str) -> models.WeightsEnum:
