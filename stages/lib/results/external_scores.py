@@ -1,4 +1,4 @@
-"""External validation, the scores: each model on an external set's cache (stages/lib/data/external.py
+"""External validation, the scores: each model on an external set's cache (stages/external.py
 builds it), scored as test is (evaluate for a run, combine and ensemble for the ensembles, report for
 the summary), and compared with the internal test.
 
@@ -49,7 +49,7 @@ def open_caches(root: str | os.PathLike, names, cache_meta: dict) -> dict[str, t
                 f"internal cache with {cache_meta['preprocess']} (classes {cache_meta['classes']}); "
                 f"rerun dvc repro external@{name}"
             )
-        out[name] = (path, next(iter(meta["counts"])))  # stages/lib/data/external.py writes one split
+        out[name] = (path, next(iter(meta["counts"])))  # stages/external.py writes one split
     return out
 
 
