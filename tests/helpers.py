@@ -140,7 +140,8 @@ def run_paths(backbone: str, seed: int = 42) -> dict[str, str]:
 
 # of the whole pipeline through `make demo`, which the tests read (copy it before changing it).
 TINY_DEMO = {
-    "synthetic": {"train": 32, "val": 16, "test": 16, "external": 16},
+    # val: 20 films, the fewest a temperature and a prediction-set threshold are fitted from (posthoc.MIN_FILMS)
+    "synthetic": {"train": 32, "val": 20, "test": 16, "external": 16},
     "preprocess": {"img_size": 32},
     "data": {"min_val": 4},
     "backbones": ["resnet18", "efficientnet_b0"],

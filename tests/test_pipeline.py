@@ -42,7 +42,7 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
         m = json.loads((demo / "metrics" / f"{name}.json").read_text())
         for split in ("val", "test"):
             assert set(m[split]) >= CONTRACT_SPLIT | NEW_KEYS
-            assert sum(c["support"] for c in m[split]["per_class"].values()) == 16
+            assert sum(c["support"] for c in m[split]["per_class"].values()) == TINY_DEMO["synthetic"][split]
             for key in ("accuracy", "macro_f1", "macro_auroc"):
                 low, high = m[split][f"{key}_ci95"]
                 assert 0 <= low <= m[split][key] <= high <= 1
@@ -77,8 +77,9 @@ def test_demo_writes_the_metrics_contract_headlines_figures_and_summary(demo_pro
             # every film's file format and bit depth are subgroups (the demo's films: 8-bit PNG and JPEG)
             groups = run_metrics["subgroups"]
             assert groups["split"] == "test" and set(groups["by"]) == {"format", "bit_depth"}
-            assert set(groups["by"]["format"]) <= {"PNG", "JPEG"} and groups["by"]["bit_depth"]["8"]["n"] == 16
-            assert sum(g["n"] for g in groups["by"]["format"].values()) == 16
+            n_test = TINY_DEMO["synthetic"]["test"]
+            assert set(groups["by"]["format"]) <= {"PNG", "JPEG"} and groups["by"]["bit_depth"]["8"]["n"] == n_test
+            assert sum(g["n"] for g in groups["by"]["format"].values()) == n_test
             assert groups["by"]["bit_depth"]["8"]["macro_f1"] == run_metrics["test"]["macro_f1"]  # the whole split
             assert (demo / run_paths(name)["gradcam"]).read_bytes()[:8] == PNG
             assert m["seeds"]["n"] == 1 and m["seeds"]["note"] == "1 seed: no run-to-run spread measured"
@@ -145,7 +146,10 @@ def test_the_demo_scores_the_pixel_shortcut_and_every_model_with_the_lungs_hidde
     assert px["chosen"] in px["val_macro_f1_of_each_candidate"] and px["hide_lungs"]["top"] == 0.05
     for split in ("val", "test"):
         names, labels, probs = read_predictions(demo / "predictions" / "pixel_shortcut" / f"{split}.csv", classes)
-        assert len(names) == 16 and px[split]["macro_f1"] == split_metrics(labels, probs, classes, 0)["macro_f1"]
+        assert (
+            len(names) == TINY_DEMO["synthetic"][split]
+            and px[split]["macro_f1"] == split_metrics(labels, probs, classes, 0)["macro_f1"]
+        )
         low, high = px[split]["macro_f1_ci95"]
         assert low <= px[split]["macro_f1"] <= high and set(px[split]["per_class"]) == set(classes)
     assert px["external"]["shifted"]["per_class"]["COVID-19"]["absent"]
