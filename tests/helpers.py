@@ -326,3 +326,26 @@ def reported_intervals(report) -> list[tuple[str, float, list]]:
 
 # A point with its interval as the summary and the cards print it: 0.846 [0.732, 0.921], +0.613 [+0.484, +0.718]
 PRINTED_CI = r"([+\-−]?\d+\.\d+) \[([+\-−]?\d+\.\d+), ([+\-−]?\d+\.\d+)\]"
+
+
+# preprocess on `sys.argv[1]`/data, each film's decoding slowed to 0.3 s in the workers, so a test can kill or
+# interrupt it while they work (run with `python -c SLOW_PREPROCESS <folder>` from the project root)
+SLOW_PREPROCESS = """
+import sys, time
+from stages.lib.core.errors import cli
+from stages.lib.data import cache_writer
+from stages.lib.params.loader import load_params
+from stages.lib.params.schema import Data, Preprocess
+from stages.preprocess import build_cache
+
+decode = cache_writer._process
+def slow(path):
+    time.sleep(0.3)
+    return decode(path)
+slow.__module__, slow.__qualname__ = "stages.lib.data.cache_writer", "_process"  # pickled by name into the workers
+cache_writer._process = slow
+root = sys.argv[1]
+P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
+data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})
+cli(build_cache)(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
+"""

@@ -16,7 +16,7 @@ from unittest.mock import patch
 
 import pytest
 
-from helpers import ROOT, course_tree, data_params, run_predict, write_xray
+from helpers import ROOT, SLOW_PREPROCESS, course_tree, data_params, run_predict, write_xray
 from stages.lib.core import progress
 from stages.lib.core.errors import EXIT_INTERRUPTED, KEPT, Interrupted, UserError, cli
 from stages.lib.core.files import atomic_path
@@ -177,27 +177,6 @@ def test_ctrl_c_in_a_terminal_stops_preprocess_with_one_line_and_its_cache_as_it
     assert proc.returncode == 130 and err == f"interrupted: {KEPT}\n", err
     assert (tmp_path / "cache" / "meta.json").read_text() == "the old cache\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"]  # staging and its lock removed
-
-
-SLOW_PREPROCESS = """
-import sys, time
-from stages.lib.core.errors import cli
-from stages.lib.data import cache_writer
-from stages.lib.params.loader import load_params
-from stages.lib.params.schema import Data, Preprocess
-from stages.preprocess import build_cache
-
-decode = cache_writer._process
-def slow(path):
-    time.sleep(0.3)
-    return decode(path)
-slow.__module__, slow.__qualname__ = "stages.lib.data.cache_writer", "_process"  # pickled by name into the workers
-cache_writer._process = slow
-root = sys.argv[1]
-P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
-data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})
-cli(build_cache)(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
-"""
 
 
 # --- progress off a terminal --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
-from helpers import ROOT, course_tree, data_params, gradient, run_predict, write_dicom, write_xray
+from helpers import ROOT, SLOW_PREPROCESS, course_tree, data_params, gradient, run_predict, write_dicom, write_xray
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.core.staging import remove_stale
 from stages.lib.data.dataset import read_cache_index, verify_cache
@@ -70,26 +70,6 @@ def test_predict_writes_a_csv_that_reads_back_one_row_per_image(tmp_path, model_
 
 
 # --- 7. kill -9 during preprocess ----------------------------------------------------------------
-
-SLOW_PREPROCESS = """
-import sys, time
-from stages.lib.data import cache_writer
-from stages.lib.params.schema import Data, Preprocess
-from stages.lib.params.loader import load_params
-from stages.preprocess import build_cache
-
-P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
-data = Data.model_validate({**load_params("params.yaml").data.model_dump(), "min_val": 1})
-
-decode = cache_writer._process
-def slow(path):
-    time.sleep(0.3)
-    return decode(path)
-slow.__module__, slow.__qualname__ = "stages.lib.data.cache_writer", "_process"  # pickled by name into the workers
-cache_writer._process = slow
-root = sys.argv[1]
-build_cache(root + "/data", root + "/cache", root + "/report.json", P32, data, workers=2)
-"""
 
 
 def _children(pid: int) -> list[int]:
