@@ -1,0 +1,1 @@
+"""Tools that operate on the project (write dvc.yaml's code deps and demo/dvc.yaml, copy it with other params, make the demo's films, the GPU check); they may use any room of stages.lib, and nothing under stages/ imports them."""
