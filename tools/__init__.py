@@ -1,1 +1,3 @@
-"""Tools that operate on the project (write dvc.yaml's code deps and demo/dvc.yaml, copy it with other params, make the demo's films, the GPU check); they may use any room of stages.lib, and nothing under stages/ imports them."""
+"""Tools that operate on the project: dvc.yaml's code deps and demo/dvc.yaml written, the project copied with
+other params, the demo's films made, the GPU check. They may use any room of stages.lib; nothing under stages/
+imports them."""
