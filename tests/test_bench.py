@@ -123,6 +123,7 @@ def test_gpu_check_smoke_runs_the_stages_in_dvc_yaml_order_then_the_bench(tmp_pa
         "synthesize",
         "preprocess",
         "external@shifted",
+        "pixel_shortcut",
         "train@resnet18-42",
         "evaluate@resnet18-42",
         "combine@resnet18",

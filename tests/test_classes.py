@@ -91,7 +91,7 @@ def test_two_classes_train_evaluate_report_and_predict(tmp_path):
     )
     out = {
         name: run(stage_cmd(name, "resnet18"), proj).stdout
-        for name in ("preprocess", "train", "evaluate", "combine", "ensemble", "report")
+        for name in ("preprocess", "pixel_shortcut", "train", "evaluate", "combine", "ensemble", "report")
     }
     assert "train: 18 images normal 6, pneumonia 12" in out["preprocess"]
     meta = torch.load(proj / run_paths("resnet18")["model"], weights_only=True)["meta"]

@@ -395,6 +395,7 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     images = np.load(proj / "cache" / "train.npy", mmap_mode="r")
     assert images.shape == (160, 32, 32) and images.dtype == np.uint8 and images.std() > 10
 
+    run(stage_cmd("pixel_shortcut"), proj)  # evaluate's card compares the model with both shortcuts
     run(stage_cmd("train", "resnet18"), proj)
     run(stage_cmd("evaluate", "resnet18"), proj)
     run(stage_cmd("combine", "resnet18"), proj)
