@@ -416,10 +416,15 @@ def test_real_xrays_preprocess_train_and_evaluate(tmp_path, real_data):
     run(stage_cmd("ensemble"), proj)
     run(stage_cmd("report"), proj)
     summary = (proj / "metrics" / "summary.md").read_text()
-    assert "## Shortcut audit" in summary and f"macro-F1 **{shortcut['test']['macro_f1']:.3f}**" in summary
-    # the warning follows the paired comparison with the shortcut (comparisons.beats), both ways
-    paired = re.search(r"^- (resnet18 − shortcut = .*)$", summary, re.MULTILINE).group(1)  # macro-F1's list is first
-    warned = "WARNING: resnet18 does not clearly beat the metadata-only shortcut" in summary
+    pixel = json.loads((proj / "metrics" / "pixel_shortcut.json").read_text())
+    assert "## Shortcut audit" in summary
+    for name, m in (("shortcut", shortcut), ("pixel_shortcut", pixel)):  # the data report rounds to 4 decimals
+        shown = re.search(rf"^- `{name}`: .* Its test macro-F1: \*\*([\d.]+)\*\*", summary, re.MULTILINE).group(1)
+        assert abs(float(shown) - m["test"]["macro_f1"]) <= 5e-4 + 1e-9
+    # the warning follows the paired comparison with the stronger shortcut (comparisons.beats), both ways
+    best = max((("shortcut", shortcut), ("pixel_shortcut", pixel)), key=lambda n_m: n_m[1]["test"]["macro_f1"])[0]
+    paired = re.search(rf"^- (resnet18 − {best} = .*)$", summary, re.MULTILINE).group(1)  # macro-F1's list is first
+    warned = f"WARNING: resnet18 does not clearly beat the stronger shortcut, `{best}`" in summary
     assert warned != paired.endswith(": resnet18 better") and (not warned or paired in summary.split("## Seeds")[0])
 
 
