@@ -76,8 +76,8 @@ bench-scale: $(STAMP)
 
 # Real films (../shared/data/cxr4), 3 seeds each: the seed spread, the seed ensemble's gain, both
 # shortcuts (file metadata; the film outside the lungs) and each model with the lungs hidden beside them
-# -> bench/results/quality.json and quality_predictions/ (all four backbones: 117 min on a 2-core
-# Intel Xeon, its wall_s).
+# -> bench/results/quality.json and quality_predictions/ (all four backbones: 151 min on a 2-core
+# AMD EPYC, its wall_s, busy with other jobs).
 quality: $(STAMP)
 	$(BIN)/python -m bench.quality --backbones resnet18 densenet121 efficientnet_b0 convnext_tiny
 

@@ -137,16 +137,15 @@ def test_the_real_film_counts_in_readme_and_docs_are_the_real_datas(real_data):
             assert int(n) == sum(counts.values()), page.name
 
 
-def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
-    """Each figure README states about speed, scale and real films recomputes from bench/results/."""
+def test_the_readme_benchmark_figures_are_the_committed_results():
+    """Each figure README states about speed and scale recomputes from bench/results/ (real films: below)."""
     import json
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     results = {
-        n: json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text())
-        for n in ("loader", "epoch", "scale", "quality")
+        n: json.loads((ROOT / "bench" / "results" / f"{n}.json").read_text()) for n in ("loader", "epoch", "scale")
     }
-    loader, epoch, scale, quality = results.values()
+    loader, epoch, scale = results.values()
     # each benchmark named by the machine it ran on: loader and epoch on one, scale on another
     assert loader["machine"]["cpu"] == epoch["machine"]["cpu"]
     cpu = {n: f"{r['machine']['cpu_cores']}-core {cpu_name(r['machine']['cpu'])}" for n, r in results.items()}
@@ -159,25 +158,134 @@ def test_the_readme_benchmark_and_real_film_figures_are_the_committed_results():
     assert f"~{scale['extrapolated_100k_s'] / 60:.0f} min projected" in readme
     assert scale["max_peak_rss_mb"] < 1024 and "its own process under 1 GB" in readme
     assert f"it and its workers {scale['max_peak_pss_mb']:.0f} MB at most (PSS" in readme
-    names = {
-        "resnet18": "ResNet-18",
-        "densenet121": "DenseNet-121",
-        "efficientnet_b0": "EfficientNet-B0",
-        "convnext_tiny": "ConvNeXt-Tiny",
-    }
-    for b, r in quality["backbones"].items():
-        assert f"{names[b]} {r['test_macro_f1']['mean']:.3f} ± {r['test_macro_f1']['sd']:.3f}" in readme
-    gains = [r["seed_ensemble_gain"] for r in quality["backbones"].values()]
-    assert f"add {min(gains):+.3f} to {max(gains):+.3f}" in readme
-    assert f"scores {quality['shortcut_test_macro_f1']:.3f}" in readme
-    # each model's paired difference to the shortcut, and "clearly better" exactly where the one rule says so
-    verdicts = {names[b]: (r["minus_shortcut"], r["beats_shortcut"]) for b, r in quality["backbones"].items()}
-    runs = sum(len(r["test_macro_f1"]["runs"]) for r in quality["backbones"].values())
-    verdicts[f"all {runs} runs"] = (quality["ensemble_minus_shortcut"], quality["ensemble_beats_shortcut"])
+
+
+NAMES = {
+    "resnet18": "ResNet-18",
+    "densenet121": "DenseNet-121",
+    "efficientnet_b0": "EfficientNet-B0",
+    "convnext_tiny": "ConvNeXt-Tiny",
+}
+SHORTCUT_WORDS = {
+    "shortcut": "file metadata only (size, format, dimensions, bit depth)",
+    "pixel_shortcut": "the film outside the lungs only (the lungs hidden)",
+}
+
+
+def signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def ci(pair) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def test_the_readme_real_film_figures_are_the_committed_quality_json():
+    """README's real-film section: the seed ensembles' gains, both shortcuts with their CIs, every model minus the
+    stronger shortcut with "clearly better" exactly where the one rule says so, and the lungs-hidden scores."""
+    import json
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    q = json.loads((ROOT / "bench" / "results" / "quality.json").read_text())
+    gains = [r["seed_ensemble_gain"] for r in q["backbones"].values()]
+    assert f"the seed ensembles add {min(gains):+.3f} to {max(gains):+.3f} test macro-F1" in readme
+    for name, words in SHORTCUT_WORDS.items():
+        assert f"{words} {q[f'{name}_test_macro_f1']:.3f} {ci(q[f'{name}_test_macro_f1_ci95'])}" in readme
+    best = q["stronger_shortcut"]
+    assert best == max(SHORTCUT_WORDS, key=lambda n: q[f"{n}_test_macro_f1"])
+    assert f"minus the stronger ({SHORTCUT_WORDS[best].split(' (')[0]}), paired 95% CI:" in readme
+    verdicts = {NAMES[b]: (r[f"minus_{best}"], r["beats_stronger_shortcut"]) for b, r in q["backbones"].items()}
+    runs = sum(len(r["test_macro_f1"]["runs"]) for r in q["backbones"].values())
+    verdicts[f"all {runs} runs"] = (q[f"ensemble_minus_{best}"], q["ensemble_beats_stronger_shortcut"])
     for name, (sentence, beats) in verdicts.items():
-        diff = sentence.split(" = ")[1].split(":")[0]
+        diff = signed_of(sentence)
         assert f"{name} {diff}" in readme
         assert (f"{name} {diff} (clearly better)" in readme) == beats, name
+    blocks = [r["lungs_hidden"] for r in q["backbones"].values()]
+    assert ("every seed ensemble calls every film one class" in readme) == all(map(one_answer, blocks))
+    assert ("no class is read from outside the lungs" in readme) == (not any(b["read_outside_lungs"] for b in blocks))
+
+
+def one_answer(block: dict) -> bool:
+    """True when a lungs-hidden block's model called every film the same class."""
+    return any(v.get("other_films_called_it") == 1 and v.get("recall") == 1 for v in block["per_class"].values())
+
+
+def test_the_seeds_doc_real_film_tables_are_the_committed_quality_json():
+    """docs/seeds.md's real-film tables, row by row, and the machine and commit they name, from quality.json."""
+    import json
+
+    doc = (ROOT / "docs" / "seeds.md").read_text()
+    text = " ".join(doc.split())
+    q = json.loads((ROOT / "bench" / "results" / "quality.json").read_text())
+    assert (
+        f"at commit `{q['commit'][:7]}`" in text
+        and f"({q['machine']['cpu']}, {q['machine']['cpu_cores']} cores)" in text
+    )
+    assert f"{q['wall_s']:.0f} s" in text
+    for b, r in q["backbones"].items():
+        t = r["test_macro_f1"]
+        assert (
+            f"| {b} | {' / '.join(f'{v:.3f}' for v in t['runs'].values())} | {t['mean']:.3f} ± {t['sd']:.3f} | "
+            f"{r['seed_ensemble_test_macro_f1']:.3f} ({r['seed_ensemble_gain']:+.3f}) | "
+            f"{' / '.join(str(e) for e in r['best_epochs'].values())} |"
+        ) in doc, b
+    rows = {b: (r, r["lungs_hidden"]) for b, r in q["backbones"].items()}
+    rows[f"all {sum(len(r['test_macro_f1']['runs']) for r in q['backbones'].values())} runs"] = (
+        {k.removeprefix("ensemble_"): v for k, v in q.items() if k.startswith("ensemble_")},
+        q["ensemble_lungs_hidden"],
+    )
+    for name, (r, h) in rows.items():
+        recall = " / ".join(f"{v['recall_with_lungs']:.2f} → {v['recall']:.2f}" for v in h["per_class"].values())
+        assert (
+            f"| {name} | {signed_of(r['minus_shortcut'])} | {signed_of(r['minus_pixel_shortcut'])} | "
+            f"{h['macro_f1']:.3f} {ci(h['macro_f1_ci95'])} | {recall} | {', '.join(h['read_outside_lungs']) or 'none'} |"
+        ) in doc, name
+    for name, label in (
+        ("shortcut", "file metadata only (shortcut audit)"),
+        ("pixel_shortcut", "outside the lungs only (pixel shortcut)"),
+    ):
+        recall = " / ".join(f"{v:.2f}" for v in q[f"{name}_test_recall"].values())
+        assert f"| {label} | {q[f'{name}_test_macro_f1']:.3f} {ci(q[f'{name}_test_macro_f1_ci95'])} | {recall} |" in doc
+    assert (
+        f"val chose the {q['pixel_shortcut_chosen']} of its {len(q['pixel_shortcut_val_macro_f1_of_each_candidate'])} candidates"
+        in text
+    )
+    # the bullets' figures and claims
+    h = q["hide_lungs"]
+    assert f"With the central box ({(h['bottom'] - h['top']) * (h['right'] - h['left']):.0%} of each film" in text
+    spans = [q["backbones"][b]["test_macro_f1"]["runs"].values() for b in ("resnet18", "densenet121")]
+    assert f"{NAMES['resnet18']}'s {len(spans[0])} seeds span {min(spans[0]):.3f} to {max(spans[0]):.3f}" in text
+    assert f"{NAMES['densenet121']}'s {min(spans[1]):.3f} to {max(spans[1]):.3f}" in text
+    met = sum(g["met"] for g in q["goal"].values())
+    assert (
+        f"more than {q['goal']['resnet18']['gain_at_least']} over the mean seed for {['no', 'one', 'two', 'three', 'four'][met]} of four backbones"
+        in text
+    )
+    assert (
+        q["backbones"]["convnext_tiny"]["seed_ensemble_gain"] < 0
+        and "ConvNeXt-Tiny's scores below its mean seed" in text
+    )
+    both = [b for b, r in q["backbones"].items() if r["beats_shortcut"] and r["beats_pixel_shortcut"]]
+    neither = [b for b, r in q["backbones"].items() if not (r["beats_shortcut"] or r["beats_pixel_shortcut"])]
+    assert (
+        len(both) == len(neither) == 2 and "Two backbones clearly beat both shortcuts; two do not beat either." in text
+    )
+    answers = {
+        b: next(c for c, v in r["lungs_hidden"]["per_class"].items() if v["recall"] == 1)
+        for b, r in q["backbones"].items()
+    }
+    assert all(one_answer(r["lungs_hidden"]) for r in q["backbones"].values())
+    assert (
+        sorted(answers.values()) == ["COVID-19", "COVID-19", "COVID-19", "normal"]
+        and answers["efficientnet_b0"] == "normal"
+    )
+    assert "(COVID-19 for three, normal for EfficientNet-B0)" in text
+
+
+def signed_of(sentence: str) -> str:
+    """'a − b = +0.080 [−0.080, +0.231]: not distinguishable' -> '+0.080 [−0.080, +0.231]'."""
+    return sentence.split(" = ")[1].split(":")[0]
 
 
 def cpu_name(model: str) -> str:
@@ -273,3 +381,27 @@ def test_the_readme_demo_table_is_the_committed_demo_metrics():
         f"{shortcut['val']['macro_f1']:.3f} |"
     ) in readme
     assert len(readme.splitlines()) < 200
+
+
+def test_the_shortcut_doc_states_the_committed_box_and_features():
+    """docs/shortcuts.md's box, rim share, grid, bins and threshold are the committed params and code."""
+    from stages.lib.params.loader import load_params
+    from stages.lib.results.lungs_hidden import KEEP
+
+    doc = " ".join((ROOT / "docs" / "shortcuts.md").read_text().split())
+    cfg = load_params(ROOT / "params.yaml")
+    h, p = cfg.hide_lungs, cfg.pixel_shortcut
+    edges = {round(h.top, 9), round(h.left, 9), round(1 - h.bottom, 9), round(1 - h.right, 9)}
+    assert len(edges) == 1, "the doc describes a box equally far in from each edge"
+    assert f"The default, {h.top:.0%} in from each edge (rows and columns {h.top:.0%}-{h.bottom:.0%}" in doc
+    assert f"the rim left visible is {1 - (h.bottom - h.top) * (h.right - h.left):.0%} of the film" in doc
+    assert f"keeps its central {cfg.preprocess.center_crop_ratio:.0%}" in doc
+    assert (
+        f"`{p.grid}` x" not in doc
+        and f"({p.grid} x {p.grid}:" in doc
+        and f"histogram of the rim's grey levels ({p.bins}:" in doc
+    )
+    assert f"(`lungs_hidden.KEEP` = {KEEP})" in doc and "set to (0, black" in doc and h.fill == 0
+    from bench.quality import PROTOCOL
+
+    assert f"cached at {PROTOCOL['preprocess']['img_size']} px (the `make quality` protocol)" in doc

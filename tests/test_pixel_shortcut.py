@@ -130,3 +130,17 @@ def test_the_card_says_in_words_which_class_is_read_from_outside_the_lungs():
     audit = "\n".join(shortcut_lines({"test": scored}, shortcuts, "test"))
     assert "Against the stronger of the two (pixel_shortcut) it does NOT clearly beat it" in audit
     assert "rather than from the lungs" in audit and "what lies outside the lungs" in audit
+
+
+def test_a_model_that_calls_every_hidden_film_one_class_is_said_to_tell_nothing():
+    from stages.lib.report.card_metrics import read_outside_words
+
+    classes = ["normal", "bacteria", "virus", "COVID-19"]
+    y = np.repeat(np.arange(4), 5)
+    b = lungs_hidden.block(
+        "test", y, one_hot(y), one_hot(np.full_like(y, 3)), classes, Evaluate(bootstrap_resamples=0), H
+    )
+    assert b["read_outside_lungs"] == [] and b["per_class"]["COVID-19"]["kept"] == 1.0
+    said = read_outside_words(b)
+    assert said.startswith("With the lungs hidden this model calls every film COVID-19, so no class keeps")
+    assert "cannot say what it reads from the rest" in said

@@ -71,6 +71,13 @@ def read_outside_words(block: dict) -> str:
         "(a class every hidden film is called keeps its recall, not its margin)"
     )
     outside = block.get("read_outside_lungs") or []
+    answer = one_answer(block)
+    if answer is not None:  # the box pushed every film to one class: the fill speaks, not the rim
+        return (
+            f"With the lungs hidden this model calls every film {answer}, so no class keeps {rule}; a film with a "
+            "flat centre is unlike any it was trained on, and this test cannot say what it reads from the rest "
+            "(the pixel shortcut can)."
+        )
     if not outside:
         return f"No class keeps {rule} with the lungs hidden: none is read from outside the lungs by that rule."
     kept = ", ".join(f"{c} {block['per_class'][c]['kept']:.0%}" for c in outside)
@@ -82,3 +89,14 @@ def read_outside_words(block: dict) -> str:
             "this model reads those classes from outside the lungs.**"
         )
     return f"{said} A class counts as read from outside the lungs when it keeps {rule}."
+
+
+def one_answer(block: dict) -> str | None:
+    """The class a lungs-hidden block's model called every film, if it called them all one class."""
+    classes = [c for c, v in block["per_class"].items() if not v.get("absent")]
+    called = [
+        c
+        for c in classes
+        if block["per_class"][c]["recall"] == 1 and block["per_class"][c]["other_films_called_it"] == 1
+    ]
+    return called[0] if called and len(classes) > 1 else None
