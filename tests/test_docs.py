@@ -380,6 +380,11 @@ def test_the_readme_demo_table_is_the_committed_demo_metrics():
         f"| file metadata only (shortcut audit) | | {shortcut['test']['macro_f1']:.3f} | | "
         f"{shortcut['val']['macro_f1']:.3f} |"
     ) in readme
+    pixel = json.loads((metrics / "pixel_shortcut.json").read_text())
+    assert (
+        f"| outside the lungs only (pixel shortcut) | | {pixel['test']['macro_f1']:.3f} | | "
+        f"{pixel['val']['macro_f1']:.3f} |"
+    ) in readme
     assert len(readme.splitlines()) < 200
 
 
