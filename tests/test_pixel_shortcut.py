@@ -133,7 +133,7 @@ def test_the_card_says_in_words_which_class_is_read_from_outside_the_lungs():
 
 
 def test_a_model_that_calls_every_hidden_film_one_class_is_said_to_tell_nothing():
-    from stages.lib.report.card_metrics import read_outside_words
+    from stages.lib.report.phrases import read_outside_words
 
     classes = ["normal", "bacteria", "virus", "COVID-19"]
     y = np.repeat(np.arange(4), 5)
