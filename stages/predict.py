@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.errors import Interrupted, UserError, cli
-from stages.lib.core.files import atomic_path, read_json
+from stages.lib.core.files import atomic_path
 from stages.lib.core.progress import progress
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.data.image_files import image_batches, list_images
@@ -50,8 +50,9 @@ def predict_images(
     on_bad_image: str = "error",
     workers: int | str = "auto",
     ood: bool | None = None,
-) -> tuple[int, list[str]]:
-    """Classify every image `images` names into the CSV `out`; (images classified, skipped files' reasons).
+) -> tuple[int, list[str], str | None]:
+    """Classify every image `images` names into the CSV `out`; (images classified, skipped files' reasons,
+    what of the model's val fit was applied and from where, or None without one).
 
     Under on_bad_image "error" the first bad file is refused (UserError naming it) and `out` is left
     as it was; under "skip" bad files are skipped, each reason printed to stderr and returned.
@@ -93,7 +94,7 @@ def predict_images(
             bar.update(len(indices) + len(bad))
         if not done:
             raise UserError(f"no readable image in {images} ({len(skipped)} skipped); nothing to predict")
-    return done, skipped
+    return done, skipped, posthoc.describe(fitted, model.fit_source) if fitted else None
 
 
 def _refuse_or_skip(bad: list, on_bad_image: str, skipped: list[str]) -> None:
@@ -211,7 +212,7 @@ def main() -> None:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     try:
-        done, skipped = predict_images(
+        done, skipped, fit = predict_images(
             args.model,
             args.images,
             args.out,
@@ -225,10 +226,8 @@ def main() -> None:
         )
     except KeyboardInterrupt:
         raise Interrupted(f"{args.out} unchanged, nothing written") from None
-    sidecar = posthoc.sidecar_path(args.model)
-    fit = f" ({posthoc.describe(read_json(sidecar), str(sidecar))})" if sidecar.is_file() else ""
     print(
-        f"{done} images classified with {args.model}{fit} -> {args.out}"
+        f"{done} images classified with {args.model}{f' ({fit})' if fit else ''} -> {args.out}"
         + (f"; {len(skipped)} bad file(s) skipped (listed above)" if skipped else "")
     )
 

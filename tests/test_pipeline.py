@@ -13,6 +13,7 @@ import pytest
 
 from helpers import CLASS_NAMES, ROOT, TINY, TINY_DEMO, make_project, merge, run, run_paths, stage_cmd
 from stages.lib.core.backbones import BACKBONES, REGISTRY
+from stages.lib.results import posthoc
 from stages.lib.results.posthoc import apply_temperature
 
 CONTRACT_SPLIT = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class"}
@@ -315,7 +316,7 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
     commands = readme_commands("cxr4-predict ")
     exports = readme_commands("cxr4-export ")
     assert len(commands) == 3 and commands[1][-1] == "--submission" and len(exports) == 1
-    outs = []
+    outs, said = [], []
     for argv in [*commands[:2], *exports, commands[2]]:  # the README's order: the export before its ONNX predict
         for flag in ("--out", "--model"):  # written beside the test, not into the shared demo run
             if argv[argv.index(flag) + 1].endswith((".csv", ".onnx")) and not argv[argv.index(flag) + 1].startswith(
@@ -323,6 +324,7 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
             ):
                 argv[argv.index(flag) + 1] = str(tmp_path / argv[argv.index(flag) + 1])
         out = run(argv, demo_project).stdout
+        said.append((argv[argv.index("--model") + 1], out))
         assert (
             ("16 images classified" in out)
             if argv[0] == "cxr4-predict"
@@ -348,6 +350,11 @@ def test_the_readme_predict_and_export_commands_reproduce_evaluate_after_the_dem
             not expected_set and ours[name]["prediction_set"] == ""
         )
         assert ours[name]["flag_COVID-19"] == str(int(scaled[3] >= fitted["operating_points"]["COVID-19"]["threshold"]))
+    # the last line names the fit applied and where it was read: beside the checkpoint, or inside the ONNX file
+    (pt, torch_said), (onnx, onnx_said) = said[0], said[3]
+    assert pt.endswith(".pt") and onnx.endswith(".onnx") and onnx == str(outs[2])
+    assert f"({posthoc.describe(fitted, str(posthoc.sidecar_path(pt)))}) -> " in torch_said
+    assert f"({posthoc.describe(fitted, onnx)}) -> " in onnx_said
     # onnxruntime: the same rows, every number within 1e-4 of torch's, the same classes, sets and flags
     for t, o in zip(torch_rows, onnx_rows):
         same = ("filename", "predicted_label", "prediction_set", "flag_COVID-19", "ood_flag")

@@ -106,8 +106,8 @@ def test_images_stream_through_the_model_a_batch_at_a_time(tmp_path, model_path,
             events.append(f"classify {len(batches[0][0])}") or classify(model, batches, *a, **k)
         ),
     )
-    done, skipped = predict_images(str(model_path), tmp_path / "new", tmp_path / "p.csv", batch_size=2, workers=0)
-    assert (done, skipped) == (5, [])
+    done, skipped, fit = predict_images(str(model_path), tmp_path / "new", tmp_path / "p.csv", batch_size=2, workers=0)
+    assert (done, skipped, fit) == (5, [], None)
     assert events == [
         "decode 0",
         "decode 1",

@@ -20,6 +20,7 @@ class Runner:
     preprocess: object
     ood: dict | None  # the fitted OOD score, or None
     fitted: dict | None  # evaluate's val fit (stages/lib/results/posthoc.py), or None
+    fit_source: str  # where the fit was read: the calibration file beside a checkpoint, or the ONNX file itself
     device: torch.device
 
     def __call__(self, x: torch.Tensor, hflip: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -37,6 +38,7 @@ class TorchRunner(Runner):
         fitted = ood_lib.ood_path(path)
         self.ood = ood_lib.load(fitted) if fitted.is_file() else None
         self.fitted = posthoc.load(path, self.classes)
+        self.fit_source = str(posthoc.sidecar_path(path))
         self.missing_ood = f"no fitted OOD score beside {path} ({fitted}); run evaluate (dvc repro)"
 
     def __call__(self, x, hflip):
@@ -54,7 +56,7 @@ class OnnxRunner(Runner):
 
         self.model = OnnxModel(path)
         self.classes, self.preprocess, self.ood = self.model.classes, self.model.preprocess, self.model.ood
-        self.fitted = self.model.fitted
+        self.fitted, self.fit_source = self.model.fitted, str(path)  # the fit travels inside the file
         self.device = torch.device("cpu")
         self.missing_ood = (
             f"{path} carries no fitted OOD score (an ensemble, or exported before evaluate fitted "
