@@ -15,11 +15,9 @@ from stages.lib.core.names import SCORED_SPLITS, seed_run
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.report import cards
-from stages.lib.results import external_scores as ext
-from stages.lib.results import lungs_hidden, posthoc
 from stages.lib.results.comparisons import seed_block
-from stages.lib.results.evaluation import mean_of_runs, score_mean
 from stages.lib.results.metrics import headline
+from stages.lib.results.run_means import score_runs_mean
 
 
 # params: the command line (dvc.yaml's cmd: --backbone, --runs, --predictions, --cache-meta's content, --metrics,
@@ -49,15 +47,9 @@ def combine(
             )
         per_seed[s] = read_json(path)
     folders = [seed_run(predictions_dir, s) for s in seeds]
-    report, runs = score_mean(folders, classes, Path(predictions_dir), e)
-    # the seed ensemble's own fit, on the mean of its runs' val probabilities (in its metrics: `fitted`)
-    report["fitted"], blocks = posthoc.fit_and_score({s: mean_of_runs(r) for s, r in runs.items()}, classes, e)
-    report.update(blocks)
-    report["external"] = ext.score_runs(folders, external, classes, report["fitted"], mean_of_runs(runs["test"]), e)
+    # the seed ensemble, scored like one model (with its own fit on the mean of its runs' val probabilities)
+    report, runs = score_runs_mean(folders, classes, Path(predictions_dir), e, external, hide)
     report["seeds"] = seed_block(per_seed, *runs["test"], e.bootstrap_resamples, e.seed)
-    if hide is not None:
-        shown = "test" if report["test"] else "val"
-        report[lungs_hidden.KEY] = lungs_hidden.of_runs(folders, shown, runs[shown], classes, e, hide)
     # One number for the table: the median run's; every seed's own is in `seeds`.
     report["best_epoch"] = statistics.median_low(m["best_epoch"] for m in per_seed.values())
     report["epochs_run"] = statistics.median_low(m["epochs_run"] for m in per_seed.values())

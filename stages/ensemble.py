@@ -13,10 +13,8 @@ from stages.lib.core.names import SCORED_SPLITS, run_name, seed_run
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.report import cards
-from stages.lib.results import external_scores as ext
-from stages.lib.results import lungs_hidden, posthoc
-from stages.lib.results.evaluation import mean_of_runs, score_mean
 from stages.lib.results.metrics import headline
+from stages.lib.results.run_means import score_runs_mean
 
 
 def run_folders(predictions_dir: str | Path, backbones, seeds) -> dict[str, Path]:
@@ -42,17 +40,9 @@ def ensemble(
     the `lungs_hidden` block from the runs' predictions with the lungs hidden)."""
     classes = cache_meta["classes"]
     runs = run_folders(predictions_dir, backbones, seeds)
-    scores, probs = score_mean(list(runs.values()), classes, Path(out_dir), e)
-    report = {"members": list(runs), **scores}
     # fitted on the mean of every run's val probabilities (in its metrics: `fitted`)
-    report["fitted"], blocks = posthoc.fit_and_score({s: mean_of_runs(r) for s, r in probs.items()}, classes, e)
-    report.update(blocks)
-    report["external"] = ext.score_runs(
-        list(runs.values()), external, classes, report["fitted"], mean_of_runs(probs["test"]), e
-    )
-    if hide is not None:
-        shown = "test" if report["test"] else "val"
-        report[lungs_hidden.KEY] = lungs_hidden.of_runs(list(runs.values()), shown, probs[shown], classes, e, hide)
+    scores, _ = score_runs_mean(list(runs.values()), classes, Path(out_dir), e, external, hide)
+    report = {"members": list(runs), **scores}
     report["provenance"] = provenance.stamp(
         {"backbones": list(backbones), "seeds": list(seeds), "evaluate": e.model_dump()}, cache_meta.get("data")
     )

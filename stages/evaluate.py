@@ -30,7 +30,7 @@ from stages.lib.report import cards
 from stages.lib.report.plots import gradcam_grid, save_figure
 from stages.lib.results import external_scores as ext
 from stages.lib.results import lungs_hidden, ood, posthoc, subgroups
-from stages.lib.results.evaluation import write_and_score, write_predictions
+from stages.lib.results.evaluation import shown_split_of, write_and_score, write_predictions
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def evaluate(
     write_predictions({ext.predictions_split(n): o for n, o in on_external.items()}, classes, files.predictions)
     report["external"] = ext.score_sets(caches, on_external, classes, fitted, outputs["test"][1:], e)
     # subgroups and Grad-CAM on test, or on val when test labels are hidden (Grad-CAM picks examples by label)
-    shown = "test" if report["test"] is not None else "val"
+    shown = shown_split_of(report)
     report["subgroups"] = subgroups.subgroups_block(
         files.cache, shown, outputs[shown][1:], report[shown]["macro_f1"], classes, e
     )

@@ -23,7 +23,7 @@ from stages.lib.core.errors import Interrupted, UserError, cli
 from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.data.formats import MAX_PIXELS
 from stages.lib.data.image_files import image_batches, list_images
-from stages.lib.model.inference import load_model, predict
+from stages.lib.model.inference import check_fit, load_model, predict
 from stages.lib.model.onnx_files import export, require_onnx
 from stages.lib.params.schema import Preprocess
 from stages.lib.results import ood, posthoc
@@ -50,8 +50,8 @@ def export_models(model_paths: list[str], out: str, cache_dir: str, images: str 
                 "from the project root (dvc repro writes cache/), pass --cache DIR or --images DIR"
             )
         cache_meta = verify_cache(cache_dir)
-        for path in model_paths:
-            load_model(path, preprocess=cache_meta["preprocess"], classes=cache_meta["classes"])  # refuses a misfit
+        for path, (_, meta) in zip(model_paths, members):  # refuses a model that does not fit the cache
+            check_fit(path, meta, preprocess=cache_meta["preprocess"], classes=cache_meta["classes"])
         films, where = np.array(CachedSplit(cache_dir, "test").images)[:, None], f"test films of {cache_dir}"
 
     def reference(x: np.ndarray) -> np.ndarray:

@@ -20,8 +20,8 @@ from stages.lib.data.dataset import CachedSplit, verify_cache
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Config
 from stages.lib.results import external_scores as ext
-from stages.lib.results.evaluation import score_split, write_predictions
-from stages.lib.results.metrics import split_metrics
+from stages.lib.results.evaluation import write_and_score, write_predictions
+from stages.lib.results.metrics import absent_from, split_metrics
 
 
 def _films(cache: str | Path, split: str, cfg: Config) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -47,17 +47,13 @@ def pixel_shortcut(cache: str, external_root: str, predictions: str, cfg: Config
         "chosen": name,
         "val_macro_f1_of_each_candidate": tried,
     }
-    for split, (_, labels, probs) in outputs.items():
-        report[split] = score_split(labels, probs, classes, e, split)
-        if report[split] is None:
-            report[f"{split}_note"] = "labels hidden: predictions written, not scored"
+    report.update(write_and_score(outputs, classes, Path(predictions), e))
+    on_external = {}
     for set_name, (set_cache, split) in caches.items():
         names, labels, x_set = _films(set_cache, split, cfg)
-        outputs[ext.predictions_split(set_name)] = (names, labels, pixels.probabilities(model, x_set, len(classes)))
-    write_predictions(outputs, classes, Path(predictions))
-    report["external"] = {
-        set_name: external_metrics(outputs[ext.predictions_split(set_name)][1:], classes, e) for set_name in caches
-    }
+        on_external[set_name] = (names, labels, pixels.probabilities(model, x_set, len(classes)))
+    write_predictions({ext.predictions_split(n): o for n, o in on_external.items()}, classes, Path(predictions))
+    report["external"] = {n: external_metrics(o[1:], classes, e) for n, o in on_external.items()}
     report["provenance"] = provenance.stamp(
         {k: getattr(cfg, k).model_dump() for k in ("hide_lungs", "pixel_shortcut", "evaluate")}, meta.get("data")
     )
@@ -69,7 +65,7 @@ def external_metrics(labels_probs: tuple[np.ndarray, np.ndarray], classes, e) ->
     labels, probs = labels_probs
     where = "the external set"
     m = split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins, where=where)
-    return {**m, "n": int(len(labels)), "absent_classes": ext.absent_classes(labels, classes)}
+    return {**m, "n": int(len(labels)), "absent_classes": absent_from(m)}
 
 
 def headline(report: dict) -> dict:

@@ -108,7 +108,7 @@ def is_code(dep) -> bool:
     parts = Path(str(dep)).parts
     while parts[:1] == ("..",):
         parts = parts[1:]
-    return parts[:1] in (("stages",), ("tools",))
+    return bool(parts) and parts[0] in PACKAGES
 
 
 def wrong_deps(dvc_yaml: Path, root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
@@ -148,10 +148,11 @@ def write_code_deps(dvc_yaml: Path, root: Path = ROOT) -> None:
         start, stop = (code[0], code[-1] + 1) if code else (len(deps), len(deps))
         trailing = deps.ca.items.pop(stop - 1, None) if code else None  # the comment after the last one
         del deps[start:stop]
-        for i, dep in enumerate(dep_list(module, root)):
+        files = dep_list(module, root)
+        for i, dep in enumerate(files):
             deps.insert(start + i, dep)
         if trailing is not None:
-            deps.ca.items[start + len(dep_list(module, root)) - 1] = trailing
+            deps.ca.items[start + len(files) - 1] = trailing
     with atomic_path(dvc_yaml) as tmp, open(tmp, "w") as f:
         rt.dump(pipeline, f)
 

@@ -148,6 +148,25 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
     """
     ckpt = load_checkpoint(path)
     meta = ckpt["meta"]
+    check_fit(path, meta, backbone, preprocess, classes)
+    stage = f"train@{meta['backbone']}" + (f"-{meta['seed']}" if "seed" in meta else "")  # dvc.yaml's matrix name
+    retrain = f"retrain it (dvc repro --force {stage})"
+    stored = Preprocess.model_validate(meta["preprocess"])  # complete and valid: load_checkpoint checked it
+    model = build_model(meta["backbone"], len(meta["classes"]), meta["dropout"], pretrained=False)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UserError(
+            f"{path}: its weights do not fit today's {meta['backbone']} ({str(err).splitlines()[0]}); {retrain}"
+        ) from err
+    return model, {**meta, "preprocess": stored}
+
+
+def check_fit(path, meta: dict, backbone: str | None = None, preprocess: dict | None = None, classes=None) -> None:
+    """Refuse the checkpoint at `path` (its metadata `meta`) when it does not fit what the caller expects:
+    its classes, its backbone, the preprocessing of the cache it will run on."""
+    if isinstance(meta["preprocess"], Preprocess):  # the metadata load_model returns
+        meta = {**meta, "preprocess": meta["preprocess"].model_dump()}
     if classes is not None and list(meta["classes"]) != list(classes):
         raise UserError(
             f"{path} was trained for classes {meta['classes']}, the data has {list(classes)}; "
@@ -162,14 +181,3 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, preprocess:
             f"{path} was trained on images preprocessed with {meta['preprocess']}, the cache has "
             f"{preprocess}; rerun the pipeline (dvc repro)"
         )
-    stage = f"train@{meta['backbone']}" + (f"-{meta['seed']}" if "seed" in meta else "")  # dvc.yaml's matrix name
-    retrain = f"retrain it (dvc repro --force {stage})"
-    stored = Preprocess.model_validate(meta["preprocess"])  # complete and valid: load_checkpoint checked it
-    model = build_model(meta["backbone"], len(meta["classes"]), meta["dropout"], pretrained=False)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise UserError(
-            f"{path}: its weights do not fit today's {meta['backbone']} ({str(err).splitlines()[0]}); {retrain}"
-        ) from err
-    return model, {**meta, "preprocess": stored}

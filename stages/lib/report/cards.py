@@ -29,6 +29,7 @@ from stages.lib.report.phrases import (
     with_ci,
 )
 from stages.lib.results.comparisons import stronger
+from stages.lib.results.evaluation import shown_split_of
 from stages.lib.results.metrics import ci_columns
 
 NOTICE = str(Path(__file__).resolve().parents[3] / "docs" / "notice.md")
@@ -105,7 +106,7 @@ def card_markdown(
 ) -> str:
     """The card of model `name` from its metrics `m`, the data report `data` and the pixel shortcut's metrics
     `pixel`: test metrics, or val when test labels are hidden."""
-    split = "test" if m.get("test") else "val"
+    split = shown_split_of(m)
     lines = intro_lines(name, m, split, research_notice, metrics_link) + data_lines(data)
     if synthetic:
         lines += ["> **SYNTHETIC data**: drawn shapes, not X-rays; the numbers below say nothing about medicine.", ""]

@@ -186,12 +186,7 @@ def subgroups_markdown(blocks: dict[str, dict]) -> list[str]:
             cells = []
             for name in models:
                 s = blocks[name]["by"][column][value]
-                shown = (
-                    value_ci(s["macro_f1"], s["macro_f1_ci95"])
-                    if s["macro_f1_ci95"]
-                    else f"{fmt(s['macro_f1'])} ({TOO_FEW})"
-                )
-                cells.append(shown + (" **below**" if s["below_overall"] else ""))
+                cells.append(with_ci(s, "macro_f1") + (" **below**" if s["below_overall"] else ""))
                 if s["below_overall"]:
                     flagged.append(f"{name} on {column} = {value}")
             lines.append(f"| {value} | {g['n']} | " + " | ".join(cells) + " |")

@@ -35,6 +35,12 @@ def write_and_score(
     return report
 
 
+def shown_split_of(report: dict) -> str:
+    """The split a model's subgroups, figures, card and lungs-hidden block show: test, or val when test
+    labels are hidden (its metrics are None)."""
+    return "test" if report.get("test") is not None else "val"
+
+
 def write_predictions(outputs: dict[str, tuple[list[str], np.ndarray, np.ndarray]], classes, out_dir: Path) -> None:
     """`outputs[key] = (names, labels, probs)` -> `out_dir`/<key>.csv (key: a split, or external/<name>)."""
     for key, (names, labels, probs) in outputs.items():

@@ -19,7 +19,7 @@ from stages.lib.data.dataset import UNLABELED, verify_cache
 from stages.lib.params.schema import Evaluate
 from stages.lib.results import posthoc
 from stages.lib.results.evaluation import read_runs
-from stages.lib.results.metrics import METRICS, interval, macro_f1, split_metrics
+from stages.lib.results.metrics import METRICS, absent_from, interval, macro_f1, split_metrics
 
 KEY = "external"  # predictions/<model>/external/<name>.csv; the OOD score's share on it: flagged["external/<name>"]
 
@@ -94,10 +94,10 @@ def score(
     absent: metrics.absent_entry), its val fit judged there (temperature before/after, prediction-set
     coverage, operating points), and the drop from the internal test `test` = (labels, probabilities)
     (None when test labels are hidden)."""
-    absent = absent_classes(labels, classes)
-    present = [k for k, c in enumerate(classes) if c not in absent]
     where = "the external set"
     m = split_metrics(labels, probs, classes, e.bootstrap_resamples, e.seed, e.calibration_bins, where=where)
+    absent = absent_from(m)
+    present = [k for k, c in enumerate(classes) if c not in absent]
     m.update(posthoc.score(fitted, labels, probs, e))
     m.update(
         n=int(len(labels)), counts={c: int((labels == k).sum()) for k, c in enumerate(classes)}, absent_classes=absent
@@ -109,10 +109,6 @@ def score(
         else None
     )
     return m
-
-
-def absent_classes(labels: np.ndarray, classes) -> list[str]:
-    return [c for k, c in enumerate(classes) if not (labels == k).any()]
 
 
 def restrict(labels: np.ndarray, probs: np.ndarray, present: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from stages.lib.core.names import UNLABELED
 from stages.lib.params.schema import Evaluate, HideLungs
 from stages.lib.results.comparisons import paired_difference
 from stages.lib.results.evaluation import read_runs
-from stages.lib.results.metrics import METRICS, bootstrap_ci, classification_metrics
+from stages.lib.results.metrics import METRICS, bootstrap_ci, macro_f1
 
 KEY = "lungs_hidden"
 # "Most of its recall": a class that keeps at least this share of its recall with the lungs hidden, and of
@@ -39,31 +39,28 @@ def block(
     read from outside the lungs."""
     known = labels != UNLABELED
     y, probs, hidden = labels[known], probs[known], hidden[known]
-    normal = classification_metrics(y, probs.argmax(1), classes)
-    masked = classification_metrics(y, hidden.argmax(1), classes)
+    with_lungs, without = probs.argmax(1), hidden.argmax(1)
     cost = paired_difference(y, probs[None], hidden[None], e.bootstrap_resamples, e.seed, ("macro_f1",))
-    per_class = {
-        c: _class_entry(k, y, probs.argmax(1), hidden.argmax(1), c, normal, masked) for k, c in enumerate(classes)
-    }
+    per_class = {c: _class_entry(k, y, with_lungs, without) for k, c in enumerate(classes)}
     return {
         "split": split,
         "box": h.model_dump(),
         "keep_at_least": KEEP,
-        "macro_f1": masked["macro_f1"],
+        "macro_f1": macro_f1(y, without),
         "macro_f1_ci95": bootstrap_ci(y, hidden, METRICS["macro_f1"].batch, e.bootstrap_resamples, e.seed),
-        "macro_f1_with_lungs": normal["macro_f1"],
+        "macro_f1_with_lungs": macro_f1(y, with_lungs),
         "cost": {"difference": cost["macro_f1"]["difference"], "ci95": cost["macro_f1"]["ci95"]},
         "per_class": per_class,
         "read_outside_lungs": [c for c, v in per_class.items() if v.get("read_outside_lungs")],
     }
 
 
-# params: the class (index, name), the labels, both predictions and both metrics dicts.
-def _class_entry(k: int, y: np.ndarray, with_lungs: np.ndarray, hidden: np.ndarray, c: str, normal, masked) -> dict:
+def _class_entry(k: int, y: np.ndarray, with_lungs: np.ndarray, hidden: np.ndarray) -> dict:
+    """Class `k`'s entry, from the labels and the predicted classes with and without the lungs."""
     mine, others = y == k, y != k
     if not mine.any():
         return {"absent": True, "support": 0}
-    recall, recall_hidden = normal["per_class"][c]["recall"], masked["per_class"][c]["recall"]
+    recall, recall_hidden = float((with_lungs[mine] == k).mean()), float((hidden[mine] == k).mean())
     called = float((with_lungs[others] == k).mean()) if others.any() else 0.0
     called_hidden = float((hidden[others] == k).mean()) if others.any() else 0.0
     kept = _share(recall_hidden, recall)

@@ -32,7 +32,7 @@ from stages.lib.params.schema import Config, Evaluate
 from stages.lib.results import external_scores as ext
 from stages.lib.results import lungs_hidden, ood, posthoc, subgroups
 from stages.lib.results.comparisons import paired_difference, seed_block
-from stages.lib.results.evaluation import mean_of_runs, read_runs, score_split
+from stages.lib.results.evaluation import mean_of_runs, read_runs, score_split, shown_split_of
 
 
 @dataclass
@@ -131,7 +131,7 @@ def compare(r: Results, backbones, e: Evaluate) -> list[dict]:
 
 def shown_split(r: Results) -> str:
     """Figures and comparisons show the test split, or val when test labels are hidden."""
-    return "test" if all(s["test"] is not None for s in r.scores.values()) else "val"
+    return "test" if all(shown_split_of(s) == "test" for s in r.scores.values()) else "val"
 
 
 def posthoc_fits(r: Results, models, e: Evaluate) -> dict[str, tuple[dict, dict]]:
