@@ -30,7 +30,7 @@ def main() -> None:
     if not args.card:
         parser.error("--card is required: the card's path (beside the model: <model>.card.md)")
     card, name = args.card, Path(args.card).name.removesuffix(".card.md")
-    cards.write_card(card, name, args.metrics, args.data_report, args.notice, args.synthetic, args.pixel_shortcut)
+    cards.write_card_from(args, name, args.synthetic)
     print(f"wrote {card}")
 
 

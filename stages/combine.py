@@ -93,16 +93,7 @@ def main() -> None:
         list(cfg.external),
         cfg.hide_lungs,
     )
-    if args.card:
-        cards.write_card(
-            args.card,
-            f"{args.backbone} (seed ensemble)",
-            args.metrics,
-            args.data_report,
-            args.notice,
-            bool(meta.get("synthetic")),
-            args.pixel_shortcut,
-        )
+    cards.write_card_from(args, f"{args.backbone} (seed ensemble)", bool(meta.get("synthetic")))
     spread = (
         f" (seeds: mean {r['seeds']['mean']['test']['macro_f1']:.4f}"
         + (f" sd {r['seeds']['sd']['test']['macro_f1']:.4f})" if r["seeds"]["sd"] else ", 1 seed)")

@@ -75,16 +75,7 @@ def main() -> None:
         list(cfg.external),
         cfg.hide_lungs,
     )
-    if args.card:
-        cards.write_card(
-            args.card,
-            "ensemble of every run",
-            args.metrics,
-            args.data_report,
-            args.notice,
-            bool(meta.get("synthetic")),
-            args.pixel_shortcut,
-        )
+    cards.write_card_from(args, "ensemble of every run", bool(meta.get("synthetic")))
     print(
         f"ensemble of {len(r['members'])} runs: "
         + " | ".join(f"{s} macro-F1 {r[s]['macro_f1']:.4f}" if r[s] else f"{s}: labels hidden" for s in SCORED_SPLITS)

@@ -187,16 +187,9 @@ def main() -> None:
         args.external,
     )
     r = evaluate(args.backbone, files, cfg.evaluate, cfg.train, list(cfg.external), cfg.hide_lungs)
-    if args.card:
-        cards.write_card(
-            args.card,
-            f"{args.backbone}, seed {r['seed']}",
-            args.metrics,
-            args.data_report,
-            args.notice,
-            bool(read_json(Path(args.cache) / "meta.json").get("synthetic")),
-            args.pixel_shortcut,
-        )
+    cards.write_card_from(
+        args, f"{args.backbone}, seed {r['seed']}", bool(read_json(Path(args.cache) / "meta.json").get("synthetic"))
+    )
     print(
         f"{args.backbone}: "
         + " | ".join(

@@ -51,6 +51,13 @@ def add_arguments(parser) -> None:
     )
 
 
+def write_card_from(args, name: str, synthetic: bool) -> None:
+    """The card of model `name`, when the stage was given --card: from the arguments add_arguments declared
+    and the stage's own --metrics."""
+    if args.card:
+        write_card(args.card, name, args.metrics, args.data_report, args.notice, synthetic, args.pixel_shortcut)
+
+
 # params: the card, the model's name, the files it is written from (metrics, data report, notice, the pixel
 # shortcut's metrics) and whether the data is synthetic: the command line of the stages that write cards.
 def write_card(
