@@ -17,7 +17,9 @@ from stages.lib.core.names import SPLITS, UNLABELED_CLASS, class_name
 
 ASSEMBLY = "assembly.json"  # in a data folder that `make study-data` assembled (stages/lib/study/assembly.py)
 # Beside the data (as the course layout's real sample ships it): one row per film, with a `license` (or
-# `licence`) column; counted per licence for the data report, and the model cards print them.
+# `licence`) column; counted per licence for the data report, and the model cards print them. The set
+# `make study-data` assembles writes one too (stages/lib/study/assembly.py: each film's source, path
+# there, URL, DOI, licence, sha256).
 SOURCES = "SOURCES.csv"
 
 

@@ -31,7 +31,6 @@ FRONTAL = {"ap", "pa"}
 # data.csv's admission_offset is days from the exam to the COVID-19 admission (-4: admitted 4 days
 # before the film). A film taken before that admission may predate the infection: not surely positive.
 MAX_ADMISSION_OFFSET = 0
-SOURCES_CSV = "SOURCES.csv"  # every film: its source, path there, URL, DOI, licence, sha256
 
 
 @dataclass(frozen=True)
