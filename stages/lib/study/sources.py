@@ -116,10 +116,15 @@ def import_stage(dvcfile: Path) -> dict:
     return (yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}) if dvcfile.is_file() else {}
 
 
+def _import_dep(dvcfile: Path) -> dict:
+    """The one dependency a DVC import file records (its URL, or its git repository); {} when none."""
+    return (import_stage(dvcfile).get("deps") or [{}])[0]
+
+
 def import_origin(path: Path) -> tuple[str, str | None]:
     """(URL, git commit) `path` is imported from, read from its .dvc file (one place holds each URL):
     a git repository at `rev_lock` (`dvc import`), or a URL and None (`dvc import-url`)."""
-    dep = (import_stage(Path(f"{path}.dvc")).get("deps") or [{}])[0]
+    dep = _import_dep(Path(f"{path}.dvc"))
     if "repo" in dep:
         return str(dep["repo"].get("url", "")), dep["repo"].get("rev_lock")
     return str(dep.get("path", "")), None
@@ -132,7 +137,7 @@ def check_commit(name: str, folder: Path) -> str:
     commits = set()
     for part in HANNOVER_IMPORTS:
         dvcfile = folder / f"{part}.dvc"
-        repo = (import_stage(dvcfile).get("deps") or [{}])[0].get("repo")
+        repo = _import_dep(dvcfile).get("repo")
         if repo is None:
             raise UserError(
                 f"{name}: {dvcfile} is missing or is no `dvc import` of a git repository; `git checkout {dvcfile}`"
