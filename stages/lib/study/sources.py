@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from stages.lib.core.errors import UserError
+from stages.lib.data.dataset import sha256_file
 
 PIN_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")  # sha256sum's format
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a full git commit: a branch or tag can move, a commit cannot
@@ -70,11 +71,6 @@ class Film:
 
 
 # --- pins ----------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_pins(sums: Path) -> dict[str, str]:
