@@ -12,15 +12,11 @@ manifest.csv, SOURCES.csv and assembly.json written -> the folder swapped in who
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from stages.lib.core.errors import UserError, cli
-from stages.lib.core.files import umask
-from stages.lib.core.staging import swap_in
+from stages.lib.core.files import umask, write_json
+from stages.lib.core.staging import staging_dir, swap_in
 from stages.lib.params.loader import load_params
 from stages.lib.params.schema import Assemble
 from stages.lib.study.assembly import MARKER, cap, drop_duplicates, split, summary, write_tables
@@ -71,9 +67,7 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a: Assemble) 
             "first (your own data: README 'Bring your own data')"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.assembling."))
-    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; data/ gets a folder's usual permissions
-    try:
+    with staging_dir(out, 0o777 & ~umask()) as staging:  # a killed run's leftovers go first
         films = read_kermany(kermany, staging)
         hannover_films, left_out = read_hannover(hannover, staging)
         read = films + hannover_films
@@ -86,10 +80,8 @@ def assemble(kermany: Path, hannover: Path, sums: Path, out: Path, a: Assemble) 
                 (staging / f.path).unlink(missing_ok=True)
         said = summary(sources, pins, origins, read, kept, splits, duplicates, left_out, unique, a)
         write_tables(staging, kept, splits, origins)
-        (staging / MARKER).write_text(json.dumps(said, indent=2) + "\n", encoding="utf-8")
+        write_json(staging / MARKER, said)
         swap_in(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return said
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from stages.lib.audit import pixel_shortcut as px
+from stages.lib.audit.shortcut import macro_f1
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.params.schema import Evaluate, HideLungs, PixelShortcut
 from stages.lib.results import lungs_hidden
@@ -33,7 +34,7 @@ def fit(where: str) -> float:
     x = {s: px.features(films(y[s], where, seed), H, P) for seed, s in enumerate(y)}
     _, model, tried = px.fit_and_choose((x["train"], y["train"]), (x["val"], y["val"]), P)
     assert set(tried) == {"logistic regression, C=0.1", "logistic regression, C=1", "gradient-boosted trees"}
-    return px.val_macro_f1(y["test"], px.probabilities(model, x["test"], 4).argmax(1))
+    return macro_f1(y["test"], px.probabilities(model, x["test"], 4).argmax(1))
 
 
 def test_the_pixel_shortcut_finds_a_class_written_outside_the_lungs():

@@ -17,7 +17,9 @@ from stages.lib.core.names import SPLITS, UNLABELED_CLASS, class_name
 
 ASSEMBLY = "assembly.json"  # in a data folder that `make study-data` assembled (stages/lib/study/assembly.py)
 # Beside the data (as the course layout's real sample ships it): one row per film, with a `license` (or
-# `licence`) column; counted per licence for the data report, and the model cards print them.
+# `licence`) column; counted per licence for the data report, and the model cards print them. The set
+# `make study-data` assembles writes one too (stages/lib/study/assembly.py: each film's source, path
+# there, URL, DOI, licence, sha256).
 SOURCES = "SOURCES.csv"
 
 
@@ -81,23 +83,26 @@ def licences(data_dir: str | os.PathLike) -> dict[str, int]:
 
 def first_frames(records: dict[str, list[dict]]) -> dict:
     """Files of several frames (multi-frame DICOM) or pages (TIFF), of which the first was used."""
-    files = [
-        {"split": split, "file": r["name"], "frames": r["frames"]}
-        for split in SPLITS
-        for r in records.get(split, [])
-        if r.get("frames", 1) > 1
-    ]
-    summary = f"{len(files)} file(s) with several frames or pages: the first of each was used" if files else None
-    return {"summary": summary, "files": files}
+    return _files_noted(
+        records, lambda r: r.get("frames", 1) > 1, "several frames or pages: the first of each was used", ("frames",)
+    )
 
 
 def transparent_films(records: dict[str, list[dict]]) -> dict:
     """Files with transparent pixels, composited on black (formats.on_black): what a viewer shows."""
+    return _files_noted(records, lambda r: r.get("transparent"), "transparent pixels: composited on black")
+
+
+def _files_noted(records: dict[str, list[dict]], noted, what: str, keys: tuple[str, ...] = ()) -> dict:
+    """{"summary": "<n> file(s) with <what>" (None when none), "files": [{split, file, *keys}, ...]}: the
+    records for which `noted` holds, split by split."""
     files = [
-        {"split": split, "file": r["name"]} for split in SPLITS for r in records.get(split, []) if r.get("transparent")
+        {"split": split, "file": r["name"], **{k: r[k] for k in keys}}
+        for split in SPLITS
+        for r in records.get(split, [])
+        if noted(r)
     ]
-    summary = f"{len(files)} file(s) with transparent pixels: composited on black" if files else None
-    return {"summary": summary, "files": files}
+    return {"summary": f"{len(files)} file(s) with {what}" if files else None, "files": files}
 
 
 def ids_differing_by_case(records: dict[str, list[dict]]) -> dict:

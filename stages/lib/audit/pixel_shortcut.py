@@ -16,11 +16,12 @@ import cv2
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from stages.lib.audit import shortcut
+from stages.lib.audit.shortcut import macro_f1
 from stages.lib.data.transforms import hide_lungs, outside_mask
 from stages.lib.params.schema import HideLungs, PixelShortcut
 
@@ -75,11 +76,6 @@ def candidates(p: PixelShortcut) -> dict:
     return out
 
 
-def val_macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
-    """Macro-F1 over the classes present, as every model's early stopping and report count it."""
-    return float(f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0))
-
-
 def fit_and_choose(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], p: PixelShortcut):
     """(name, fitted classifier, {name: val macro-F1}): each candidate fitted on `train` = (features, labels),
     the one with the best val macro-F1 kept (the first listed on a tie, the simplest)."""
@@ -87,14 +83,12 @@ def fit_and_choose(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     with threadpool_limits(THREADS):
         for name, model in candidates(p).items():
             fitted[name] = model.fit(*train)
-            scores[name] = round(val_macro_f1(val[1], fitted[name].predict(val[0])), 4)
+            scores[name] = round(macro_f1(val[1], fitted[name].predict(val[0])), 4)
     best = max(scores, key=scores.get)  # max keeps the first of equal scores
     return best, fitted[best], scores
 
 
 def probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """[N, n_classes] class probabilities, a column per class index (a fitted class set may be a subset)."""
-    out = np.zeros((len(x), n_classes))
+    """shortcut.probabilities, on THREADS threads."""
     with threadpool_limits(THREADS):
-        out[:, model.classes_] = model.predict_proba(x)
-    return out
+        return shortcut.probabilities(model, x, n_classes)

@@ -25,6 +25,18 @@ def fit_forest(x: np.ndarray, y: list[int], seed: int) -> RandomForestClassifier
     return RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1, max_samples=cap).fit(x, y)
 
 
+def probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """[N, n_classes] class probabilities, a column per class index (a fitted class set may be a subset)."""
+    out = np.zeros((len(x), n_classes))
+    out[:, model.classes_] = model.predict_proba(x)
+    return out
+
+
+def macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
+    """Macro-F1 over the classes present, as every model's early stopping and report count it."""
+    return float(f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0))
+
+
 def features(facts: list[dict], formats: list[str]) -> np.ndarray:
     """One row per image: numeric facts plus a one-hot of the file format."""
     return np.array(
@@ -47,17 +59,16 @@ def shortcut_audit(
         rows = splits.get(split, [])
         if not rows:
             continue
-        probs[split] = np.zeros((len(rows), len(classes)))
-        probs[split][:, model.classes_] = model.predict_proba(features([f for f, _ in rows], formats))
+        probs[split] = probabilities(model, features([f for f, _ in rows], formats), len(classes))
         known = np.array([y is not None for _, y in rows])
         if not known.any():
             continue  # a hidden-label test set cannot be scored
         y_true = np.array([y for _, y in rows if y is not None])
         y_pred = probs[split][known].argmax(1)  # = model.predict: classes_ are sorted indices
-        present = sorted(set(y_true.tolist()))  # macro over the classes present, like the networks' metrics
+        present = sorted(set(y_true.tolist()))  # recall of the classes present, as macro_f1 counts them
         recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
         out[split] = {
-            "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
+            "macro_f1": round(macro_f1(y_true, y_pred), 4),
             "per_class_recall": {classes[c]: round(float(r), 4) for c, r in zip(present, recall)},
         }
     out["features"] = list(NUMERIC) + [f"format={x}" for x in formats]

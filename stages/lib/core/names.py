@@ -25,6 +25,9 @@ ENSEMBLE = "ensemble"
 SHORTCUT = "shortcut"
 PIXEL_SHORTCUT = "pixel_shortcut"
 SHORTCUTS = (SHORTCUT, PIXEL_SHORTCUT)
+# The file the demo generator (data/synthetic.py) leaves in each data folder it writes; the cache's
+# meta.json says `synthetic` when it is there (data/cache_writer.py), and the report and cards say so.
+SYNTHETIC_MARKER = "SYNTHETIC"
 
 
 def label_key(text: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from stages.lib.core.csv_rows import RowWriter
 from stages.lib.core.errors import UserError
 from stages.lib.core.files import write_text
-from stages.lib.core.names import class_name
+from stages.lib.core.names import SYNTHETIC_MARKER, class_name
 from stages.lib.core.pool_workers import die_with_parent, ignore_interrupts
 from stages.lib.core.progress import progress
 from stages.lib.core.provenance import data_hash
@@ -33,7 +33,6 @@ from stages.lib.data.records import Sample
 from stages.lib.data.transforms import preprocess_image, preprocess_transform
 from stages.lib.params.schema import Data, Preprocess
 
-SYNTHETIC_MARKER = "SYNTHETIC"  # the file the demo generator leaves in its data folder (synthetic.py)
 STAGING_ARRAY = "all.npy"  # every film's row, in the staging folder until the splits are written
 
 seconds: Counter = Counter()  # per part of the builds since bench/scale.py last cleared it

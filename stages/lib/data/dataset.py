@@ -38,8 +38,8 @@ def file_records(cache_dir: str | os.PathLike, splits) -> dict:
     for split in splits:
         array, index = cache_files(cache_dir, split)
         shape, dtype, _ = _npy_header(array)
-        records[array.name] = {"shape": list(shape), "dtype": dtype, "sha256": _sha256(array)}
-        records[index.name] = {"rows": _index_rows(index), "sha256": _sha256(index)}
+        records[array.name] = {"shape": list(shape), "dtype": dtype, "sha256": sha256_file(array)}
+        records[index.name] = {"rows": _index_rows(index), "sha256": sha256_file(index)}
     return records
 
 
@@ -102,7 +102,7 @@ def _check_file(path: Path, expected: dict | None) -> None:
                 raise UserError(f"{path}: {shape[0]} images but {index.name} lists {_index_rows(index)}; {DAMAGED}")
         elif _index_rows(path) != expected.get("rows"):
             raise UserError(f"{path}: {_index_rows(path)} rows, meta.json says {expected.get('rows')}; {DAMAGED}")
-        if _sha256(path) != expected.get("sha256"):
+        if sha256_file(path) != expected.get("sha256"):
             raise UserError(f"{path}: its checksum differs from meta.json's (changed or corrupted bytes); {DAMAGED}")
     except OSError as err:
         raise UserError(f"{path}: cannot be read ({err.strerror}); {DAMAGED}") from err
@@ -126,7 +126,8 @@ def _index_rows(path: Path) -> int:
         return sum(1 for _ in csv.reader(f)) - 1  # minus the header
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """A file's SHA-256, hex (meta.json's checksums; the study's source pins)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

@@ -66,11 +66,11 @@ def detect_layout(data_dir: Path) -> str:
 
 
 def read_layout(data_dir: Path, layout: str, classes) -> dict[str, list[Sample]]:
-    """Samples per split for `layout` (auto: the one detected), labelled over `classes`; a split the data
-    lacks is absent."""
+    """Samples per split for the layout named `layout` (every caller resolves auto first, with
+    `detect_layout`), labelled over `classes`; a split the data lacks is absent."""
     check_layout(layout)
     named = {known.name: known for known in LAYOUTS}
-    return named[detect_layout(data_dir) if layout == "auto" else layout].read(data_dir, classes)
+    return named[layout].read(data_dir, classes)
 
 
 # --- course --------------------------------------------------------------------------------------

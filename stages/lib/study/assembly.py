@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.audit.data_report import ASSEMBLY
+from stages.lib.audit.data_report import ASSEMBLY, SOURCES
 from stages.lib.core.names import STUDY_CLASSES
 from stages.lib.data.layouts import MANIFEST, MANIFEST_COLUMNS
 from stages.lib.data.records import Sample
 from stages.lib.data.splits import split_off
-from stages.lib.study.sources import DATASETS, SOURCES_CSV, Film
+from stages.lib.study.sources import DATASETS, Film
 
 MARKER = ASSEMBLY  # what was kept and why; also says that the folder is ours to replace
 
@@ -103,7 +103,7 @@ def write_tables(staging: Path, kept: list[Film], splits: dict[str, str], origin
         for f in kept
     ]
     header = ["path", "dataset", "original", "url", "commit", "doi", "licence", "sha256"]
-    (staging / SOURCES_CSV).write_text(_csv(header, rows), encoding="utf-8")
+    (staging / SOURCES).write_text(_csv(header, rows), encoding="utf-8")
 
 
 # params: the result of each step of the assembly, summarised together.

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from stages.lib.core.errors import UserError
+from stages.lib.data.dataset import sha256_file
 
 PIN_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")  # sha256sum's format
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a full git commit: a branch or tag can move, a commit cannot
@@ -31,7 +32,6 @@ FRONTAL = {"ap", "pa"}
 # data.csv's admission_offset is days from the exam to the COVID-19 admission (-4: admitted 4 days
 # before the film). A film taken before that admission may predate the infection: not surely positive.
 MAX_ADMISSION_OFFSET = 0
-SOURCES_CSV = "SOURCES.csv"  # every film: its source, path there, URL, DOI, licence, sha256
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,6 @@ class Film:
 # --- pins ----------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def read_pins(sums: Path) -> dict[str, str]:
     """{file name: sha256} from a sha256sum-style file (comment lines start with #)."""
     try:
@@ -117,10 +112,15 @@ def import_stage(dvcfile: Path) -> dict:
     return (yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}) if dvcfile.is_file() else {}
 
 
+def _import_dep(dvcfile: Path) -> dict:
+    """The one dependency a DVC import file records (its URL, or its git repository); {} when none."""
+    return (import_stage(dvcfile).get("deps") or [{}])[0]
+
+
 def import_origin(path: Path) -> tuple[str, str | None]:
     """(URL, git commit) `path` is imported from, read from its .dvc file (one place holds each URL):
     a git repository at `rev_lock` (`dvc import`), or a URL and None (`dvc import-url`)."""
-    dep = (import_stage(Path(f"{path}.dvc")).get("deps") or [{}])[0]
+    dep = _import_dep(Path(f"{path}.dvc"))
     if "repo" in dep:
         return str(dep["repo"].get("url", "")), dep["repo"].get("rev_lock")
     return str(dep.get("path", "")), None
@@ -133,7 +133,7 @@ def check_commit(name: str, folder: Path) -> str:
     commits = set()
     for part in HANNOVER_IMPORTS:
         dvcfile = folder / f"{part}.dvc"
-        repo = (import_stage(dvcfile).get("deps") or [{}])[0].get("repo")
+        repo = _import_dep(dvcfile).get("repo")
         if repo is None:
             raise UserError(
                 f"{name}: {dvcfile} is missing or is no `dvc import` of a git repository; `git checkout {dvcfile}`"
