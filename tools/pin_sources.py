@@ -12,8 +12,7 @@ import argparse
 from pathlib import Path
 
 from stages.lib.core.errors import UserError, cli
-from stages.lib.core.files import write_text
-from stages.lib.study.sources import sha256_file
+from stages.lib.core.files import sha256_file, write_text
 
 
 def pin(sums: Path, files: list[Path]) -> list[str]:

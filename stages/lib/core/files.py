@@ -7,6 +7,7 @@ new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -60,3 +61,9 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise UserError(f"{path} not found; run the stage that writes it first (dvc repro)") from err
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """A file's SHA-256, hex (meta.json's checksums; the study's source pins)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

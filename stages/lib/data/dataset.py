@@ -12,7 +12,6 @@ Reading the dataset folder (layouts, formats) lives in layouts.py and formats.py
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from stages.lib.core.errors import UserError
+from stages.lib.core.files import sha256_file
 from stages.lib.core.names import UNLABELED
 
 # --- cache -------------------------------------------------------------------------------------
@@ -124,12 +124,6 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], str, int]:
 def _index_rows(path: Path) -> int:
     with open(path, newline="", encoding="utf-8") as f:
         return sum(1 for _ in csv.reader(f)) - 1  # minus the header
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """A file's SHA-256, hex (meta.json's checksums; the study's source pins)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_cache_index(cache_dir: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray, list[str]]:

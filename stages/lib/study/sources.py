@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from stages.lib.core.errors import UserError
-from stages.lib.data.dataset import sha256_file
+from stages.lib.core.files import sha256_file
 
 PIN_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")  # sha256sum's format
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a full git commit: a branch or tag can move, a commit cannot
