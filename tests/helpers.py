@@ -19,6 +19,7 @@ import yaml
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from stages.lib.data.formats import ROBUST_PERCENTILES
 from stages.lib.params.schema import Augment, Preprocess
 from tools.project_copy import copy_project, merge  # noqa: F401 (merge: for the tests)
 
@@ -230,6 +231,12 @@ def gradient(maximum: int, dtype) -> np.ndarray:
     return img
 
 
+def by_values_present(values: np.ndarray) -> np.ndarray:
+    """The documented rule for a DICOM without a VOI: the values at its robust percentiles mapped to 0..255."""
+    lo, hi = np.percentile(values, ROBUST_PERCENTILES, method="nearest").astype(float)
+    return np.clip(np.round((values.astype(float) - lo) * 255 / (hi - lo)), 0, 255)
+
+
 def write_dicom(path, pixels: np.ndarray, photometric: str, bits_stored: int, **extra) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -294,6 +301,17 @@ def tiny_cache(root, train_counts=(6, 6, 6, 6), val_per_class=2):
         json.dumps({"classes": classes, "counts": counts, "preprocess": {"img_size": SIZE}})
     )
     return root
+
+
+def demo_like(n: int, seed: int, sharpness: float = 1.0):
+    """Labels and softmax probabilities of a model with some skill over 4 classes; `sharpness` > 1
+    makes it overconfident (logits scaled up after the labels are drawn from the true ones)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, 4))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.minimum((rng.random((n, 1)) > true.cumsum(1)).sum(1), 3)  # one draw from each row's true p
+    shown = np.exp(sharpness * logits)
+    return labels, shown / shown.sum(1, keepdims=True)
 
 
 def reported_intervals(report) -> list[tuple[str, float, list]]:

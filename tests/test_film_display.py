@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import course_tree, gradient, run_predict, write_dicom
-from stages.lib.data.formats import ROBUST_PERCENTILES, BadImage, load_gray
-
-
-def by_values_present(values: np.ndarray) -> np.ndarray:
-    """The documented rule for a DICOM without a VOI: the values at its robust percentiles mapped to 0..255."""
-    lo, hi = np.percentile(values, ROBUST_PERCENTILES, method="nearest").astype(float)
-    return np.clip(np.round((values.astype(float) - lo) * 255 / (hi - lo)), 0, 255)
+from helpers import by_values_present, course_tree, gradient, run_predict, write_dicom
+from stages.lib.data.formats import BadImage, load_gray
 
 
 def padded_film(dtype, padding: int) -> tuple[np.ndarray, np.ndarray]:

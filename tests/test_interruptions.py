@@ -16,17 +16,15 @@ from unittest.mock import patch
 
 import pytest
 
-from helpers import ROOT, SLOW_PREPROCESS, course_tree, data_params, run_predict, write_xray
+from helpers import P32, ROOT, SLOW_PREPROCESS, course_tree, data_params, run_predict, write_xray
 from stages.lib.core import progress
 from stages.lib.core.errors import EXIT_INTERRUPTED, KEPT, Interrupted, UserError, cli
 from stages.lib.core.files import atomic_path
 from stages.lib.core.staging import swap_in
 from stages.lib.data import cache_writer
 from stages.lib.data.dataset import verify_cache
-from stages.lib.params.schema import Preprocess
 from stages.preprocess import build_cache
 
-P32 = Preprocess(img_size=32, center_crop_ratio=0.9, clahe_clip_limit=1.5, clahe_tile_grid=2)
 FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 

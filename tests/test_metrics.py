@@ -12,7 +12,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from helpers import PRINTED_CI, ROOT, reported_intervals
+from helpers import PRINTED_CI, ROOT, demo_like, reported_intervals
 from stages.lib.core.names import STUDY_CLASSES as CLASSES
 from stages.lib.results.metrics import (
     METRICS,
@@ -149,8 +149,6 @@ def test_every_calibration_interval_holds_its_point_on_small_test_sets():
     """ECE on 90 films of a calibrated model: its resamples run ~0.05 above it (binning noise), so the plain
     percentile interval once lay wholly above the point (seed 9 here; the demo's ResNet-18 after temperature
     scaling: 0.035 [0.040, 0.115]). NLL and the Brier score alongside."""
-    from test_posthoc import demo_like
-
     from stages.lib.results.posthoc import apply_temperature, calibration_scores
 
     for seed in range(20):

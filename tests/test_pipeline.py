@@ -175,13 +175,26 @@ def test_the_demo_scores_the_pixel_shortcut_and_every_model_with_the_lungs_hidde
 
 
 def test_dvc_reads_the_demo_in_a_terminal_and_reruns_only_what_changed(demo_project, tmp_path, monkeypatch):
+    import yaml
+
+    from tools.code_deps import code_files, stage_modules
+
     demo = demo_project / "demo"
     # As a user would, with Python writing __pycache__ (tests/conftest.py): the README's predict and export
-    # import the whole package, then a second `make demo` runs no stage.
+    # import the whole package, then a second `make demo` runs no stage. The bytecode `make demo` left goes
+    # first, so what is there after is theirs: runners.py (predict) and onnx_files.py (export), which no stage
+    # imports, so no `dvc repro` wrote theirs.
+    pipeline = yaml.safe_load((demo / "dvc.yaml").read_text())
+    stage_code = {f for m in stage_modules(pipeline).values() for f in code_files(m, demo_project)}
+    only_theirs = {"runners": "stages/lib/model/runners.py", "onnx_files": "stages/lib/model/onnx_files.py"}
+    assert stage_code and stage_code.isdisjoint(only_theirs.values())
+    for cache in list((demo_project / "stages").rglob("__pycache__")):
+        shutil.rmtree(cache)
     for argv in [*readme_commands("cxr4-predict ")[:1], *readme_commands("cxr4-export ")]:
         argv[argv.index("--out") + 1] = str(tmp_path / Path(argv[argv.index("--out") + 1]).name)
         run(argv, demo_project)
-    assert list((demo_project / "stages" / "lib" / "model").glob("__pycache__/*.pyc")), "no bytecode written"
+    for module, path in only_theirs.items():
+        assert list((demo_project / path).parent.glob(f"__pycache__/{module}.*.pyc")), f"no bytecode of {path}"
     again = run(["make", "demo", f"VENV={Path(sys.executable).parent.parent}", "STAMP="], demo_project).stdout
     assert stages_run(again) == set() and "didn't change, skipping" in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], demo).stdout

@@ -4,23 +4,13 @@ guarantees a user relies on (coverage near 1 - alpha, val NLL never raised), and
 import numpy as np
 import pytest
 
+from helpers import demo_like
 from stages.lib.params.schema import Evaluate
 from stages.lib.results import posthoc
 from stages.lib.results.metrics import expected_calibration_error
 
 CLASSES = ["normal", "bacteria", "virus", "COVID-19"]
 E = Evaluate(bootstrap_resamples=300, seed=0, calibration_bins=10)
-
-
-def demo_like(n: int, seed: int, sharpness: float = 1.0):
-    """Labels and softmax probabilities of a model with some skill over 4 classes; `sharpness` > 1
-    makes it overconfident (logits scaled up after the labels are drawn from the true ones)."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 1.5, (n, 4))
-    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    labels = np.minimum((rng.random((n, 1)) > true.cumsum(1)).sum(1), 3)  # one draw from each row's true p
-    shown = np.exp(sharpness * logits)
-    return labels, shown / shown.sum(1, keepdims=True)
 
 
 def test_lac_threshold_on_a_worked_example():
